@@ -1,0 +1,3 @@
+from zeta_router.cli import main
+
+raise SystemExit(main())

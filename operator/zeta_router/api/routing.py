@@ -1,0 +1,104 @@
+"""The routing configuration: what the operator writes into the `<name>-routing` ConfigMap and
+what every router sidecar reads (and hot-reloads) from its mounted file.
+
+This model is the single contract between the operator (render) and the router. It is
+serialised as YAML under the ConfigMap key ``routing.yaml`` with camelCase field names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+CONFIGMAP_KEY = "routing.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ScorerWeights(_Model):
+    """A logistic scorer: score = sigmoid(bias + sum(weights[f] * feature[f])).
+
+    Feature names are those produced by ``zeta_router.router.features``; a feature missing from
+    ``weights`` has weight 0, and a weight naming an unknown feature is a validation error at load.
+    """
+
+    bias: float = 0.0
+    weights: dict[str, float] = Field(default_factory=dict)
+    source: str | None = Field(default=None, description="Where these weights came from.")
+
+
+class RoutingTier(_Model):
+    name: str
+    url: str = Field(description="Base URL of the tier's OpenAI-compatible server (its Service).")
+    local_url: str | None = Field(
+        default=None,
+        description="URL of the tier's server inside its own pod (localhost); a router started "
+        "with --local-tier NAME uses it for its own tier.",
+    )
+    served_model_name: str | None = None
+    engine: str = "vllm"
+    cost_weight: float = Field(default=1.0, gt=0)
+
+
+class RoutingContext(_Model):
+    name: str
+    thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]]
+    scorer: ScorerWeights | None = None
+
+
+class Timeouts(_Model):
+    connect_seconds: float = Field(default=2.0, gt=0)
+    first_byte_seconds: float = Field(default=60.0, gt=0)
+    total_seconds: float = Field(default=600.0, gt=0)
+
+
+class Stickiness(_Model):
+    ttl_seconds: float = Field(default=1800.0, ge=0)
+    max_sessions: int = Field(default=100_000, ge=0)
+
+
+class RoutingConfig(_Model):
+    generation: int = Field(default=0, ge=0)
+    router: str = Field(default="zeta", description="Logical model name clients use.")
+    tiers: list[RoutingTier] = Field(min_length=1)
+    contexts: list[RoutingContext] = Field(min_length=1)
+    default_context: str
+    failover: bool = True
+    allow_force_tier: bool = True
+    shadow_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    stickiness: Stickiness = Field(default_factory=Stickiness)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    scorer: ScorerWeights | None = Field(
+        default=None, description="Default weights for contexts without their own."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        tier_names = [t.name for t in self.tiers]
+        if len(set(tier_names)) != len(tier_names):
+            raise ValueError(f"duplicate tier names in {tier_names}")
+        ctx_names = [c.name for c in self.contexts]
+        if len(set(ctx_names)) != len(ctx_names):
+            raise ValueError(f"duplicate context names in {ctx_names}")
+        if self.default_context not in ctx_names:
+            raise ValueError(
+                f"defaultContext {self.default_context!r} is not one of the contexts {ctx_names}"
+            )
+        for ctx in self.contexts:
+            if len(ctx.thresholds) != len(self.tiers) - 1:
+                raise ValueError(
+                    f"context {ctx.name!r} has {len(ctx.thresholds)} thresholds; "
+                    f"{len(self.tiers)} tiers need {len(self.tiers) - 1}"
+                )
+            if any(b <= a for a, b in zip(ctx.thresholds, ctx.thresholds[1:], strict=False)):
+                raise ValueError(
+                    f"context {ctx.name!r} thresholds {ctx.thresholds} are not strictly increasing"
+                )
+        return self
