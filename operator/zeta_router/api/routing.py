@@ -28,8 +28,11 @@ class ScorerWeights(_Model):
     ``weights`` has weight 0, and a weight naming an unknown feature is a validation error at load.
     """
 
-    bias: float = 0.0
-    weights: dict[str, float] = Field(default_factory=dict)
+    bias: float = Field(default=0.0, description="Intercept of the logistic model.")
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight per feature name (features not listed weigh 0).",
+    )
     source: str | None = Field(default=None, description="Where these weights came from.")
 
 
@@ -53,14 +56,35 @@ class RoutingContext(_Model):
 
 
 class Timeouts(_Model):
-    connect_seconds: float = Field(default=2.0, gt=0)
-    first_byte_seconds: float = Field(default=60.0, gt=0)
-    total_seconds: float = Field(default=600.0, gt=0)
+    connect_seconds: float = Field(
+        default=2.0, gt=0, description="Time to connect to a tier's server."
+    )
+    first_byte_seconds: float = Field(
+        default=60.0, gt=0, description="Time until a tier's first response byte."
+    )
+    total_seconds: float = Field(default=600.0, gt=0, description="Time for a whole request.")
 
 
 class Stickiness(_Model):
-    ttl_seconds: float = Field(default=1800.0, ge=0)
-    max_sessions: int = Field(default=100_000, ge=0)
+    ttl_seconds: float = Field(
+        default=1800.0, ge=0, description="A session is forgotten after this long without requests."
+    )
+    max_sessions: int = Field(
+        default=100_000, ge=0, description="Sessions remembered per router (LRU); 0 turns it off."
+    )
+
+
+class CircuitBreaker(_Model):
+    """Per-tier breaker: after ``failure_threshold`` consecutive failures (refused connection,
+    timeout before the first byte, 502/503/504) the tier is skipped for ``open_seconds``, then
+    one probe request is let through; a success closes it again."""
+
+    failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive failures that open the breaker."
+    )
+    open_seconds: float = Field(
+        default=5.0, gt=0, description="How long an open breaker skips the tier."
+    )
 
 
 class RoutingConfig(_Model):
@@ -75,6 +99,7 @@ class RoutingConfig(_Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     stickiness: Stickiness = Field(default_factory=Stickiness)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     scorer: ScorerWeights | None = Field(
         default=None, description="Default weights for contexts without their own."
     )

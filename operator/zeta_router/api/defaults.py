@@ -1,0 +1,66 @@
+"""Defaults of the ZetaRouter API that are not a single literal value.
+
+- Images per engine, and the router sidecar's image (the release's own).
+- The built-in routing contexts a ZetaRouter gets when its spec lists none, and the threshold
+  rule used for a context whose thresholds are not given.
+
+The built-in contexts and their reference thresholds are the same as the standalone router's
+(``zeta_router.router.config.BUILTIN_THRESHOLDS``; a unit test keeps the two equal), so a
+ZetaRouter without contexts routes exactly like ``zeta-router router --tier ... --tier ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from zeta_router import __version__
+
+VLLM_IMAGE: Final = "vllm/vllm-openai:v0.8.5"
+"""Model-server image for ``engine: vllm`` (its entrypoint is vLLM's OpenAI server)."""
+
+LLAMACPP_IMAGE: Final = "ghcr.io/ggml-org/llama.cpp:server"
+"""Model-server image for ``engine: llamacpp`` (its entrypoint is ``llama-server``)."""
+
+ROUTER_IMAGE: Final = f"zeta-router:{__version__}"
+"""Router sidecar image: this release's image (entrypoint ``zeta-router``), the same one the
+operator runs from; ``manifests/`` rewrites it with kustomize ``images:``."""
+
+VLLM_PORT: Final = 8000
+ROUTER_PORT: Final = 8080
+
+BUILTIN_CONTEXTS: Final[dict[str, float]] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
+"""Built-in contexts and their reference threshold for two tiers (the score from which a request
+goes to the larger tier). ``ZetaHRM`` carries reasoning-heavy traffic and leans to the larger
+tier, ``ZetaTRM`` high-volume mostly simple traffic and leans to the smaller one."""
+
+BUILTIN_DEFAULT_CONTEXT: Final = "default"
+
+OTHER_CONTEXT_REFERENCE: Final = 0.5
+"""Reference threshold of a context that is not built in and lists no thresholds."""
+
+
+def spread_thresholds(center: float, tiers: int, spacing: float = 1.0) -> list[float]:
+    """Cut points for ``tiers`` tiers around one reference threshold.
+
+    Two tiers get ``[center]``; more get points evenly spaced in logit space (``spacing`` apart)
+    centred on ``center``, so they stay strictly increasing and inside (0, 1). This is the
+    router's rule (``zeta_router.router.selector.spread_thresholds``), repeated here so the API
+    does not import the router.
+    """
+    if tiers < 1:
+        raise ValueError("at least one tier is needed")
+    if not 0.0 < center < 1.0:
+        raise ValueError(f"reference threshold {center} must be inside (0, 1)")
+    n = tiers - 1
+    if n == 0:
+        return []
+    mid = math.log(center / (1.0 - center))
+    offsets = [(k - (n - 1) / 2.0) * spacing for k in range(n)]
+    return [round(1.0 / (1.0 + math.exp(-(mid + o))), 6) for o in offsets]
+
+
+def default_thresholds(context: str, tiers: int) -> list[float]:
+    """Thresholds of a context whose spec gives none: its built-in reference (0.5 for contexts
+    that are not built in), spread over the tier boundaries."""
+    return spread_thresholds(BUILTIN_CONTEXTS.get(context, OTHER_CONTEXT_REFERENCE), tiers)

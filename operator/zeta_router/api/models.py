@@ -1,0 +1,865 @@
+"""The ZetaRouter custom resource (``zeta.ai/v1alpha1``): pydantic models of its spec and status.
+
+These models are the single source of truth of the API: the CRD's OpenAPI schema
+(``zeta_router.api.crd``) and the reference in ``docs/api.md`` (``zeta_router.api.reference``)
+are generated from them. Field names are snake_case in Python and camelCase in YAML.
+
+Public entry points:
+
+- :func:`parse_zetarouter` ``(body_or_spec) -> ZetaRouterSpec``: a whole object (as kopf hands
+  it over) or a bare spec, validated structurally and semantically, with every default resolved.
+  Raises :class:`SpecError`, whose message names each problem by its field path, e.g.
+  ``spec.tiers[1].replicas: min 3 > max 2``.
+- :func:`parse_status` ``(body) -> ZetaRouterStatus``: the status, leniently (never raises).
+- :class:`ZetaRouterSpec` / :class:`ZetaRouterStatus` and their parts.
+
+Defaults that depend on other fields are resolved at parse time, so the parsed spec holds the
+values the operator uses: ``replicas.max`` (= ``min``, at least 1), ``replicas.initial``
+(= ``min``, at least 1, at most ``max``), the router's ``contexts`` (the built-in ``ZetaHRM``,
+``ZetaTRM`` and ``default`` when none are listed), each context's ``thresholds`` (its built-in
+reference, 0.5 otherwise, spread over the tier boundaries; see ``zeta_router.api.defaults``) and
+``defaultContext`` (``default`` when such a context exists, else the first one). Defaults that
+depend on the engine (image, resources) are exposed as properties of :class:`TierSpec`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from itertools import pairwise
+from typing import Any, Final, Literal, Self
+
+from pydantic import Field, ValidationError, model_validator
+
+from zeta_router.api import defaults
+from zeta_router.api.fields import (
+    CONTEXT_NAME,
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    DURATION,
+    PATTERN_HELP,
+    EnvVar,
+    FreeForm,
+    ProblemsError,
+    ResourceRequirements,
+    SecretKeyRef,
+    SpecModel,
+    Threshold,
+    Toleration,
+    duration_seconds,
+    quantity_value,
+)
+from zeta_router.api.routing import CircuitBreaker, ScorerWeights, Stickiness, Timeouts
+from zeta_router.api.status import (
+    Condition,
+    Decision,
+    TierStatus,
+    ZetaRouterStatus,
+    parse_status,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "AutoscalingSpec",
+    "AutoscalingTargets",
+    "Condition",
+    "ContextSpec",
+    "Decision",
+    "EnvVar",
+    "FeedbackSpec",
+    "PrometheusSpec",
+    "ReplicaRange",
+    "ResourceRequirements",
+    "RouterSpec",
+    "SecretKeyRef",
+    "SpecError",
+    "ThresholdBounds",
+    "TierSpec",
+    "TierStatus",
+    "Toleration",
+    "ZetaRouterSpec",
+    "ZetaRouterStatus",
+    "duration_seconds",
+    "parse_status",
+    "parse_zetarouter",
+]
+GROUP: Final = "zeta.ai"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ZetaRouter"
+PLURAL: Final = "zetarouters"
+SINGULAR: Final = "zetarouter"
+SHORT_NAMES: Final = ("zr",)
+
+MAX_TIERS: Final = 8
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+
+class SpecError(ValueError):
+    """A ZetaRouter spec that cannot be used. ``problems`` holds ``(field path, message)`` pairs;
+    ``str(error)`` joins them as ``"spec.tiers[1].replicas: min 3 > max 2; ..."``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiers
+
+
+class ReplicaRange(SpecModel):
+    """Replica bounds of a tier's Deployment."""
+
+    min: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest replicas. The control loop never scales below it; without "
+        "autoscaling the operator keeps a hand-set replica count at or above it.",
+    )
+    max: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Most replicas. Defaults to min (at least 1).",
+    )
+    initial: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Replicas the Deployment is created with. Defaults to min, at least 1 "
+        "(and at most max).",
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        problems: list[tuple[str, str]] = []
+        if self.max is not None and self.min > self.max:
+            problems.append(("", f"min {self.min} > max {self.max}"))
+        hi = self.max if self.max is not None else max(self.min, 1)
+        if self.initial is not None and not self.min <= self.initial <= hi:
+            problems.append(
+                ("initial", f"{self.initial} is outside [min, max] = [{self.min}, {hi}]")
+            )
+        if problems:
+            raise ProblemsError(problems)
+        self.max = hi
+        if self.initial is None:
+            self.initial = min(max(self.min, 1), hi)
+        return self
+
+    @property
+    def maximum(self) -> int:
+        """``max`` once resolved (always set after validation)."""
+        return self.max if self.max is not None else max(self.min, 1)
+
+    @property
+    def start(self) -> int:
+        """``initial`` once resolved (always set after validation)."""
+        return self.initial if self.initial is not None else min(max(self.min, 1), self.maximum)
+
+
+Engine = Literal["vllm", "llamacpp"]
+
+# Flags the operator sets from other fields; also setting them in ``args`` would make the pod's
+# probes, Services and routing config disagree with the server.
+_OWNED_FLAGS: Final[dict[str, dict[str, str]]] = {
+    "vllm": {
+        "--model": "model",
+        "--served-model-name": "servedModelName",
+        "--port": "port",
+    },
+    "llamacpp": {
+        "--model": "model",
+        "-m": "model",
+        "--hf-repo": "model",
+        "-hf": "model",
+        "-hfr": "model",
+        "--alias": "servedModelName",
+        "-a": "servedModelName",
+        "--port": "port",
+        "--host": "port",
+        "--metrics": "port",
+    },
+}
+
+
+class TierSpec(SpecModel):
+    """One tier: a model served by a Deployment of model-server pods, each with a router sidecar."""
+
+    name: str = Field(
+        pattern=DNS_LABEL,
+        min_length=1,
+        max_length=40,
+        description="Tier name, a DNS label (e.g. small, large, 7b). Names the Deployment and "
+        "Service <router>-<name>; '<router>-<name>' must fit in 63 characters.",
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model to serve. vllm: a Hugging Face model id (Qwen/Qwen2.5-7B-Instruct) or "
+        "a path in the container. llamacpp: a GGUF file path in the container (ending in "
+        ".gguf or starting with /) or a Hugging Face repo (user/repo[:quant]) that llama-server "
+        "downloads.",
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Model name the server answers to (vLLM --served-model-name, llama.cpp "
+        "--alias), sent upstream by the routers. Defaults to model.",
+    )
+    engine: Engine = Field(
+        default="vllm",
+        description="Model server: vllm (GPU pods, OpenAI-compatible vLLM server) or llamacpp "
+        "(CPU pods, llama.cpp's llama-server).",
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description=f"Model-server image. Defaults to {defaults.VLLM_IMAGE} (vllm) or "
+        f"{defaults.LLAMACPP_IMAGE} (llamacpp); the image's entrypoint must be the server.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Extra server arguments, appended after those the operator sets (model, "
+        "served name, port), e.g. ['--max-model-len', '8192'].",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Extra environment variables of the model server (a name set here replaces "
+        "the operator's default of that name, e.g. HOME).",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Model-server resources. Default for vllm: limits {nvidia.com/gpu: 1}; for "
+        "llamacpp: requests {cpu: '1', memory: 2Gi}.",
+    )
+    replicas: ReplicaRange = Field(
+        default_factory=ReplicaRange, description="Replica bounds and the starting count."
+    )
+    port: int = Field(
+        default=defaults.VLLM_PORT,
+        ge=1,
+        le=65535,
+        description="Port of the model server's OpenAI-compatible API (and its /metrics and "
+        "/health); the tier's Service exposes it. Must differ from the router's port.",
+    )
+    cost_weight: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Relative cost of one request on this tier (e.g. 1 for the 7B and 2.2 for "
+        "the 14B); reported to the routers and used in cost figures.",
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels the tier's pods must run on."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=50, description="Tolerations of the tier's pods."
+    )
+    readiness_probe: FreeForm | None = Field(
+        default=None,
+        description="Replaces the model server's readiness probe (default: GET /health on port "
+        "every 10 s), as in a Pod spec.",
+    )
+    run_as_user: int = Field(
+        default=1000,
+        ge=0,
+        description="UID the model server runs as. Non-zero: the pod runs as non-root "
+        "(runAsNonRoot) with HOME on a writable volume. 0 only for images that cannot run "
+        "as another user.",
+    )
+    model_cache: FreeForm | None = Field(
+        default=None,
+        description="Volume source for the model server's writable home at /cache (downloaded "
+        "weights, compile caches), e.g. {persistentVolumeClaim: {claimName: hf-cache}}. "
+        "Default: an emptyDir (weights are downloaded again when a pod is replaced).",
+    )
+
+    @property
+    def served_name(self) -> str:
+        """The model name the server answers to."""
+        return self.served_model_name or self.model
+
+    @property
+    def effective_image(self) -> str:
+        if self.image:
+            return self.image
+        return defaults.VLLM_IMAGE if self.engine == "vllm" else defaults.LLAMACPP_IMAGE
+
+    @property
+    def effective_resources(self) -> ResourceRequirements:
+        """The resources as given, else the engine's default."""
+        if self.resources is not None:
+            return self.resources
+        if self.engine == "vllm":
+            return ResourceRequirements(limits={GPU_RESOURCE: 1})
+        return ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"})
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica uses (its ``nvidia.com/gpu`` limit, else request; 0 without)."""
+        res = self.effective_resources
+        for part in (res.limits, res.requests):
+            if part and GPU_RESOURCE in part:
+                return int(quantity_value(part[GPU_RESOURCE]))
+        return 0
+
+    @model_validator(mode="after")
+    def _check_args(self) -> Self:
+        owned = _OWNED_FLAGS[self.engine]
+        problems = []
+        for i, arg in enumerate(self.args):
+            flag = arg.split("=", 1)[0]
+            if flag in owned:
+                problems.append(
+                    (f"args[{i}]", f"{flag} is set by the operator from the tier's {owned[flag]}")
+                )
+        if problems:
+            raise ProblemsError(problems)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Router
+
+
+class ContextSpec(SpecModel):
+    """A routing context: its own cut points (and optionally its own scorer weights)."""
+
+    name: str = Field(
+        pattern=CONTEXT_NAME,
+        min_length=1,
+        max_length=63,
+        description="Context name. Clients choose it with the header X-Zeta-Context or the model "
+        "name <modelName>/<context>.",
+    )
+    thresholds: list[Threshold] | None = Field(
+        default=None,
+        max_length=MAX_TIERS - 1,
+        description="One cut point per tier boundary (tiers - 1 values), strictly increasing, "
+        "each in [0, 1]: a request whose score is at or above the k-th cut point goes past the "
+        "k-th tier. Defaults to the built-in reference of the context (ZetaHRM 0.4, ZetaTRM 0.6, "
+        "others 0.5), spread over the boundaries when there are more than two tiers.",
+    )
+    scorer: ScorerWeights | None = Field(
+        default=None,
+        description="This context's own scorer weights; defaults to the router's scorer.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        t = self.thresholds or []
+        if any(b <= a for a, b in pairwise(t)):
+            raise ProblemsError([("thresholds", f"{t} are not strictly increasing")])
+        return self
+
+
+class RouterSpec(SpecModel):
+    """The router sidecar (one in every model-server pod) and its routing configuration."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description=f"Router image (entrypoint zeta-router). Defaults to the operator's own "
+        f"release image ({defaults.ROUTER_IMAGE} unless the operator was told otherwise).",
+    )
+    port: int = Field(
+        default=defaults.ROUTER_PORT,
+        ge=1,
+        le=65535,
+        description="Router port (OpenAI API, /healthz, /readyz, /metrics); the entry Service "
+        "<router> exposes it.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Router container resources. Default: requests {cpu: 100m, memory: 128Mi}, "
+        "limits {memory: 512Mi}.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Extra router arguments, e.g. ['--access-log', '--log-level', 'debug'] "
+        "(see zeta-router router --help).",
+    )
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[^/\s]+$",
+        max_length=253,
+        description="Logical model name clients send (and <modelName>/<context>). Defaults to "
+        "the ZetaRouter's name.",
+    )
+    contexts: list[ContextSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="Routing contexts. Default: the built-in contexts ZetaHRM (0.4), ZetaTRM "
+        "(0.6) and default (0.5).",
+    )
+    default_context: str | None = Field(
+        default=None,
+        description="Context of requests that name none. Defaults to 'default' when such a "
+        "context exists, else the first context.",
+    )
+    scorer: ScorerWeights | None = Field(
+        default=None,
+        description="Scorer weights of contexts without their own; defaults to the weights "
+        "packaged with the router.",
+    )
+    failover: bool = Field(
+        default=True,
+        description="When a tier fails (refused, timeout before the first byte, 502/503/504), "
+        "retry the request on the next tier.",
+    )
+    allow_force_tier: bool = Field(
+        default=True, description="Honour the X-Zeta-Tier request header (pins a tier)."
+    )
+    shadow_sample_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests kept on a smaller tier that are also sent to the largest "
+        "tier to measure agreement (the feedback loop's quality signal). 0 turns it off.",
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+    stickiness: Stickiness = Field(
+        default_factory=Stickiness,
+        description="Sessions never drop to a smaller tier than an earlier request of theirs.",
+    )
+    circuit_breaker: CircuitBreaker = Field(
+        default_factory=CircuitBreaker, description="Per-tier circuit breaker of each router."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Control loop
+
+
+class PrometheusSpec(SpecModel):
+    """Where the control loop reads metrics."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090. "
+        "Required when autoscaling or feedback is enabled.",
+    )
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a bearer token for Prometheus (key defaults to 'token').",
+    )
+    timeout: str = Field(
+        default="10s", pattern=DURATION, description="Timeout of one Prometheus query."
+    )
+
+    @property
+    def timeout_seconds(self) -> float:
+        return duration_seconds(self.timeout)
+
+
+class AutoscalingTargets(SpecModel):
+    """What the control loop keeps each tier at."""
+
+    queue_per_replica: float = Field(
+        default=4.0,
+        gt=0.0,
+        description="Waiting requests per ready replica above which a tier scales up.",
+    )
+    ttft_p90_seconds: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="Time-to-first-token p90 SLO, in seconds; above it a tier scales up.",
+    )
+
+
+class AutoscalingSpec(SpecModel):
+    """The control loop's replica and load-shifting decisions."""
+
+    enabled: bool = Field(default=False, description="Run the control loop for replicas.")
+    mode: Literal["apply", "advisory"] = Field(
+        default="apply",
+        description="apply: the loop sets replicas (and thresholds) itself; advisory: it only "
+        "reports its decisions in the status and Events.",
+    )
+    prometheus: PrometheusSpec = Field(
+        default_factory=PrometheusSpec, description="Where metrics are read."
+    )
+    interval: str = Field(
+        default="30s", pattern=DURATION, description="How often the loop decides (at least 1s)."
+    )
+    targets: AutoscalingTargets = Field(
+        default_factory=AutoscalingTargets, description="Per-tier targets."
+    )
+    scale_down_delay: str = Field(
+        default="5m",
+        pattern=DURATION,
+        description="Sustained low load needed before a tier loses one replica.",
+    )
+    max_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        description="GPU budget across all tiers (replicas x GPUs per replica); none: no budget. "
+        "When the largest tier is saturated and the budget is reached, thresholds rise to shift "
+        "load to smaller tiers.",
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return duration_seconds(self.interval)
+
+    @property
+    def scale_down_delay_seconds(self) -> float:
+        return duration_seconds(self.scale_down_delay)
+
+
+class ThresholdBounds(SpecModel):
+    """Range the control loop may move a context's cut points in."""
+
+    context: str = Field(min_length=1, description="Context name.")
+    min: Threshold = Field(default=0.0, description="Lowest cut point allowed.")
+    max: Threshold = Field(default=1.0, description="Highest cut point allowed.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.min > self.max:
+            raise ProblemsError([("", f"min {self.min} > max {self.max}")])
+        return self
+
+
+class FeedbackSpec(SpecModel):
+    """Threshold tuning from quality feedback (shadow agreement, /v1/feedback scores)."""
+
+    enabled: bool = Field(default=False, description="Let the loop move thresholds.")
+    target_large_share: Threshold | None = Field(
+        default=None,
+        description="Share of each context's requests to send to the largest tier.",
+    )
+    quality_floor: Threshold | None = Field(
+        default=None,
+        description="Lowest acceptable quality signal of requests kept on smaller tiers; below "
+        "it thresholds are lowered.",
+    )
+    threshold_step: float = Field(
+        default=0.02, gt=0.0, le=0.5, description="Largest move of a cut point per interval."
+    )
+    min_samples: int = Field(
+        default=50, ge=1, description="Requests a context needs in an interval before it moves."
+    )
+    bounds: list[ThresholdBounds] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Per-context range of the cut points; contexts not listed: [0, 1]. Each "
+        "range must contain the context's thresholds.",
+    )
+
+    def bounds_for(self, context: str) -> tuple[float, float]:
+        for b in self.bounds:
+            if b.context == context:
+                return b.min, b.max
+        return 0.0, 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+
+
+class ZetaRouterSpec(SpecModel):
+    """A ladder of LLM tiers (smallest first) behind one OpenAI-compatible endpoint."""
+
+    tiers: list[TierSpec] = Field(
+        min_length=1,
+        max_length=MAX_TIERS,
+        description="Model tiers, smallest (cheapest) first; normally two, e.g. a 7B and a 14B.",
+    )
+    router: RouterSpec = Field(
+        default_factory=RouterSpec, description="Router sidecar and routing contexts."
+    )
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec,
+        description="Replica autoscaling and load shifting from Prometheus metrics.",
+    )
+    feedback: FeedbackSpec = Field(
+        default_factory=FeedbackSpec, description="Threshold tuning from quality feedback."
+    )
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Self:
+        problems = _semantic_problems(self)
+        if problems:
+            raise ProblemsError(problems)
+        return self
+
+    # -- who owns what (see the BRIEF's ownership rule) --
+
+    @property
+    def loop_enabled(self) -> bool:
+        """The control loop runs for this ZetaRouter (for replicas, thresholds or both)."""
+        return self.autoscaling.enabled or self.feedback.enabled
+
+    @property
+    def loop_owns_replicas(self) -> bool:
+        """Replicas come from the loop (``status.tiers[].desiredReplicas``)."""
+        return self.autoscaling.enabled and self.autoscaling.mode == "apply"
+
+    @property
+    def loop_owns_thresholds(self) -> bool:
+        """Thresholds come from the loop (``status.thresholds``): load shifting or feedback, in
+        apply mode."""
+        return self.loop_enabled and self.autoscaling.mode == "apply"
+
+    def tier(self, name: str) -> TierSpec:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def contexts(self) -> list[ContextSpec]:
+        """The routing contexts, resolved (never empty after validation)."""
+        return list(self.router.contexts or [])
+
+    @property
+    def default_context(self) -> str:
+        return self.router.default_context or defaults.BUILTIN_DEFAULT_CONTEXT
+
+    def spec_thresholds(self) -> dict[str, list[float]]:
+        """Cut points per context as the spec sets them (defaults resolved)."""
+        return {c.name: list(c.thresholds or []) for c in self.contexts}
+
+
+def _duplicates(names: list[str], path: str) -> list[tuple[str, str]]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, n in enumerate(names):
+        if n in seen:
+            out.append((path.format(i), f"duplicate name {n!r} (also spec.{path.format(seen[n])})"))
+        else:
+            seen[n] = i
+    return out
+
+
+def _cut_points(k: int) -> str:
+    return f"{k} cut point given" if k == 1 else f"{k} cut points given"
+
+
+def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
+    """Cross-field checks; resolves the router's context defaults on ``spec`` when they pass."""
+    problems: list[tuple[str, str]] = []
+    n = len(spec.tiers)
+    problems += _duplicates([t.name for t in spec.tiers], "tiers[{}].name")
+    for i, t in enumerate(spec.tiers):
+        if t.port == spec.router.port:
+            problems.append(
+                (
+                    f"tiers[{i}].port",
+                    f"{t.port} is also the router's port (router.port); the model server and "
+                    "the router share the pod",
+                )
+            )
+
+    router = spec.router
+    if router.contexts is None:
+        contexts = [
+            ContextSpec(name=c, thresholds=defaults.default_thresholds(c, n))
+            for c in defaults.BUILTIN_CONTEXTS
+        ]
+    else:
+        contexts = router.contexts
+    names = [c.name for c in contexts]
+    problems += _duplicates(names, "router.contexts[{}].name")
+    for i, c in enumerate(contexts):
+        if c.thresholds is None:
+            c.thresholds = defaults.default_thresholds(c.name, n)
+        elif len(c.thresholds) != n - 1:
+            want = f"{n} tiers need exactly {n - 1}" if n != 2 else "2 tiers need exactly 1"
+            problems.append(
+                (
+                    f"router.contexts[{i}].thresholds",
+                    f"{_cut_points(len(c.thresholds))}, but {want}",
+                )
+            )
+    default_context = router.default_context
+    if default_context is None:
+        default_context = defaults.BUILTIN_DEFAULT_CONTEXT if "default" in names else names[0]
+    elif default_context not in names:
+        problems.append(
+            (
+                "router.defaultContext",
+                f"{default_context!r} is not a context (contexts: {', '.join(names)})",
+            )
+        )
+    problems += _scorer_problems(router.scorer, "router.scorer")
+    for i, c in enumerate(contexts):
+        problems += _scorer_problems(c.scorer, f"router.contexts[{i}].scorer")
+
+    loop = spec.autoscaling
+    if (loop.enabled or spec.feedback.enabled) and not loop.prometheus.url:
+        problems.append(
+            ("autoscaling.prometheus.url", "required when autoscaling or feedback is enabled")
+        )
+    if duration_seconds(loop.interval) < 1.0:
+        problems.append(("autoscaling.interval", f"{loop.interval} is shorter than 1s"))
+    if duration_seconds(loop.prometheus.timeout) <= 0.0:
+        problems.append(("autoscaling.prometheus.timeout", "must be longer than 0s"))
+    if loop.max_gpus is not None:
+        need = sum(t.replicas.min * t.gpus_per_replica for t in spec.tiers)
+        if need > loop.max_gpus:
+            problems.append(
+                (
+                    "autoscaling.maxGpus",
+                    f"{loop.max_gpus} is below the {need} GPUs the tiers' minimum replicas need",
+                )
+            )
+
+    fb = spec.feedback
+    if fb.enabled and fb.target_large_share is None and fb.quality_floor is None:
+        problems.append(("feedback", "enabled without targetLargeShare or qualityFloor"))
+    if fb.enabled and n < 2:
+        problems.append(("feedback.enabled", "needs at least two tiers"))
+    by_name = {c.name: c for c in contexts}
+    problems += _duplicates([b.context for b in fb.bounds], "feedback.bounds[{}].context")
+    for i, b in enumerate(fb.bounds):
+        ctx = by_name.get(b.context)
+        if ctx is None:
+            problems.append(
+                (
+                    f"feedback.bounds[{i}].context",
+                    f"{b.context!r} is not a context (contexts: {', '.join(names)})",
+                )
+            )
+        elif ctx.thresholds and any(not b.min <= x <= b.max for x in ctx.thresholds):
+            problems.append(
+                (
+                    f"feedback.bounds[{i}]",
+                    f"[{b.min}, {b.max}] does not contain the thresholds {ctx.thresholds} of "
+                    f"context {b.context!r}",
+                )
+            )
+
+    if not problems:
+        router.contexts = contexts
+        router.default_context = default_context
+    return problems
+
+
+def _scorer_problems(scorer: ScorerWeights | None, path: str) -> list[tuple[str, str]]:
+    if scorer is None or not scorer.weights:
+        return []
+    # Imported here: the feature list lives with the router; only specs with weights need it.
+    from zeta_router.router.features import FEATURE_NAMES
+
+    unknown = sorted(set(scorer.weights) - set(FEATURE_NAMES))
+    if not unknown:
+        return []
+    return [
+        (
+            f"{path}.weights",
+            f"unknown feature(s) {', '.join(unknown)} (known: {', '.join(FEATURE_NAMES)})",
+        )
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _loc_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p).replace(".[", "[")
+
+
+def _short(value: object) -> str | None:
+    if isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
+        return repr(value)
+    return None
+
+
+def _problems_of(error: ValidationError, root: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in error.errors():
+        path = _join(root, _loc_path(tuple(e["loc"])))
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ProblemsError):
+            out += [(_join(path, rel), msg) for rel, msg in cause.problems]
+            continue
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        pattern = (e.get("ctx") or {}).get("pattern")
+        if e["type"] == "string_pattern_mismatch" and pattern in PATTERN_HELP:
+            msg = PATTERN_HELP[str(pattern)]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif (
+            e["type"] not in ("missing", "value_error")
+            and (shown := _short(e.get("input"))) is not None
+        ):
+            msg += f" (got {shown})"
+        out.append((path, msg))
+    return out
+
+
+def _name_problems(name: object, spec: ZetaRouterSpec) -> list[tuple[str, str]]:
+    if not isinstance(name, str) or not re.fullmatch(DNS_1035_LABEL, name) or len(name) > 63:
+        return [
+            (
+                "metadata.name",
+                f"{name!r} must be a DNS-1035 label (lowercase letters, digits and '-', starting "
+                "with a letter, at most 63 characters): it names the entry Service",
+            )
+        ]
+    return [
+        (
+            f"spec.tiers[{i}].name",
+            f"Service name {name}-{t.name!r} would be longer than 63 characters",
+        )
+        for i, t in enumerate(spec.tiers)
+        if len(name) + 1 + len(t.name) > 63
+    ]
+
+
+def parse_zetarouter(body_or_spec: Mapping[str, Any]) -> ZetaRouterSpec:
+    """Validate a ZetaRouter and return its spec with every default resolved.
+
+    ``body_or_spec`` is a whole object (with ``spec``; its ``metadata.name``, when present, is
+    checked too, since it names the children) or a bare spec. Raises :class:`SpecError` naming
+    every problem by its path (``spec.tiers[1].replicas: min 3 > max 2``); nothing else escapes.
+    """
+    is_body = "spec" in body_or_spec or "metadata" in body_or_spec or "kind" in body_or_spec
+    raw = body_or_spec.get("spec") if is_body else body_or_spec
+    if not isinstance(raw, Mapping):
+        raise SpecError([("spec", "missing or not an object")])
+    try:
+        spec = ZetaRouterSpec.model_validate(dict(raw))
+    except ValidationError as e:
+        raise SpecError(_problems_of(e, "spec")) from None
+    meta = body_or_spec.get("metadata") if is_body else None
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if name is not None:
+        problems = _name_problems(name, spec)
+        if problems:
+            raise SpecError(problems)
+    return spec

@@ -1,0 +1,131 @@
+"""The ZetaRouter status: what the operator and its control loop observed and decided.
+
+The status is written by the operator itself (see ``zeta_router.controller.status`` for the
+merge rules); reading it is lenient: :func:`parse_status` never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from zeta_router.api.fields import FreeForm
+
+
+class _Status(BaseModel):
+    # Status is written by the operator itself; reading it must survive older or newer writers.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Condition(_Status):
+    """A status condition (SpecValid, Ready, Progressing, Degraded, MetricsAvailable)."""
+
+    type: str = Field(description="Condition type.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(default=None, description="One-word CamelCase reason.")
+    message: str | None = Field(default=None, description="Human-readable details.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed from."
+    )
+
+
+class TierStatus(_Status):
+    """Observed state of one tier."""
+
+    name: str = Field(description="Tier name.")
+    replicas: int | None = Field(default=None, description="Replicas of the tier's Deployment.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas.")
+    desired_replicas: int | None = Field(
+        default=None,
+        description="Replicas the control loop chose (applied in apply mode, only reported in "
+        "advisory mode).",
+    )
+
+
+class Decision(_Status):
+    """The control loop's last decision."""
+
+    time: str | None = Field(default=None, description="When it was made (RFC 3339).")
+    action: str | None = Field(
+        default=None, description="What changed, e.g. 'scale large 2->3' or 'none'."
+    )
+    reason: str | None = Field(default=None, description="Why, in one line.")
+
+
+class ZetaRouterStatus(_Status):
+    """Observed state of a ZetaRouter, written by the operator and its control loop."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="SpecValid, Ready, Progressing, Degraded (operator) and MetricsAvailable "
+        "(control loop).",
+    )
+    tiers: list[TierStatus] = Field(default_factory=list, description="Per-tier state.")
+    thresholds: dict[str, list[float]] | None = Field(
+        default=None,
+        description="Cut points per context that the routers are running now (set by the "
+        "control loop in apply mode, else the spec's).",
+    )
+    routing_generation: int | None = Field(
+        default=None, description="generation of the routing ConfigMap's configuration."
+    )
+    ready_summary: str | None = Field(
+        default=None, description="Tiers with a ready replica over all tiers, e.g. 2/2."
+    )
+    thresholds_summary: str | None = Field(
+        default=None, description="The thresholds in one line, e.g. ZetaHRM=0.4 default=0.5."
+    )
+    last_decision: Decision | None = Field(
+        default=None, description="The control loop's last decision."
+    )
+    loop_state: FreeForm | None = Field(
+        default=None,
+        description="The control loop's memory between intervals (internal; free-form).",
+    )
+
+
+def parse_status(body: Mapping[str, Any]) -> ZetaRouterStatus:
+    """The status of a ZetaRouter object; an unreadable status reads as empty (never raises),
+    and unreadable parts (a malformed condition or tier entry) are dropped."""
+    raw = body.get("status")
+    if not isinstance(raw, Mapping):
+        return ZetaRouterStatus()
+    try:
+        return ZetaRouterStatus.model_validate(dict(raw))
+    except ValidationError:
+        pass
+    cleaned: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            ZetaRouterStatus.model_validate({key: value})
+        except ValidationError:
+            if isinstance(value, list):
+                item_model = _STATUS_LISTS.get(str(key))
+                if item_model is not None:
+                    cleaned[key] = [v for v in value if _valid(item_model, v)]
+            continue
+        cleaned[key] = value
+    return ZetaRouterStatus.model_validate(cleaned)
+
+
+_STATUS_LISTS: dict[str, type[_Status]] = {"conditions": Condition, "tiers": TierStatus}
+
+
+def _valid(model: type[_Status], value: object) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True

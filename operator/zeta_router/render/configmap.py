@@ -1,0 +1,190 @@
+"""The routing configuration and its ConfigMap ``<router>-routing`` (pure).
+
+- :func:`effective_thresholds`: which cut points the routers should run — the control loop's
+  (``status.thresholds``) while it owns them and they still fit the spec, else the spec's.
+- :func:`build_routing_config`: the :class:`~zeta_router.api.routing.RoutingConfig` of a
+  ZetaRouter (tiers in order with their in-cluster Service URL and ``localUrl``
+  ``http://127.0.0.1:<port>``, contexts with thresholds and scorer weights, router settings).
+- :func:`routing_generation`: the ``generation`` it gets: the live one when the content is
+  unchanged, else one more than any generation seen (it never goes back, even when the
+  ConfigMap was deleted, so routers' ``zeta_router_config_generation`` only grows).
+- :func:`build_configmap`: the ConfigMap holding it under ``routing.yaml``.
+- :func:`routing_status_fields`: the status fields that describe it (``thresholds``,
+  ``thresholdsSummary``, ``routingGeneration``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
+from zeta_router.api.routing import (
+    CONFIGMAP_KEY,
+    RoutingConfig,
+    RoutingContext,
+    RoutingTier,
+)
+from zeta_router.render import names
+
+
+def _fits(cuts: Sequence[float], count: int, lo: float, hi: float) -> bool:
+    return (
+        len(cuts) == count
+        and all(lo <= c <= hi for c in cuts)
+        and all(b > a for a, b in pairwise(cuts))
+    )
+
+
+def effective_thresholds(
+    spec: ZetaRouterSpec, status: ZetaRouterStatus | None = None
+) -> dict[str, list[float]]:
+    """Cut points per context (in the spec's context order) that the routers should run.
+
+    The loop's value for a context (``status.thresholds``) is used while the loop owns
+    thresholds (``spec.loop_owns_thresholds``) and the value still fits the spec: one cut point
+    per tier boundary, strictly increasing, within the context's feedback bounds. Otherwise, and
+    for contexts the loop has not set, the spec's thresholds.
+    """
+    base = spec.spec_thresholds()
+    chosen = (status.thresholds if status is not None else None) or {}
+    if not spec.loop_owns_thresholds or not chosen:
+        return base
+    out: dict[str, list[float]] = {}
+    for ctx, cuts in base.items():
+        lo, hi = spec.feedback.bounds_for(ctx)
+        loop = chosen.get(ctx)
+        out[ctx] = list(loop) if loop is not None and _fits(loop, len(cuts), lo, hi) else cuts
+    return out
+
+
+def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
+    """In-cluster URL of a tier's Service."""
+    return f"http://{names.tier_object_name(router, tier)}.{namespace}.svc:{port}"
+
+
+def build_routing_config(
+    name: str,
+    namespace: str,
+    spec: ZetaRouterSpec,
+    thresholds: Mapping[str, Sequence[float]] | None = None,
+    generation: int = 0,
+) -> RoutingConfig:
+    """The routing configuration of ZetaRouter ``namespace/name``.
+
+    ``thresholds``: cut points per context (normally :func:`effective_thresholds`); contexts
+    missing from it use the spec's. ``generation``: see :func:`routing_generation`.
+    """
+    chosen = dict(thresholds or {})
+    r = spec.router
+    return RoutingConfig(
+        generation=generation,
+        router=r.model_name or name,
+        tiers=[
+            RoutingTier(
+                name=t.name,
+                url=tier_url(name, namespace, t.name, t.port),
+                local_url=f"http://127.0.0.1:{t.port}",
+                served_model_name=t.served_name,
+                engine=t.engine,
+                cost_weight=t.cost_weight,
+            )
+            for t in spec.tiers
+        ],
+        contexts=[
+            RoutingContext(
+                name=c.name,
+                thresholds=list(chosen.get(c.name, c.thresholds or [])),
+                scorer=c.scorer,
+            )
+            for c in spec.contexts
+        ],
+        default_context=spec.default_context,
+        failover=r.failover,
+        allow_force_tier=r.allow_force_tier,
+        shadow_sample_rate=r.shadow_sample_rate,
+        timeouts=r.timeouts,
+        stickiness=r.stickiness,
+        circuit_breaker=r.circuit_breaker,
+        max_body_bytes=r.max_body_bytes,
+        scorer=r.scorer,
+    )
+
+
+def routing_yaml(config: RoutingConfig) -> str:
+    """The ``routing.yaml`` text of a configuration (camelCase, stable order)."""
+    data = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+
+def parse_routing_yaml(text: str) -> RoutingConfig | None:
+    """A ``routing.yaml`` text as a configuration; ``None`` when it is not a valid one."""
+    try:
+        return RoutingConfig.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError, TypeError, ValueError):
+        return None
+
+
+def configmap_routing(configmap: Mapping[str, Any] | None) -> RoutingConfig | None:
+    """The configuration held by a live ConfigMap (``None``: absent or not valid)."""
+    if configmap is None:
+        return None
+    text = (configmap.get("data") or {}).get(CONFIGMAP_KEY)
+    return parse_routing_yaml(text) if isinstance(text, str) else None
+
+
+def routing_generation(
+    config: RoutingConfig,
+    live_configmap: Mapping[str, Any] | None,
+    last_generation: int | None = None,
+) -> int:
+    """The generation ``config`` should carry.
+
+    The live ConfigMap's generation when its content equals ``config`` apart from the
+    generation; otherwise one more than the largest of the live generation and
+    ``last_generation`` (``status.routingGeneration``), so it only grows: 1 for a new ZetaRouter.
+    """
+    live = configmap_routing(live_configmap)
+    if live is not None and live.model_copy(update={"generation": 0}) == config.model_copy(
+        update={"generation": 0}
+    ):
+        return live.generation
+    seen = max(live.generation if live is not None else 0, last_generation or 0)
+    return seen + 1
+
+
+def build_configmap(name: str, config: RoutingConfig) -> dict[str, Any]:
+    """The ConfigMap ``<name>-routing`` with ``routing.yaml``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.routing_configmap_name(name),
+            "labels": names.labels(name, "router"),
+        },
+        "data": {CONFIGMAP_KEY: routing_yaml(config)},
+    }
+
+
+def thresholds_summary(thresholds: Mapping[str, Sequence[float]]) -> str:
+    """One line for the printer column: ``ZetaHRM=0.4 ZetaTRM=0.6 default=0.5`` (cut points of
+    one context joined by ``/``; ``-`` when there are none, with a single tier)."""
+    parts = []
+    for ctx, cuts in thresholds.items():
+        shown = "/".join(f"{c:g}" for c in cuts) or "-"
+        parts.append(f"{ctx}={shown}")
+    return " ".join(parts)
+
+
+def routing_status_fields(config: RoutingConfig) -> dict[str, Any]:
+    """Status fields describing the routing configuration the operator wrote."""
+    thresholds = {c.name: list(c.thresholds) for c in config.contexts}
+    return {
+        "thresholds": thresholds,
+        "thresholdsSummary": thresholds_summary(thresholds),
+        "routingGeneration": config.generation,
+    }

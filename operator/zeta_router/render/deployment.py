@@ -1,0 +1,242 @@
+"""A tier's Deployment ``<router>-<tier>``: the model server plus the router sidecar (pure).
+
+:func:`build_deployment` is the entry point; :func:`model_server_args` and
+:func:`router_container` are exposed for tests and tooling.
+
+What the pod template holds depends only on the spec's structure (tiers, images, ports,
+resources, router settings): thresholds, weights and generations live in the routing ConfigMap,
+which routers hot-reload, so changing them never rolls the Deployment. There is deliberately no
+config-hash annotation on the pod template.
+
+Pod security: the router always runs as non-root (65532) with a read-only root filesystem; the
+model server runs as ``spec.tiers[].runAsUser`` (1000 by default, so non-root, with HOME and the
+model cache on the writable ``/cache`` volume; 0 for images that need root). Every container
+has privilege escalation off and all capabilities dropped, the pod uses the RuntimeDefault
+seccomp profile, and no service-account token is mounted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from zeta_router.api import defaults
+from zeta_router.api.models import ResourceRequirements, TierSpec, ZetaRouterSpec
+from zeta_router.api.routing import CONFIGMAP_KEY
+from zeta_router.render import names
+
+MODEL_CONTAINER: Final = "model"
+ROUTER_CONTAINER: Final = "router"
+MODEL_PORT_NAME: Final = "model"
+ROUTER_PORT_NAME: Final = "router"
+CACHE_DIR: Final = "/cache"
+ROUTER_UID: Final = 65532
+
+ROUTER_RESOURCES: Final = ResourceRequirements(
+    requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "512Mi"}
+)
+
+# Long enough for a large model's first download and load; the startup probe holds off the
+# liveness probe until then.
+STARTUP_FAILURES: Final = 180
+STARTUP_PERIOD: Final = 10
+
+
+def _resources(res: ResourceRequirements) -> dict[str, Any]:
+    return res.to_dict()
+
+
+def _http_probe(path: str, port: str, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _llamacpp_model_flag(model: str) -> list[str]:
+    # A file in the container is loaded as is; anything else is a Hugging Face repo
+    # ("user/repo" or "user/repo:quant") that llama-server downloads into its cache.
+    if model.endswith(".gguf") or model.startswith("/"):
+        return ["--model", model]
+    return ["--hf-repo", model]
+
+
+def model_server_args(tier: TierSpec) -> list[str]:
+    """Command-line arguments of the tier's model server (the image's entrypoint is the server)."""
+    if tier.engine == "vllm":
+        base = [
+            "--model",
+            tier.model,
+            "--served-model-name",
+            tier.served_name,
+            "--port",
+            str(tier.port),
+        ]
+    else:
+        base = [
+            *_llamacpp_model_flag(tier.model),
+            "--alias",
+            tier.served_name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(tier.port),
+            "--metrics",
+        ]
+    return base + list(tier.args)
+
+
+def _model_env(tier: TierSpec) -> list[dict[str, Any]]:
+    env: dict[str, dict[str, Any]] = {"HOME": {"name": "HOME", "value": CACHE_DIR}}
+    if tier.engine == "vllm":
+        env["HF_HOME"] = {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"}
+        # vLLM reports usage statistics to its authors unless told not to.
+        env["VLLM_NO_USAGE_STATS"] = {"name": "VLLM_NO_USAGE_STATS", "value": "1"}
+        env["DO_NOT_TRACK"] = {"name": "DO_NOT_TRACK", "value": "1"}
+    else:
+        env["LLAMA_CACHE"] = {"name": "LLAMA_CACHE", "value": f"{CACHE_DIR}/llama.cpp"}
+    for var in tier.env:
+        env.pop(var.name, None)  # the user's value replaces ours, and keeps the user's order
+    return list(env.values()) + [v.to_dict() for v in tier.env]
+
+
+def _container_security(uid: int, read_only_root: bool = False) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if read_only_root:
+        ctx["readOnlyRootFilesystem"] = True
+    ctx["runAsUser"] = uid
+    ctx["runAsGroup"] = uid
+    ctx["runAsNonRoot"] = uid != 0
+    return ctx
+
+
+def model_container(tier: TierSpec) -> dict[str, Any]:
+    mounts = [{"name": "cache", "mountPath": CACHE_DIR}]
+    if tier.engine == "vllm":
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    readiness = (
+        dict(tier.readiness_probe)
+        if tier.readiness_probe
+        else _http_probe("/health", MODEL_PORT_NAME, period=10, timeout=5, failures=3)
+    )
+    return {
+        "name": MODEL_CONTAINER,
+        "image": tier.effective_image,
+        "args": model_server_args(tier),
+        "env": _model_env(tier),
+        "ports": [{"name": MODEL_PORT_NAME, "containerPort": tier.port, "protocol": "TCP"}],
+        "resources": _resources(tier.effective_resources),
+        "startupProbe": _http_probe(
+            "/health", MODEL_PORT_NAME, STARTUP_PERIOD, timeout=5, failures=STARTUP_FAILURES
+        ),
+        "readinessProbe": readiness,
+        "livenessProbe": _http_probe("/health", MODEL_PORT_NAME, period=20, timeout=10, failures=3),
+        "volumeMounts": mounts,
+        "securityContext": _container_security(tier.run_as_user),
+    }
+
+
+def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[str, Any]:
+    """The router sidecar of a tier's pods: ``zeta-router router --config
+    /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port>``."""
+    r = spec.router
+    return {
+        "name": ROUTER_CONTAINER,
+        "image": r.image or image,
+        "command": ["zeta-router"],
+        "args": [
+            "router",
+            "--config",
+            f"{names.CONFIG_DIR}/{CONFIGMAP_KEY}",
+            "--local-tier",
+            tier.name,
+            "--port",
+            str(r.port),
+            *r.args,
+        ],
+        "ports": [{"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"}],
+        "resources": _resources(r.resources or ROUTER_RESOURCES),
+        "readinessProbe": _http_probe("/readyz", ROUTER_PORT_NAME, period=5, timeout=3, failures=2),
+        "livenessProbe": _http_probe(
+            "/healthz", ROUTER_PORT_NAME, period=10, timeout=3, failures=3
+        ),
+        "volumeMounts": [
+            {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
+            {"name": "router-tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": _container_security(ROUTER_UID, read_only_root=True),
+    }
+
+
+def _cache_source(tier: TierSpec) -> dict[str, Any]:
+    if not tier.model_cache:
+        return {"emptyDir": {}}
+    return {k: v for k, v in tier.model_cache.items() if k != "name"}
+
+
+def _strategy(tier: TierSpec) -> dict[str, Any]:
+    if tier.engine == "vllm":
+        # GPUs are scarce: a surge pod would wait for a free GPU and stall the rollout. Replace
+        # one pod at a time instead; the routers fail over to other tiers meanwhile.
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def build_deployment(
+    name: str,
+    spec: ZetaRouterSpec,
+    tier: TierSpec,
+    replicas: int,
+    router_image: str = defaults.ROUTER_IMAGE,
+) -> dict[str, Any]:
+    """The Deployment ``<name>-<tier>`` of one tier, with ``replicas`` replicas.
+
+    ``router_image`` is used when ``spec.router.image`` is not set (the operator passes its own
+    release image). Namespace and owner reference are added by the controller.
+    """
+    pod_labels = names.labels(name, "model-server", tier.name)
+    volumes: list[dict[str, Any]] = [
+        {"name": "routing", "configMap": {"name": names.routing_configmap_name(name)}},
+        {"name": "cache", **_cache_source(tier)},
+        {"name": "router-tmp", "emptyDir": {}},
+    ]
+    if tier.engine == "vllm":
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
+    pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if tier.run_as_user != 0:
+        pod_security["fsGroup"] = tier.run_as_user  # a mounted cache volume must be writable
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": pod_security,
+        "containers": [model_container(tier), router_container(spec, tier, router_image)],
+        "volumes": volumes,
+    }
+    if tier.node_selector:
+        pod_spec["nodeSelector"] = dict(tier.node_selector)
+    if tier.tolerations:
+        pod_spec["tolerations"] = [t.to_dict() for t in tier.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names.tier_object_name(name, tier.name),
+            "labels": pod_labels,
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": names.tier_selector(name, tier.name)},
+            "strategy": _strategy(tier),
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 1800 if tier.engine == "vllm" else 600,
+            "template": {
+                "metadata": {"labels": dict(pod_labels)},
+                "spec": pod_spec,
+            },
+        },
+    }

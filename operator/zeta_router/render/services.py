@@ -1,0 +1,61 @@
+"""A ZetaRouter's Services (pure).
+
+- :func:`build_tier_service`: ``<router>-<tier>``, the tier's model servers on the tier's port
+  (the routers of the other tiers reach the tier through it).
+- :func:`build_entry_service`: ``<router>``, the router port of every pod of the ZetaRouter,
+  all tiers: the endpoint clients use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zeta_router.api.models import TierSpec, ZetaRouterSpec
+from zeta_router.render import names
+from zeta_router.render.deployment import MODEL_PORT_NAME, ROUTER_PORT_NAME
+
+
+def build_tier_service(name: str, tier: TierSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.tier_object_name(name, tier.name),
+            "labels": names.labels(name, "model-server", tier.name),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.tier_selector(name, tier.name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": tier.port,
+                    "targetPort": MODEL_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_entry_service(name: str, spec: ZetaRouterSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.entry_service_name(name),
+            "labels": names.labels(name, "router"),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.router_selector(name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": spec.router.port,
+                    "targetPort": ROUTER_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
