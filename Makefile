@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint fmt test test-unit prepare control-plane crd cluster cluster-down demo bench clean
+.PHONY: help venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ fmt: $(STAMP) ## format and auto-fix
 control-plane: ## build (once, cached) kube-apiserver + kube-controller-manager 1.20.2
 	scripts/build-control-plane.sh
 
-prepare: $(STAMP) control-plane ## everything the tests need besides the venv
+tools: $(STAMP) ## fetch helm and kubectl (once, cached)
+	PYTHON=$(PY) scripts/fetch-helm-kubectl.sh
+
+prepare: $(STAMP) control-plane tools ## everything the tests need besides the venv
 
 test: lint prepare ## lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -41,9 +44,11 @@ test: lint prepare ## lint, then the whole test suite
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-crd: $(STAMP) ## regenerate the checked-in CRDs from the models
-	$(BIN)/zeta-router crd > crds/zetarouter.yaml
+crd: $(STAMP) ## regenerate the checked-in CRDs and docs/api.md from the models
+	$(BIN)/zeta-router crd --output crds/zetarouter.yaml
+	mkdir -p charts/zeta-router/crds
 	cp crds/zetarouter.yaml charts/zeta-router/crds/zetarouter.yaml
+	$(BIN)/zeta-router crd --reference --output docs/api.md
 
 cluster: prepare ## start the local control plane (prints the KUBECONFIG to use)
 	$(BIN)/zeta-router cluster up

@@ -43,7 +43,7 @@ enable_deb_src
 $SUDO apt-get update -q
 echo ">> installing build tools"
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-  golang-go golang-github-modern-go-reflect2-dev dpkg-dev ca-certificates
+  golang-go golang-github-modern-go-reflect2-dev dpkg-dev ca-certificates make rsync
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zeta-k8s-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -59,11 +59,13 @@ echo ">> replacing vendored reflect2 with Debian's 1.0.2"
 rm -rf vendor/github.com/modern-go/reflect2
 cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
 
-echo ">> building (several minutes on 2 cores)"
-export GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE="$WORK/gocache" GOPATH="$WORK/gopath"
-mkdir -p "$WORK/bin"
-go build -o "$WORK/bin/kube-apiserver" ./cmd/kube-apiserver
-go build -o "$WORK/bin/kube-controller-manager" ./cmd/kube-controller-manager
+# Kubernetes 1.20 builds in GOPATH mode through its own Makefile, which first generates the
+# files the release tarball does not ship (openapi, deepcopy, conversions). This is how Debian
+# builds the package: the source tree is exposed as k8s.io/kubernetes inside a GOPATH.
+echo ">> building (about 15 minutes on 2 cores)"
+mkdir -p .go/src/k8s.io
+ln -sfn ../../.. .go/src/k8s.io/kubernetes
+GOPATH="$PWD/.go" CGO_ENABLED=0 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
 mkdir -p "$OUT"
-install -m 0755 "$WORK/bin/kube-apiserver" "$WORK/bin/kube-controller-manager" "$OUT/"
+install -m 0755 _output/bin/kube-apiserver _output/bin/kube-controller-manager "$OUT/"
 echo "control plane binaries built into $OUT"

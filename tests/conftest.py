@@ -5,5 +5,7 @@ import pkgutil
 import support
 
 pytest_plugins = sorted(
-    f"support.{m.name}" for m in pkgutil.iter_modules(support.__path__) if m.name.startswith("fixtures_")
+    f"support.{m.name}"
+    for m in pkgutil.iter_modules(support.__path__)
+    if m.name.startswith("fixtures_")
 )

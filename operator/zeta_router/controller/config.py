@@ -1,0 +1,32 @@
+"""The operator's settings, from its command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FINALIZER_PREFIX = "zeta.ai"
+DEFAULT_PEERING = "zeta-router"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = False
+    drift_interval: float = 30.0
+    liveness: str | None = "http://127.0.0.1:8080/healthz"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9090
+    peering_name: str = DEFAULT_PEERING
+    priority: int | None = None  # None: picked at random (see cli)
+    standalone: bool = False
+    log_format: str = "json"
+    verbose: bool = False
+    workers: int = 8
+    kubeconfig: str | None = None
+    router_image: str = ""
+    # Settings of handlers registered by other modules (see controller.handlers), by name.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clusterwide(self) -> bool:
+        return self.all_namespaces or not self.namespaces

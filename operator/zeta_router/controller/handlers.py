@@ -1,0 +1,208 @@
+"""The kopf handlers: thin, each one call into the :class:`~.reconcile.Reconciler`.
+
+They are registered into an explicit registry by :func:`build_registry` (not with module-level
+decorators) because the drift interval and the other settings come from the command line.
+
+Extension point for the control loop: if ``zeta_router.autoscale.loop`` exists and defines
+``register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None``, it is called
+here, so its timer runs in the same operator, with the same Kube client, event recorder and
+status helpers (``zeta_router.controller.status``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from zeta_router.controller.config import FINALIZER_PREFIX, OperatorConfig
+from zeta_router.controller.events import EventRecorder
+from zeta_router.controller.reconcile import (
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    Reconciler,
+    owner_name,
+)
+from zeta_router.controller.status import GROUP, PLURAL, VERSION
+from zeta_router.kube import ApiError, Kube, api_path
+
+log = logging.getLogger(__name__)
+
+AUTOSCALE_LOOP_MODULE = "zeta_router.autoscale.loop"
+PEERING_API = "kopf.dev/v1"
+# (apiVersion, plural) of the children, as kopf selects resources.
+_CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"))
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What handlers registered by other modules share with the controller."""
+
+    config: OperatorConfig
+    kube: Kube
+    events: EventRecorder
+    reconciler: Reconciler
+
+
+def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    cfg = ctx.config
+    reconciler = ctx.reconciler
+    zr = (GROUP, VERSION, PLURAL)
+
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # All kopf settings in one place.
+        settings.persistence.finalizer = f"{FINALIZER_PREFIX}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=FINALIZER_PREFIX
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=FINALIZER_PREFIX, key="last-handled-configuration"
+        )
+        settings.peering.name = cfg.peering_name
+        settings.peering.priority = (
+            cfg.priority if cfg.priority is not None else random.randint(1, 1_000_000)
+        )
+        settings.peering.standalone = cfg.standalone
+        settings.peering.clusterwide = cfg.clusterwide
+        # Our own Events carry the reconciliation's story; kopf's only its failures.
+        settings.posting.level = logging.WARNING
+        settings.posting.reporting_component = "zeta-router-operator"
+        settings.posting.event_name_prefix = "zeta-router-"
+        settings.execution.max_workers = cfg.workers
+        # kopf starts a worker per object with pending events; after a burst (hundreds of
+        # children created at once) unbounded workers hold every body at the same time, and
+        # Python's heap stays at that peak. A bound keeps memory flat at little cost in speed.
+        # A worker lingers for idle_timeout waiting for more events of its object: short, so
+        # that slots free up quickly during a burst.
+        settings.queueing.worker_limit = 8 * cfg.workers
+        settings.queueing.idle_timeout = 0.5
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 60
+        # Only our children are watched, filtered by the apiserver, not in the operator.
+        for api_version, plural in _CHILD_RESOURCES:
+            settings.watching.label_selectors[api_version, plural] = (
+                f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+            )
+
+    kopf.on.startup(registry=registry)(configure)
+
+    def ensure_peering(**_: Any) -> None:
+        if not cfg.standalone:
+            _ensure_peering_objects(ctx.kube, cfg)
+
+    kopf.on.startup(registry=registry, id="peering")(ensure_peering)
+    # A registry of our own starts without kopf's default login handlers: log in as the
+    # kubernetes client does ($KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    def on_create(body: kopf.Body, **_: Any) -> None:
+        reconciler.reconcile(body, "create")
+
+    def on_update(body: kopf.Body, **_: Any) -> None:
+        reconciler.reconcile(body, "update")
+
+    def on_resume(body: kopf.Body, **_: Any) -> None:
+        reconciler.reconcile(body, "resume")
+
+    def on_drift(body: kopf.Body, **_: Any) -> None:
+        reconciler.reconcile(body, "drift")
+
+    def on_delete(meta: kopf.Meta, **_: Any) -> None:
+        reconciler.forget(str(meta.get("namespace")), str(meta.get("name")))
+
+    kopf.on.create(*zr, registry=registry, id="reconcile")(on_create)
+    kopf.on.update(*zr, registry=registry, id="reconcile")(on_update)
+    kopf.on.resume(*zr, registry=registry, id="reconcile")(on_resume)
+    # Optional: cleanup of in-memory state only, so kopf adds no finalizer for it.
+    kopf.on.delete(*zr, registry=registry, id="forget", optional=True)(on_delete)
+    kopf.timer(
+        *zr,
+        registry=registry,
+        id="drift",
+        interval=cfg.drift_interval,
+        initial_delay=cfg.drift_interval,
+    )(on_drift)
+
+    def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        owner = owner_name(body)
+        namespace = body.metadata.namespace
+        if owner is None or namespace is None:
+            return
+        if type == "DELETED":
+            # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
+            # which reconcile_named sees and skips): put it back now, not at the next drift check.
+            reconciler.reconcile_named(namespace, owner, "child-deleted")
+        elif type is not None and body.get("kind") == "Deployment":
+            # Readiness changes flow into the ZetaRouter's status promptly. (type None: the
+            # initial listing, after which the resume handlers reconcile anyway.)
+            reconciler.refresh_status(namespace, owner)
+
+    for api_version, plural in _CHILD_RESOURCES:
+        kopf.on.event(
+            api_version,
+            plural,
+            registry=registry,
+            id=f"child-{plural}",
+            labels={MANAGED_BY: MANAGED_BY_VALUE},
+        )(on_child_event)
+
+    def liveness(**_: Any) -> dict[str, Any]:
+        return {"drift_interval": cfg.drift_interval}
+
+    kopf.on.probe(registry=registry, id="operator")(liveness)
+
+    _register_extensions(registry, ctx)
+    return registry
+
+
+def _ensure_peering_objects(kube: Kube, cfg: OperatorConfig) -> None:
+    """Create the kopf peering object(s) if the peering CRDs are installed and the objects are
+    not: without them, replicas would not see each other and would all work at once."""
+    targets: list[tuple[str, str, str | None]]
+    if cfg.clusterwide:
+        targets = [(api_path(PEERING_API, "clusterkopfpeerings"), "ClusterKopfPeering", None)]
+    else:
+        targets = [
+            (api_path(PEERING_API, "kopfpeerings", ns), "KopfPeering", ns)
+            for ns in cfg.namespaces
+            if not any(c in ns for c in "*?[!")  # patterns: no single namespace to put it in
+        ]
+    for path, kind, ns in targets:
+        meta: dict[str, str] = {"name": cfg.peering_name}
+        if ns is not None:
+            meta["namespace"] = ns
+        try:
+            kube.create(path, {"apiVersion": PEERING_API, "kind": kind, "metadata": meta})
+            log.info("created %s %s", kind, cfg.peering_name)
+        except ApiError as e:
+            if e.conflict:
+                continue
+            if e.not_found:
+                log.warning(
+                    "kopf peering CRDs are not installed (manifests/peering.yaml): "
+                    "running standalone; do not run several replicas"
+                )
+                return
+            log.warning("cannot create %s %s: %s", kind, cfg.peering_name, e)
+
+
+def _register_extensions(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    try:
+        module = importlib.import_module(AUTOSCALE_LOOP_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name != AUTOSCALE_LOOP_MODULE:
+            raise  # the module exists but one of its imports is missing: a real error
+        log.info("no %s module: the operator runs without its control loop", AUTOSCALE_LOOP_MODULE)
+        return
+    register = getattr(module, "register", None)
+    if register is None:
+        log.warning("%s has no register(registry, context); not registered", AUTOSCALE_LOOP_MODULE)
+        return
+    register(registry, ctx)

@@ -1,0 +1,132 @@
+"""From the tiers' Deployments to the ZetaRouter's per-tier status and its ``Ready``,
+``Progressing`` and ``Degraded`` conditions (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zeta_router.controller.status import DEGRADED, PROGRESSING, READY, Condition, condition
+
+
+@dataclass(frozen=True)
+class TierState:
+    """What a tier's Deployment reports (zeros when it does not exist yet)."""
+
+    name: str
+    exists: bool
+    desired: int
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+    rolled_out: bool  # the Deployment controller finished rolling out the current template
+    failure: str | None  # ProgressDeadlineExceeded / ReplicaFailure message, if any
+
+    @property
+    def progressing(self) -> bool:
+        """A rollout, a scale-up or pods (re)starting: not every wanted replica is available."""
+        return not self.exists or not self.rolled_out or self.available < self.desired
+
+    @property
+    def down(self) -> bool:
+        """Rolled out once, wants replicas, has none ready: the tier stopped serving."""
+        return self.rolled_out and self.desired > 0 and self.ready == 0
+
+    def status_entry(self) -> dict[str, int]:
+        return {"replicas": self.replicas, "readyReplicas": self.ready}
+
+
+def _deployment_condition(dep: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in (dep.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            cond: Mapping[str, Any] = c
+            return cond
+    return None
+
+
+def tier_state(name: str, deployment: Mapping[str, Any] | None) -> TierState:
+    if deployment is None:
+        return TierState(name, False, 0, 0, 0, 0, 0, False, None)
+    spec = deployment.get("spec") or {}
+    st = deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    replicas = int(st.get("replicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    ready = int(st.get("readyReplicas") or 0)
+    available = int(st.get("availableReplicas") or 0)
+    seen = int(st.get("observedGeneration") or 0) >= int(
+        (deployment.get("metadata") or {}).get("generation") or 0
+    )
+    progress = _deployment_condition(deployment, "Progressing")
+    # The current template is rolled out when the newest ReplicaSet holds every replica, no old
+    # ones remain, and the Deployment controller once saw them all available (its Progressing
+    # reason keeps saying so afterwards, even if a pod later stops being ready).
+    finished = (progress or {}).get("reason") == "NewReplicaSetAvailable" or (
+        progress is None and available == updated
+    )
+    rolled_out = seen and updated == desired and replicas == updated and finished
+    failure = None
+    if progress is not None and progress.get("reason") == "ProgressDeadlineExceeded":
+        failure = f"rollout stalled: {progress.get('message', '')}".strip()
+    replica_failure = _deployment_condition(deployment, "ReplicaFailure")
+    if replica_failure is not None and replica_failure.get("status") == "True":
+        failure = f"cannot create pods: {replica_failure.get('message', '')}".strip()
+    return TierState(name, True, desired, replicas, ready, updated, available, rolled_out, failure)
+
+
+def readiness_conditions(
+    tiers: Sequence[TierState],
+    observed_generation: int | None,
+    apply_error: str | None = None,
+) -> list[Condition]:
+    """``Ready``: every tier has a ready replica. ``Progressing``: some tier is rolling out,
+    scaling up or has pods starting. ``Degraded``: objects could not be applied, a rollout
+    failed or cannot create pods, or a rolled-out tier has no ready replica left."""
+    gen = observed_generation
+    not_ready = [t for t in tiers if t.ready < 1]
+    if not tiers:
+        ready = condition(READY, False, "NoTiers", "no tiers", gen)
+    elif not_ready:
+        detail = ", ".join(f"{t.name} {t.ready}/{t.desired}" for t in not_ready)
+        ready = condition(
+            READY, False, "TiersNotReady", f"tiers without a ready replica: {detail}", gen
+        )
+    else:
+        ready = condition(
+            READY, True, "AllTiersReady", f"{len(tiers)}/{len(tiers)} tiers ready", gen
+        )
+
+    rolling = [t for t in tiers if t.progressing]
+    if rolling:
+        detail = ", ".join(
+            f"{t.name} (not created yet)"
+            if not t.exists
+            else f"{t.name} {t.updated}/{t.desired} updated, {t.available} available"
+            for t in rolling
+        )
+        progressing = condition(PROGRESSING, True, "RollingOut", f"rolling out: {detail}", gen)
+    else:
+        progressing = condition(PROGRESSING, False, "RolledOut", "every tier is rolled out", gen)
+
+    problems: list[str] = []
+    if apply_error:
+        problems.append(apply_error)
+    problems += [f"tier {t.name}: {t.failure}" for t in tiers if t.failure]
+    problems += [
+        f"tier {t.name}: no ready replica (0/{t.desired})"
+        for t in tiers
+        if t.down and not t.failure
+    ]
+    if problems:
+        reason = "ApplyFailed" if apply_error else "TiersUnhealthy"
+        degraded = condition(DEGRADED, True, reason, "; ".join(problems), gen)
+    else:
+        degraded = condition(DEGRADED, False, "Healthy", "no problems", gen)
+    return [ready, progressing, degraded]
+
+
+def ready_summary(tiers: Sequence[TierState]) -> str:
+    """``"2/2"``: tiers with a ready replica over all tiers (a printer column)."""
+    return f"{sum(1 for t in tiers if t.ready > 0)}/{len(tiers)}"

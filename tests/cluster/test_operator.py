@@ -1,0 +1,479 @@
+"""The operator against a real apiserver, running as a real process with the RBAC we ship.
+
+Each test gets its own namespace and its own operator process serving it (drift interval 3 s).
+The kubelet stand-in binds the pods and reports them ready (not in namespaces labelled
+``zeta.ai/kubelet-hold=true``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.cluster import (
+    REPO,
+    OperatorProcess,
+    apply,
+    children,
+    condition_is,
+    conditions,
+    events_for,
+    load_yaml_docs,
+    wait_for,
+)
+from support.fixtures_cluster import DRIFT_INTERVAL
+from zeta_router.api.models import parse_zetarouter
+from zeta_router.api.routing import CONFIGMAP_KEY
+from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
+
+SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
+# Long enough for the operator to have reacted to anything, several drift checks included.
+SETTLE = 3 * DRIFT_INTERVAL + 2
+TIMEOUT = 30.0
+
+MANAGED = {
+    "app.kubernetes.io/name": "zeta-router",
+    "app.kubernetes.io/managed-by": "zeta-router",
+}
+
+
+def sample(name: str = "chat") -> dict[str, Any]:
+    (doc,) = [d for d in load_yaml_docs(SAMPLE) if d.get("kind") == "ZetaRouter"]
+    doc = copy.deepcopy(doc)
+    doc["metadata"] = {"name": name}
+    return doc
+
+
+def zr_path(namespace: str, name: str | None = None) -> str:
+    return api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
+
+
+def create_zr(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return kube.create(zr_path(namespace), body)
+
+
+def get_zr(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    return kube.get(zr_path(namespace, name))
+
+
+def patch_spec(kube: Kube, namespace: str, name: str, spec_patch: dict[str, Any]) -> None:
+    kube.patch(zr_path(namespace, name), {"spec": spec_patch}, MERGE_PATCH)
+
+
+def tier_names(body: dict[str, Any]) -> list[str]:
+    return [t["name"] for t in body["spec"]["tiers"]]
+
+
+def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
+    name = body["metadata"]["name"]
+    tiers = tier_names(body)
+    return {
+        "Deployment": {f"{name}-{t}" for t in tiers},
+        "Service": {name} | {f"{name}-{t}" for t in tiers},
+        "ConfigMap": {f"{name}-routing"},
+    }
+
+
+def wait_children(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    want = expected_names(body)
+
+    def present() -> dict[str, Any] | None:
+        have = children(kube, namespace, body["metadata"]["name"])
+        return have if {k: set(v) for k, v in have.items()} == want else None
+
+    result: dict[str, Any] = wait_for(present, TIMEOUT, f"children {want}")
+    return result
+
+
+def wait_condition(
+    kube: Kube, namespace: str, name: str, kind: str, status: str, timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        zr = get_zr(kube, namespace, name)
+        return zr if condition_is(zr, kind, status) else None
+
+    result: dict[str, Any] = wait_for(check, timeout, f"{kind}={status} on {namespace}/{name}")
+    return result
+
+
+def routing(cm: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(cm["data"][CONFIGMAP_KEY])
+    return doc
+
+
+def hold_pods(kube: Kube, namespace: str, hold: bool) -> None:
+    kube.patch(
+        api_path("v1", "namespaces", None, namespace),
+        {"metadata": {"labels": {"zeta.ai/kubelet-hold": "true" if hold else None}}},
+        MERGE_PATCH,
+    )
+
+
+def reasons(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
+    return [(e["type"], e["reason"]) for e in events_for(kube, namespace, name)]
+
+
+# ---- tests ------------------------------------------------------------------------------------
+
+
+def test_sample_gets_all_children_with_owner_references_and_labels(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    parsed = parse_zetarouter(zr)
+    have = wait_children(kube, namespace, zr)
+    uid = zr["metadata"]["uid"]
+    tiers = tier_names(zr)
+    for kind, objs in have.items():
+        for obj in objs.values():
+            (ref,) = obj["metadata"]["ownerReferences"]
+            assert ref["uid"] == uid, obj["metadata"]["name"]
+            assert ref["kind"] == "ZetaRouter"
+            assert ref["controller"] is True
+            labels = obj["metadata"]["labels"]
+            assert labels.items() >= MANAGED.items(), (kind, labels)
+            assert labels["app.kubernetes.io/instance"] == "chat"
+    for tier in tiers:
+        dep = have["Deployment"][f"chat-{tier}"]
+        assert dep["metadata"]["labels"]["zeta.ai/tier"] == tier
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["zeta.ai/tier"] == tier
+        assert pod_labels.items() >= MANAGED.items()
+        assert have["Service"][f"chat-{tier}"]["metadata"]["labels"]["zeta.ai/tier"] == tier
+        assert dep["spec"]["replicas"] == parsed.tier(tier).replicas.start
+    config = routing(have["ConfigMap"]["chat-routing"])
+    assert [t["name"] for t in config["tiers"]] == tiers
+    wait_for(lambda: ("Normal", "Created") in reasons(kube, namespace, "chat"), TIMEOUT, "Created")
+    wait_for(
+        lambda: (
+            'zeta_operator_reconciles_total{result="ok",trigger="create"} 1.0' in operator.metrics()
+        ),
+        TIMEOUT,
+        "the reconciliation in the operator's metrics",
+    )
+
+
+def test_status_follows_pod_readiness(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    hold_pods(kube, namespace, True)
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    held = wait_condition(kube, namespace, "chat", "Progressing", "True")
+    assert condition_is(held, "Ready", "False")
+    assert condition_is(held, "SpecValid", "True")
+    assert "tiers without a ready replica" in conditions(held)["Ready"]["message"]
+
+    hold_pods(kube, namespace, False)
+    ready = wait_condition(kube, namespace, "chat", "Ready", "True")
+    wait_condition(kube, namespace, "chat", "Progressing", "False")
+    status = ready["status"]
+    assert status["observedGeneration"] == ready["metadata"]["generation"]
+    assert conditions(ready)["Ready"]["observedGeneration"] == ready["metadata"]["generation"]
+    for tier in status["tiers"]:
+        assert tier["readyReplicas"] == tier["replicas"] >= 1, tier
+    assert [t["name"] for t in status["tiers"]] == tier_names(zr)
+    assert condition_is(ready, "Degraded", "False")
+
+
+def test_threshold_change_updates_the_configmap_and_no_pod_template(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    before = wait_children(kube, namespace, zr)
+    wait_condition(kube, namespace, "chat", "Ready", "True")
+    before = children(kube, namespace, "chat")
+    old_config = routing(before["ConfigMap"]["chat-routing"])
+
+    contexts = copy.deepcopy(zr["spec"]["router"]["contexts"])
+    first = contexts[0]
+    first["thresholds"] = [round(x * 0.9 + 0.01, 4) for x in first["thresholds"]]
+    patch_spec(kube, namespace, "chat", {"router": {"contexts": contexts}})
+
+    def updated() -> dict[str, Any] | None:
+        cm = kube.get(api_path("v1", "configmaps", namespace, "chat-routing"))
+        cfg = routing(cm)
+        ctx = next(c for c in cfg["contexts"] if c["name"] == first["name"])
+        return cfg if ctx["thresholds"] == first["thresholds"] else None
+
+    new_config = wait_for(updated, TIMEOUT, "the new thresholds in the routing ConfigMap")
+    assert new_config["generation"] == old_config["generation"] + 1
+    time.sleep(SETTLE)
+    after = children(kube, namespace, "chat")
+    for dep_name, dep in before["Deployment"].items():
+        now = after["Deployment"][dep_name]
+        assert now["metadata"]["generation"] == dep["metadata"]["generation"], dep_name
+        assert now["spec"]["template"] == dep["spec"]["template"], dep_name
+    assert ("Normal", "Updated") in reasons(kube, namespace, "chat")
+
+
+def test_image_change_rolls_only_that_tier(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    before = wait_children(kube, namespace, zr)
+    first, *others = tier_names(zr)
+    tiers = copy.deepcopy(zr["spec"]["tiers"])
+    tiers[0]["image"] = "registry.invalid/zeta/test-model-server:changed"
+    patch_spec(kube, namespace, "chat", {"tiers": tiers})
+
+    def rolled() -> dict[str, Any] | None:
+        dep = kube.get(api_path("apps/v1", "deployments", namespace, f"chat-{first}"))
+        images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
+        return dep if tiers[0]["image"] in images else None
+
+    wait_for(rolled, TIMEOUT, f"the new image in chat-{first}")
+    time.sleep(SETTLE)
+    after = children(kube, namespace, "chat")
+    for tier in others:
+        old, new = before["Deployment"][f"chat-{tier}"], after["Deployment"][f"chat-{tier}"]
+        assert new["metadata"]["generation"] == old["metadata"]["generation"], tier
+
+
+def test_deleted_children_are_recreated(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    before = wait_children(kube, namespace, zr)
+    tier = tier_names(zr)[0]
+    victims = [
+        api_path("apps/v1", "deployments", namespace, f"chat-{tier}"),
+        api_path("v1", "services", namespace, "chat"),
+        api_path("v1", "configmaps", namespace, "chat-routing"),
+    ]
+    old_uids = {
+        before["Deployment"][f"chat-{tier}"]["metadata"]["uid"],
+        before["Service"]["chat"]["metadata"]["uid"],
+        before["ConfigMap"]["chat-routing"]["metadata"]["uid"],
+    }
+    for path in victims:
+        kube.delete(path)
+
+    def recreated() -> bool:
+        got = [kube.get_or_none(p) for p in victims]
+        return all(o is not None and o["metadata"]["uid"] not in old_uids for o in got)
+
+    wait_for(recreated, 2 * DRIFT_INTERVAL + 10, "the deleted children to be recreated")
+    wait_children(kube, namespace, zr)
+    wait_for(
+        lambda: ("Normal", "Repaired") in reasons(kube, namespace, "chat"), TIMEOUT, "Repaired"
+    )
+
+
+def test_replicas_are_the_users_within_min_and_max(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    tier = zr["spec"]["tiers"][0]
+    bounds = tier["replicas"]
+    path = api_path("apps/v1", "deployments", namespace, f"chat-{tier['name']}")
+
+    def replicas() -> int:
+        return int(kube.get(path)["spec"]["replicas"])
+
+    kube.patch(f"{path}/scale", {"spec": {"replicas": bounds["max"] + 3}}, MERGE_PATCH)
+    wait_for(
+        lambda: replicas() == bounds["max"], 2 * DRIFT_INTERVAL + 10, "replicas clamped to max"
+    )
+
+    if bounds["max"] > bounds["min"]:
+        # Within the bounds the count belongs to the user (autoscaling is off in the sample).
+        wanted = bounds["min"] if bounds["initial"] != bounds["min"] else bounds["max"]
+        kube.patch(f"{path}/scale", {"spec": {"replicas": wanted}}, MERGE_PATCH)
+        time.sleep(SETTLE)
+        assert replicas() == wanted
+
+
+def test_schema_invalid_spec_is_rejected_by_the_apiserver(
+    kube: Kube, namespace: str, zr_crd: object
+) -> None:
+    bad_engine = sample("bad-engine")
+    bad_engine["spec"]["tiers"][0]["engine"] = "tensorflow"
+    bad_type = sample("bad-type")
+    bad_type["spec"]["tiers"][0]["replicas"]["max"] = "many"
+    no_tiers = sample("no-tiers")
+    no_tiers["spec"]["tiers"] = []
+    for body in (bad_engine, bad_type, no_tiers):
+        with pytest.raises(ApiError) as err:
+            create_zr(kube, namespace, body)
+        assert err.value.status == 422, body["metadata"]["name"]
+    assert kube.list(zr_path(namespace))["items"] == []
+
+
+def test_semantically_invalid_spec_changes_no_child(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    wait_condition(kube, namespace, "chat", "Ready", "True")
+    before = children(kube, namespace, "chat")
+
+    tiers = copy.deepcopy(zr["spec"]["tiers"])
+    tiers[1]["replicas"]["min"] = tiers[1]["replicas"]["max"] + 1
+    tiers[1]["replicas"]["initial"] = tiers[1]["replicas"]["max"] + 1
+    tiers[0]["image"] = "registry.invalid/must-not-be-applied:1"
+    patch_spec(kube, namespace, "chat", {"tiers": tiers})
+
+    invalid = wait_condition(kube, namespace, "chat", "SpecValid", "False")
+    message = conditions(invalid)["SpecValid"]["message"]
+    assert "spec.tiers[1].replicas" in message, message
+    assert conditions(invalid)["SpecValid"]["reason"] == "InvalidSpec"
+    assert invalid["status"]["observedGeneration"] == invalid["metadata"]["generation"]
+    wait_for(
+        lambda: ("Warning", "InvalidSpec") in reasons(kube, namespace, "chat"),
+        TIMEOUT,
+        "a Warning Event InvalidSpec",
+    )
+    time.sleep(SETTLE)
+    after = children(kube, namespace, "chat")
+    for kind, objs in before.items():
+        assert set(after[kind]) == set(objs), kind
+        for name, obj in objs.items():
+            now = after[kind][name]
+            if kind == "Deployment":
+                # Its status may still move (the controller-manager); its spec must not.
+                assert now["metadata"]["generation"] == obj["metadata"]["generation"], name
+                assert now["spec"] == obj["spec"], name
+            else:
+                assert now["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+    # Repeats of the same problem are counted on one Event, not posted again and again.
+    warnings = [
+        e
+        for e in events_for(kube, namespace, "chat")
+        if e["reason"] == "InvalidSpec" and e["type"] == "Warning"
+    ]
+    assert len(warnings) == 1
+
+    # Fixed: accepted again and applied.
+    tiers[1]["replicas"]["min"] = 1
+    tiers[1]["replicas"]["initial"] = 1
+    patch_spec(kube, namespace, "chat", {"tiers": tiers})
+    wait_condition(kube, namespace, "chat", "SpecValid", "True")
+
+
+def test_invalid_new_router_gets_no_children(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    body = sample("broken")
+    contexts = body["spec"]["router"]["contexts"]
+    body["spec"]["router"]["contexts"] = [contexts[0], copy.deepcopy(contexts[0])]
+    create_zr(kube, namespace, body)
+    invalid = wait_condition(kube, namespace, "broken", "SpecValid", "False")
+    assert "duplicate" in conditions(invalid)["SpecValid"]["message"].lower()
+    time.sleep(SETTLE)
+    assert all(not objs for objs in children(kube, namespace, "broken").values())
+
+
+def test_deleting_the_router_deletes_its_children(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    kube.delete(zr_path(namespace, "chat"))
+
+    def gone() -> bool:
+        return all(not objs for objs in children(kube, namespace, "chat").values())
+
+    wait_for(gone, 60, "the garbage collector to delete the children")
+    assert kube.get_or_none(zr_path(namespace, "chat")) is None
+
+
+def test_operator_restart_loses_and_duplicates_nothing(
+    kube: Kube, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    first = create_zr(kube, namespace, sample("one"))
+    wait_children(kube, namespace, first)
+
+    # Changes while the operator is down are picked up when it comes back.
+    operator.stop()
+    later = [create_zr(kube, namespace, sample(n)) for n in ("two", "three")]
+    kube.delete(api_path("v1", "services", namespace, "one"))
+    operator.start()
+    for body in [first, *later]:
+        wait_children(kube, namespace, body)
+
+    # A crash in the middle of reconciling a batch: nothing duplicated or lost after restart.
+    batch = [create_zr(kube, namespace, sample(f"batch-{i}")) for i in range(4)]
+    time.sleep(0.3)
+    operator.kill()
+    operator.start()
+    routers = [first, *later, *batch]
+    for body in routers:
+        wait_children(kube, namespace, body)
+    time.sleep(SETTLE)
+
+    expected: dict[str, set[str]] = {"Deployment": set(), "Service": set(), "ConfigMap": set()}
+    for body in routers:
+        for kind, names in expected_names(body).items():
+            expected[kind] |= names
+    for kind, (api_version, plural) in {
+        "Deployment": ("apps/v1", "deployments"),
+        "Service": ("v1", "services"),
+        "ConfigMap": ("v1", "configmaps"),
+    }.items():
+        items = kube.list(
+            api_path(api_version, plural, namespace), "app.kubernetes.io/managed-by=zeta-router"
+        )["items"]
+        names = [o["metadata"]["name"] for o in items]
+        assert sorted(names) == sorted(expected[kind]), kind
+    uids = {b["metadata"]["name"]: b["metadata"]["uid"] for b in routers}
+    for body in routers:
+        name = body["metadata"]["name"]
+        for objs in children(kube, namespace, name).values():
+            for obj in objs.values():
+                assert obj["metadata"]["ownerReferences"][0]["uid"] == uids[name]
+        assert condition_is(get_zr(kube, namespace, name), "SpecValid", "True")
+
+
+def test_replicas_with_peering_run_one_at_a_time(
+    kube: Kube, namespace: str, zr_crd: object, operator_kubeconfig: Path, tmp_path: Path
+) -> None:
+    for crd in load_yaml_docs(REPO / "manifests" / "peering.yaml"):
+        apply(kube, crd)
+    peering = api_path("kopf.dev/v1", "kopfpeerings", namespace, "zeta-router")
+
+    def peering_served() -> bool:
+        return kube.get_or_none(api_path("kopf.dev/v1", "kopfpeerings", namespace)) is not None
+
+    wait_for(peering_served, TIMEOUT, "the peering CRDs")
+    replicas = [
+        OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            namespaces=[namespace],
+            log_path=tmp_path / f"operator-{priority}.log",
+            drift_interval=DRIFT_INTERVAL,
+            extra_args=[f"--priority={priority}"],
+            standalone=False,
+        )
+        for priority in (10, 20)
+    ]
+    try:
+        for proc in replicas:
+            proc.start()
+        # The operator made its peering object; both replicas report there.
+        peers = wait_for(
+            lambda: len(kube.get(peering).get("status") or {}) == 2 and kube.get(peering),
+            TIMEOUT,
+            "both replicas in the KopfPeering",
+        )
+        assert sorted(p["priority"] for p in peers["status"].values()) == [10, 20]
+        wait_for(
+            lambda: "Pausing operations in favour of" in replicas[0].log_tail(200),
+            TIMEOUT,
+            "the lower-priority replica to pause",
+        )
+        zr = create_zr(kube, namespace, sample())
+        wait_children(kube, namespace, zr)
+        assert "reconciled (create)" in replicas[1].log_tail(200)
+        assert "reconciled (create)" not in replicas[0].log_tail(200)
+    finally:
+        for proc in replicas:
+            proc.stop()
