@@ -1,0 +1,332 @@
+"""``zeta-router router``: the routing sidecar, or a standalone router in front of servers you
+already run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import prometheus_client
+import yaml
+
+from zeta_router.api.routing import ScorerWeights
+from zeta_router.router import logs
+from zeta_router.router.app import Options, Router
+from zeta_router.router.config import (
+    BUILTIN_DEFAULT_CONTEXT,
+    BUILTIN_THRESHOLDS,
+    ConfigError,
+    RuntimeConfig,
+    compile_config,
+    load_config,
+    parse_pairs,
+    standalone_config,
+)
+from zeta_router.router.reload import ConfigWatcher
+from zeta_router.router.server import new_event_loop, serve
+
+log = logging.getLogger("zeta_router.router.cli")
+
+_DESCRIPTION = """\
+Route OpenAI-compatible requests between a ladder of model tiers (smallest first).
+
+Each request of /v1/chat/completions or /v1/completions is scored in [0, 1] for how demanding
+it is, within its context (header X-Zeta-Context, or model "<router>/<context>", else the
+default context), and sent to the tier whose cut points bracket the score. If the tier is
+down the request fails over to the next larger tier, then to smaller ones.
+
+Two ways to run it:
+
+  in a ZetaRouter pod (the operator writes the file and mounts it; it is hot-reloaded):
+    zeta-router router --config /etc/zeta-router/routing.yaml --local-tier small --port 8080
+
+  standalone, in front of servers you already run (no file, no cluster):
+    zeta-router router --tier small=http://127.0.0.1:8001 --tier large=http://127.0.0.1:8002 \\
+        --threshold default=0.5 --port 8080
+"""
+
+_EPILOG = f"""\
+built-in contexts (standalone mode), with the cut point between two tiers:
+  {", ".join(f"{k}={v}" for k, v in BUILTIN_THRESHOLDS.items())}
+  (default context: {BUILTIN_DEFAULT_CONTEXT}). With more tiers the cut points are spread
+  around these values; --threshold sets them exactly (one per tier boundary, increasing).
+
+endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+  POST /v1/feedback, GET /healthz, GET /readyz, GET /metrics
+
+request headers: X-Zeta-Context, X-Zeta-Tier (force a tier), X-Zeta-Session (stickiness),
+  X-Request-Id. Response headers: x-zeta-tier, x-zeta-score, x-zeta-context, x-request-id.
+
+signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads --config at once.
+See docs/router.md for the config file reference and metrics.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = _DESCRIPTION
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    src = parser.add_argument_group("where the routing comes from (one of)")
+    src.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="routing file (RoutingConfig YAML, as in the <name>-routing ConfigMap); "
+        "re-read when it changes",
+    )
+    src.add_argument(
+        "--tier",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="standalone mode: a tier and its OpenAI-compatible base URL (http://host:port or "
+        "http://host:port/v1); repeat, smallest tier first",
+    )
+    pod = parser.add_argument_group("with --config")
+    pod.add_argument(
+        "--local-tier",
+        metavar="NAME",
+        help="the tier served by this pod: its localUrl from the file is used instead of url",
+    )
+    pod.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the file is checked for changes (default: %(default)s)",
+    )
+    alone = parser.add_argument_group("standalone mode (with --tier)")
+    alone.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="CONTEXT=T[,T...]",
+        help="cut points of a context (one per tier boundary, increasing, in [0,1]); a context "
+        "that is not built in is added",
+    )
+    alone.add_argument(
+        "--tier-model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="model name to send to a tier (e.g. vLLM's --served-model-name); without it the "
+        "client's model field is removed before forwarding",
+    )
+    alone.add_argument(
+        "--name", default="zeta", help="logical model name clients use (default: %(default)s)"
+    )
+    alone.add_argument(
+        "--default-context",
+        default=BUILTIN_DEFAULT_CONTEXT,
+        metavar="NAME",
+        help="context of requests that name none (default: %(default)s)",
+    )
+    alone.add_argument(
+        "--weights",
+        type=Path,
+        metavar="JSON",
+        help="scorer weights file ({bias, weights: {feature: w}}) instead of the packaged ones",
+    )
+    alone.add_argument(
+        "--shadow-sample-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of requests answered by a smaller tier that are also sent to the next larger "
+        "one, to measure agreement (default: 0, off)",
+    )
+    alone.add_argument(
+        "--no-failover", action="store_true", help="never move a request to another tier"
+    )
+    alone.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds to open a connection to a tier (default: %(default)s)",
+    )
+    alone.add_argument(
+        "--first-byte-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds until a tier's response headers; past it the request fails over "
+        "(default: %(default)s)",
+    )
+    alone.add_argument(
+        "--total-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds for a whole answer, streams included (default: %(default)s)",
+    )
+    alone.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failures after which a tier is skipped for a while "
+        "(default: %(default)s)",
+    )
+    alone.add_argument(
+        "--breaker-open-seconds",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long a failing tier is skipped before one probe request (default: %(default)s)",
+    )
+    net = parser.add_argument_group("serving")
+    net.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: %(default)s)"
+    )
+    net.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to listen on; 0 picks a free one (default: %(default)s)",
+    )
+    net.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, how long requests in flight may take to finish (default: %(default)s)",
+    )
+    net.add_argument(
+        "--event-loop",
+        default="uvloop",
+        choices=["uvloop", "asyncio"],
+        help="event loop implementation (default: %(default)s; asyncio is for comparison)",
+    )
+    obs = parser.add_argument_group("logs")
+    obs.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    obs.add_argument("--log-format", default="json", choices=["json", "text"])
+    obs.add_argument(
+        "--access-log", action="store_true", help="log one line per request (no prompt)"
+    )
+    obs.add_argument(
+        "--log-prompts",
+        action="store_true",
+        help="include prompts (and shadow answers) in logs; off by default, prompts may be private",
+    )
+    obs.add_argument(
+        "--shadow-log",
+        type=Path,
+        metavar="PATH",
+        help="JSONL file of shadow comparisons (bounded, rotated to PATH.1)",
+    )
+    obs.add_argument(
+        "--shadow-log-max-bytes",
+        type=int,
+        default=10 * 1024 * 1024,
+        metavar="N",
+        help="default: %(default)s",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective routing configuration as YAML and exit",
+    )
+
+
+def _thresholds(values: list[str]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name, value in parse_pairs(values, "--threshold"):
+        try:
+            out[name] = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ConfigError(f"--threshold {name}={value}: cut points must be numbers") from None
+    return out
+
+
+def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]:
+    """The configuration to start with, and the file content it came from (config mode)."""
+    if args.config is not None and args.tier:
+        raise ConfigError("use either --config or --tier, not both")
+    if args.config is not None:
+        if args.threshold or args.tier_model or args.weights:
+            raise ConfigError("--threshold, --tier-model and --weights are for standalone mode")
+        content = args.config.read_bytes() if args.config.is_file() else None
+        return load_config(args.config, args.local_tier), content
+    if not args.tier:
+        raise ConfigError("give --config PATH, or at least one --tier NAME=URL")
+    if args.local_tier:
+        raise ConfigError("--local-tier is for --config mode")
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = ScorerWeights.model_validate(json.loads(args.weights.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--weights {args.weights}: {exc}") from None
+    cfg = standalone_config(
+        parse_pairs(args.tier, "--tier"),
+        thresholds=_thresholds(args.threshold),
+        models=dict(parse_pairs(args.tier_model, "--tier-model")),
+        router=args.name,
+        default_context=args.default_context,
+        weights=weights,
+        failover=not args.no_failover,
+        shadow_sample_rate=args.shadow_sample_rate,
+        circuit_breaker={
+            "failureThreshold": args.breaker_failures,
+            "openSeconds": args.breaker_open_seconds,
+        },
+        timeouts={
+            "connectSeconds": args.connect_timeout,
+            "firstByteSeconds": args.first_byte_timeout,
+            "totalSeconds": args.total_timeout,
+        },
+    )
+    return compile_config(cfg), None
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_format)
+    # The *_created series double every counter's output and nothing here reads them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        config, content = build_config(args)
+    except ConfigError as exc:
+        print(f"zeta-router router: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        data = config.source.model_dump(mode="json", by_alias=True, exclude_none=True)
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        return 0
+    options = Options(
+        log_prompts=args.log_prompts,
+        access_log=args.access_log,
+        shadow_log=args.shadow_log,
+        shadow_log_max_bytes=args.shadow_log_max_bytes,
+    )
+    router = Router(config, options)
+    watcher = None
+    if args.config is not None:
+        watcher = ConfigWatcher(
+            args.config,
+            local_tier=args.local_tier,
+            on_config=router.set_config,
+            on_error=router.config_error,
+            interval=args.reload_interval,
+        )
+        if content is not None:
+            watcher.prime(content)
+    loop = new_event_loop(args.event_loop)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(
+            serve(
+                router,
+                host=args.host,
+                port=args.port,
+                watcher=watcher,
+                drain_seconds=args.drain_seconds,
+            )
+        )
+    finally:
+        loop.close()
+    return 0

@@ -1,0 +1,189 @@
+"""Routing configuration at run time: load and check the YAML file, compile it into the
+structures the request path uses, and build the standalone configuration from command-line
+tiers.
+
+:class:`RuntimeConfig` is immutable; a reload builds a new one and swaps a single reference, so a
+request always sees one consistent configuration from start to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from zeta_router.api.routing import RoutingConfig, ScorerWeights
+from zeta_router.router.scorer import Scorer, default_weights
+from zeta_router.router.selector import Selector, spread_thresholds
+
+#: Built-in contexts of the standalone mode and their reference threshold for two tiers (the score
+#: from which a request goes to the larger tier). ``ZetaHRM`` carries the reasoning-heavy traffic
+#: and leans to the larger tier; ``ZetaTRM`` carries high-volume, mostly simple traffic and leans
+#: to the smaller one; ``default`` sits in the middle.
+BUILTIN_THRESHOLDS: dict[str, float] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
+BUILTIN_DEFAULT_CONTEXT = "default"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says why, for the operator's log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    index: int
+    name: str
+    url: str  # base URL without a trailing "/v1"
+    model: str | None  # model name to send upstream; None removes the client's
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    name: str
+    scorer: Scorer
+    selector: Selector
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    source: RoutingConfig
+    tiers: tuple[Tier, ...]
+    tier_by_name: Mapping[str, Tier]
+    contexts: Mapping[str, Context]
+    default_context: str
+
+    @property
+    def generation(self) -> int:
+        return self.source.generation
+
+    @property
+    def router_name(self) -> str:
+        return self.source.router
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line naming each problem by its field path, e.g. ``tiers.0.url: Field required``."""
+    parts = []
+    for e in exc.errors():
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def normalise_url(url: str) -> str:
+    """Base URL of an OpenAI-compatible server; ``http://h:8000/v1/`` and ``http://h:8000`` are
+    the same server."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"tier URL {url!r} must start with http:// or https://")
+    return url
+
+
+def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> RuntimeConfig:
+    names = [t.name for t in cfg.tiers]
+    if local_tier is not None and local_tier not in names:
+        raise ConfigError(f"--local-tier {local_tier!r} is not one of the tiers {names}")
+    tiers = []
+    for i, t in enumerate(cfg.tiers):
+        url = t.local_url if (t.name == local_tier and t.local_url) else t.url
+        tiers.append(Tier(i, t.name, normalise_url(url), t.served_model_name))
+    shared = cfg.scorer or default_weights()
+    contexts: dict[str, Context] = {}
+    for c in cfg.contexts:
+        try:
+            scorer = Scorer(c.scorer or shared)
+            selector = Selector(c.thresholds)
+        except ValueError as exc:
+            raise ConfigError(f"context {c.name!r}: {exc}") from None
+        contexts[c.name] = Context(c.name, scorer, selector)
+    return RuntimeConfig(
+        source=cfg,
+        tiers=tuple(tiers),
+        tier_by_name={t.name: t for t in tiers},
+        contexts=contexts,
+        default_context=cfg.default_context,
+    )
+
+
+def parse_config(text: str) -> RoutingConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, not {type(data).__name__}")
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None
+
+
+def load_config(path: Path, local_tier: str | None = None) -> RuntimeConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return compile_config(parse_config(text), local_tier)
+
+
+def parse_pairs(values: Sequence[str], what: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` command-line pairs, in order."""
+    out = []
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"{what} {v!r} must look like NAME=VALUE")
+        out.append((name.strip(), value.strip()))
+    return out
+
+
+def standalone_config(
+    tiers: Sequence[tuple[str, str]],
+    *,
+    thresholds: Mapping[str, Sequence[float]] | None = None,
+    models: Mapping[str, str] | None = None,
+    router: str = "zeta",
+    default_context: str = BUILTIN_DEFAULT_CONTEXT,
+    weights: ScorerWeights | None = None,
+    **settings: object,
+) -> RoutingConfig:
+    """The configuration of ``zeta-router router --tier NAME=URL ...``: the tiers in the order
+    given (smallest first), the built-in contexts with their default thresholds unless
+    overridden, and any other :class:`RoutingConfig` field from ``settings``."""
+    if not tiers:
+        raise ConfigError("at least one --tier NAME=URL is needed")
+    thresholds = dict(thresholds or {})
+    models = dict(models or {})
+    names = [n for n, _ in tiers]
+    unknown_models = sorted(set(models) - set(names))
+    if unknown_models:
+        raise ConfigError(f"--tier-model names unknown tiers {unknown_models}; tiers: {names}")
+    contexts = []
+    for name, ref in BUILTIN_THRESHOLDS.items():
+        cuts = thresholds.pop(name, None)
+        if cuts is None:
+            cuts = spread_thresholds(ref, len(tiers))
+        contexts.append({"name": name, "thresholds": list(cuts)})
+    # Contexts named only on the command line are added, so --threshold can define new ones.
+    contexts.extend({"name": n, "thresholds": list(c)} for n, c in thresholds.items())
+    try:
+        return RoutingConfig.model_validate(
+            {
+                "router": router,
+                "tiers": [
+                    {"name": n, "url": normalise_url(u), "servedModelName": models.get(n)}
+                    for n, u in tiers
+                ],
+                "contexts": contexts,
+                "defaultContext": default_context,
+                "scorer": weights,
+                **settings,
+            }
+        )
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None

@@ -1,0 +1,132 @@
+"""The router's Prometheus metrics (names are a contract with the control loop and dashboards).
+
+Each :class:`RouterMetrics` owns its registry, so several routers can live in one process (tests)
+without sharing counters. Labelled children are cached because ``labels()`` is the expensive part
+of an observation on the hot path.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+_UNIT_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
+_OVERHEAD_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+NO_TIER = "none"
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "zeta_router_requests_total",
+            "Requests answered, by context, the tier that served them ('none' when no tier did) "
+            "and HTTP status code.",
+            ("context", "tier", "code"),
+            registry=r,
+        )
+        self.decision_score = Histogram(
+            "zeta_router_decision_score",
+            "Routing score of each routed request, by context.",
+            ("context",),
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "zeta_router_overhead_seconds",
+            "Time spent in the router itself per request: reading, checking and scoring the "
+            "request, and rewriting a non-streamed answer; upstream time excluded.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "zeta_router_upstream_ttft_seconds",
+            "Time from sending a request upstream to its first response byte, by tier.",
+            ("tier",),
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "zeta_router_upstream_duration_seconds",
+            "Time from sending a request upstream to the end of its response, by tier.",
+            ("tier",),
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "zeta_router_inflight",
+            "Requests currently being served by each tier.",
+            ("tier",),
+            registry=r,
+        )
+        self.failovers = Counter(
+            "zeta_router_failovers_total",
+            "Requests moved from one tier to another, with the reason "
+            "(refused, timeout, disconnected, http_429/502/503/504, circuit_open).",
+            ("from", "to", "reason"),
+            registry=r,
+        )
+        self.shadow_agreement = Histogram(
+            "zeta_router_shadow_agreement",
+            "Agreement in [0, 1] between a smaller tier's answer and the next larger tier's "
+            "answer to the same sampled request, by context.",
+            ("context",),
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.feedback_score = Histogram(
+            "zeta_router_feedback_score",
+            "Feedback scores in [0, 1] posted to /v1/feedback, by context and serving tier.",
+            ("context", "tier"),
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
+        self.config_generation = Gauge(
+            "zeta_router_config_generation",
+            "Generation of the routing configuration in use.",
+            registry=r,
+        )
+        self.config_errors = Counter(
+            "zeta_router_config_errors_total",
+            "Configuration files that were rejected (the last good one stayed in use).",
+            registry=r,
+        )
+        self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def count_request(self, context: str, tier: str, code: int) -> None:
+        self.child(self.requests, context, tier, str(code)).inc()  # type: ignore[attr-defined]
+
+    def observe(self, metric: Histogram, value: float, *labels: str) -> None:
+        target = self.child(metric, *labels) if labels else metric
+        target.observe(value)  # type: ignore[attr-defined]
+
+    def inflight_add(self, tier: str, delta: int) -> None:
+        self.child(self.inflight, tier).inc(delta)  # type: ignore[attr-defined]
+
+    def failover(self, src: str, dst: str, reason: str) -> None:
+        self.child(self.failovers, src, dst, reason).inc()  # type: ignore[attr-defined]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

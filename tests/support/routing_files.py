@@ -1,0 +1,73 @@
+"""Routing files (the ``<name>-routing`` ConfigMap content) for router tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: A scorer that gives every request 0.5, whatever the feature set: thresholds below 0.5 send
+#: everything to the larger tier, above 0.5 to the smaller one.
+FLAT_SCORER = {"bias": 0.0, "weights": {}, "source": "tests: constant 0.5"}
+
+
+def routing_config(
+    tiers: dict[str, str],
+    thresholds: dict[str, list[float]] | None = None,
+    *,
+    generation: int = 1,
+    scorer: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    thresholds = thresholds or {"default": [0.5] * (len(tiers) - 1)}
+    cfg: dict[str, Any] = {
+        "generation": generation,
+        "router": "assistant",
+        "tiers": [{"name": n, "url": u, "engine": "llamacpp"} for n, u in tiers.items()],
+        "contexts": [{"name": n, "thresholds": t} for n, t in thresholds.items()],
+        "defaultContext": next(iter(thresholds)),
+    }
+    if scorer is not None:
+        cfg["scorer"] = scorer
+    cfg.update(extra)
+    return cfg
+
+
+def write_plain(path: Path, cfg: dict[str, Any] | str) -> None:
+    """Rewrite the file in place (an editor, or a hostPath)."""
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+
+
+class ConfigMapDir:
+    """A directory laid out like a mounted ConfigMap: ``routing.yaml -> ..data/routing.yaml``,
+    ``..data -> ..<version>``; an update writes a new version directory and swaps ``..data``
+    atomically, as the kubelet does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.version = 0
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def path(self) -> Path:
+        return self.root / "routing.yaml"
+
+    def write(self, cfg: dict[str, Any] | str) -> None:
+        self.version += 1
+        version_dir = self.root / f"..2026_01_01_00_00_00.{self.version:04d}"
+        version_dir.mkdir()
+        (version_dir / "routing.yaml").write_text(
+            cfg if isinstance(cfg, str) else yaml.safe_dump(cfg)
+        )
+        tmp_link = self.root / "..data_tmp"
+        tmp_link.symlink_to(version_dir.name)
+        old = (self.root / "..data").resolve() if (self.root / "..data").exists() else None
+        os.replace(tmp_link, self.root / "..data")
+        if not self.path.is_symlink():
+            self.path.symlink_to("..data/routing.yaml")
+        if old is not None:
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()

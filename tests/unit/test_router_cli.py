@@ -1,0 +1,81 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.routing_files import FLAT_SCORER, routing_config, write_plain
+from zeta_router.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zeta_router", "router", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_explains_both_modes() -> None:
+    out = _run("--help")
+    assert out.returncode == 0
+    for word in (
+        "--config",
+        "--tier",
+        "--threshold",
+        "--local-tier",
+        "ZetaHRM",
+        "X-Zeta-Context",
+        "/readyz",
+        "SIGTERM",
+    ):
+        assert word in out.stdout
+
+
+def test_print_config_standalone(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        [
+            *("router", "--tier", "small=http://a:1", "--tier", "large=http://b:2/v1"),
+            *("--threshold", "ZetaHRM=0.3", "--tier-model", "large=big", "--print-config"),
+        ]
+    )
+    assert rc == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert [t["url"] for t in cfg["tiers"]] == ["http://a:1", "http://b:2"]
+    assert cfg["tiers"][1]["servedModelName"] == "big"
+    assert {c["name"]: c["thresholds"] for c in cfg["contexts"]}["ZetaHRM"] == [0.3]
+
+
+def test_print_config_file_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "routing.yaml"
+    write_plain(
+        path, routing_config({"a": "http://a", "b": "http://b"}, scorer=FLAT_SCORER, generation=7)
+    )
+    assert main(["router", "--config", str(path), "--local-tier", "a", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["generation"] == 7
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --config PATH, or at least one --tier"),
+        (["--tier", "small"], "must look like NAME=VALUE"),
+        (["--tier", "small=ftp://x"], "must start with http"),
+        (["--tier", "a=http://a", "--tier", "a=http://b"], "duplicate tier names"),
+        (["--tier", "a=http://a", "--tier", "b=http://b", "--threshold", "default=x"], "numbers"),
+        (
+            ["--tier", "a=http://a", "--tier", "b=http://b", "--threshold", "default=0.5,0.6"],
+            "need 1",
+        ),
+        (["--tier", "a=http://a", "--local-tier", "a"], "--local-tier is for --config"),
+        (["--config", "/nonexistent/routing.yaml"], "cannot read"),
+        (["--config", "x.yaml", "--tier", "a=http://a"], "not both"),
+    ],
+)
+def test_argument_errors_exit_2_with_a_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["router", *args, "--print-config"]) == 2
+    assert message in capsys.readouterr().err
