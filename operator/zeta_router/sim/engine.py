@@ -1,0 +1,417 @@
+"""The simulator: a request trace served by tiers of replicas, in simulated time.
+
+Each replica runs up to ``concurrency`` requests at once; a request's time to first token is
+its wait in the tier's queue plus its prefill (slower when the batch is fuller), and its decode
+speed drops linearly with batch occupancy. Replicas take ``startup_seconds`` to become ready,
+drain before they go, and cost their GPUs from creation to removal.
+
+Every ``interval_seconds`` the simulator builds the same `MetricsSnapshot` the operator builds
+from Prometheus (window rates, TTFT p90, queue, running, KV use, routing per context) and hands
+it to a controller, which answers with replicas per tier and thresholds per context.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from zeta_router.autoscale.snapshot import (
+    ContextSample,
+    MetricsSnapshot,
+    MetricsStatus,
+    ScoreHistogram,
+    TierSample,
+)
+from zeta_router.sim.scenario import Scenario, SimTier
+from zeta_router.sim.trace import Trace
+
+SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), math.inf)
+DRAIN_LIMIT_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Control:
+    replicas: Mapping[str, int]
+    thresholds: Mapping[str, tuple[float, ...]]
+    decisions: int = 0
+    """Changes decided in this interval (for the report)."""
+
+
+class Controller(Protocol):
+    name: str
+
+    def start(self, scenario: Scenario) -> Control: ...
+
+    def step(self, snapshot: MetricsSnapshot, now: float) -> Control: ...
+
+
+@dataclass
+class _Replica:
+    ready_at: float
+    active: int = 0
+    draining: bool = False
+
+
+@dataclass
+class _Tier:
+    spec: SimTier
+    replicas: list[_Replica] = field(default_factory=list)
+    queue: deque[int] = field(default_factory=deque)
+    gpu_seconds: float = 0.0
+    last_accounted: float = 0.0
+    started: deque[tuple[float, float]] = field(default_factory=deque)
+    """(first-token time, TTFT) of requests in the metrics window."""
+    completed: deque[float] = field(default_factory=deque)
+
+    def account(self, now: float, until: float) -> None:
+        t = min(now, until)
+        if t > self.last_accounted:
+            self.gpu_seconds += (
+                len(self.replicas) * self.spec.gpus_per_replica * (t - self.last_accounted)
+            )
+            self.last_accounted = t
+
+    def serving(self, now: float) -> list[_Replica]:
+        return [r for r in self.replicas if r.ready_at <= now and not r.draining]
+
+
+@dataclass
+class TimelinePoint:
+    time: float
+    arrival_rate: float
+    replicas: dict[str, int]
+    ready: dict[str, int]
+    thresholds: dict[str, list[float]]
+    ttft_p90: dict[str, float | None]
+
+
+@dataclass
+class SimResult:
+    controller: str
+    trace: str
+    requests: int
+    gpu_hours: float
+    gpu_hours_by_tier: dict[str, float]
+    slo_attainment: float
+    ttft_p50: float
+    ttft_p90: float
+    ttft_p99: float
+    share_by_tier: dict[str, float]
+    quality: float
+    """Estimated share of correct answers (per-score quality model of each tier)."""
+    decisions: int
+    unserved: int
+    timeline: list[TimelinePoint]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "controller": self.controller,
+            "trace": self.trace,
+            "requests": self.requests,
+            "gpuHours": round(self.gpu_hours, 3),
+            "gpuHoursByTier": {k: round(v, 3) for k, v in self.gpu_hours_by_tier.items()},
+            "sloAttainment": round(self.slo_attainment, 5),
+            "ttftP50": round(self.ttft_p50, 4),
+            "ttftP90": round(self.ttft_p90, 4),
+            "ttftP99": round(self.ttft_p99, 4),
+            "shareByTier": {k: round(v, 4) for k, v in self.share_by_tier.items()},
+            "quality": round(self.quality, 5),
+            "decisions": self.decisions,
+            "unserved": self.unserved,
+        }
+
+
+# Event kinds, ordered so that at equal times completions free slots before anything else.
+_DONE, _READY, _TICK = 0, 1, 2
+
+
+class Simulation:
+    def __init__(
+        self, scenario: Scenario, trace: Trace, controller: Controller, seed: int = 0
+    ) -> None:
+        unknown = sorted(set(trace.context) - {c.name for c in scenario.contexts})
+        if unknown:
+            raise ValueError(
+                f"trace uses context(s) {unknown} the scenario does not define "
+                f"({[c.name for c in scenario.contexts]})"
+            )
+        self.scenario = scenario
+        self.trace = trace
+        self.controller = controller
+        self.rng = random.Random(seed)
+        self.tiers = [_Tier(spec=t) for t in scenario.tiers]
+        self.tier_index = {t.name: i for i, t in enumerate(scenario.tiers)}
+        self.thresholds: dict[str, tuple[float, ...]] = {}
+        self.events: list[tuple[float, int, int, int, int]] = []
+        self._seq = 0
+        self.generation = 0
+        n = len(trace)
+        self.ttft = [math.nan] * n
+        self.tier_of = [-1] * n
+        self.routed: deque[tuple[float, str, int, float, float | None]] = deque()
+        """(time, context, tier, score, shadow agreement or None) in the metrics window."""
+        self.decisions = 0
+        self.timeline: list[TimelinePoint] = []
+
+    # ---- event plumbing
+
+    def _push(self, time: float, kind: int, a: int = 0, b: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (time, kind, self._seq, a, b))
+
+    # ---- serving
+
+    def _start(self, tier_i: int, replica: _Replica, req: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        spec = tier.spec
+        occupancy = replica.active / spec.concurrency
+        prefill = self.trace.prompt_tokens[req] / spec.prefill_tokens_per_second
+        # Prefill competes with the running batch; decode slows as the batch fills.
+        prefill *= 1.0 + 2.0 * occupancy
+        speed = spec.decode_tokens_per_second * (1.0 - spec.batch_slowdown * occupancy)
+        ttft = (now - self.trace.arrival[req]) + prefill
+        finish = now + prefill + self.trace.output_tokens[req] / speed
+        replica.active += 1
+        self.ttft[req] = ttft
+        tier.started.append((now + prefill, ttft))
+        self._push(finish, _DONE, tier_i, id(replica))
+
+    def _dispatch(self, tier_i: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        cap = tier.spec.concurrency
+        while tier.queue:
+            free = [r for r in tier.serving(now) if r.active < cap]
+            if not free:
+                return
+            replica = min(free, key=lambda r: r.active)
+            self._start(tier_i, replica, tier.queue.popleft(), now)
+
+    def _route(self, req: int, now: float) -> None:
+        ctx = self.trace.context[req]
+        score = self.trace.score[req]
+        tier_i = bisect_right(self.thresholds[ctx], score)
+        self.tier_of[req] = tier_i
+        agreement = None
+        if tier_i < len(self.tiers) - 1 and self.rng.random() < self.scenario.shadow_sample_rate:
+            small, big = self.tiers[tier_i].spec, self.tiers[tier_i + 1].spec
+            agreement = 1.0 - max(0.0, big.p_correct(score) - small.p_correct(score))
+        self.routed.append((now, ctx, tier_i, score, agreement))
+        tier = self.tiers[tier_i]
+        tier.queue.append(req)
+        self._dispatch(tier_i, now)
+
+    def _finish(self, tier_i: int, replica_id: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        for r in tier.replicas:
+            if id(r) == replica_id:
+                r.active -= 1
+                if r.draining and r.active == 0:
+                    tier.account(now, self.trace.duration)
+                    tier.replicas.remove(r)
+                break
+        tier.completed.append(now)
+        self._dispatch(tier_i, now)
+
+    # ---- scaling
+
+    def _scale(self, tier_i: int, target: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        tier.account(now, self.trace.duration)
+        live = [r for r in tier.replicas if not r.draining]
+        if target > len(live):
+            # Warm replicas that are draining come back first.
+            for r in tier.replicas:
+                if r.draining and len(live) < target:
+                    r.draining = False
+                    live.append(r)
+            while len(live) < target:
+                r = _Replica(ready_at=now + tier.spec.startup_seconds)
+                tier.replicas.append(r)
+                live.append(r)
+                self._push(r.ready_at, _READY, tier_i)
+        elif target < len(live):
+            # Replicas still starting go first, then the least busy ready ones drain.
+            live.sort(key=lambda r: (r.ready_at <= now, r.active))
+            for r in live[: len(live) - target]:
+                if r.ready_at > now or r.active == 0:
+                    tier.replicas.remove(r)
+                else:
+                    r.draining = True
+        self._dispatch(tier_i, now)
+
+    def _apply(self, control: Control, now: float) -> None:
+        for name, n in control.replicas.items():
+            self._scale(self.tier_index[name], n, now)
+        new = {k: tuple(v) for k, v in control.thresholds.items()}
+        if self.thresholds and new != self.thresholds:
+            self.generation += 1
+        self.thresholds.update(new)
+        self.decisions += control.decisions
+
+    # ---- metrics
+
+    def _snapshot(self, now: float) -> MetricsSnapshot:
+        window = self.scenario.metrics_window_seconds
+        horizon = now - window
+        tiers: dict[str, TierSample] = {}
+        for tier in self.tiers:
+            while tier.started and tier.started[0][0] < horizon:
+                tier.started.popleft()
+            while tier.completed and tier.completed[0] < horizon:
+                tier.completed.popleft()
+            serving = [r for r in tier.replicas if r.ready_at <= now]
+            ready = sum(1 for r in serving if not r.draining)
+            running = float(sum(r.active for r in serving))
+            ttfts = sorted(t for first, t in tier.started if first <= now)
+            p90 = ttfts[min(len(ttfts) - 1, int(0.9 * len(ttfts)))] if ttfts else None
+            kv = None
+            if tier.spec.engine == "vllm" and ready:
+                kv = min(1.0, running / (tier.spec.concurrency * ready))
+            tiers[tier.spec.name] = TierSample(
+                name=tier.spec.name,
+                ready_replicas=ready,
+                waiting=float(len(tier.queue)),
+                running=running,
+                kv_cache_usage=kv,
+                ttft_p90_seconds=p90,
+                request_rate=len(tier.completed) / window,
+            )
+        while self.routed and self.routed[0][0] < horizon:
+            self.routed.popleft()
+        contexts: dict[str, ContextSample] = {}
+        for c in self.scenario.contexts:
+            by_tier = dict.fromkeys((t.name for t in self.scenario.tiers), 0.0)
+            counts = [0.0] * len(SCORE_BUCKETS)
+            agree_sum, agree_n = 0.0, 0
+            for _, ctx, tier_i, score, agreement in self.routed:
+                if ctx != c.name:
+                    continue
+                by_tier[self.scenario.tiers[tier_i].name] += 1
+                counts[bisect_right(SCORE_BUCKETS[:-1], score - 1e-12)] += 1
+                if agreement is not None:
+                    agree_sum += agreement
+                    agree_n += 1
+            cumulative = []
+            total = 0.0
+            for x in counts:
+                total += x
+                cumulative.append(total)
+            contexts[c.name] = ContextSample(
+                name=c.name,
+                requests_by_tier=by_tier,
+                scores=ScoreHistogram(SCORE_BUCKETS, tuple(cumulative)),
+                quality=agree_sum / agree_n if agree_n else None,
+                quality_samples=float(agree_n),
+            )
+        return MetricsSnapshot(
+            status=MetricsStatus.OK,
+            tiers=tiers,
+            contexts=contexts,
+            config_generation=self.generation,
+        )
+
+    # ---- main loop
+
+    def run(self) -> SimResult:
+        control = self.controller.start(self.scenario)
+        self._apply(control, 0.0)
+        # Replicas asked for at the start are already serving when the trace begins.
+        for tier in self.tiers:
+            for r in tier.replicas:
+                r.ready_at = 0.0
+        interval = self.scenario.interval_seconds
+        self._push(interval, _TICK)
+        arrivals = self.trace.arrival
+        n = len(arrivals)
+        next_req = 0
+        end = self.trace.duration
+        last_arrival_window: deque[float] = deque()
+        while True:
+            next_arrival = arrivals[next_req] if next_req < n else math.inf
+            if self.events and self.events[0][0] <= next_arrival:
+                time, kind, _, a, b = heapq.heappop(self.events)
+                if kind == _DONE:
+                    self._finish(a, b, time)
+                elif kind == _READY:
+                    self._dispatch(a, time)
+                else:
+                    while last_arrival_window and last_arrival_window[0] < time - interval:
+                        last_arrival_window.popleft()
+                    snapshot = self._snapshot(time)
+                    self._record(time, len(last_arrival_window) / interval, snapshot)
+                    if next_req >= n and self._idle():
+                        break
+                    if time > end + DRAIN_LIMIT_SECONDS:
+                        break
+                    self._apply(self.controller.step(snapshot, time), time)
+                    self._push(time + interval, _TICK)
+            elif next_req < n:
+                self._route(next_req, next_arrival)
+                last_arrival_window.append(next_arrival)
+                next_req += 1
+            else:  # pragma: no cover - the tick event always exists
+                break
+        for tier in self.tiers:
+            tier.account(end, end)
+        return self._result()
+
+    def _idle(self) -> bool:
+        return all(not t.queue and all(r.active == 0 for r in t.replicas) for t in self.tiers)
+
+    def _record(self, now: float, rate: float, snapshot: MetricsSnapshot) -> None:
+        self.timeline.append(
+            TimelinePoint(
+                time=now,
+                arrival_rate=rate,
+                replicas={
+                    t.spec.name: sum(1 for r in t.replicas if not r.draining) for t in self.tiers
+                },
+                ready={name: s.ready_replicas or 0 for name, s in snapshot.tiers.items()},
+                thresholds={k: list(v) for k, v in self.thresholds.items()},
+                ttft_p90={name: s.ttft_p90_seconds for name, s in snapshot.tiers.items()},
+            )
+        )
+
+    def _result(self) -> SimResult:
+        n = len(self.trace)
+        slo = self.scenario.slo_seconds
+        served = [t for t in self.ttft if not math.isnan(t)]
+        unserved = n - len(served)
+        met = sum(1 for t in served if t <= slo)
+        ordered = sorted(served) or [math.nan]
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        specs = self.scenario.tiers
+        counts = [0] * len(specs)
+        quality = 0.0
+        for req, tier_i in enumerate(self.tier_of):
+            counts[tier_i] += 1
+            quality += specs[tier_i].p_correct(self.trace.score[req])
+        return SimResult(
+            controller=self.controller.name,
+            trace=self.trace.name,
+            requests=n,
+            gpu_hours=sum(t.gpu_seconds for t in self.tiers) / 3600.0,
+            gpu_hours_by_tier={t.spec.name: t.gpu_seconds / 3600.0 for t in self.tiers},
+            slo_attainment=met / n if n else 1.0,
+            ttft_p50=pct(0.5),
+            ttft_p90=pct(0.9),
+            ttft_p99=pct(0.99),
+            share_by_tier={s.name: counts[i] / n if n else 0.0 for i, s in enumerate(specs)},
+            quality=quality / n if n else 0.0,
+            decisions=self.decisions,
+            unserved=unserved,
+            timeline=self.timeline,
+        )
+
+
+def simulate(scenario: Scenario, trace: Trace, controller: Controller, seed: int = 0) -> SimResult:
+    return Simulation(scenario, trace, controller, seed).run()

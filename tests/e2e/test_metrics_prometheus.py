@@ -1,0 +1,206 @@
+"""The control loop's metrics snapshot from a real Prometheus scraping a real router and two real
+llama.cpp servers, under load sent with the official openai client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from support.fixtures_prometheus import StartPrometheus
+from support.router_proc import RouterProcess, start_router
+from zeta_router.autoscale.metrics import PrometheusSource, RouterTarget, target_from
+from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
+from zeta_router.local.llama import LlamaServer
+from zeta_router.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.llama, pytest.mark.slow]
+
+NAMESPACE, NAME = "team-a", "assistant"
+TARGET = target_from(
+    NAMESPACE, NAME, [("small", "llamacpp"), ("large", "llamacpp")], ["default", "ZetaHRM"]
+)
+PROMPT = "Write a short poem about the sea, in four lines."
+
+
+def address(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+@pytest.fixture(scope="module")
+def router(
+    llama_servers: dict[str, LlamaServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RouterProcess]:
+    small, large = llama_servers["small"], llama_servers["large"]
+    r = start_router(
+        ["--tier", f"small={small.url}", "--tier", f"large={large.url}", "--name", "zeta"],
+        tmp_path_factory.mktemp("router"),
+    )
+    yield r
+    r.stop()
+
+
+def scrape_targets(servers: dict[str, LlamaServer], router: RouterProcess) -> list[ScrapeTarget]:
+    # As in the cluster: each tier's pod has the model server; the router sidecar sits in the
+    # small tier's pod.
+    return [
+        ScrapeTarget(
+            address(servers["small"].url),
+            pod_labels(NAMESPACE, NAME, "small", "model-server", pod="assistant-small-0"),
+        ),
+        ScrapeTarget(
+            address(servers["large"].url),
+            pod_labels(NAMESPACE, NAME, "large", "model-server", pod="assistant-large-0"),
+        ),
+        ScrapeTarget(
+            address(router.url),
+            pod_labels(NAMESPACE, NAME, "small", "router", pod="assistant-small-0"),
+        ),
+    ]
+
+
+def wait_for(
+    source: PrometheusSource,
+    target: RouterTarget,
+    ok: Callable[[MetricsSnapshot], bool],
+    timeout: float = 30.0,
+) -> MetricsSnapshot:
+    deadline = time.monotonic() + timeout
+    snap = source.snapshot(target)
+    while not ok(snap) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        snap = source.snapshot(target)
+    assert ok(snap), snap
+    return snap
+
+
+def chat(client: openai.OpenAI, tier: str, context: str = "default") -> str:
+    raw = client.chat.completions.with_raw_response.create(
+        model="zeta",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=48,
+        extra_headers={"X-Zeta-Tier": tier, "X-Zeta-Context": context},
+    )
+    return str(raw.headers["x-zeta-tier"])
+
+
+@pytest.fixture
+def prometheus(
+    prometheus_factory: StartPrometheus,
+    llama_servers: dict[str, LlamaServer],
+    router: RouterProcess,
+) -> PrometheusServer:
+    return prometheus_factory(scrape_targets(llama_servers, router))
+
+
+def test_snapshot_follows_the_load_sent(
+    prometheus: PrometheusServer, router: RouterProcess
+) -> None:
+    source = PrometheusSource(prometheus.url, window_seconds=120, timeout_seconds=5)
+    client = openai.OpenAI(base_url=router.base_url, api_key="unused", max_retries=0, timeout=120)
+    # One request per tier first, so every series exists before the measured load.
+    assert chat(client, "small") == "small"
+    assert chat(client, "large") == "large"
+    idle = wait_for(
+        source,
+        TARGET,
+        lambda s: (
+            s.available
+            and s.tiers["small"].ready_replicas == 1
+            and s.tiers["large"].ready_replicas == 1
+            and s.tiers["large"].request_rate is not None
+            and s.config_generation is not None
+        ),
+    )
+    assert idle.tiers["large"].waiting == 0
+    assert idle.tiers["large"].running == 0
+
+    # Six concurrent requests on the large tier (2 llama.cpp slots) and two on the small one.
+    sent = {"small": 2, "large": 6}
+    seen_running, seen_waiting = 0.0, 0.0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(chat, client, t) for t, n in sent.items() for _ in range(n)]
+        while not all(f.done() for f in futures):
+            snap = source.snapshot(TARGET)
+            if snap.available:
+                seen_running = max(seen_running, snap.tiers["large"].running or 0.0)
+                seen_waiting = max(seen_waiting, snap.tiers["large"].waiting or 0.0)
+            time.sleep(0.3)
+        answered = [f.result() for f in futures]
+    assert sorted(answered) == ["large"] * 6 + ["small"] * 2
+    # llama.cpp ran at most its two slots and deferred the rest, and the snapshot saw both.
+    assert 1 <= seen_running <= 2
+    assert seen_waiting >= 1
+
+    # Totals in the window: the two warm-up requests + the eight above (increase() is
+    # extrapolated by Prometheus, hence the tolerance).
+    total = {"small": 3, "large": 7}
+    after = wait_for(
+        source,
+        TARGET,
+        lambda s: (
+            s.available
+            and s.tiers["large"].running == 0
+            and s.contexts["default"].requests_by_tier["large"] >= total["large"] - 1.5
+        ),
+    )
+    routed = after.contexts["default"].requests_by_tier
+    for tier, n in total.items():
+        assert routed[tier] == pytest.approx(n - 1, abs=1.5), routed  # the first is not counted
+    assert after.contexts["ZetaHRM"].total == 0
+    hist = after.contexts["default"].scores
+    assert hist is not None
+    assert hist.total == pytest.approx(sum(total.values()) - 2, abs=2)
+    for tier in ("small", "large"):
+        t = after.tiers[tier]
+        assert t.request_rate is not None
+        assert t.request_rate > 0
+        assert t.ttft_p90_seconds is not None
+        assert t.ttft_p90_seconds > 0
+        assert t.waiting == 0
+    # The large tier waited for free slots, the small one did not: its TTFT is worse.
+    assert after.tiers["large"].ttft_p90_seconds > after.tiers["small"].ttft_p90_seconds
+
+
+def test_unknown_router_gives_no_series_and_a_stopped_prometheus_is_unreachable(
+    prometheus: PrometheusServer,
+) -> None:
+    source = PrometheusSource(prometheus.url, window_seconds=60, timeout_seconds=5)
+    wait_for(source, TARGET, lambda s: s.available)
+    other = target_from(NAMESPACE, "nobody", [("small", "llamacpp")], ["default"])
+    snap = source.snapshot(other)
+    assert snap.status is MetricsStatus.NO_SERIES
+    assert "app_kubernetes_io_instance=nobody" in snap.message
+    prometheus.stop()
+    snap = source.snapshot(TARGET)
+    assert snap.status is MetricsStatus.UNREACHABLE
+
+
+def test_a_bad_query_is_an_error(prometheus: PrometheusServer) -> None:
+    source = PrometheusSource(prometheus.url, timeout_seconds=5)
+    from prometheus_api_client.exceptions import PrometheusApiClientException
+
+    with pytest.raises(PrometheusApiClientException, match="400"):
+        source.query("sum by (")
+
+
+def test_scrape_targets_can_change_at_runtime(
+    prometheus: PrometheusServer,
+    llama_servers: dict[str, LlamaServer],
+    router: RouterProcess,
+) -> None:
+    source = PrometheusSource(prometheus.url, window_seconds=60, timeout_seconds=5)
+    wait_for(source, TARGET, lambda s: s.available and s.tiers["large"].ready_replicas == 1)
+    # A second "replica" of the large tier (the same server scraped under another pod name).
+    targets = scrape_targets(llama_servers, router)
+    targets.append(
+        ScrapeTarget(
+            address(llama_servers["large"].url),
+            pod_labels(NAMESPACE, NAME, "large", "model-server", pod="assistant-large-1"),
+        )
+    )
+    prometheus.set_targets(targets)
+    wait_for(source, TARGET, lambda s: s.available and s.tiers["large"].ready_replicas == 2)
