@@ -10,8 +10,7 @@ Prints:
 
     .venv/bin/python benchmarks/routing_quality.py [--data DIR] [--repeats N]
 
-The data folder defaults to $ZETA_ROUTER_EVAL_DATA, else ../shared/data/routing-eval next to
-the repository. Figures only; this never fails on their values.
+The data folder defaults to $ZETA_ROUTER_EVAL_DATA, else data/routing-eval in the repository. Figures only; this never fails on their values.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data() -> Path:
     env = os.environ.get("ZETA_ROUTER_EVAL_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "routing-eval"
+    return Path(env) if env else REPO / "data" / "routing-eval"
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ USER_ERRORS = (DataError, ScorerFileError, FitError, MetricError, CalibrationErr
 
 DATA_HELP = (
     "folder of labelled CSVs, one per subject, each with a 'prompt' column and one True/False "
-    "column per model (e.g. ../shared/data/routing-eval); searched recursively. Prompts listed "
+    "column per model (e.g. data/routing-eval); searched recursively. Prompts listed "
     "in a *contaminated*.jsonl file there are left out"
 )
 
