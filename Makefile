@@ -44,11 +44,12 @@ test: lint prepare ## lint, then the whole test suite
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-crd: $(STAMP) ## regenerate the checked-in CRDs and docs/api.md from the models
+crd: $(STAMP) ## regenerate the checked-in CRDs, docs/api.md and README's CR reference
 	$(BIN)/zeta-router crd --output crds/zetarouter.yaml
 	mkdir -p charts/zeta-router/crds
 	cp crds/zetarouter.yaml charts/zeta-router/crds/zetarouter.yaml
 	$(BIN)/zeta-router crd --reference --output docs/api.md
+	$(BIN)/zeta-router crd --readme README.md
 
 cluster: prepare ## start the local control plane (prints the KUBECONFIG to use)
 	$(BIN)/zeta-router cluster up

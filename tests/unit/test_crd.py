@@ -11,7 +11,13 @@ import yaml
 
 from zeta_router.api.crd import build_crd, crd_yaml, openapi_schema, structural_problems
 from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
-from zeta_router.api.reference import render_reference
+from zeta_router.api.reference import (
+    README_BEGIN,
+    README_END,
+    MissingMarkersError,
+    render_reference,
+    splice_readme,
+)
 from zeta_router.api.schema import SchemaError, to_structural
 from zeta_router.cli import main
 
@@ -260,3 +266,57 @@ def test_reference_lists_every_field(schema: dict[str, Any]) -> None:
             continue
         assert f"### {parent}\n" in text, parent
         assert f"| `{name}`" in text, path
+
+
+# ---- README.md's CR reference ------------------------------------------------------------------
+
+README = REPO / "README.md"
+
+
+def test_readme_cr_reference_is_the_generated_one() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert splice_readme(text) == text, "README.md's CR reference is out of date: run `make crd`"
+
+
+def test_readme_block_has_every_table_of_the_api_reference() -> None:
+    tables = {line for line in render_reference().splitlines() if line.startswith("### ")}
+    readme = README.read_text(encoding="utf-8")
+    assert tables
+    for heading in tables:
+        assert f"#{heading}\n" in readme, heading
+
+
+def test_splice_replaces_only_the_block() -> None:
+    text = f"# Title\n\nbefore\n{README_BEGIN}\nstale table\n{README_END}\nafter\n"
+    out = splice_readme(text)
+    assert out.startswith(f"# Title\n\nbefore\n{README_BEGIN}\n")
+    assert out.endswith(f"{README_END}\nafter\n")
+    assert "stale table" not in out
+    assert "#### spec.tiers[]\n" in out
+    assert splice_readme(out) == out
+
+
+def test_splice_without_markers_is_a_clear_error() -> None:
+    with pytest.raises(MissingMarkersError, match="BEGIN CR reference"):
+        splice_readme("# no markers here\n")
+
+
+def test_cli_readme_check_and_rewrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stale = tmp_path / "README.md"
+    stale.write_text(f"intro\n{README_BEGIN}\nold\n{README_END}\n", encoding="utf-8")
+    assert main(["crd", "--readme", str(stale), "--check", str(stale)]) == 1
+    assert "CR reference block" in capsys.readouterr().err
+    assert "old" in stale.read_text(encoding="utf-8"), "--check must not write"
+    assert main(["crd", "--readme", str(stale)]) == 0
+    assert main(["crd", "--readme", str(stale), "--check", str(stale)]) == 0
+    assert stale.read_text(encoding="utf-8").startswith("intro\n")
+
+
+def test_cli_readme_without_markers_fails_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "README.md"
+    plain.write_text("no block\n", encoding="utf-8")
+    assert main(["crd", "--readme", str(plain)]) == 1
+    assert "no generated CR-reference block" in capsys.readouterr().err
+    assert plain.read_text(encoding="utf-8") == "no block\n"

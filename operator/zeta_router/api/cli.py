@@ -12,6 +12,8 @@ examples:
   zeta-router crd --output crds/zetarouter.yaml write the checked-in copy (make crd)
   zeta-router crd --check crds/zetarouter.yaml  exit 1 if the file is out of date
   zeta-router crd --reference --output docs/api.md
+  zeta-router crd --readme README.md            regenerate the README's CR reference block
+  zeta-router crd --readme README.md --check README.md
 """
 
 
@@ -40,10 +42,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="produce the Markdown API reference (docs/api.md) instead of the CRD",
     )
+    parser.add_argument(
+        "--readme",
+        metavar="FILE",
+        type=Path,
+        help=(
+            "produce FILE with its generated CR-reference block (between the BEGIN/END CR "
+            "reference markers) regenerated; with neither --output nor --check, FILE is "
+            "rewritten in place"
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.reference:
+    if args.readme is not None:
+        from zeta_router.api.reference import MissingMarkersError, splice_readme
+
+        try:
+            text = splice_readme(args.readme.read_text(encoding="utf-8"))
+        except OSError as e:
+            print(f"zeta-router crd: cannot read {args.readme}: {e.strerror}", file=sys.stderr)
+            return 1
+        except MissingMarkersError as e:
+            print(f"zeta-router crd: {args.readme}: {e}", file=sys.stderr)
+            return 1
+        if args.output is None and args.check is None:
+            args.output = args.readme
+    elif args.reference:
         from zeta_router.api.reference import render_reference
 
         text = render_reference()
@@ -58,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"zeta-router crd: cannot read {args.check}: {e.strerror}", file=sys.stderr)
             return 1
         if current != text:
-            what = "API reference" if args.reference else "CRD"
+            what = (
+                "CR reference block"
+                if args.readme is not None
+                else "API reference"
+                if args.reference
+                else "CRD"
+            )
             print(
                 f"zeta-router crd: {args.check} is out of date with the {what} generated from "
                 "the models; regenerate it with `make crd`",
