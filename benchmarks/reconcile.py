@@ -28,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.cluster import (  # noqa: E402
-    OperatorProcess,
     apply,
     load_yaml_docs,
     unique_name,
     wait_for,
 )
 from zeta_router.kube import ApiError, Kube, api_path  # noqa: E402
+from zeta_router.local.operator_proc import OperatorProcess  # noqa: E402
 
 SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
 KINDS = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"))

@@ -10,9 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from support.router_proc import RouterProcess, start_router
 from support.routing_files import ConfigMapDir, routing_config, write_plain
 from zeta_router.local.llama import LlamaServer
+from zeta_router.local.router_proc import RouterProcess, start_router
 
 pytestmark = pytest.mark.llama
 

@@ -1,24 +1,18 @@
 """Helpers for tests against a real apiserver: waiting, applying manifests, reading
-conditions and Events, and running the operator as a real subprocess."""
+conditions and Events. The operator as a real subprocess is
+`zeta_router.local.operator_proc.OperatorProcess`."""
 
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import yaml
 
-from zeta_router.cluster.processes import free_port, log_tail
 from zeta_router.kube import ApiError, Kube, api_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,81 +155,6 @@ def service_account_kubeconfig(kube: Kube, namespace: str, account: str, path: P
     path.write_text(yaml.safe_dump(doc))
     path.chmod(0o600)
     return path
-
-
-@dataclass
-class OperatorProcess:
-    """``zeta-router operator`` as a child process, started and stopped (by PID) by a test."""
-
-    kubeconfig: Path
-    namespaces: Iterable[str]
-    log_path: Path
-    drift_interval: float = 3.0
-    extra_args: list[str] = field(default_factory=list)
-    standalone: bool = True
-    proc: subprocess.Popen[bytes] | None = None
-    liveness_url: str = ""
-    metrics_url: str = ""
-
-    def start(self, timeout: float = 60.0) -> OperatorProcess:
-        health_port, metrics_port = free_port(), free_port()
-        self.liveness_url = f"http://127.0.0.1:{health_port}/healthz"
-        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        argv = [
-            sys.executable,
-            "-m",
-            "zeta_router",
-            "operator",
-            *[f"--namespace={ns}" for ns in self.namespaces],
-            f"--drift-interval={self.drift_interval}",
-            f"--liveness={self.liveness_url}",
-            f"--metrics-address=127.0.0.1:{metrics_port}",
-            *(["--standalone"] if self.standalone else []),
-            f"--kubeconfig={self.kubeconfig}",
-            "--workers=4",
-            *self.extra_args,
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        wait_for(self._healthy, timeout, f"the operator's liveness endpoint ({self.log_path})")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log tail:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(self.liveness_url, timeout=2) as resp:
-                return int(resp.status) == 200
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
-            text: str = resp.read().decode()
-            return text
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def kill(self) -> None:
-        """As a crash would: no graceful shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.log_path, lines)
 
 
 def unique_name(prefix: str) -> str:

@@ -25,7 +25,6 @@ import pytest
 
 from support.cluster import (
     REPO,
-    OperatorProcess,
     apply,
     load_yaml_docs,
     service_account_kubeconfig,
@@ -33,6 +32,7 @@ from support.cluster import (
     wait_for,
 )
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.local.operator_proc import OperatorProcess
 
 DRIFT_INTERVAL = 3.0
 

@@ -137,8 +137,11 @@ def _bind_failed(record: ProcessRecord) -> bool:
 class LocalControlPlane:
     """The control plane under ``state_dir`` (default ``~/.cache/zeta-router/cluster``)."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, die_with_parent: bool = False) -> None:
         self.state_dir = (state_dir or default_state_dir()).resolve()
+        # True: the processes get SIGTERM when the thread that started them exits (the demo,
+        # which must leave nothing behind); False: they outlive `zeta-router cluster up`.
+        self.die_with_parent = die_with_parent
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -284,7 +287,7 @@ class LocalControlPlane:
         log_path = self.state_dir / "logs" / f"{name}.log"
         for _attempt in range(_PORT_RETRIES):
             ports = {p: free_port() for p in port_names}
-            rec = spawn(name, argv_for(ports), log_path)
+            rec = spawn(name, argv_for(ports), log_path, die_with_parent=self.die_with_parent)
             st.processes[name] = rec
             st.ports.update(ports)
             st.save()
@@ -397,7 +400,12 @@ class LocalControlPlane:
             "--kube-api-burst=200",
             "--v=1",
         ]
-        rec = spawn("kube-controller-manager", argv, self.state_dir / "logs" / "kcm.log")
+        rec = spawn(
+            "kube-controller-manager",
+            argv,
+            self.state_dir / "logs" / "kcm.log",
+            die_with_parent=self.die_with_parent,
+        )
         st.processes["kube-controller-manager"] = rec
         st.save()
         # Pods are admitted only once their service account has a token, which the
@@ -428,5 +436,9 @@ class LocalControlPlane:
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         st.processes["kubelet"] = spawn(
-            "kubelet", argv, self.state_dir / "logs" / "kubelet.log", env=env
+            "kubelet",
+            argv,
+            self.state_dir / "logs" / "kubelet.log",
+            env=env,
+            die_with_parent=self.die_with_parent,
         )

@@ -101,9 +101,16 @@ def spawn(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    die_with_parent: bool = False,
 ) -> ProcessRecord:
     """Start ``argv`` in its own session (so it outlives the command that started it and is not
-    hit by a terminal's Ctrl-C), with stdout and stderr appended to ``log_path``."""
+    hit by a terminal's Ctrl-C), with stdout and stderr appended to ``log_path``. With
+    ``die_with_parent`` it gets SIGTERM when the thread that started it exits (Linux)."""
+    preexec = None
+    if die_with_parent:
+        from zeta_router.local.llama import set_parent_death_signal
+
+        preexec = set_parent_death_signal
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -114,6 +121,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     return ProcessRecord(
         name=name,

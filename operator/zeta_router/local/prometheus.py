@@ -40,6 +40,7 @@ from zeta_router.autoscale.metrics import (
     LABEL_ROUTER,
     LABEL_TIER,
 )
+from zeta_router.local.llama import set_parent_death_signal
 
 DEBIAN_BINARY = "/usr/bin/prometheus"
 
@@ -180,12 +181,14 @@ def start_prometheus(
     port: int = 0,
     startup_timeout: float = 30.0,
     binary: str | None = None,
+    die_with_parent: bool = False,
 ) -> PrometheusServer:
     """Start Prometheus on 127.0.0.1 and return once it reports ready.
 
     ``port=0`` picks a free port (asked of the OS just before the start; retried if another
     process takes it in between). ``data_dir`` defaults to a new temporary directory that
-    `PrometheusServer.stop` removes; the config file and log live in it.
+    `PrometheusServer.stop` removes; the config file and log live in it. With
+    ``die_with_parent`` the server gets SIGTERM when the thread that started it exits.
     """
     exe = binary or find_binary()
     owns = data_dir is None
@@ -198,7 +201,9 @@ def start_prometheus(
     last_error = ""
     for _ in range(attempts):
         chosen = port or free_port()
-        server = _launch(exe, chosen, config_path, directory, log_path, scrape_interval, owns)
+        server = _launch(
+            exe, chosen, config_path, directory, log_path, scrape_interval, owns, die_with_parent
+        )
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline and server.alive():
             if server.ready(timeout=1.0):
@@ -225,6 +230,7 @@ def _launch(
     log_path: Path,
     scrape_interval: float,
     owns: bool,
+    die_with_parent: bool = False,
 ) -> PrometheusServer:
     cmd = [
         exe,
@@ -237,7 +243,12 @@ def _launch(
     ]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=set_parent_death_signal if die_with_parent else None,
         )
     return PrometheusServer(
         port=port,

@@ -1,7 +1,8 @@
-"""Plays the kubelet's ConfigMap volume for a router process running outside the cluster: copies
-``<name>-routing``'s ``routing.yaml`` into a local file whenever it changes (written atomically,
-as the kubelet swaps a symlink), pointing each tier's URLs at the local model servers instead of
-the in-cluster Services. The router hot-reloads the file and reports its generation."""
+"""Plays the kubelet's ConfigMap volume for router processes running outside the cluster (the
+demo, the end-to-end tests): copies ``<name>-routing``'s ``routing.yaml`` into a local file
+whenever it changes (written atomically, as the kubelet swaps a symlink), pointing each tier's
+URLs at the local model servers instead of the in-cluster Services. The router hot-reloads the
+file and reports its generation."""
 
 from __future__ import annotations
 

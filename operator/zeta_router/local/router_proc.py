@@ -1,4 +1,5 @@
-"""Start ``zeta-router router`` as a real process (through the CLI) and talk to it."""
+"""Start ``zeta-router router`` as a real process (through the CLI) and talk to it: the router
+sidecars of the demo and of the tests that run routers outside a cluster."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ class RouterProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @property
     def base_url(self) -> str:
@@ -72,8 +77,14 @@ class RouterProcess:
         return self.process.returncode
 
 
-def start_router(args: list[str], log_dir: Path, timeout: float = 30.0) -> RouterProcess:
-    """Start the router with ``args`` on 127.0.0.1 and a free port; returns once it listens."""
+def start_router(
+    args: list[str], log_dir: Path, timeout: float = 30.0, new_session: bool = False
+) -> RouterProcess:
+    """Start the router with ``args`` on 127.0.0.1 and a free port; returns once it listens.
+
+    The router gets SIGTERM when the thread that started it exits. With ``new_session`` it runs
+    in its own session, so a terminal's Ctrl-C reaches only the caller, which stops it by PID.
+    """
     log_path = log_dir / f"router-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -92,6 +103,7 @@ def start_router(args: list[str], log_dir: Path, timeout: float = 30.0) -> Route
             stderr=log,
             stdin=subprocess.DEVNULL,
             preexec_fn=set_parent_death_signal,
+            start_new_session=new_session,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
