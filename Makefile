@@ -5,8 +5,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The image the Dockerfile builds, the chart's default (image.repository, appVersion) and
+# manifests/' default.
+IMAGE ?= zeta-router:$(VERSION)
+TOOLS_BIN ?= $(or $(ZETA_ROUTER_TOOLS_BIN),$(HOME)/.cache/zeta-router/tools/bin)
+KIND ?= kind
+KIND_CLUSTER ?= zeta-router
 
-.PHONY: help venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo bench clean
+.PHONY: help venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo bench clean \
+	image chart-lint kind
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,6 +70,24 @@ demo: prepare ## the whole thing on this machine, with a live view
 
 bench: prepare ## run every benchmark (prints figures; never fails on timings)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+image: ## build the container image zeta-router:<version> (needs Docker)
+	docker build -t $(IMAGE) .
+
+chart-lint: tools ## helm lint the chart
+	$(TOOLS_BIN)/helm lint --strict charts/zeta-router
+
+kind: $(STAMP) ## cluster tests against a kind cluster (needs kind + Docker): create it, load the image
+	@command -v $(KIND) >/dev/null 2>&1 || { \
+	  echo "make kind: '$(KIND)' is not installed (https://kind.sigs.k8s.io); it also needs a Docker"; \
+	  echo "engine. Without them, 'make test' runs the cluster tests on the local control plane."; \
+	  exit 1; }
+	$(MAKE) tools
+	@$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER)
+	docker build -t $(IMAGE) .
+	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(VENV)/kind-$(KIND_CLUSTER).kubeconfig
+	KUBECONFIG=$(CURDIR)/$(VENV)/kind-$(KIND_CLUSTER).kubeconfig $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches in the repo (not the control-plane build cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

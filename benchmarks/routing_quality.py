@@ -10,7 +10,8 @@ Prints:
 
     .venv/bin/python benchmarks/routing_quality.py [--data DIR] [--repeats N]
 
-The data folder defaults to $ZETA_ROUTER_EVAL_DATA, else data/routing-eval in the repository. Figures only; this never fails on their values.
+The data folder defaults to $ZETA_ROUTER_EVAL_DATA, else data/routing-eval in the repository.
+Figures only; this never fails on their values.
 """
 
 from __future__ import annotations

@@ -45,6 +45,19 @@ LABEL_TIER = "zeta_ai_tier"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_ROUTER = "router"
 
+# The model servers' metrics the loop reads (and the dashboard shows), by engine.
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_RUNNING = "vllm:num_requests_running"
+VLLM_KV_CACHE = "vllm:kv_cache_usage_perc"
+VLLM_KV_CACHE_OLD = "vllm:gpu_cache_usage_perc"
+VLLM_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
+LLAMACPP_WAITING = "llamacpp:requests_deferred"
+LLAMACPP_RUNNING = "llamacpp:requests_processing"
+ENGINE_METRICS: dict[str, tuple[str, ...]] = {
+    "vllm": (VLLM_WAITING, VLLM_RUNNING, VLLM_KV_CACHE, VLLM_KV_CACHE_OLD, VLLM_TTFT_BUCKET),
+    "llamacpp": (LLAMACPP_WAITING, LLAMACPP_RUNNING),
+}
+
 
 @dataclass(frozen=True)
 class TierTarget:
@@ -109,19 +122,18 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
             f"(increase(zeta_router_feedback_score_count{{{s},tier!={largest}}}[{w}]))"
         )
     if "vllm" in engines:
-        q["vllm_waiting"] = f"sum {by_tier} (vllm:num_requests_waiting{{{s}}})"
-        q["vllm_running"] = f"sum {by_tier} (vllm:num_requests_running{{{s}}})"
+        q["vllm_waiting"] = f"sum {by_tier} ({VLLM_WAITING}{{{s}}})"
+        q["vllm_running"] = f"sum {by_tier} ({VLLM_RUNNING}{{{s}}})"
         q["vllm_kv"] = (
-            f"avg {by_tier} (vllm:kv_cache_usage_perc{{{s}}}) "
-            f"or avg {by_tier} (vllm:gpu_cache_usage_perc{{{s}}})"
+            f"avg {by_tier} ({VLLM_KV_CACHE}{{{s}}}) or avg {by_tier} ({VLLM_KV_CACHE_OLD}{{{s}}})"
         )
         q["vllm_ttft_p90"] = (
             f"histogram_quantile(0.9, sum by ({LABEL_TIER}, le) "
-            f"(rate(vllm:time_to_first_token_seconds_bucket{{{s}}}[{w}])))"
+            f"(rate({VLLM_TTFT_BUCKET}{{{s}}}[{w}])))"
         )
     if "llamacpp" in engines:
-        q["llamacpp_waiting"] = f"sum {by_tier} (llamacpp:requests_deferred{{{s}}})"
-        q["llamacpp_running"] = f"sum {by_tier} (llamacpp:requests_processing{{{s}}})"
+        q["llamacpp_waiting"] = f"sum {by_tier} ({LLAMACPP_WAITING}{{{s}}})"
+        q["llamacpp_running"] = f"sum {by_tier} ({LLAMACPP_RUNNING}{{{s}}})"
     return q
 
 

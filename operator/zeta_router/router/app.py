@@ -95,6 +95,7 @@ class Router:
         self.options = options or Options()
         self.metrics = metrics or RouterMetrics()
         self.metrics.config_generation.set(config.generation)
+        self._export_thresholds(config)
         st = config.source.stickiness
         self.sessions = SessionStore(st.max_sessions, st.ttl_seconds)
         self.recent: TTLCache[tuple[str, str]] = TTLCache(RECENT_REQUESTS, RECENT_TTL_SECONDS)
@@ -111,6 +112,12 @@ class Router:
 
     # -- configuration ---------------------------------------------------------------------
 
+    def _export_thresholds(self, config: RuntimeConfig) -> None:
+        self.metrics.set_thresholds(
+            {c.name: list(c.selector.cuts) for c in config.contexts.values()},
+            [t.name for t in config.tiers],
+        )
+
     def set_config(self, config: RuntimeConfig) -> None:
         old = self.config
         self.config = config
@@ -119,6 +126,7 @@ class Router:
         if self.upstreams is not None:
             self.upstreams.reconfigure(config)
         self.metrics.config_generation.set(config.generation)
+        self._export_thresholds(config)
         log.info(
             "routing config applied",
             extra={

@@ -7,6 +7,8 @@ of an observation on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -101,6 +103,13 @@ class RouterMetrics:
             "Generation of the routing configuration in use.",
             registry=r,
         )
+        self.threshold = Gauge(
+            "zeta_router_threshold",
+            "Cut points of the routing configuration in use: a request of this context whose "
+            "score is at or above the value goes to this tier (or a larger one).",
+            ("context", "tier"),
+            registry=r,
+        )
         self.config_errors = Counter(
             "zeta_router_config_errors_total",
             "Configuration files that were rejected (the last good one stayed in use).",
@@ -127,6 +136,16 @@ class RouterMetrics:
 
     def failover(self, src: str, dst: str, reason: str) -> None:
         self.child(self.failovers, src, dst, reason).inc()  # type: ignore[attr-defined]
+
+    def set_thresholds(
+        self, thresholds: Mapping[str, Sequence[float]], tiers: Sequence[str]
+    ) -> None:
+        """Export the cut points in use: ``thresholds[context][i]`` leads to ``tiers[i + 1]``.
+        Series of contexts or tiers that are no longer configured are removed."""
+        self.threshold.clear()
+        for context, cuts in thresholds.items():
+            for tier, cut in zip(tiers[1:], cuts, strict=False):
+                self.threshold.labels(context, tier).set(cut)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
