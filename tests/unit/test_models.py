@@ -128,15 +128,17 @@ def test_context_without_thresholds_gets_its_reference_and_first_context_is_defa
     assert parsed.default_context == "support"
 
 
-def test_builtin_contexts_match_the_standalone_router() -> None:
-    from zeta_router.router.config import BUILTIN_DEFAULT_CONTEXT, BUILTIN_THRESHOLDS
-    from zeta_router.router.selector import spread_thresholds
+@pytest.mark.parametrize("tiers", [1, 2, 3, 5])
+def test_a_zetarouter_without_contexts_routes_like_the_standalone_router(tiers: int) -> None:
+    from zeta_router.router.config import standalone_config
 
-    assert defaults.BUILTIN_CONTEXTS == BUILTIN_THRESHOLDS
-    assert defaults.BUILTIN_DEFAULT_CONTEXT == BUILTIN_DEFAULT_CONTEXT
-    for tiers in range(1, 6):
-        for ref in (0.4, 0.5, 0.6):
-            assert defaults.spread_thresholds(ref, tiers) == spread_thresholds(ref, tiers)
+    names = [f"t{i}" for i in range(tiers)]
+    spec = parse_zetarouter({"tiers": [{"name": n, "model": n} for n in names]})
+    standalone = standalone_config(
+        [(n, f"http://127.0.0.1:{8001 + i}") for i, n in enumerate(names)]
+    )
+    assert spec.spec_thresholds() == {c.name: list(c.thresholds) for c in standalone.contexts}
+    assert spec.default_context == standalone.default_context
 
 
 def test_ownership_follows_autoscaling_and_feedback_modes() -> None:

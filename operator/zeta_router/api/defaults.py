@@ -4,9 +4,9 @@
 - The built-in routing contexts a ZetaRouter gets when its spec lists none, and the threshold
   rule used for a context whose thresholds are not given.
 
-The built-in contexts and their reference thresholds are the same as the standalone router's
-(``zeta_router.router.config.BUILTIN_THRESHOLDS``; a unit test keeps the two equal), so a
-ZetaRouter without contexts routes exactly like ``zeta-router router --tier ... --tier ...``.
+The standalone router uses the same built-in contexts and threshold rule (it imports them from
+here; this module stays free of heavy imports for that reason), so a ZetaRouter without contexts
+routes exactly like ``zeta-router router --tier ... --tier ...``.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ def spread_thresholds(center: float, tiers: int, spacing: float = 1.0) -> list[f
     """Cut points for ``tiers`` tiers around one reference threshold.
 
     Two tiers get ``[center]``; more get points evenly spaced in logit space (``spacing`` apart)
-    centred on ``center``, so they stay strictly increasing and inside (0, 1). This is the
-    router's rule (``zeta_router.router.selector.spread_thresholds``), repeated here so the API
-    does not import the router.
+    centred on ``center``, so they stay strictly increasing and inside (0, 1).
     """
     if tiers < 1:
         raise ValueError("at least one tier is needed")

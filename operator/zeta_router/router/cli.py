@@ -13,11 +13,11 @@ from pathlib import Path
 import prometheus_client
 import yaml
 
+from zeta_router.api.defaults import BUILTIN_DEFAULT_CONTEXT
 from zeta_router.api.routing import ScorerWeights
 from zeta_router.router import logs
 from zeta_router.router.app import Options, Router
 from zeta_router.router.config import (
-    BUILTIN_DEFAULT_CONTEXT,
     BUILTIN_THRESHOLDS,
     ConfigError,
     RuntimeConfig,

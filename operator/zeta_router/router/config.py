@@ -15,16 +15,14 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
 from zeta_router.api.routing import RoutingConfig, ScorerWeights
 from zeta_router.router.scorer import Scorer, default_weights
-from zeta_router.router.selector import Selector, spread_thresholds
+from zeta_router.router.selector import Selector
 
-#: Built-in contexts of the standalone mode and their reference threshold for two tiers (the score
-#: from which a request goes to the larger tier). ``ZetaHRM`` carries the reasoning-heavy traffic
-#: and leans to the larger tier; ``ZetaTRM`` carries high-volume, mostly simple traffic and leans
-#: to the smaller one; ``default`` sits in the middle.
-BUILTIN_THRESHOLDS: dict[str, float] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
-BUILTIN_DEFAULT_CONTEXT = "default"
+#: Built-in contexts of the standalone mode and their reference threshold for two tiers: the
+#: API's (one table, so a ZetaRouter without contexts routes like the standalone router).
+BUILTIN_THRESHOLDS = BUILTIN_CONTEXTS
 
 
 class ConfigError(Exception):

@@ -31,21 +31,3 @@ class Selector:
 
     def select(self, score: float) -> int:
         return bisect_right(self.cuts, score)
-
-
-def spread_thresholds(center: float, tiers: int, spacing: float = 1.0) -> list[float]:
-    """Cut points for ``tiers`` tiers around one reference threshold.
-
-    Two tiers get ``[center]``. More tiers get points evenly spaced in logit space (``spacing``
-    apart) and centred on ``center``, so they stay strictly increasing and inside (0, 1).
-    """
-    if tiers < 1:
-        raise ValueError("at least one tier is needed")
-    if not 0.0 < center < 1.0:
-        raise ValueError(f"reference threshold {center} must be inside (0, 1)")
-    n = tiers - 1
-    if n == 0:
-        return []
-    mid = math.log(center / (1.0 - center))
-    offsets = [(k - (n - 1) / 2.0) * spacing for k in range(n)]
-    return [round(1.0 / (1.0 + math.exp(-(mid + o))), 6) for o in offsets]
