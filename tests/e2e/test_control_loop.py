@@ -305,6 +305,18 @@ def test_apply_mode_scales_then_shifts_load_and_holds_without_metrics(
         metrics = loop_operator.metrics()
         assert 'zeta_operator_decisions_total{direction="up",kind="replicas"}' in metrics
         assert 'zeta_operator_decisions_total{direction="up",kind="thresholds"}' in metrics
+
+        # The user edits the context's threshold: the spec's new value is in force at once,
+        # over the value the loop chose (which, without metrics, decides nothing now).
+        assert cut(routing(kube, namespace)) > 0.5
+        edited = zetarouter(plane.prometheus.url, "apply")
+        edited["spec"]["router"]["contexts"][0]["thresholds"] = [0.35]
+        apply(kube, edited, namespace)
+        wait_for(
+            lambda: cut(routing(kube, namespace)) == 0.35,
+            60,
+            "the edited threshold in the routing ConfigMap",
+        )
     finally:
         plane.sync.stop()
         plane.router.stop()

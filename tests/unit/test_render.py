@@ -515,3 +515,21 @@ def test_names_helpers() -> None:
     )
     assert names.tier_object_name("chat", "7b") == "chat-7b"
     assert names.routing_configmap_name("chat") == "chat-routing"
+
+
+def test_a_spec_edit_of_a_context_wins_over_the_loops_older_choice() -> None:
+    spec = owning_spec()  # spec: ZetaHRM [0.4], default [0.5]
+    chosen = {"ZetaHRM": [0.45], "default": [0.6]}
+    # The loop chose from these spec values: its choice stands.
+    status = parse_status(
+        {"status": {"thresholds": chosen, "thresholdsFrom": {"ZetaHRM": [0.4], "default": [0.5]}}}
+    )
+    assert effective_thresholds(spec, status) == chosen
+    # The user has since changed ZetaHRM in the spec (the loop chose from 0.35): the spec's
+    # value is in force for that context only.
+    edited = parse_status(
+        {"status": {"thresholds": chosen, "thresholdsFrom": {"ZetaHRM": [0.35], "default": [0.5]}}}
+    )
+    assert effective_thresholds(spec, edited) == {"ZetaHRM": [0.4], "default": [0.6]}
+    # A status written before thresholdsFrom existed keeps the loop's values.
+    assert effective_thresholds(spec, status_with(chosen)) == chosen

@@ -130,8 +130,11 @@ ConfigMap, so changing them never restarts a pod.
   kept within [`min`, `max`].
 - Thresholds: the spec's, unless the control loop owns them (autoscaling or feedback enabled,
   `mode: apply`); then the values it chose, recorded in `status.thresholds`, as long as they
-  still fit the spec (count, order, `feedback.bounds`). A threshold change only rewrites the
-  routing ConfigMap (its `generation` goes up by one); routers reload it and no pod restarts.
+  still fit the spec (count, order, `feedback.bounds`) and the context's spec thresholds are
+  still those the loop started from (`status.thresholdsFrom`): editing them in the spec puts
+  the new values in force at once, and the loop carries on from there. A threshold change only
+  rewrites the routing ConfigMap (its `generation` goes up by one); routers reload it and no pod
+  restarts.
 """
 
 OUTRO = """\

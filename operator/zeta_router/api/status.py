@@ -78,6 +78,12 @@ class ZetaRouterStatus(_Status):
         description="Cut points per context that the routers are running now (set by the "
         "control loop in apply mode, else the spec's).",
     )
+    thresholds_from: dict[str, list[float]] | None = Field(
+        default=None,
+        description="The spec's cut points per context when the control loop chose "
+        "thresholds. A context whose spec thresholds have changed since runs the spec's new "
+        "values, and the loop carries on from them.",
+    )
     routing_generation: int | None = Field(
         default=None, description="generation of the routing ConfigMap's configuration."
     )

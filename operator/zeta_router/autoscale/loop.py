@@ -374,6 +374,8 @@ class ControlLoop:
         generation = int(meta.get("generation") or 0)
         fields: dict[str, Any] = {
             "thresholds": {k: list(v) for k, v in decision.thresholds.items()},
+            # What the spec said when these were chosen: a later spec edit wins (see render).
+            "thresholdsFrom": {k: list(v) for k, v in settings.spec_thresholds.items()},
             "loopState": state.to_dict(),
         }
         last = self._last_decision(decision, now, mem, advisory=False)

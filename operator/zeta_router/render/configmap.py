@@ -46,20 +46,30 @@ def effective_thresholds(
     """Cut points per context (in the spec's context order) that the routers should run.
 
     The loop's value for a context (``status.thresholds``) is used while the loop owns
-    thresholds (``spec.loop_owns_thresholds``) and the value still fits the spec: one cut point
-    per tier boundary, strictly increasing, within the context's feedback bounds. Otherwise, and
-    for contexts the loop has not set, the spec's thresholds.
+    thresholds (``spec.loop_owns_thresholds``), the value still fits the spec (one cut point
+    per tier boundary, strictly increasing, within the context's feedback bounds), and the
+    spec's thresholds of that context are still those the loop started from
+    (``status.thresholdsFrom``): a user who edits them gets them. Otherwise, and for contexts
+    the loop has not set, the spec's thresholds.
     """
     base = spec.spec_thresholds()
     chosen = (status.thresholds if status is not None else None) or {}
     if not spec.loop_owns_thresholds or not chosen:
         return base
+    started_from = (status.thresholds_from if status is not None else None) or {}
     out: dict[str, list[float]] = {}
     for ctx, cuts in base.items():
         lo, hi = spec.feedback.bounds_for(ctx)
         loop = chosen.get(ctx)
-        out[ctx] = list(loop) if loop is not None and _fits(loop, len(cuts), lo, hi) else cuts
+        spec_edited = ctx in started_from and not _same(started_from[ctx], cuts)
+        usable = loop is not None and not spec_edited and _fits(loop, len(cuts), lo, hi)
+        out[ctx] = list(loop) if usable and loop is not None else cuts
     return out
+
+
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    # Thresholds travel through YAML and JSON; compare as the ConfigMap rounds them.
+    return len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b, strict=True))
 
 
 def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
