@@ -295,15 +295,13 @@ class Router:
         for idx in order:
             tier = cfg.tiers[idx]
             breaker = upstreams.breaker(tier)
+            if prev is not None:
+                self.metrics.failover(prev[0].name, tier.name, prev[1])
             if len(order) > 1 and not breaker.allow(time.monotonic()):
                 failure = TierError("circuit_open", "skipped: circuit breaker open")
                 failures.append((tier, failure))
-                if prev is not None:
-                    self.metrics.failover(prev[0].name, tier.name, prev[1])
                 prev = (tier, failure.reason)
                 continue
-            if prev is not None:
-                self.metrics.failover(prev[0].name, tier.name, prev[1])
             t_build = time.perf_counter()
             payload = payloads.get(tier.model)
             if payload is None:
@@ -318,16 +316,7 @@ class Router:
                     breaker.failure(time.monotonic())
                     failures.append((tier, f))
                     prev = (tier, f.reason)
-                    log.warning(
-                        "tier failed",
-                        extra={
-                            "event": "tier_failed",
-                            "request_id": d.request_id,
-                            "tier": tier.name,
-                            "reason": f.reason,
-                            "detail": f.detail,
-                        },
-                    )
+                    _log_tier_failure(d.request_id, tier, f)
                     continue
                 except BaseException:
                     breaker.release()
@@ -341,16 +330,7 @@ class Router:
                     err = TierError(f"http_{resp.status}", detail, resp.status)
                     failures.append((tier, err))
                     prev = (tier, err.reason)
-                    log.warning(
-                        "tier failed",
-                        extra={
-                            "event": "tier_failed",
-                            "request_id": d.request_id,
-                            "tier": tier.name,
-                            "reason": err.reason,
-                            "detail": detail,
-                        },
-                    )
+                    _log_tier_failure(d.request_id, tier, err)
                     continue
                 if resp.status < 500:
                     breaker.success()
@@ -900,3 +880,16 @@ def build_app(router: Router) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+def _log_tier_failure(request_id: str, tier: Tier, err: TierError) -> None:
+    log.warning(
+        "tier failed",
+        extra={
+            "event": "tier_failed",
+            "request_id": request_id,
+            "tier": tier.name,
+            "reason": err.reason,
+            "detail": err.detail,
+        },
+    )
