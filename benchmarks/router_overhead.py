@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.fake_upstream import start_fake_upstream  # noqa: E402
-from zeta_router.local.router_proc import start_router  # noqa: E402
+from zeta_router_dev.local.router_proc import start_router  # noqa: E402
 
 BODY = {
     "model": "zeta",

@@ -30,8 +30,8 @@ from zeta_router.quality.evaluation import cross_validated
 from zeta_router.quality.fit import FEATURE_NAMES, FitConfig, cross_validate, group_folds
 from zeta_router.quality.report import table
 from zeta_router.quality.scoring import score_prompts
-from zeta_router.router.features import matrix
-from zeta_router.router.scorer import default_weights
+from zeta_router.scoring.features import matrix
+from zeta_router.scoring.scorer import default_weights
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zeta_router.router.features import extract
-from zeta_router.router.scorer import default_scorer
+from zeta_router.scoring.features import extract
+from zeta_router.scoring.scorer import default_scorer
 
 
 def sized(text: str, size: int) -> str:

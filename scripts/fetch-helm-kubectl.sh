@@ -34,5 +34,8 @@ PY
 mkdir -p "$OUT"
 install -m 0755 "$WORK/helm" "$WORK/kubectl" "$OUT/"
 "$OUT/helm" version --short
-"$OUT/kubectl" version --client 2>/dev/null | head -n1
+# Not `kubectl ... | head -n1`: under pipefail, head closing the pipe early kills kubectl with
+# SIGPIPE and fails the script (exit 141), on the first run only.
+client_version=$("$OUT/kubectl" version --client 2>/dev/null)
+echo "${client_version%%$'\n'*}"
 echo "helm and kubectl installed into $OUT"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from zeta_router.cluster.controlplane import ClusterState
 from zeta_router.kube import Kube, api_path
+from zeta_router_dev.cluster.controlplane import ClusterState
 
 pytestmark = pytest.mark.cluster
 

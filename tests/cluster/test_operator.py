@@ -29,7 +29,7 @@ from support.fixtures_cluster import DRIFT_INTERVAL
 from zeta_router.api.models import parse_zetarouter
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
-from zeta_router.local.operator_proc import OperatorProcess
+from zeta_router_dev.local.operator_proc import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
 

@@ -25,11 +25,11 @@ from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.kube import Kube, api_path
-from zeta_router.local.configmap_sync import ConfigMapSync
-from zeta_router.local.llama import LlamaServer
-from zeta_router.local.operator_proc import OperatorProcess
-from zeta_router.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.configmap_sync import ConfigMapSync
+from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.operator_proc import OperatorProcess
+from zeta_router_dev.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = [
     pytest.mark.e2e,

@@ -16,8 +16,8 @@ import pytest
 
 from support.dashboard import load, queries, substitute, variable_queries
 from support.fixtures_prometheus import StartPrometheus
-from zeta_router.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = [pytest.mark.prometheus]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zeta_router.demo.stack import pid_alive
+from zeta_router_dev.demo.stack import pid_alive
 
 pytestmark = [
     pytest.mark.e2e,

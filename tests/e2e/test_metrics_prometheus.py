@@ -13,9 +13,9 @@ import pytest
 from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.metrics import PrometheusSource, RouterTarget, target_from
 from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
-from zeta_router.local.llama import LlamaServer
-from zeta_router.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.llama, pytest.mark.slow]
 

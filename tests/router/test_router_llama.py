@@ -9,8 +9,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from zeta_router.local.llama import LlamaServer
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = pytest.mark.llama
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
-from zeta_router.local.router_proc import start_router
+from zeta_router_dev.local.router_proc import start_router
 
 REQUESTS = 2000
 CONCURRENCY = 64

@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from support.routing_files import ConfigMapDir, routing_config, write_plain
-from zeta_router.local.llama import LlamaServer
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = pytest.mark.llama
 

@@ -1,6 +1,6 @@
 """Helpers for tests against a real apiserver: waiting, applying manifests, reading
 conditions and Events. The operator as a real subprocess is
-`zeta_router.local.operator_proc.OperatorProcess`."""
+`zeta_router_dev.local.operator_proc.OperatorProcess`."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from zeta_router.local.llama import set_parent_death_signal
+from zeta_router_dev.local.llama import set_parent_death_signal
 
 MODEL = "fake-model"
 

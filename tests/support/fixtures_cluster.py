@@ -32,7 +32,7 @@ from support.cluster import (
     wait_for,
 )
 from zeta_router.kube import ApiError, Kube, api_path
-from zeta_router.local.operator_proc import OperatorProcess
+from zeta_router_dev.local.operator_proc import OperatorProcess
 
 DRIFT_INTERVAL = 3.0
 
@@ -51,8 +51,8 @@ def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]:
     if external:
         yield ClusterHandle(Path(external.split(os.pathsep)[0]), local=False, workdir=workdir)
         return
-    from zeta_router.cluster.binaries import MissingBinaryError
-    from zeta_router.cluster.controlplane import ControlPlaneError, LocalControlPlane
+    from zeta_router_dev.cluster.binaries import MissingBinaryError
+    from zeta_router_dev.cluster.controlplane import ControlPlaneError, LocalControlPlane
 
     plane = LocalControlPlane(workdir / "control-plane")
     try:
@@ -72,7 +72,7 @@ def kube(k8s: ClusterHandle) -> Kube:
 
 @pytest.fixture(scope="session")
 def kubelet(k8s: ClusterHandle) -> Iterator[None]:
-    from zeta_router.local.kubelet import KubeletProcess
+    from zeta_router_dev.local.kubelet import KubeletProcess
 
     proc = KubeletProcess(
         k8s.kubeconfig,

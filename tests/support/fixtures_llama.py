@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zeta_router.local.llama import LlamaServer, start_llama_server
+from zeta_router_dev.local.llama import LlamaServer, start_llama_server
 
 
 @pytest.fixture(scope="session")

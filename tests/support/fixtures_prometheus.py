@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zeta_router.local.prometheus import PrometheusServer, ScrapeTarget, start_prometheus
+from zeta_router_dev.local.prometheus import PrometheusServer, ScrapeTarget, start_prometheus
 
 StartPrometheus = Callable[[Sequence[ScrapeTarget]], PrometheusServer]
 

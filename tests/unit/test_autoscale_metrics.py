@@ -19,7 +19,7 @@ from zeta_router.autoscale.metrics import (
     target_from,
 )
 from zeta_router.autoscale.snapshot import MetricsStatus
-from zeta_router.local.prometheus import ScrapeTarget, build_config, pod_labels
+from zeta_router_dev.local.prometheus import ScrapeTarget, build_config, pod_labels
 
 TARGET = target_from(
     "prod", "assistant", [("small", "llamacpp"), ("large", "vllm")], ["ZetaHRM", "ZetaTRM"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from zeta_router.cluster import pki
-from zeta_router.cluster.controlplane import ClusterState, LocalControlPlane
-from zeta_router.cluster.processes import ProcessRecord
+from zeta_router_dev.cluster import pki
+from zeta_router_dev.cluster.controlplane import ClusterState, LocalControlPlane
+from zeta_router_dev.cluster.processes import ProcessRecord
 
 
 def test_generate(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from support.dashboard import load, metric_names, panels, queries, substitute, variable_queries
-from zeta_router.observability import exported_series, router_metrics
+from zeta_router_dev.observability import exported_series, router_metrics
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_dashboard_identity_and_variables() -> None:
 
 def test_install_docs_list_every_metric_with_its_labels() -> None:
     from support.dashboard import REPO
-    from zeta_router.observability import operator_metrics
+    from zeta_router_dev.observability import operator_metrics
 
     text = (REPO / "docs" / "install.md").read_text()
     rows = {

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from rich.console import Console
 
-from zeta_router.demo import cli, requirements, view
-from zeta_router.demo.observe import sample_from
-from zeta_router.demo.requirements import PythonRequirement
-from zeta_router.demo.stats import ClusterSample, RequestRecord, aggregate
-from zeta_router.demo.summary import build_summary, format_text, write_outputs
+from zeta_router_dev.demo import cli, requirements, view
+from zeta_router_dev.demo.observe import sample_from
+from zeta_router_dev.demo.requirements import PythonRequirement
+from zeta_router_dev.demo.stats import ClusterSample, RequestRecord, aggregate
+from zeta_router_dev.demo.summary import build_summary, format_text, write_outputs
 
 TIERS = ("small", "large")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeta_router.demo.stats import (
+from zeta_router_dev.demo.stats import (
     NO_TIER,
     RequestRecord,
     aggregate,

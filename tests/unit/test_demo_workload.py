@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 from zeta_router.api.models import parse_zetarouter
-from zeta_router.demo.prompts import CONTEXTS, LEVELS, PROMPTS, mixed_workload
-from zeta_router.demo.resource import NAME, TIERS, zetarouter
 from zeta_router.router.config import BUILTIN_THRESHOLDS
-from zeta_router.router.scorer import default_scorer
+from zeta_router.scoring.scorer import default_scorer
+from zeta_router_dev.demo.prompts import CONTEXTS, LEVELS, PROMPTS, mixed_workload
+from zeta_router_dev.demo.resource import NAME, TIERS, zetarouter
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zeta_router.router import features
-from zeta_router.router.features import FEATURE_NAMES, extract, from_prompt, matrix, vector
+from zeta_router.scoring import features
+from zeta_router.scoring.features import FEATURE_NAMES, extract, from_prompt, matrix, vector
 
 MC_PROMPT = """Which of the following is NOT a prime number?
 A. 2

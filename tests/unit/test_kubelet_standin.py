@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeta_router.local.kubelet import Action, build_pod_status, plan, pod_ip_for, pod_is_ready
+from zeta_router_dev.local.kubelet import Action, build_pod_status, plan, pod_ip_for, pod_is_ready
 
 NODE = "n1"
 

@@ -1,4 +1,4 @@
-from zeta_router.local.llama import MODEL_FILE, model_path, parse_metrics
+from zeta_router_dev.local.llama import MODEL_FILE, model_path, parse_metrics
 
 
 def test_model_path_finds_the_packaged_gguf() -> None:

@@ -529,7 +529,7 @@ def test_gpus_per_replica_reads_limits_then_requests() -> None:
 
 
 def test_scorer_weights_of_known_features_are_accepted() -> None:
-    from zeta_router.router.features import FEATURE_NAMES
+    from zeta_router.scoring.features import FEATURE_NAMES
 
     spec = _set(base(), "router.scorer", {"bias": -1.0, "weights": {FEATURE_NAMES[0]: 0.5}})
     parsed = parse_zetarouter(spec)

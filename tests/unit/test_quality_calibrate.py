@@ -8,7 +8,7 @@ import yaml
 
 from zeta_router.api.routing import ScorerWeights
 from zeta_router.quality.calibrate import CalibrationError, spec_snippet, thresholds_for_shares
-from zeta_router.router.selector import Selector
+from zeta_router.scoring.selector import Selector
 
 
 def test_share_is_met_exactly_with_the_router_selector() -> None:

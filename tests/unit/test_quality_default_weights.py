@@ -15,8 +15,8 @@ from zeta_router.quality.data import Dataset, load
 from zeta_router.quality.evaluation import cross_validated
 from zeta_router.quality.fit import FitConfig, LinearModel, fit
 from zeta_router.quality.scoring import score_prompts
-from zeta_router.router.features import FEATURE_INDEX, matrix
-from zeta_router.router.scorer import default_weights
+from zeta_router.scoring.features import FEATURE_INDEX, matrix
+from zeta_router.scoring.scorer import default_weights
 
 DOC = REPO / "docs" / "routing-quality.md"
 COLUMNS = ("APGR", "CPT(50%)", "CPT(80%)", "acc@10%", "acc@20%", "acc@30%", "acc@50%")

@@ -19,8 +19,8 @@ from zeta_router.quality.fit import (
     group_folds,
     target_values,
 )
-from zeta_router.router.features import FEATURE_INDEX, FEATURE_NAMES
-from zeta_router.router.scorer import Scorer
+from zeta_router.scoring.features import FEATURE_INDEX, FEATURE_NAMES
+from zeta_router.scoring.scorer import Scorer
 
 SIGNAL = "log_prompt_tokens"
 NOISE = "negations"

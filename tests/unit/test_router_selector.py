@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zeta_router.api.defaults import spread_thresholds
-from zeta_router.router.selector import Selector
+from zeta_router.scoring.selector import Selector
 
 
 def test_two_tiers_cut_point_belongs_to_the_larger_tier() -> None:

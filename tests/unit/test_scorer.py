@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from zeta_router.api.routing import ScorerWeights
-from zeta_router.router.features import FEATURE_NAMES, extract, from_prompt, matrix, vector
-from zeta_router.router.scorer import Scorer, default_scorer, default_weights
+from zeta_router.scoring.features import FEATURE_NAMES, extract, from_prompt, matrix, vector
+from zeta_router.scoring.scorer import Scorer, default_scorer, default_weights
 
 CHIT_CHAT = "What is the capital of France?"
 MULTI_PART = "\n".join(
@@ -44,7 +44,7 @@ def test_default_weights_are_valid_and_name_known_features() -> None:
     assert all(math.isfinite(v) for v in w.weights.values())
     # The packaged file is exactly what the model reads.
     raw = json.loads(
-        resources.files("zeta_router.router").joinpath("default_weights.json").read_text()
+        resources.files("zeta_router.scoring").joinpath("default_weights.json").read_text()
     )
     assert ScorerWeights.model_validate(raw) == w
     assert default_scorer().weights == w

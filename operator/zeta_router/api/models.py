@@ -49,7 +49,7 @@ from zeta_router.api.fields import (
     duration_seconds,
     quantity_value,
 )
-from zeta_router.api.routing import CircuitBreaker, ScorerWeights, Stickiness, Timeouts
+from zeta_router.api.routing import CircuitBreaker, Stickiness, Timeouts
 from zeta_router.api.status import (
     Condition,
     Decision,
@@ -57,6 +57,8 @@ from zeta_router.api.status import (
     ZetaRouterStatus,
     parse_status,
 )
+from zeta_router.scoring.features import FEATURE_NAMES
+from zeta_router.scoring.weights import ScorerWeights
 
 __all__ = [
     "API_VERSION",
@@ -757,9 +759,6 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
 def _scorer_problems(scorer: ScorerWeights | None, path: str) -> list[tuple[str, str]]:
     if scorer is None or not scorer.weights:
         return []
-    # Imported here: the feature list lives with the router; only specs with weights need it.
-    from zeta_router.router.features import FEATURE_NAMES
-
     unknown = sorted(set(scorer.weights) - set(FEATURE_NAMES))
     if not unknown:
         return []

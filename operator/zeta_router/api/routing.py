@@ -12,28 +12,17 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from zeta_router.scoring.weights import ScorerWeights
+
 CONFIGMAP_KEY = "routing.yaml"
+
+__all__ = ["CONFIGMAP_KEY", "ScorerWeights"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
-
-
-class ScorerWeights(_Model):
-    """A logistic scorer: score = sigmoid(bias + sum(weights[f] * feature[f])).
-
-    Feature names are those produced by ``zeta_router.router.features``; a feature missing from
-    ``weights`` has weight 0, and a weight naming an unknown feature is a validation error at load.
-    """
-
-    bias: float = Field(default=0.0, description="Intercept of the logistic model.")
-    weights: dict[str, float] = Field(
-        default_factory=dict,
-        description="Weight per feature name (features not listed weigh 0).",
-    )
-    source: str | None = Field(default=None, description="Where these weights came from.")
 
 
 class RoutingTier(_Model):

@@ -1,7 +1,7 @@
 """Thresholds that send a chosen share of traffic to the larger tiers.
 
 The router sends a score to tier ``k`` = the number of cut points ``<=`` the score (see
-``zeta_router.router.selector``). For a share ``x`` the cut point is put halfway between the
+``zeta_router.scoring.selector``). For a share ``x`` the cut point is put halfway between the
 ``round(x * n)``-th highest score and the next one, so the split is exact whichever side a
 score equal to the cut point falls on, unless scores tie there.
 """

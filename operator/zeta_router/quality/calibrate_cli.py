@@ -10,8 +10,8 @@ from zeta_router.quality.calibrate import spec_snippet, thresholds_for_shares
 from zeta_router.quality.cli_common import guarded, print_json, share
 from zeta_router.quality.data import load_request_bodies
 from zeta_router.quality.scoring import load_scorer
-from zeta_router.router.features import extract
-from zeta_router.router.scorer import Scorer
+from zeta_router.scoring.features import extract
+from zeta_router.scoring.scorer import Scorer
 
 DESCRIPTION = """\
 Score a sample of prompts with the router's own scorer and print the cut point(s) that send

@@ -10,13 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zeta_router.plotting import PlottingUnavailableError
 from zeta_router.quality.calibrate import CalibrationError
 from zeta_router.quality.data import DataError, Dataset, load
 from zeta_router.quality.fit import FitError
 from zeta_router.quality.metrics import MetricError
 from zeta_router.quality.scoring import ScorerFileError
 
-USER_ERRORS = (DataError, ScorerFileError, FitError, MetricError, CalibrationError)
+USER_ERRORS = (
+    DataError,
+    ScorerFileError,
+    FitError,
+    MetricError,
+    CalibrationError,
+    PlottingUnavailableError,
+)
 
 DATA_HELP = (
     "folder of labelled CSVs, one per subject, each with a 'prompt' column and one True/False "

@@ -6,6 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from zeta_router.plotting import require_matplotlib
 from zeta_router.quality import metrics
 from zeta_router.quality.cli_common import (
     add_data_arguments,
@@ -17,7 +18,7 @@ from zeta_router.quality.cli_common import (
 )
 from zeta_router.quality.report import plot, table
 from zeta_router.quality.scoring import load_scorer, score_prompts
-from zeta_router.router.features import FEATURE_INDEX, matrix
+from zeta_router.scoring.features import FEATURE_INDEX, matrix
 
 DESCRIPTION = """\
 Score every labelled prompt with the router's own feature extractor and scorer (the code path
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        require_matplotlib()
     weights = load_scorer(args.scorer, args.context)
     ds = load_data(args)
     scores = score_prompts(weights, ds.prompts)

@@ -18,7 +18,7 @@ import numpy as np
 from zeta_router.quality import metrics
 from zeta_router.quality.data import Dataset
 from zeta_router.quality.fit import FitConfig, FloatArray, cross_validate, group_folds
-from zeta_router.router.features import FEATURE_INDEX
+from zeta_router.scoring.features import FEATURE_INDEX
 
 LENGTH_FEATURE = "log_prompt_tokens"
 

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zeta_router.api.routing import ScorerWeights
-from zeta_router.router.features import FEATURE_NAMES
+from zeta_router.scoring.features import FEATURE_NAMES
 
 Target = Literal["gain", "net_gain", "weak_fails"]
 TARGETS: tuple[Target, ...] = ("gain", "net_gain", "weak_fails")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zeta_router.plotting import require_matplotlib
 from zeta_router.quality.cli_common import (
     add_data_arguments,
     data_description,
@@ -25,7 +26,7 @@ from zeta_router.quality.fit import (
 )
 from zeta_router.quality.report import plot, table
 from zeta_router.quality.scoring import dump_weights
-from zeta_router.router.features import FEATURE_NAMES, matrix
+from zeta_router.scoring.features import FEATURE_NAMES, matrix
 
 DESCRIPTION = f"""\
 Fit the weights of the router's logistic scorer from labelled prompts and write them as a file
@@ -146,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.plot is not None:
+        require_matplotlib()
     cfg = _config(args)
     if args.out.parent and not args.out.parent.exists():
         raise FitError(f"the folder of --out ({args.out.parent}) does not exist")

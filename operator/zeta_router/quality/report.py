@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from zeta_router.plotting import pyplot
 from zeta_router.quality.metrics import Curve, Summary
 
 
@@ -43,10 +44,7 @@ def table(summaries: Sequence[Summary]) -> str:
 
 def plot(curves: Mapping[str, Curve], path: Path, title: str) -> None:
     """PGR against strong-call share, one line per scorer, written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.0, 4.8), dpi=120)
     try:

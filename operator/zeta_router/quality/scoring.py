@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from zeta_router.api.routing import RoutingConfig, ScorerWeights
-from zeta_router.router.features import from_prompt
-from zeta_router.router.scorer import Scorer, default_weights
+from zeta_router.scoring.features import from_prompt
+from zeta_router.scoring.scorer import Scorer, default_weights
 
 
 class ScorerFileError(ValueError):

@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from zeta_router.router import features
 from zeta_router.router.config import Context, RuntimeConfig, Tier
 from zeta_router.router.errors import ApiError, error_body
 from zeta_router.router.metrics import NO_TIER, RouterMetrics
@@ -43,6 +42,7 @@ from zeta_router.router.upstream import (
     attempt_order,
 )
 from zeta_router.router.validation import Kind, parse_body
+from zeta_router.scoring import features
 
 log = logging.getLogger("zeta_router.router")
 access_log = logging.getLogger("zeta_router.router.access")

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
 from zeta_router.api.routing import RoutingConfig, ScorerWeights
-from zeta_router.router.scorer import Scorer, default_weights
-from zeta_router.router.selector import Selector
+from zeta_router.scoring.scorer import Scorer, default_weights
+from zeta_router.scoring.selector import Selector
 
 #: Built-in contexts of the standalone mode and their reference threshold for two tiers: the
 #: API's (one table, so a ZetaRouter without contexts routes like the standalone router).

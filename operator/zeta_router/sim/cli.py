@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from zeta_router.plotting import PlottingUnavailableError, require_matplotlib
 from zeta_router.sim.controllers import CONTROLLERS
 from zeta_router.sim.report import compare, format_table, plot, write_json
 from zeta_router.sim.scenario import ScenarioError, default_scenario, load_scenario
@@ -113,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_scenario:
         print(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False), end="")
         return 0
+    if args.output and not args.no_plot:
+        try:
+            require_matplotlib()
+        except PlottingUnavailableError as exc:
+            print(f"zeta-router simulate: {exc} (or pass --no-plot)", file=sys.stderr)
+            return 2
     controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
     unknown = [c for c in controllers if c not in CONTROLLERS]
     if unknown or not controllers:

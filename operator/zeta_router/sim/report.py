@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from zeta_router.plotting import pyplot
 from zeta_router.sim.controllers import CONTROLLERS
 from zeta_router.sim.engine import SimResult, simulate
 from zeta_router.sim.scenario import Scenario
@@ -61,10 +62,7 @@ def write_json(path: Path, scenario: Scenario, results: Sequence[SimResult]) -> 
 
 def plot(path: Path, scenario: Scenario, results: Sequence[SimResult], trace: str) -> None:
     """One PNG per trace: arrival rate, GPUs in use per controller, thresholds of our policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = [r for r in results if r.trace == trace]
     if not runs:

@@ -19,20 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from zeta_router.autoscale.loop import TICK_ENV
-from zeta_router.cluster.controlplane import LocalControlPlane
-from zeta_router.cluster.processes import log_tail
-from zeta_router.demo.resource import NAME, NAMESPACE, TIERS, zetarouter
 from zeta_router.kube import ApiError, Kube, api_path
-from zeta_router.local.configmap_sync import ConfigMapSync
-from zeta_router.local.llama import LlamaServer, start_llama_server
-from zeta_router.local.operator_proc import OperatorProcess
-from zeta_router.local.prometheus import (
+from zeta_router_dev.cluster.controlplane import LocalControlPlane
+from zeta_router_dev.cluster.processes import log_tail
+from zeta_router_dev.demo.resource import NAME, NAMESPACE, TIERS, zetarouter
+from zeta_router_dev.local.configmap_sync import ConfigMapSync
+from zeta_router_dev.local.llama import LlamaServer, start_llama_server
+from zeta_router_dev.local.operator_proc import OperatorProcess
+from zeta_router_dev.local.prometheus import (
     PrometheusServer,
     ScrapeTarget,
     pod_labels,
     start_prometheus,
 )
-from zeta_router.local.router_proc import RouterProcess, start_router
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 ZR_PATH = api_path("zeta.ai/v1alpha1", "zetarouters", NAMESPACE, NAME)
 
@@ -132,8 +132,8 @@ class DemoStack:
             raise StackError(f"{what} did not start: {e}") from e
 
     def _start_control_plane(self) -> None:
-        from zeta_router.cluster.binaries import MissingBinaryError
-        from zeta_router.cluster.controlplane import ControlPlaneError
+        from zeta_router_dev.cluster.binaries import MissingBinaryError
+        from zeta_router_dev.cluster.controlplane import ControlPlaneError
 
         self.plane = LocalControlPlane(self.workdir / "cluster", die_with_parent=True)
         try:

@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zeta_router.demo.prompts import LEVELS
-from zeta_router.demo.stats import (
+from zeta_router.plotting import pyplot
+from zeta_router_dev.demo.prompts import LEVELS
+from zeta_router_dev.demo.stats import (
     ClusterSample,
     RequestRecord,
     aggregate,
@@ -153,10 +154,7 @@ def write_png(
     title: str = "zeta-router demo",
 ) -> Path:
     """The run as a 2x2 figure (matplotlib, Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     agg = aggregate(records, tiers)
     end = max([r.end for r in records] + [s.time for s in samples] + [1.0])

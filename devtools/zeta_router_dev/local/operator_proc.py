@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zeta_router.cluster.processes import free_port, log_tail
-from zeta_router.local.llama import set_parent_death_signal
+from zeta_router_dev.cluster.processes import free_port, log_tail
+from zeta_router_dev.local.llama import set_parent_death_signal
 
 
 class OperatorStartError(RuntimeError):

@@ -108,7 +108,7 @@ def spawn(
     ``die_with_parent`` it gets SIGTERM when the thread that started it exits (Linux)."""
     preexec = None
     if die_with_parent:
-        from zeta_router.local.llama import set_parent_death_signal
+        from zeta_router_dev.local.llama import set_parent_death_signal
 
         preexec = set_parent_death_signal
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeta_router.local.llama import DEFAULT_ALIAS
+from zeta_router_dev.local.llama import DEFAULT_ALIAS
 
 NAME = "chat-cpu"
 NAMESPACE = "zeta-demo"

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from zeta_router.api.routing import ScorerWeights
-from zeta_router.router.features import FEATURE_INDEX, FEATURE_NAMES, vector
+from zeta_router.scoring.features import FEATURE_INDEX, FEATURE_NAMES, vector
+from zeta_router.scoring.weights import ScorerWeights
 
 
 def _sigmoid(z: float) -> float:
@@ -84,7 +84,7 @@ class Scorer:
 @cache
 def default_weights() -> ScorerWeights:
     """The weights shipped in the package (``default_weights.json``)."""
-    text = resources.files("zeta_router.router").joinpath("default_weights.json").read_text()
+    text = resources.files("zeta_router.scoring").joinpath("default_weights.json").read_text()
     return ScorerWeights.model_validate(json.loads(text))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from zeta_router.local.llama import set_parent_death_signal
+from zeta_router_dev.local.llama import set_parent_death_signal
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from zeta_router.api.routing import CONFIGMAP_KEY
-from zeta_router.demo.stats import ClusterSample
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router_dev.demo.stats import ClusterSample
 
 
 def sample_from(

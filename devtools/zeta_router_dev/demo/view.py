@@ -12,8 +12,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from zeta_router.demo.prompts import LEVELS
-from zeta_router.demo.stats import Aggregate, ClusterSample
+from zeta_router_dev.demo.prompts import LEVELS
+from zeta_router_dev.demo.stats import Aggregate, ClusterSample
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,8 @@ def install_python(
 
 def missing_programs() -> list[Problem]:
     """Programs of the local stack that are not installed, each with what to do about it."""
-    from zeta_router.cluster.binaries import MissingBinaryError, find_binaries
-    from zeta_router.local.prometheus import PrometheusError, find_binary
+    from zeta_router_dev.cluster.binaries import MissingBinaryError, find_binaries
+    from zeta_router_dev.local.prometheus import PrometheusError, find_binary
 
     problems: list[Problem] = []
     try:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from zeta_router.cluster.binaries import MissingBinaryError
-from zeta_router.cluster.controlplane import (
+from zeta_router_dev.cluster.binaries import MissingBinaryError
+from zeta_router_dev.cluster.controlplane import (
     ControlPlaneError,
     LocalControlPlane,
     default_state_dir,

@@ -7,7 +7,7 @@ A namespace labelled ``zeta.ai/kubelet-hold=true`` has its pods bound and Runnin
 Ready, like model servers still loading; removing the label makes them Ready. Tests use it to
 watch a ZetaRouter go from Progressing to Ready.
 
-Run it as ``python -m zeta_router.local.kubelet --kubeconfig FILE`` (what `zeta-router cluster
+Run it as ``python -m zeta_router_dev.local.kubelet --kubeconfig FILE`` (what `zeta-router cluster
 up` and the test fixtures do, through :class:`KubeletProcess`), or in-process with
 :class:`KubeletStandIn`.
 """
@@ -446,7 +446,7 @@ class KubeletProcess:
         argv = [
             sys.executable,
             "-m",
-            "zeta_router.local.kubelet",
+            "zeta_router_dev.local.kubelet",
             f"--kubeconfig={self.kubeconfig}",
             f"--node-name={self.node_name}",
         ]
@@ -478,7 +478,7 @@ class KubeletProcess:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m zeta_router.local.kubelet",
+        prog="python -m zeta_router_dev.local.kubelet",
         description="Kubelet stand-in: binds ZetaRouter pods to a fake node and reports them "
         f"Running/Ready (namespaces labelled {HOLD_LABEL}=true: Running, not Ready).",
     )

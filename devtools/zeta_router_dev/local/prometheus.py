@@ -40,7 +40,7 @@ from zeta_router.autoscale.metrics import (
     LABEL_ROUTER,
     LABEL_TIER,
 )
-from zeta_router.local.llama import set_parent_death_signal
+from zeta_router_dev.local.llama import set_parent_death_signal
 
 DEBIAN_BINARY = "/usr/bin/prometheus"
 

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from zeta_router.demo import view
-from zeta_router.demo.observe import Sampler
-from zeta_router.demo.prompts import mixed_workload
-from zeta_router.demo.resource import NAME, NAMESPACE, TIERS
-from zeta_router.demo.stack import DemoStack, Interrupted, StackError
-from zeta_router.demo.stats import aggregate, recent
-from zeta_router.demo.summary import build_summary, format_text, write_outputs
-from zeta_router.demo.workload import Workload
+from zeta_router_dev.demo import view
+from zeta_router_dev.demo.observe import Sampler
+from zeta_router_dev.demo.prompts import mixed_workload
+from zeta_router_dev.demo.resource import NAME, NAMESPACE, TIERS
+from zeta_router_dev.demo.stack import DemoStack, Interrupted, StackError
+from zeta_router_dev.demo.stats import aggregate, recent
+from zeta_router_dev.demo.summary import build_summary, format_text, write_outputs
+from zeta_router_dev.demo.workload import Workload
 
 if TYPE_CHECKING:
-    from zeta_router.demo.cli import StopRequest
+    from zeta_router_dev.demo.cli import StopRequest
 
 RECENT_WINDOW = 10.0
 HEADLESS_EVERY = 5.0
