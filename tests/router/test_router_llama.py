@@ -179,8 +179,13 @@ def test_shadow_sampling_against_the_larger_tier(
             model="zeta", messages=[{"role": "user", "content": SHORT}], max_tokens=6
         )
         assert raw.headers["x-zeta-tier"] == "small"
+        # The shadow request runs after the answer: wait for its record and its metric.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not log.exists():
+        while time.monotonic() < deadline and not (
+            log.exists()
+            and log.read_text().strip()
+            and r.metric("zeta_router_shadow_agreement_count", context="default") == 1
+        ):
             time.sleep(0.1)
         assert r.metric("zeta_router_shadow_agreement_count", context="default") == 1
         record = log.read_text().splitlines()[0]
