@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from support import fake_upstream
 from zeta_router.api.routing import RoutingConfig
-from zeta_router.router.app import Options, Router, build_app
+from zeta_router.router.app import Options, Router
 from zeta_router.router.config import compile_config
+from zeta_router.router.routes import build_app
 
 
 @asynccontextmanager
