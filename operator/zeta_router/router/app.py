@@ -1,5 +1,5 @@
 """The router's state that outlives a request: the configuration in use, the upstream clients
-and breakers, sessions, recent requests (for feedback), shadow sampling and metrics.
+and breakers, the key that signs request ids, shadow sampling and metrics.
 
 What a request goes through lives elsewhere, one module per step: :mod:`.decision` (headers,
 body, config -> context, score, tier), :mod:`.forward` (to the tier, with failover),
@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from zeta_router.router.config import RuntimeConfig, Tier
 from zeta_router.router.decision import Decision, decide
 from zeta_router.router.errors import ApiError
 from zeta_router.router.forward import Forwarder
+from zeta_router.router.ids import InvalidTokenError, RequestInfo, Signer
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.shadow import ShadowSampler
-from zeta_router.router.stickiness import SessionStore
 from zeta_router.router.ttlcache import TTLCache
 from zeta_router.router.upstream import Upstreams
 from zeta_router.scoring import features
@@ -33,8 +34,26 @@ from zeta_router.scoring import features
 log = logging.getLogger("zeta_router.router")
 access_log = logging.getLogger("zeta_router.router.access")
 
-RECENT_REQUESTS = 100_000
-RECENT_TTL_SECONDS = 3600.0
+#: How long after its answer a request id is accepted for feedback.
+FEEDBACK_MAX_AGE_SECONDS = 24 * 3600.0
+#: Ids issued this far in the future still count (clocks of replicas drift a little).
+CLOCK_SKEW_SECONDS = 300.0
+#: Feedback already recorded, per process, so that one id is not counted twice here.
+FEEDBACK_SEEN = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One accepted feedback post: what the request id says, and what the client said."""
+
+    request: RequestInfo
+    score: float
+    label: str | None
+    received_ms: int
+
+
+#: Called with every accepted feedback (e.g. to keep a label for learning).
+FeedbackSink = Callable[[Feedback], None]
 
 
 @dataclass
@@ -54,15 +73,16 @@ class Router:
         config: RuntimeConfig,
         options: Options | None = None,
         metrics: RouterMetrics | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.config = config
+        self.signer = signer or Signer.random()
         self.options = options or Options()
         self.metrics = metrics or RouterMetrics()
         self.metrics.config_generation.set(config.generation)
         self._export_thresholds(config)
-        st = config.source.stickiness
-        self.sessions = SessionStore(st.max_sessions, st.ttl_seconds)
-        self.recent: TTLCache[tuple[str, str]] = TTLCache(RECENT_REQUESTS, RECENT_TTL_SECONDS)
+        self.feedback_seen: TTLCache[bool] = TTLCache(FEEDBACK_SEEN, FEEDBACK_MAX_AGE_SECONDS)
+        self.feedback_sinks: list[FeedbackSink] = []
         self.upstreams: Upstreams | None = None  # created on the running loop (startup)
         self.forwarder: Forwarder | None = None
         self.draining = False
@@ -85,8 +105,6 @@ class Router:
     def set_config(self, config: RuntimeConfig) -> None:
         old = self.config
         self.config = config
-        st = config.source.stickiness
-        self.sessions.resize(st.max_sessions, st.ttl_seconds)
         if self.upstreams is not None:
             self.upstreams.reconfigure(config)
         self.metrics.config_generation.set(config.generation)
@@ -115,7 +133,7 @@ class Router:
 
     async def start(self) -> None:
         self.upstreams = Upstreams(self.config)
-        self.forwarder = Forwarder(self.upstreams, self.metrics, self._answered)
+        self.forwarder = Forwarder(self.upstreams, self.metrics, self.signer, self._answered)
 
     async def stop(self) -> None:
         await self.shadow.stop()
@@ -125,16 +143,12 @@ class Router:
     # -- requests --------------------------------------------------------------------------
 
     def decide(self, request: web.Request, body: dict[str, Any], cfg: RuntimeConfig) -> Decision:
-        return decide(request.headers, body, cfg, self.sessions, self._random, time.monotonic())
+        now_ms = int(time.time() * 1000)
+        return decide(request.headers, body, cfg, self.signer, self._random, now_ms)
 
     def _answered(self, cfg: RuntimeConfig, d: Decision, body: dict[str, Any], tier: Tier) -> None:
         assert self.upstreams is not None
         self.shadow.start(self.upstreams, cfg, d, body, tier)
-
-    def finished(self, d: Decision) -> None:
-        """Remember an answered request for feedback."""
-        if d.served is not None:
-            self.recent.put(d.request_id, (d.context.name, d.served.name), time.monotonic())
 
     def models(self) -> dict[str, Any]:
         cfg = self.config
@@ -148,33 +162,71 @@ class Router:
             ],
         }
 
-    def feedback(self, rid: str, score: float, label: str | None) -> dict[str, Any]:
-        known = self.recent.get(rid, time.monotonic())
-        if known is None:
+    def feedback(self, rid: str, score: float, label: str | None, now_ms: int) -> dict[str, Any]:
+        """Record a client's score for an answered request. Whatever replica answered it, the
+        id says what is needed (context, score, tiers, time): nothing is looked up."""
+        try:
+            info = self.signer.verify_request_id(rid)
+        except InvalidTokenError as exc:
+            raise ApiError(
+                400,
+                f"'request_id' is not a request id issued by this ZetaRouter ({exc}); use the "
+                "x-request-id header of the answer",
+                code="invalid_request_id",
+                param="request_id",
+            ) from None
+        age = (now_ms - info.issued_ms) / 1000
+        if age > FEEDBACK_MAX_AGE_SECONDS or age < -CLOCK_SKEW_SECONDS:
             raise ApiError(
                 404,
-                f"no recent request with id {rid!r} (ids are kept for {RECENT_TTL_SECONDS:g}s)",
-                code="request_not_found",
+                f"request {rid!r} is too old for feedback (ids are accepted for "
+                f"{FEEDBACK_MAX_AGE_SECONDS:g}s after the answer)",
+                code="request_expired",
                 param="request_id",
             )
-        context, tier = known
-        self.metrics.observe(self.metrics.feedback_score, float(score), context, tier)
+        if info.served is None:
+            raise ApiError(
+                400,
+                "no tier answered that request, so there is no answer to score",
+                code="request_not_answered",
+                param="request_id",
+            )
+        key = info.request_key
+        mono = time.monotonic()
+        if self.feedback_seen.get(key, mono):
+            raise ApiError(
+                409,
+                "feedback for that request was already recorded",
+                code="feedback_duplicate",
+                param="request_id",
+            )
+        self.feedback_seen.put(key, True, mono)
+        self.metrics.observe(self.metrics.feedback_score, float(score), info.context, info.served)
         log.info(
             "feedback recorded",
             extra={
                 "event": "feedback",
                 "request_id": rid,
-                "context": context,
-                "tier": tier,
+                "context": info.context,
+                "tier": info.served,
+                "decided_tier": info.decided,
+                "routing_score": round(info.score, 4),
                 "score": score,
                 "label": label,
             },
         )
+        event = Feedback(info, float(score), label, now_ms)
+        for sink in self.feedback_sinks:
+            try:
+                sink(event)
+            except Exception:  # one consumer's bug must not lose the client's feedback
+                log.exception("feedback sink failed", extra={"event": "feedback_sink_failed"})
         return {
             "object": "feedback",
             "request_id": rid,
-            "context": context,
-            "tier": tier,
+            "context": info.context,
+            "tier": info.served,
+            "decided_tier": info.decided,
             "score": score,
         }
 
@@ -197,6 +249,7 @@ class Router:
         extra: dict[str, Any] = {
             "event": "request",
             "request_id": d.request_id,
+            "client_request_id": d.client_request_id,
             "path": request.path,
             "status": code,
             "context": d.context.name,

@@ -2,33 +2,45 @@
 context, a score and a tier (and whether to shadow-sample it).
 
 Nothing here does I/O or awaits: a decision is computed in one go, and every way it can fail is
-an :class:`ApiError` for the client (unknown context, unknown or forbidden tier).
+an :class:`ApiError` for the client (unknown context, unknown or forbidden tier). Nothing is
+read from earlier requests except what this request carries (its conversation, a session
+token), so every replica decides the same.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from zeta_router.router.config import Context, RuntimeConfig, Tier
 from zeta_router.router.errors import ApiError
-from zeta_router.router.stickiness import SessionStore
+from zeta_router.router.ids import RequestInfo, Signer
+from zeta_router.router.stickiness import conversation_floor, session_floor, session_token
 from zeta_router.scoring import features
+
+#: Longest client request id kept (echoed and passed upstream); longer ones are dropped.
+MAX_CLIENT_ID = 128
 
 
 @dataclass(slots=True)
 class Decision:
-    request_id: str
     context: Context
     score: float
     tier: int  # index into config.tiers
     forced: bool
     requested_model: str
     stream: bool
+    nonce: bytes
+    issued_ms: int
+    generation: int
+    sticky: bool = False  # raised to the conversation's or session's floor
     shadow: bool = False
+    client_request_id: str | None = None
+    session_token: str | None = None  # to return as x-zeta-session
+    request_id: str = ""  # signed; names the serving tier once one answered
     shadow_text: list[str] = field(default_factory=list)
     served: Tier | None = None
 
@@ -37,9 +49,9 @@ def decide(
     headers: Mapping[str, str],
     body: dict[str, Any],
     cfg: RuntimeConfig,
-    sessions: SessionStore,
+    signer: Signer,
     rand: random.Random,
-    now: float,
+    now_ms: int,
 ) -> Decision:
     requested = body.get("model") or cfg.router_name
     context = context_for(headers, requested, cfg)
@@ -47,6 +59,8 @@ def decide(
     tier = context.selector.select(score)
     forced_name = headers.get("X-Zeta-Tier")
     forced = forced_name is not None
+    sticky = False
+    token = None
     if forced_name is not None:
         if not cfg.source.allow_force_tier:
             raise ApiError(
@@ -66,25 +80,58 @@ def decide(
                 param="X-Zeta-Tier",
             )
         tier = forced_tier.index
-    else:
-        session = headers.get("X-Zeta-Session") or body.get("user")
-        # A session's floor may predate a reload that removed tiers.
-        tier = min(sessions.apply(session, tier, now), len(cfg.tiers) - 1)
+    elif cfg.source.stickiness.max_sessions > 0:
+        top = len(cfg.tiers) - 1
+        session = headers.get("X-Zeta-Session")
+        floor = max(
+            conversation_floor(body, context, tier, top),
+            session_floor(session, signer, cfg, now_ms),
+        )
+        if floor > tier:
+            tier, sticky = floor, True
+        if session is not None:
+            token = session_token(
+                signer, cfg.tiers[tier].name, now_ms, cfg.source.stickiness.ttl_seconds
+            )
     shadow = (
         not forced
         and cfg.source.shadow_sample_rate > 0.0
         and tier < len(cfg.tiers) - 1
         and rand.random() < cfg.source.shadow_sample_rate
     )
-    return Decision(
-        request_id=request_id(headers),
+    d = Decision(
         context=context,
         score=score,
         tier=tier,
         forced=forced,
         requested_model=requested,
         stream=body.get("stream") is True,
+        nonce=os.urandom(8),
+        issued_ms=now_ms,
+        generation=cfg.generation,
+        sticky=sticky,
         shadow=shadow,
+        client_request_id=client_request_id(headers),
+        session_token=token,
+    )
+    d.request_id = sign(signer, cfg, d, None)
+    return d
+
+
+def sign(signer: Signer, cfg: RuntimeConfig, d: Decision, served: Tier | None) -> str:
+    """The request id of ``d`` when ``served`` answers it (None: when no tier does)."""
+    return signer.request_id(
+        RequestInfo(
+            nonce=d.nonce,
+            issued_ms=d.issued_ms,
+            generation=d.generation,
+            score=d.score,
+            context=d.context.name,
+            decided=cfg.tiers[d.tier].name,
+            served=served.name if served is not None else None,
+            forced=d.forced,
+            sticky=d.sticky,
+        )
     )
 
 
@@ -110,8 +157,10 @@ def context_for(headers: Mapping[str, str], model: str, cfg: RuntimeConfig) -> C
     return ctx
 
 
-def request_id(headers: Mapping[str, str]) -> str:
-    rid = headers.get("X-Request-Id", "")
-    if 0 < len(rid) <= 128 and rid.isprintable() and rid.isascii():
+def client_request_id(headers: Mapping[str, str]) -> str | None:
+    """The client's own request id (``X-Client-Request-Id``, else ``X-Request-Id``), when it is
+    printable ASCII of at most 128 characters."""
+    rid = headers.get("X-Client-Request-Id") or headers.get("X-Request-Id")
+    if rid and len(rid) <= MAX_CLIENT_ID and rid.isprintable() and rid.isascii():
         return rid
-    return uuid.uuid4().hex
+    return None

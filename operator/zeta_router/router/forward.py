@@ -18,8 +18,9 @@ import aiohttp
 from aiohttp import web
 
 from zeta_router.router.config import RuntimeConfig, Tier
-from zeta_router.router.decision import Decision
+from zeta_router.router.decision import Decision, sign
 from zeta_router.router.errors import ApiError, error_response
+from zeta_router.router.ids import Signer
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.relay import decision_headers, relay
 from zeta_router.router.upstream import (
@@ -39,10 +40,15 @@ OnAnswered = Callable[[RuntimeConfig, Decision, dict[str, Any], Tier], None]
 
 class Forwarder:
     def __init__(
-        self, upstreams: Upstreams, metrics: RouterMetrics, on_answered: OnAnswered
+        self,
+        upstreams: Upstreams,
+        metrics: RouterMetrics,
+        signer: Signer,
+        on_answered: OnAnswered,
     ) -> None:
         self.upstreams = upstreams
         self.metrics = metrics
+        self.signer = signer
         self.on_answered = on_answered
 
     async def forward(
@@ -74,6 +80,8 @@ class Forwarder:
             payload = payloads.get(tier.model)
             if payload is None:
                 payload = payloads[tier.model] = upstream_payload(body, tier.model)
+            # The id this tier sees is the one the client gets if this tier answers.
+            attempt_id = headers["X-Request-Id"] = sign(self.signer, cfg, d, tier)
             overhead += time.perf_counter() - t_build
             self.metrics.inflight_add(tier.name, 1)
             sent = time.perf_counter()
@@ -84,7 +92,7 @@ class Forwarder:
                     breaker.failure(time.monotonic())
                     failures.append((tier, f))
                     prev = (tier, f.reason)
-                    log_tier_failure(d.request_id, tier, f)
+                    log_tier_failure(attempt_id, tier, f)
                     continue
                 except BaseException:
                     breaker.release()
@@ -98,13 +106,14 @@ class Forwarder:
                     err = TierError(f"http_{resp.status}", detail, resp.status)
                     failures.append((tier, err))
                     prev = (tier, err.reason)
-                    log_tier_failure(d.request_id, tier, err)
+                    log_tier_failure(attempt_id, tier, err)
                     continue
                 if resp.status < 500:
                     breaker.success()
                 else:
                     breaker.release()
                 d.served = tier
+                d.request_id = attempt_id
                 response, extra = await relay(request, resp, cfg, d, tier, sent, self.metrics)
                 if d.shadow and response.status == 200:
                     self.on_answered(cfg, d, body, tier)

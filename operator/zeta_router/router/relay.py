@@ -123,6 +123,10 @@ def decision_headers(resp: web.StreamResponse, d: Decision, tier: Tier | None) -
     h["x-zeta-score"] = f"{d.score:.4f}"
     h["x-zeta-context"] = d.context.name
     h["x-request-id"] = d.request_id
+    if d.client_request_id is not None:
+        h["x-client-request-id"] = d.client_request_id
+    if d.session_token is not None:
+        h["x-zeta-session"] = d.session_token
 
 
 def rewrite_model(data: bytes, model: str, collect: list[str] | None) -> bytes:

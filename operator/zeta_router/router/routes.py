@@ -50,6 +50,8 @@ async def completion(
         raise
     metrics.observe(metrics.decision_score, d.score, d.context.name)
     headers = {"X-Request-Id": d.request_id}
+    if d.client_request_id is not None:
+        headers["X-Client-Request-Id"] = d.client_request_id
     for h in FORWARDED_HEADERS:
         v = request.headers.get(h)
         if v is not None:
@@ -73,7 +75,6 @@ async def completion(
         served = d.served
         metrics.count_request(d.context.name, served.name if served else NO_TIER, code)
         metrics.observe(metrics.overhead, overhead)
-        router.finished(d)
         if router.options.access_log:
             router.access(request, d, body, code, t0)
 
@@ -205,7 +206,7 @@ def build_app(router: Router) -> web.Application:
     async def feedback(request: web.Request) -> web.StreamResponse:
         check_content_type(request)
         rid, score, label = parse_feedback(await read_body(request, FEEDBACK_MAX_BYTES))
-        return web.json_response(router.feedback(rid, score, label))
+        return web.json_response(router.feedback(rid, score, label, int(time.time() * 1000)))
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})
