@@ -40,6 +40,12 @@ class State:
         self.chunk_delay = 0.0  # seconds between streamed chunks
         self.answer: str | None = None  # fixed answer text (else an echo of the nonce)
         self.abort_after: int | None = None  # drop the connection after this many chunks
+        self.no_done = False  # end streams without the data: [DONE] terminator
+        # Non-streamed answers: "break" (headers, then part of the body, then the connection
+        # drops), "garbage" (200, JSON content type, not JSON), "html" (200, text/html).
+        self.body_fault: str | None = None
+        self.hang = False  # never answer (until the client gives up)
+        self.close_connections = False  # no keep-alive: every request on a new connection
         self.requests = 0
         self.nonces: Counter[str] = Counter()
         self.request_ids: Counter[str] = Counter()
@@ -59,6 +65,13 @@ def build_app() -> web.Application:
     state = State()
     app = web.Application()
 
+    @web.middleware
+    async def no_keepalive(request: web.Request, handler: Any) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        if state.close_connections and not resp.prepared:
+            resp.force_close()
+        return resp
+
     async def inference(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         state.requests += 1
@@ -70,6 +83,8 @@ def build_app() -> web.Application:
         state.models[str(body.get("model"))] += 1
         chat = request.path.endswith("/chat/completions")
         try:
+            if state.hang:
+                await asyncio.Event().wait()
             if state.delay:
                 await asyncio.sleep(state.delay)
             if state.status != 200:
@@ -81,6 +96,8 @@ def build_app() -> web.Application:
             if body.get("stream"):
                 resp = web.StreamResponse()
                 resp.content_type = "text/event-stream"
+                if state.close_connections:
+                    resp.force_close()
                 await resp.prepare(request)
                 for i in range(state.chunks):
                     if state.abort_after is not None and i == state.abort_after:
@@ -97,10 +114,23 @@ def build_app() -> web.Application:
                     await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                     if state.chunk_delay:
                         await asyncio.sleep(state.chunk_delay)
-                await resp.write(b"data: [DONE]\n\n")
+                if not state.no_done:
+                    await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
                 state.completed += 1
                 return resp
+            if state.body_fault == "break":
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                resp.content_length = 1000
+                await resp.prepare(request)
+                await resp.write(b'{"id": "x", "choices": [')
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if state.body_fault == "garbage":
+                return web.Response(body=b"<html>oops", content_type="application/json")
+            if state.body_fault == "html":
+                return web.Response(text="<html>proxy error page</html>", content_type="text/html")
             choice = (
                 {"index": 0, "message": {"role": "assistant", "content": text}}
                 if chat
@@ -135,6 +165,7 @@ def build_app() -> web.Application:
             }
         )
 
+    app.middlewares.append(no_keepalive)
     app.router.add_post("/v1/chat/completions", inference)
     app.router.add_post("/v1/completions", inference)
     app.router.add_get("/health", health)

@@ -25,6 +25,54 @@ CASES: list[tuple[str, str, bytes | str, dict[str, str], int, str, str | None]] 
     ("empty-body", CHAT, b"", JSON, 400, "invalid_json", None),
     ("not-utf8", CHAT, b"\xff\xfe{}", JSON, 400, "invalid_json", None),
     ("array-body", CHAT, b"[1, 2]", JSON, 400, "invalid_type", None),
+    # Input that cannot be sent on: a lone surrogate escape cannot be encoded as UTF-8, deep
+    # nesting exhausts a parser's stack, NaN and Infinity are not JSON.
+    (
+        "lone-surrogate",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "a \\ud800 b"}]}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "lone-surrogate-in-a-key",
+        COMPL,
+        b'{"prompt": "x", "logit_bias": {"\\udfff": 1}}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "deep-nesting",
+        CHAT,
+        b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "nesting-past-the-limit",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 120 + b"]" * 120 + b"}",
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "nan",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    ("infinity", COMPL, b'{"prompt": "x", "top_p": Infinity}', JSON, 400, "invalid_json", None),
     ("string-body", CHAT, b'"hi"', JSON, 400, "invalid_type", None),
     ("missing-messages", CHAT, b"{}", JSON, 400, "missing_required", "messages"),
     ("messages-not-list", CHAT, b'{"messages": "hi"}', JSON, 400, "invalid_type", "messages"),
@@ -296,5 +344,24 @@ def test_feedback_bad_input() -> None:
             for body, status, code, param in FEEDBACK_CASES:
                 resp = await client.post("/v1/feedback", data=body, headers=JSON)
                 _check_error(resp.status, await resp.json(), status, code, param)
+
+    asyncio.run(main())
+
+
+def test_surrogate_pairs_and_reasonable_nesting_are_forwarded() -> None:
+    async def main() -> None:
+        async with fake_server() as up:
+            cfg = routing_config(
+                {"small": server_url(up), "large": server_url(up)}, scorer=FLAT_SCORER
+            )
+            async with router_client(cfg) as (client, _):
+                body = (
+                    b'{"messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}], '
+                    b'"tools": ' + b"[" * 60 + b"]" * 60 + b"}"
+                )
+                resp = await client.post(CHAT, data=body, headers=JSON)
+                assert resp.status == 200
+                content = (await resp.json())["choices"][0]["message"]["content"]
+                assert content == "echo: smile \U0001f600"
 
     asyncio.run(main())

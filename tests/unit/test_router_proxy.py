@@ -280,20 +280,23 @@ def test_no_failover_without_failover_or_when_forced() -> None:
     run(t, failover=False)
 
 
-def test_never_retried_after_bytes_were_streamed() -> None:
+def test_a_stream_that_breaks_after_bytes_ends_with_an_error_event() -> None:
     async def t(
         client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
     ) -> None:
         await control(small, chunks=5, abort_after=2)
         r = await client.post(CHAT, json=chat(stream=True))
         assert r.status == 200
-        try:
-            await r.read()
-            broken = False
-        except aiohttp.ClientPayloadError:
-            broken = True
-        assert broken  # the client learns the stream is incomplete
-        assert (await stats(large))["requests"] == 0
+        events = [
+            line[6:] for line in (await r.read()).decode().split("\n") if line.startswith("data: ")
+        ]
+        assert len(events) == 3  # two chunks, then the error; no [DONE]
+        error = json.loads(events[-1])["error"]
+        assert error["code"] == "upstream_broken"
+        assert error["type"] == "server_error"
+        assert (await stats(large))["requests"] == 0  # never retried once bytes were sent
+        assert metric(router, "zeta_router_tier_failures_total", tier="small", reason="broken") == 1
+        assert metric(router, "zeta_router_requests_total", tier="small", code="200") == 1
 
     run(t)
 

@@ -65,6 +65,10 @@ class Options:
     shadow_log: Path | None = None
     shadow_log_max_bytes: int = 10 * 1024 * 1024
     seed: int | None = None
+    #: Seconds a client has to send a request's whole body (after its headers).
+    body_timeout: float = 30.0
+    #: Connections this router may have open to each tier at once (requests beyond wait).
+    tier_connections: int = 1024
 
 
 class Router:
@@ -132,7 +136,7 @@ class Router:
         )
 
     async def start(self) -> None:
-        self.upstreams = Upstreams(self.config)
+        self.upstreams = Upstreams(self.config, self.options.tier_connections)
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.signer, self._answered)
 
     async def stop(self) -> None:

@@ -78,9 +78,16 @@ class RouterMetrics:
         )
         self.failovers = Counter(
             "zeta_router_failovers_total",
-            "Requests moved from one tier to another, with the reason "
-            "(refused, timeout, disconnected, http_429/502/503/504, circuit_open).",
+            "Requests moved from one tier to another, with the reason the first one failed "
+            "(see zeta_router_tier_failures_total).",
             ("from", "to", "reason"),
+            registry=r,
+        )
+        self.tier_failures = Counter(
+            "zeta_router_tier_failures_total",
+            "Requests a tier failed, by tier and reason, whether or not another tier took "
+            "them over (see docs/router.md for the reasons).",
+            ("tier", "reason"),
             registry=r,
         )
         self.shadow_agreement = Histogram(
@@ -136,6 +143,9 @@ class RouterMetrics:
 
     def failover(self, src: str, dst: str, reason: str) -> None:
         self.child(self.failovers, src, dst, reason).inc()  # type: ignore[attr-defined]
+
+    def tier_failure(self, tier: str, reason: str) -> None:
+        self.child(self.tier_failures, tier, reason).inc()  # type: ignore[attr-defined]
 
     def set_thresholds(
         self, thresholds: Mapping[str, Sequence[float]], tiers: Sequence[str]

@@ -8,18 +8,18 @@ relay) and counts it once, with the status the client got.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from zeta_router.router.app import Router
+from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
 from zeta_router.router.metrics import NO_TIER
-from zeta_router.router.relay import StreamAbortedError
-from zeta_router.router.validation import Kind, parse_body
+from zeta_router.router.validation import Kind, load_json, parse_body
 
 log = logging.getLogger("zeta_router.router")
 
@@ -33,60 +33,59 @@ FEEDBACK_MAX_BYTES = 64 * 1024
 async def completion(
     router: Router, request: web.Request, kind: Kind, path: str
 ) -> web.StreamResponse:
+    """One chat or completion request, counted exactly once in ``zeta_router_requests_total``
+    with the status the client got (499: it went away first)."""
     t0 = time.perf_counter()
     cfg = router.config
     metrics = router.metrics
     context_name = cfg.default_context
+    code = 500  # anything unforeseen: the middleware answers 500
+    d: Decision | None = None
+    body: dict[str, Any] = {}
+    overhead = 0.0
     try:
         check_content_type(request)
-        raw = await read_body(request, cfg.source.max_body_bytes)
+        raw = await read_body(request, cfg.source.max_body_bytes, router.options.body_timeout)
         body = parse_body(raw, kind)
         d = router.decide(request, body, cfg)
-    except ApiError as exc:
-        # Bad requests are counted too: a sudden rise is worth an alert.
-        if exc.param in ("X-Zeta-Context", "model") and exc.code == "unknown_context":
-            context_name = "unknown"
-        metrics.count_request(context_name, NO_TIER, exc.status)
-        raise
-    metrics.observe(metrics.decision_score, d.score, d.context.name)
-    headers = {"X-Request-Id": d.request_id}
-    if d.client_request_id is not None:
-        headers["X-Client-Request-Id"] = d.client_request_id
-    for h in FORWARDED_HEADERS:
-        v = request.headers.get(h)
-        if v is not None:
-            headers[h] = v
-    headers["Content-Type"] = JSON_TYPE
-    overhead = time.perf_counter() - t0
-    code = 499  # the client went away before an answer was ready
-    forwarder = router.forwarder
-    assert forwarder is not None, "router not started"
-    try:
-        response, overhead = await forwarder.forward(request, cfg, d, body, path, headers, overhead)
+        context_name = d.context.name
+        metrics.observe(metrics.decision_score, d.score, context_name)
+        headers = {"X-Request-Id": d.request_id}
+        if d.client_request_id is not None:
+            headers["X-Client-Request-Id"] = d.client_request_id
+        for h in FORWARDED_HEADERS:
+            v = request.headers.get(h)
+            if v is not None:
+                headers[h] = v
+        headers["Content-Type"] = JSON_TYPE
+        overhead = time.perf_counter() - t0
+        forwarder = router.forwarder
+        assert forwarder is not None, "router not started"
+        response, extra = await forwarder.forward(request, cfg, d, body, path, headers)
+        overhead += extra
         code = response.status
         return response
     except ApiError as exc:
         code = exc.status
+        # Bad requests are counted too: a sudden rise is worth an alert.
+        if d is None and exc.code == "unknown_context":
+            context_name = "unknown"
         raise
-    except StreamAbortedError:
-        code = 502
+    except (asyncio.CancelledError, ConnectionResetError):
+        code = 499  # the client went away before its answer was complete
         raise
     finally:
-        served = d.served
-        metrics.count_request(d.context.name, served.name if served else NO_TIER, code)
-        metrics.observe(metrics.overhead, overhead)
-        if router.options.access_log:
-            router.access(request, d, body, code, t0)
+        served = d.served.name if d is not None and d.served is not None else NO_TIER
+        metrics.count_request(context_name, served, code)
+        if d is not None:
+            metrics.observe(metrics.overhead, overhead)
+            if router.options.access_log:
+                router.access(request, d, body, code, t0)
 
 
 def parse_feedback(raw: bytes) -> tuple[str, float, str | None]:
     """The request id, score and label of a feedback body, or :class:`ApiError` (400)."""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(
-            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_type")
     unknown = sorted(set(body) - {"request_id", "score", "label"})
@@ -129,17 +128,28 @@ def check_content_type(request: web.Request) -> None:
         )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The whole request body, at most ``limit`` bytes (413), within ``seconds``
+    (408: a client that sends its body too slowly loses its connection)."""
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
     chunks = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {seconds:g}s",
+            code="request_timeout",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -205,7 +215,8 @@ def build_app(router: Router) -> web.Application:
 
     async def feedback(request: web.Request) -> web.StreamResponse:
         check_content_type(request)
-        rid, score, label = parse_feedback(await read_body(request, FEEDBACK_MAX_BYTES))
+        raw = await read_body(request, FEEDBACK_MAX_BYTES, router.options.body_timeout)
+        rid, score, label = parse_feedback(raw)
         return web.json_response(router.feedback(rid, score, label, int(time.time() * 1000)))
 
     async def healthz(request: web.Request) -> web.StreamResponse:

@@ -31,11 +31,36 @@ FAILOVER_STATUSES = frozenset({429, 502, 503, 504})
 #: Of those, the ones that count against a tier's circuit breaker (429 is load, not breakage).
 BREAKER_STATUSES = frozenset({502, 503, 504})
 
+#: Every way a tier can fail a request: the ``reason`` label of the failure metrics, the
+#: failover reasons of docs/router.md (a test compares the two).
+FAILURE_REASONS: dict[str, str] = {
+    "refused": "the connection was refused or could not be made",
+    "timeout": "no response headers within firstByteSeconds, no connection within "
+    "connectSeconds, or the answer did not finish within totalSeconds",
+    "disconnected": "the connection was lost before the response headers",
+    "error": "another HTTP client error before the response headers",
+    "http_429": "the tier answered 429 (busy; not counted by the circuit breaker)",
+    "http_502": "the tier answered 502",
+    "http_503": "the tier answered 503",
+    "http_504": "the tier answered 504",
+    "broken": "the answer broke off after its headers (connection lost, bad chunking)",
+    "bad_response": "a 200 answer that is not what its Content-Type says (not JSON, or an "
+    "event stream without any event)",
+    "truncated": "an event stream that ended without its data: [DONE] terminator",
+    "busy": "every connection this router may open to the tier was in use for the whole wait "
+    "(the router's own limit, --tier-connections; not counted by the circuit breaker)",
+    "circuit_open": "skipped: the tier's circuit breaker is open",
+}
+#: Failures that say nothing about the tier's health: the breaker is left as it was.
+NOT_BREAKER_REASONS = frozenset({"http_429", "busy", "circuit_open"})
+
 
 class TierError(Exception):
-    """A tier could not take the request; ``reason`` is the metric label."""
+    """A tier could not take the request; ``reason`` (one of FAILURE_REASONS) is the metric
+    label."""
 
     def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
+        assert reason in FAILURE_REASONS, reason
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -66,11 +91,13 @@ class _Probe:
 
 
 class Upstreams:
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, tier_connections: int = 1024) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._probes: dict[str, _Probe] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self.tier_connections = tier_connections
         self.timeouts: Timeouts = config.source.timeouts
         self._breaker_settings: BreakerSettings = config.source.circuit_breaker
         self.reconfigure(config)
@@ -92,6 +119,8 @@ class Upstreams:
         self._breaker_settings = settings
         for name in [n for n in self._breakers if n not in config.tier_by_name]:
             del self._breakers[name]
+        for name in [n for n in self._slots if n not in config.tier_by_name]:
+            del self._slots[name]
 
     def _retire(self, urls: list[str]) -> None:
         for url in urls:
@@ -114,9 +143,11 @@ class Upstreams:
             t = self.timeouts
             s = aiohttp.ClientSession(
                 base_url=None,
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=30.0),
+                # No pool limit here: the router bounds its connections per tier itself
+                # (slot()), so that waiting for one is never mistaken for the tier timing out.
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0),
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=t.connect_seconds, sock_connect=t.connect_seconds
+                    total=None, connect=None, sock_connect=t.connect_seconds
                 ),
                 # Ask for identity encoding: the router rewrites bodies and must see plain bytes.
                 skip_auto_headers=("Accept-Encoding", "User-Agent"),
@@ -132,23 +163,59 @@ class Upstreams:
             b = self._breakers[tier.name] = CircuitBreaker(st.failure_threshold, st.open_seconds)
         return b
 
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return dict(self._breakers)
+
     # -- requests --------------------------------------------------------------------------
 
+    def _semaphore(self, tier: Tier) -> asyncio.Semaphore:
+        sem = self._slots.get(tier.name)
+        if sem is None:
+            sem = self._slots[tier.name] = asyncio.Semaphore(self.tier_connections)
+        return sem
+
+    async def acquire(self, tier: Tier, wait: float) -> asyncio.Semaphore:
+        """Take one of the connections this router may have open to ``tier``, waiting at most
+        ``wait`` seconds; the caller releases the returned semaphore. Raises TierError("busy")."""
+        sem = self._semaphore(tier)
+        if sem.locked():
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    await sem.acquire()
+            except TimeoutError:
+                raise TierError(
+                    "busy",
+                    f"all {self.tier_connections} connections to the tier were in use for "
+                    f"{wait:.3g}s",
+                ) from None
+        else:
+            await sem.acquire()  # free: returns without waiting
+        return sem
+
     async def open(
-        self, tier: Tier, path: str, payload: bytes, headers: Mapping[str, str]
+        self,
+        tier: Tier,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        within: float | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send a request and return once the response headers are in, or raise
-        :class:`TierError`. A 429/502/503/504 answer is returned; the caller decides."""
+        """Send a request and return once the response headers are in (``within`` seconds,
+        default firstByteSeconds), or raise :class:`TierError`. A 429/502/503/504
+        answer is returned; the caller decides."""
         session = self.session(tier)
+        wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
         try:
-            async with asyncio.timeout(self.timeouts.first_byte_seconds):
+            async with asyncio.timeout(wait):
                 return await session.post(tier.url + path, data=payload, headers=headers)
+        except aiohttp.ConnectionTimeoutError:
+            raise TierError(
+                "timeout", f"cannot connect within {self.timeouts.connect_seconds:g}s"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise TierError("refused", f"cannot connect: {exc.os_error}") from None
         except TimeoutError:
-            raise TierError(
-                "timeout", f"no response within {self.timeouts.first_byte_seconds:g}s"
-            ) from None
+            raise TierError("timeout", f"no response within {wait:.3g}s") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise TierError("disconnected", f"connection lost: {exc}") from None
         except aiohttp.ClientError as exc:
