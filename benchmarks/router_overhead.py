@@ -238,7 +238,7 @@ def main() -> None:
             if w is not None:
                 rows.append((name, "wrk c=64", w))
         rss, hwm = _rss_mb(router.process.pid)
-        with urllib.request.urlopen(router.url + "/metrics") as r:
+        with urllib.request.urlopen(router.admin_url + "/metrics") as r:
             text = r.read().decode()
         total = float(re.search(r"^zeta_router_overhead_seconds_sum ([\d.e+-]+)", text, re.M)[1])  # type: ignore[index]
         count = float(re.search(r"^zeta_router_overhead_seconds_count ([\d.e+-]+)", text, re.M)[1])  # type: ignore[index]

@@ -36,7 +36,10 @@ def router(
 ) -> Iterator[RouterProcess]:
     small, large = llama_servers["small"], llama_servers["large"]
     r = start_router(
-        ["--tier", f"small={small.url}", "--tier", f"large={large.url}", "--name", "zeta"],
+        [
+            *("--tier", f"small={small.url}", "--tier", f"large={large.url}", "--name", "zeta"),
+            "--allow-force-tier",  # the tests pin tiers
+        ],
         tmp_path_factory.mktemp("router"),
     )
     yield r
@@ -56,7 +59,7 @@ def scrape_targets(servers: dict[str, LlamaServer], router: RouterProcess) -> li
             pod_labels(NAMESPACE, NAME, "large", "model-server", pod="assistant-large-0"),
         ),
         ScrapeTarget(
-            address(router.url),
+            address(router.admin_url),
             pod_labels(NAMESPACE, NAME, "small", "router", pod="assistant-small-0"),
         ),
     ]

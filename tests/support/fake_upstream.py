@@ -50,6 +50,7 @@ class State:
         self.nonces: Counter[str] = Counter()
         self.request_ids: Counter[str] = Counter()
         self.client_request_ids: Counter[str] = Counter()
+        self.headers_seen: set[str] = set()
         self.models: Counter[str] = Counter()
         self.completed = 0
         self.cancelled = 0
@@ -78,6 +79,7 @@ def build_app() -> web.Application:
         nonce = _nonce(body)
         state.nonces[nonce] += 1
         state.request_ids[request.headers.get("X-Request-Id", "")] += 1
+        state.headers_seen.update(request.headers.keys())
         if "X-Client-Request-Id" in request.headers:
             state.client_request_ids[request.headers["X-Client-Request-Id"]] += 1
         state.models[str(body.get("model"))] += 1
@@ -161,6 +163,7 @@ def build_app() -> web.Application:
                 "nonces": dict(state.nonces),
                 "request_ids": dict(state.request_ids),
                 "client_request_ids": dict(state.client_request_ids),
+                "headers_seen": sorted(state.headers_seen),
                 "models": dict(state.models),
             }
         )

@@ -2,6 +2,7 @@
 serving afterwards."""
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -242,6 +243,7 @@ async def _run_cases(cases: list[Any]) -> None:
             {"small": server_url(up), "large": server_url(up)},
             {"default": [0.5], "ZetaHRM": [0.3]},
             scorer=FLAT_SCORER,
+            allowForceTier=True,
         )
         async with router_client(cfg) as (client, router):
             for _id, path, body, headers, status, code, param in cases:
@@ -308,16 +310,49 @@ def test_unknown_path_and_method() -> None:
     asyncio.run(main())
 
 
-def test_forcing_a_tier_can_be_disabled() -> None:
+def test_forcing_a_tier_is_off_by_default_and_can_need_a_token() -> None:
+    token = "let-me-pin"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+
     async def main() -> None:
-        cfg = routing_config(
-            {"small": "http://127.0.0.1:9", "large": "http://127.0.0.1:9"},
-            scorer=FLAT_SCORER,
-            allowForceTier=False,
-        )
-        async with router_client(cfg) as (client, _):
-            resp = await client.post(CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large"})
-            _check_error(resp.status, await resp.json(), 403, "force_tier_disabled", "X-Zeta-Tier")
+        async with fake_server() as up:
+            url = server_url(up)
+            off = routing_config({"small": url, "large": url}, scorer=FLAT_SCORER)
+            async with router_client(off) as (client, _):
+                resp = await client.post(CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large"})
+                _check_error(
+                    resp.status, await resp.json(), 403, "force_tier_disabled", "X-Zeta-Tier"
+                )
+            with_token = routing_config(
+                {"small": url, "large": url},
+                scorer=FLAT_SCORER,
+                allowForceTier=True,
+                forceTierTokenSha256=[digest],
+            )
+            async with router_client(with_token) as (client, _):
+                for headers in ({}, {"X-Zeta-Tier-Token": "guess"}):
+                    resp = await client.post(
+                        CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large", **headers}
+                    )
+                    _check_error(
+                        resp.status,
+                        await resp.json(),
+                        403,
+                        "force_tier_forbidden",
+                        "X-Zeta-Tier-Token",
+                    )
+                resp = await client.post(
+                    CHAT,
+                    json=_ok_chat(),
+                    headers={"X-Zeta-Tier": "large", "X-Zeta-Tier-Token": token},
+                )
+                assert resp.status == 200
+                assert resp.headers["x-zeta-tier"] == "large"
+                # The token stays at the router.
+                stats = await (await client.session.get(url + "/_stats")).json()
+                assert stats["requests"] == 1
+                assert "Content-Type" in stats["headers_seen"]  # (headers are recorded)
+                assert "X-Zeta-Tier-Token" not in stats["headers_seen"]
 
     asyncio.run(main())
 

@@ -9,6 +9,8 @@ token), so every replica decides the same.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import random
 from collections.abc import Mapping
@@ -62,14 +64,7 @@ def decide(
     sticky = False
     token = None
     if forced_name is not None:
-        if not cfg.source.allow_force_tier:
-            raise ApiError(
-                403,
-                "forcing a tier with X-Zeta-Tier is disabled by the routing config "
-                "(allowForceTier: false)",
-                code="force_tier_disabled",
-                param="X-Zeta-Tier",
-            )
+        _check_force_allowed(headers, cfg)
         forced_tier = cfg.tier_by_name.get(forced_name.strip())
         if forced_tier is None:
             raise ApiError(
@@ -132,6 +127,35 @@ def sign(signer: Signer, cfg: RuntimeConfig, d: Decision, served: Tier | None) -
             forced=d.forced,
             sticky=d.sticky,
         )
+    )
+
+
+def _check_force_allowed(headers: Mapping[str, str], cfg: RuntimeConfig) -> None:
+    """Pinning a tier bypasses routing and its cost control: only when the config allows it,
+    and, when it lists token hashes, only for a caller presenting one of the tokens."""
+    if not cfg.source.allow_force_tier:
+        raise ApiError(
+            403,
+            "forcing a tier with X-Zeta-Tier is disabled by the routing config "
+            "(allowForceTier: false)",
+            code="force_tier_disabled",
+            param="X-Zeta-Tier",
+        )
+    hashes = cfg.source.force_tier_token_sha256
+    if not hashes:
+        return
+    token = headers.get("X-Zeta-Tier-Token")
+    if token is not None:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        # Compared with every hash, in constant time each, so timing tells nothing.
+        if sum(hmac.compare_digest(digest, h) for h in hashes):
+            return
+    raise ApiError(
+        403,
+        "forcing a tier needs a valid X-Zeta-Tier-Token"
+        + (" (the one given is not accepted)" if token is not None else ""),
+        code="force_tier_forbidden",
+        param="X-Zeta-Tier-Token",
     )
 
 

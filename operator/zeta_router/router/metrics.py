@@ -122,6 +122,24 @@ class RouterMetrics:
             "Configuration files that were rejected (the last good one stayed in use).",
             registry=r,
         )
+        self.connections_open = Gauge(
+            "zeta_router_connections_open",
+            "Client connections open on the API port.",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "zeta_router_connections_refused_total",
+            "Client connections refused with a 503 because --max-connections were open.",
+            registry=r,
+        )
+        self.client_timeouts = Counter(
+            "zeta_router_client_timeouts_total",
+            "Client connections closed for slowness, by phase: headers (not complete within "
+            "--header-timeout, answered 408), body (--body-timeout, 408), idle (no request "
+            "within --idle-timeout).",
+            ("phase",),
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
@@ -146,6 +164,9 @@ class RouterMetrics:
 
     def tier_failure(self, tier: str, reason: str) -> None:
         self.child(self.tier_failures, tier, reason).inc()  # type: ignore[attr-defined]
+
+    def client_timeout(self, phase: str) -> None:
+        self.child(self.client_timeouts, phase).inc()  # type: ignore[attr-defined]
 
     def set_thresholds(
         self, thresholds: Mapping[str, Sequence[float]], tiers: Sequence[str]

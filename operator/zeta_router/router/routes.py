@@ -1,5 +1,6 @@
-"""The HTTP endpoints: the OpenAI-compatible API (chat and completions, models, feedback), the
-health and metrics endpoints, and the middleware that turns every error into OpenAI-style JSON.
+"""The HTTP endpoints: the OpenAI-compatible API (chat and completions, models, feedback) on the
+client port, health and metrics on the admin port, and the middleware that turns every error
+into OpenAI-style JSON.
 
 :func:`completion` ties one request's steps together (read and check, decide, forward and
 relay) and counts it once, with the status the client got.
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from zeta_router.router.app import Router
+from zeta_router.router.connections import Handler as ConnectionHandler
 from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
 from zeta_router.router.metrics import NO_TIER
@@ -164,44 +166,62 @@ def _too_large(limit: int) -> ApiError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+def _error_middleware(router: Router) -> Any:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        protocol = request.protocol
+        if isinstance(protocol, ConnectionHandler):
+            protocol.request_started()
+        router.request_began()
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if exc.code == "request_timeout":
+                router.metrics.client_timeout("body")
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_http_error(request, exc))
+        except (asyncio.CancelledError, ConnectionResetError):
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-            exc.status, "http_error"
-        )
-        if exc.status == 404:
-            message = f"no such endpoint: {request.method} {request.path}"
-        elif exc.status == 405:
-            allowed = exc.headers.get("Allow", "")
-            message = (
-                f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+        except Exception:
+            log.exception(
+                "unexpected error", extra={"event": "internal_error", "path": request.path}
             )
-        else:
-            message = exc.reason
-        err = ApiError(exc.status, message, code=code)
-        if "Allow" in exc.headers:
-            err.headers["Allow"] = exc.headers["Allow"]
-        return error_response(err)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unexpected error", extra={"event": "internal_error", "path": request.path})
-        return web.Response(
-            status=500,
-            body=error_body("internal router error", type_="server_error", code="internal_error"),
-            content_type=JSON_TYPE,
-        )
+            return web.Response(
+                status=500,
+                body=error_body(
+                    "internal router error", type_="server_error", code="internal_error"
+                ),
+                content_type=JSON_TYPE,
+            )
+        finally:
+            router.request_ended()
+
+    return errors
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> ApiError:
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status, "http_error"
+    )
+    if exc.status == 404:
+        message = f"no such endpoint: {request.method} {request.path}"
+    elif exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    else:
+        message = exc.reason
+    err = ApiError(exc.status, message, code=code)
+    if "Allow" in exc.headers:
+        err.headers["Allow"] = exc.headers["Allow"]
+    return err
 
 
 def build_app(router: Router) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=1 << 40)
+    """The client API: what the entry Service exposes."""
+    app = web.Application(middlewares=[_error_middleware(router)], client_max_size=1 << 40)
     app[ROUTER_KEY] = router
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -219,30 +239,10 @@ def build_app(router: Router) -> web.Application:
         rid, score, label = parse_feedback(raw)
         return web.json_response(router.feedback(rid, score, label, int(time.time() * 1000)))
 
-    async def healthz(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(request: web.Request) -> web.StreamResponse:
-        ok, tiers = await router.ready()
-        status = "ready" if ok else ("draining" if router.draining else "not ready")
-        return web.json_response(
-            {"status": status, "generation": router.config.generation, "tiers": tiers},
-            status=200 if ok else 503,
-        )
-
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            body=router.metrics.render(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
-
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/feedback", feedback)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
 
     async def on_startup(_: web.Application) -> None:
         await router.start()
@@ -252,4 +252,38 @@ def build_app(router: Router) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def build_admin_app(router: Router) -> web.Application:
+    """Health and metrics, on their own port: for the kubelet and Prometheus, not for clients
+    of the entry Service."""
+    app = web.Application(middlewares=[_error_middleware(router)])
+    app[ROUTER_KEY] = router
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        ok, tiers, breakers = await router.ready()
+        status = "draining" if router.draining else ("ready" if ok else "not ready")
+        return web.json_response(
+            {
+                "status": status,
+                "generation": router.config.generation,
+                "tiers": tiers,
+                "breakers": breakers,
+            },
+            status=200 if ok else 503,
+        )
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=router.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app
