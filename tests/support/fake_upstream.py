@@ -237,12 +237,16 @@ class FakeUpstream:
                 self.process.wait(10)
 
 
-def start_fake_upstream(log_path: Path | None = None, timeout: float = 20.0) -> FakeUpstream:
+def start_fake_upstream(
+    log_path: Path | None = None, timeout: float = 20.0, port: int = 0
+) -> FakeUpstream:
+    """Start the fake upstream as a process on 127.0.0.1 (``port`` 0: a free one); returns once
+    it listens."""
     tests_dir = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     stderr = log_path.open("ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "support.fake_upstream"],
+        [sys.executable, "-m", "support.fake_upstream", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=stderr,
         stdin=subprocess.DEVNULL,

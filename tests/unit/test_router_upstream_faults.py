@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_router_proxy import CHAT, chat, control, metric, run, stats
 
-from zeta_router.router.app import Router
+from zeta_router.router.app import Options, Router
 
 
 @pytest.mark.parametrize(
@@ -103,3 +103,55 @@ def test_a_slow_whole_answer_is_a_504_and_a_tier_failure() -> None:
         assert metric(router, "zeta_router_requests_total", tier="none", code="504") == 1
 
     run(t, timeouts={"totalSeconds": 0.5, "firstByteSeconds": 10})
+
+
+def test_a_tier_skipped_for_its_breaker_is_the_last_resort() -> None:
+    async def t(
+        client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
+    ) -> None:
+        await control(small, status=503)
+        r = await client.post(CHAT, json=chat())
+        assert r.headers["x-zeta-tier"] == "large"  # small failed once: its breaker opens
+        await control(small, status=200)  # small recovers, its breaker does not know yet
+        await control(large, status=503)
+        r = await client.post(CHAT, json=chat())
+        # small was skipped, large failed: small is tried anyway rather than answering 503.
+        assert r.status == 200
+        assert r.headers["x-zeta-tier"] == "small"
+        labels = {"from": "large", "to": "small", "reason": "http_503"}
+        assert metric(router, "zeta_router_failovers_total", **labels) == 1
+        r = await client.post(CHAT, json=chat())  # and its breaker closed on that answer
+        assert r.headers["x-zeta-tier"] == "small"
+        assert metric(router, "zeta_router_failovers_total", reason="circuit_open") == 1
+
+    run(t, circuitBreaker={"failureThreshold": 1, "openSeconds": 60})
+
+
+def test_waiting_for_a_connection_slot_is_not_the_tier_timing_out() -> None:
+    async def t(
+        client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
+    ) -> None:
+        await control(small, chunks=40, chunk_delay=0.05)
+        # The only connection this router may have to small is taken by a long stream...
+        first = await client.post(CHAT, json=chat("long", stream=True))
+        assert first.headers["x-zeta-tier"] == "small"
+        # ...so the next request waits for it, gives up after firstByteSeconds and fails over,
+        # without counting against small's breaker (which opens at the first failure here).
+        r = await client.post(CHAT, json=chat("next"))
+        assert r.status == 200
+        assert r.headers["x-zeta-tier"] == "large"
+        assert metric(router, "zeta_router_tier_failures_total", tier="small", reason="busy") == 1
+        assert metric(router, "zeta_router_tier_failures_total", reason="timeout") == 0
+        await first.read()
+        up = router.upstreams
+        assert up is not None
+        assert not up.breaker(router.config.tiers[0]).probing
+        r = await client.post(CHAT, json=chat("after"))
+        assert r.headers["x-zeta-tier"] == "small"  # its breaker never opened
+
+    run(
+        t,
+        options=Options(tier_connections=1),
+        circuitBreaker={"failureThreshold": 1, "openSeconds": 60},
+        timeouts={"firstByteSeconds": 0.5},
+    )

@@ -72,7 +72,14 @@ class Forwarder:
         payloads: dict[str | None, bytes] = {}
         overhead = 0.0
         unanswered_id = d.request_id
-        for idx in order:
+        # Tiers skipped for an open breaker are tried last, as a last resort, once every other
+        # one failed: a tier that has recovered since is better than an error for the client.
+        queue = [(idx, False) for idx in order]
+        skipped: list[int] = []
+        i = 0
+        while i < len(queue):
+            idx, last_resort = queue[i]
+            i += 1
             tier = cfg.tiers[idx]
             if failures:
                 prev, err = failures[-1]
@@ -83,12 +90,15 @@ class Forwarder:
             breaker = self.upstreams.breaker(tier)
             attempt = breaker.attempt(time.monotonic())
             if attempt is None:
-                if len(order) > 1:
-                    skipped = TierError("circuit_open", "skipped: circuit breaker open")
-                    self._tier_failed(d, tier, skipped, None)
-                    failures.append((tier, skipped))
+                if len(order) > 1 and not last_resort:
+                    skip = TierError("circuit_open", "skipped: circuit breaker open")
+                    self._tier_failed(d, tier, skip, None)
+                    failures.append((tier, skip))
+                    skipped.append(idx)
+                    if i == len(queue):
+                        queue += [(s, True) for s in skipped]
                     continue
-                attempt = Attempt(breaker, None)  # the only choice: try it anyway
+                attempt = Attempt(breaker, None)  # no other choice left: try it anyway
             t_build = time.perf_counter()
             payload = payloads.get(tier.model)
             if payload is None:
@@ -105,6 +115,8 @@ class Forwarder:
                     d.request_id = unanswered_id
                     self._tier_failed(d, tier, err, attempt, attempt_id)
                     failures.append((tier, err))
+                    if i == len(queue) and skipped and not last_resort:
+                        queue += [(s, True) for s in skipped]
                     continue
                 d.served = tier
                 if late is not None:  # the stream broke after it reached the client
