@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from zeta_router.router.config import Context, RuntimeConfig, Tier
 from zeta_router.router.errors import ApiError
-from zeta_router.router.ids import RequestInfo, Signer
+from zeta_router.router.ids import RequestInfo, Signer, new_nonce
 from zeta_router.router.stickiness import conversation_floor, session_floor, session_token
 from zeta_router.scoring import features
 
@@ -32,19 +31,49 @@ class Decision:
     context: Context
     score: float
     tier: int  # index into config.tiers
+    decided: str  # that tier's name
     forced: bool
     requested_model: str
     stream: bool
     nonce: bytes
     issued_ms: int
     generation: int
+    signer: Signer
     sticky: bool = False  # raised to the conversation's or session's floor
     shadow: bool = False
     client_request_id: str | None = None
     session_token: str | None = None  # to return as x-zeta-session
-    request_id: str = ""  # signed; names the serving tier once one answered
     shadow_text: list[str] = field(default_factory=list)
     served: Tier | None = None
+    _rid: str = ""
+
+    def sign(self, served: Tier | None) -> str:
+        """The request id when ``served`` answers (None: when no tier does)."""
+        return self.signer.request_id(
+            RequestInfo(
+                nonce=self.nonce,
+                issued_ms=self.issued_ms,
+                generation=self.generation,
+                score=self.score,
+                context=self.context.name,
+                decided=self.decided,
+                served=served.name if served is not None else None,
+                forced=self.forced,
+                sticky=self.sticky,
+            )
+        )
+
+    @property
+    def request_id(self) -> str:
+        """The signed request id: the answering tier's once one answered, else the one that
+        names no tier (made only when asked for: most requests never need it)."""
+        if not self._rid:
+            self._rid = self.sign(None)
+        return self._rid
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._rid = value
 
 
 def decide(
@@ -94,39 +123,22 @@ def decide(
         and tier < len(cfg.tiers) - 1
         and rand.random() < cfg.source.shadow_sample_rate
     )
-    d = Decision(
+    return Decision(
         context=context,
         score=score,
         tier=tier,
+        decided=cfg.tiers[tier].name,
         forced=forced,
         requested_model=requested,
         stream=body.get("stream") is True,
-        nonce=os.urandom(8),
+        nonce=new_nonce(),
         issued_ms=now_ms,
         generation=cfg.generation,
+        signer=signer,
         sticky=sticky,
         shadow=shadow,
         client_request_id=client_request_id(headers),
         session_token=token,
-    )
-    d.request_id = sign(signer, cfg, d, None)
-    return d
-
-
-def sign(signer: Signer, cfg: RuntimeConfig, d: Decision, served: Tier | None) -> str:
-    """The request id of ``d`` when ``served`` answers it (None: when no tier does)."""
-    return signer.request_id(
-        RequestInfo(
-            nonce=d.nonce,
-            issued_ms=d.issued_ms,
-            generation=d.generation,
-            score=d.score,
-            context=d.context.name,
-            decided=cfg.tiers[d.tier].name,
-            served=served.name if served is not None else None,
-            forced=d.forced,
-            sticky=d.sticky,
-        )
     )
 
 

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from zeta_router.router.breaker import Attempt
 from zeta_router.router.config import RuntimeConfig, Tier
-from zeta_router.router.decision import Decision, sign
+from zeta_router.router.decision import Decision
 from zeta_router.router.errors import ApiError, error_response
+from zeta_router.router.http1 import Response
 from zeta_router.router.ids import Signer
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.relay import decision_headers, relay
@@ -66,12 +66,12 @@ class Forwarder:
     ) -> tuple[web.StreamResponse, float]:
         """The response for the client (sent for a stream, to send otherwise) and the router's
         own time spent building payloads and rewriting the answer."""
-        deadline = time.monotonic() + cfg.source.timeouts.total_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.source.timeouts.total_seconds  # the event loop's clock
         order = attempt_order(d.tier, len(cfg.tiers), cfg.source.failover and not d.forced)
         failures: list[tuple[Tier, TierError]] = []
         payloads: dict[str | None, bytes] = {}
         overhead = 0.0
-        unanswered_id = d.request_id
         # Tiers skipped for an open breaker are tried last, as a last resort, once every other
         # one failed: a tier that has recovered since is better than an error for the client.
         queue = [(idx, False) for idx in order]
@@ -84,7 +84,7 @@ class Forwarder:
             if failures:
                 prev, err = failures[-1]
                 self.metrics.failover(prev.name, tier.name, err.reason)
-            if time.monotonic() >= deadline:
+            if loop.time() >= deadline:
                 failures.append((tier, TierError("timeout", "no time left within totalSeconds")))
                 continue
             breaker = self.upstreams.breaker(tier)
@@ -104,7 +104,7 @@ class Forwarder:
             if payload is None:
                 payload = payloads[tier.model] = upstream_payload(body, tier.model)
             # The id this tier sees is the one the client gets if this tier answers.
-            attempt_id = d.request_id = headers["X-Request-Id"] = sign(self.signer, cfg, d, tier)
+            attempt_id = d.request_id = headers["X-Request-Id"] = d.sign(tier)
             overhead += time.perf_counter() - t_build
             with attempt:
                 try:
@@ -112,7 +112,7 @@ class Forwarder:
                         request, d, tier, path, payload, headers, deadline, len(order) > 1
                     )
                 except TierError as err:
-                    d.request_id = unanswered_id
+                    d.request_id = ""  # (back to the id that names no tier)
                     self._tier_failed(d, tier, err, attempt, attempt_id)
                     failures.append((tier, err))
                     if i == len(queue) and skipped and not last_resort:
@@ -127,7 +127,7 @@ class Forwarder:
             if d.shadow and response.status == 200 and late is None:
                 self.on_answered(cfg, d, body, tier)
             return response, overhead + extra
-        return self.all_failed(d, failures, deadline), overhead
+        return self.all_failed(d, failures, loop.time() >= deadline), overhead
 
     async def _attempt(
         self,
@@ -142,8 +142,8 @@ class Forwarder:
     ) -> tuple[web.StreamResponse, TierError | None, float]:
         """One tier's try: a connection slot, the request, and the relay of its answer."""
         upstreams = self.upstreams
-        remaining = deadline - time.monotonic()
-        first_byte = min(upstreams.timeouts.first_byte_seconds, remaining)
+        loop = asyncio.get_running_loop()
+        first_byte = min(upstreams.timeouts.first_byte_seconds, deadline - loop.time())
         slot = await upstreams.acquire(tier, first_byte)
         self.metrics.inflight_add(tier.name, 1)
         try:
@@ -151,7 +151,7 @@ class Forwarder:
             # The first-byte time starts once the router has a connection slot: waiting for the
             # router's own pool is not the tier being slow.
             resp = await upstreams.open(
-                tier, path, payload, headers, min(first_byte, deadline - time.monotonic())
+                tier, path, payload, headers, min(first_byte, deadline - loop.time())
             )
             try:
                 if resp.status in FAILOVER_STATUSES and may_fail_over:
@@ -193,7 +193,7 @@ class Forwarder:
         )
 
     def all_failed(
-        self, d: Decision, failures: list[tuple[Tier, TierError]], deadline: float
+        self, d: Decision, failures: list[tuple[Tier, TierError]], out_of_time: bool
     ) -> web.Response:
         now = time.monotonic()
         waits = [self.upstreams.breaker(t).retry_in(now) for t, _ in failures]
@@ -204,7 +204,7 @@ class Forwarder:
             extra={"event": "all_tiers_failed", "request_id": d.request_id, "failures": summary},
         )
         statuses = {f.status for _, f in failures}
-        timed_out = now >= deadline or (len(failures) == 1 and failures[0][1].reason == "timeout")
+        timed_out = out_of_time or (len(failures) == 1 and failures[0][1].reason == "timeout")
         if statuses == {429}:
             status, code = 429, "tiers_overloaded"
             message = f"every tier is overloaded ({summary}); retry later"
@@ -223,12 +223,12 @@ class Forwarder:
         return resp
 
 
-async def error_detail(resp: aiohttp.ClientResponse) -> str:
+async def error_detail(resp: Response) -> str:
     """A short description of an error answer: its status and the start of its body."""
+    deadline = asyncio.get_running_loop().time() + 1.0
     try:
-        async with asyncio.timeout(1.0):
-            text = (await resp.content.read(2048)).decode("utf-8", "replace")
-    except (aiohttp.ClientError, TimeoutError):
+        text = (await resp.read(deadline, limit=2048)).decode("utf-8", "replace")
+    except (OSError, TimeoutError):
         text = ""
     text = " ".join(text.split())[:200]
     return f"HTTP {resp.status}" + (f": {text}" if text else "")

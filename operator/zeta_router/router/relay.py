@@ -13,17 +13,16 @@ Every way an answer can fail once its headers are in is decided here, in two kin
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 
-import aiohttp
 from aiohttp import web
 
 from zeta_router.router.config import Tier
 from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, error_body
+from zeta_router.router.http1 import BodyError, Response
 from zeta_router.router.metrics import NO_TIER, RouterMetrics
 from zeta_router.router.shadow import answer_text, delta_text
 from zeta_router.router.upstream import TierError
@@ -35,12 +34,12 @@ MAX_HELD_LINE = 1 << 20
 SSE_TYPE = "text/event-stream"
 _DONE = b"[DONE]"
 #: What breaks an upstream body while it is read.
-BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+BODY_ERRORS = (BodyError, OSError)
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     d: Decision,
     tier: Tier,
     sent: float,
@@ -49,16 +48,16 @@ async def relay(
 ) -> tuple[web.StreamResponse, TierError | None, float]:
     """Pass the upstream answer to the client. Returns the response, the tier's failure if the
     answer broke after it started reaching the client, and the router's own time spent.
-    Raises TierError while nothing has reached the client. ``deadline`` is on the
-    ``time.monotonic()`` clock; ``sent`` on ``time.perf_counter()``."""
-    ctype = upstream.headers.get("Content-Type", "")
+    Raises TierError while nothing has reached the client. ``deadline`` is on the event
+    loop's clock (``loop.time()``); ``sent`` on ``time.perf_counter()``."""
+    ctype = upstream.headers.get("content-type", "")
     if ctype.startswith(SSE_TYPE):
         return await _relay_stream(request, upstream, d, tier, sent, deadline, metrics)
     return await _relay_whole(upstream, ctype, d, tier, sent, deadline, metrics)
 
 
 async def _relay_whole(
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     ctype: str,
     d: Decision,
     tier: Tier,
@@ -66,21 +65,24 @@ async def _relay_whole(
     deadline: float,
     metrics: RouterMetrics,
 ) -> tuple[web.StreamResponse, TierError | None, float]:
-    parts = []
-    first = True
     try:
-        async with asyncio.timeout(deadline - time.monotonic()):
-            async for chunk in upstream.content.iter_any():
+        if upstream.complete:  # the whole body came with the headers: nothing to wait for
+            metrics.observe(metrics.ttft, time.perf_counter() - sent, tier.name)
+            data = upstream.read_nowait()
+        else:
+            parts = []
+            first = True
+            async for chunk in upstream.chunks(deadline):
                 if first:
                     first = False
                     metrics.observe(metrics.ttft, time.perf_counter() - sent, tier.name)
                 parts.append(chunk)
+            data = b"".join(parts)
     except TimeoutError:
         raise TierError("timeout", "the answer did not finish within totalSeconds") from None
     except BODY_ERRORS as exc:
         raise TierError("broken", f"the answer broke off: {type(exc).__name__}") from None
     t_rewrite = time.perf_counter()
-    data = b"".join(parts)
     if upstream.status == 200:
         media = ctype.split(";", 1)[0].strip().lower()
         if media and media != JSON_TYPE and not media.endswith("+json"):
@@ -95,7 +97,7 @@ async def _relay_whole(
 
 async def _relay_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     d: Decision,
     tier: Tier,
     sent: float,
@@ -103,11 +105,10 @@ async def _relay_stream(
     metrics: RouterMetrics,
 ) -> tuple[web.StreamResponse, TierError | None, float]:
     rewriter = SseRewriter(d.requested_model, d.shadow_text if d.shadow else None)
-    chunks = upstream.content.iter_any()
+    chunks = upstream.chunks(deadline)
     # Nothing is sent before the tier's first bytes: until then the request can fail over.
     try:
-        async with asyncio.timeout(deadline - time.monotonic()):
-            first = await anext(chunks, b"")
+        first = await anext(chunks, b"")
     except TimeoutError:
         raise TierError("timeout", "no event within totalSeconds") from None
     except BODY_ERRORS as exc:
@@ -122,17 +123,16 @@ async def _relay_stream(
     await resp.prepare(request)
     failure: TierError | None = None
     try:
-        async with asyncio.timeout(deadline - time.monotonic()):
-            out = rewriter.feed(first)
+        out = rewriter.feed(first)
+        if out:
+            await resp.write(out)
+        async for chunk in chunks:
+            out = rewriter.feed(chunk)
             if out:
                 await resp.write(out)
-            async for chunk in chunks:
-                out = rewriter.feed(chunk)
-                if out:
-                    await resp.write(out)
-            tail = rewriter.flush()
-            if tail:
-                await resp.write(tail)
+        tail = rewriter.flush()
+        if tail:
+            await resp.write(tail)
     except TimeoutError:
         failure = TierError("timeout", "the stream did not finish within totalSeconds")
     except BODY_ERRORS as exc:

@@ -52,7 +52,7 @@ async def completion(
         d = router.decide(request, body, cfg)
         context_name = d.context.name
         metrics.observe(metrics.decision_score, d.score, context_name)
-        headers = {"X-Request-Id": d.request_id}
+        headers = {}  # X-Request-Id: set per tier tried
         if d.client_request_id is not None:
             headers["X-Client-Request-Id"] = d.client_request_id
         for h in FORWARDED_HEADERS:
@@ -136,6 +136,12 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
+    content = request.content
+    if content.is_eof():  # all of it came with the headers: nothing to wait for
+        data = content.read_nowait()
+        if len(data) > limit:
+            raise _too_large(limit)
+        return data
     chunks = []
     size = 0
     try:

@@ -1,5 +1,5 @@
-"""The model servers behind the router: one pooled HTTP client per tier, circuit breakers, the
-failover order, and health probes.
+"""The model servers behind the router: a pool of keep-alive connections per tier (the lean
+client of :mod:`.http1`), circuit breakers, the failover order, and health probes.
 
 Nothing here decides where a request should go; it only knows how to reach a tier and how to
 tell a tier that is down (refused connection, no first byte in time, 429/502/503/504) from one
@@ -17,12 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from zeta_router.api.routing import CircuitBreaker as BreakerSettings
 from zeta_router.api.routing import Timeouts
 from zeta_router.router.breaker import CircuitBreaker
 from zeta_router.router.config import RuntimeConfig, Tier
+from zeta_router.router.http1 import (
+    ConnectError,
+    ConnectTimeoutError,
+    DisconnectedError,
+    Pool,
+    Response,
+)
 
 log = logging.getLogger("zeta_router.router.upstream")
 
@@ -92,7 +97,7 @@ class _Probe:
 
 class Upstreams:
     def __init__(self, config: RuntimeConfig, tier_connections: int = 1024) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, Pool] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._probes: dict[str, _Probe] = {}
@@ -109,11 +114,11 @@ class Upstreams:
         longer used are closed once requests still using them have had time to finish."""
         timeouts, settings = config.source.timeouts, config.source.circuit_breaker
         if timeouts != self.timeouts:
-            # The connect timeout lives in the session, so sessions are rebuilt (gracefully).
-            self._retire(list(self._sessions))
+            # The connect timeout lives in the pool, so pools are rebuilt (gracefully).
+            self._retire(list(self._pools))
         self.timeouts = timeouts
         urls = {t.url for t in config.tiers}
-        self._retire([u for u in self._sessions if u not in urls])
+        self._retire([u for u in self._pools if u not in urls])
         if settings != self._breaker_settings:
             self._breakers.clear()
         self._breaker_settings = settings
@@ -124,37 +129,27 @@ class Upstreams:
 
     def _retire(self, urls: list[str]) -> None:
         for url in urls:
-            session = self._sessions.pop(url)
+            pool = self._pools.pop(url)
             task = asyncio.get_running_loop().create_task(
-                self._close_later(session, self.timeouts.total_seconds)
+                self._close_later(pool, self.timeouts.total_seconds)
             )
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
+    async def _close_later(pool: Pool, delay: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(delay)
-        await session.close()
+        await pool.close()
 
-    def session(self, tier: Tier) -> aiohttp.ClientSession:
-        s = self._sessions.get(tier.url)
-        if s is None or s.closed:
-            t = self.timeouts
-            s = aiohttp.ClientSession(
-                base_url=None,
-                # No pool limit here: the router bounds its connections per tier itself
-                # (slot()), so that waiting for one is never mistaken for the tier timing out.
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=t.connect_seconds
-                ),
-                # Ask for identity encoding: the router rewrites bodies and must see plain bytes.
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
-                auto_decompress=False,
-            )
-            self._sessions[tier.url] = s
-        return s
+    def pool(self, tier: Tier) -> Pool:
+        """The keep-alive connections to the tier's server. No limit here: the router bounds
+        its connections per tier itself (acquire()), so that waiting for one is never mistaken
+        for the tier being slow."""
+        p = self._pools.get(tier.url)
+        if p is None:
+            p = self._pools[tier.url] = Pool(tier.url, self.timeouts.connect_seconds)
+        return p
 
     def breaker(self, tier: Tier) -> CircuitBreaker:
         b = self._breakers.get(tier.name)
@@ -199,26 +194,23 @@ class Upstreams:
         payload: bytes,
         headers: Mapping[str, str],
         within: float | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a request and return once the response headers are in (``within`` seconds,
         default firstByteSeconds), or raise :class:`TierError`. A 429/502/503/504
         answer is returned; the caller decides."""
-        session = self.session(tier)
+        pool = self.pool(tier)
         wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
         try:
-            async with asyncio.timeout(wait):
-                return await session.post(tier.url + path, data=payload, headers=headers)
-        except aiohttp.ConnectionTimeoutError:
-            raise TierError(
-                "timeout", f"cannot connect within {self.timeouts.connect_seconds:g}s"
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise TierError("refused", f"cannot connect: {exc.os_error}") from None
+            return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
+        except ConnectTimeoutError as exc:
+            raise TierError("timeout", f"cannot connect: {exc}") from None
+        except ConnectError as exc:
+            raise TierError("refused", f"cannot connect: {exc}") from None
         except TimeoutError:
             raise TierError("timeout", f"no response within {wait:.3g}s") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        except DisconnectedError as exc:
             raise TierError("disconnected", f"connection lost: {exc}") from None
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise TierError("error", f"{type(exc).__name__}: {exc}") from None
 
     # -- health ----------------------------------------------------------------------------
@@ -234,17 +226,19 @@ class Upstreams:
         return ok
 
     async def _probe(self, tier: Tier) -> bool:
-        session = self.session(tier)
-        timeout = aiohttp.ClientTimeout(total=max(self.timeouts.connect_seconds, 1.0))
+        pool = self.pool(tier)
+        deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
         # llama.cpp and vLLM answer /health; other OpenAI-compatible servers at least /v1/models.
         for path in ("/health", "/v1/models"):
             try:
-                async with session.get(tier.url + path, timeout=timeout) as resp:
+                resp = await pool.request("GET", path, {}, b"", deadline)
+                async with resp:
+                    await resp.read(deadline)
                     if 200 <= resp.status < 300:
                         return True
                     if resp.status != 404:
                         return False
-            except (aiohttp.ClientError, TimeoutError):
+            except (OSError, TimeoutError):
                 return False
         return False
 
@@ -252,6 +246,6 @@ class Upstreams:
         for task in list(self._closing):
             task.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
-        for s in self._sessions.values():
-            await s.close()
-        self._sessions.clear()
+        for p in self._pools.values():
+            await p.close()
+        self._pools.clear()
