@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -414,8 +415,7 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         print(f"zeta-router router: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    upstream = args.tier_connections * len(config.tiers)
-    max_connections = fd_budget(args.max_connections, upstream)
+    max_connections = fd_budget(args.max_connections, len(config.tiers), args.tier_connections)
     if max_connections < args.max_connections:
         log.warning(
             "the descriptor limit lowers --max-connections",
@@ -423,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
                 "event": "max_connections_lowered",
                 "requested": args.max_connections,
                 "effective": max_connections,
-                "tier_connections": upstream,
+                "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             },
         )
     limits = Limits(

@@ -72,11 +72,17 @@ def raw_response(status: int, message: str, code: str, retry_after: int | None =
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-def fd_budget(wanted_connections: int, upstream_connections: int) -> int:
+def fd_budget(wanted: int, tiers: int, tier_connections: int) -> int:
     """Raise the soft descriptor limit as far as needed and allowed, and return how many client
-    connections fit under it (with the upstream connections and a reserve)."""
+    connections fit under it. Each client request holds at most one connection to a tier at a
+    time, but a tier's pool keeps up to as many as were busy at once, so with ``c`` client
+    connections up to ``min(c, tier_connections)`` per tier are counted, plus a reserve."""
+
+    def fits(c: int, limit: int) -> bool:
+        return c + tiers * min(c, tier_connections) + FD_RESERVE <= limit
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted_connections + upstream_connections + FD_RESERVE
+    need = wanted + tiers * min(wanted, tier_connections) + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < need:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)
         try:
@@ -84,9 +90,16 @@ def fd_budget(wanted_connections: int, upstream_connections: int) -> int:
             soft = target
         except (ValueError, OSError):
             pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted_connections
-    return max(1, min(wanted_connections, soft - upstream_connections - FD_RESERVE))
+    if soft == resource.RLIM_INFINITY or fits(wanted, soft):
+        return wanted
+    low, high = 1, wanted  # the largest c that fits (at least 1)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid, soft):
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 class Guard:
