@@ -129,3 +129,24 @@ def find_node_binaries() -> NodeBinaries:
             f"holding kubelet, kube-proxy and kube-scheduler {K8S_VERSION}"
         )
     return NodeBinaries(found["kubelet"], found["kube-proxy"], found["kube-scheduler"])
+
+
+TOOLS_ENV = "ZETA_ROUTER_TOOLS_BIN"
+
+
+def tools_dir() -> Path:
+    """Where `make tools` (scripts/fetch-helm-kubectl.sh) puts helm and kubectl:
+    ``$ZETA_ROUTER_TOOLS_BIN`` when set, else ``<cache>/tools/bin``."""
+    explicit = os.environ.get(TOOLS_ENV)
+    return Path(explicit) if explicit else cache_root() / "tools" / "bin"
+
+
+def find_tool(name: str) -> Path:
+    """The path of ``helm`` or ``kubectl``; a :class:`MissingBinaryError` says how to get it."""
+    path = tools_dir() / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise MissingBinaryError(
+            f"{name} not found at {path}: run `make tools` (it fetches helm and kubectl), or "
+            f"point ${TOOLS_ENV} at a directory holding them"
+        )
+    return path

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +110,32 @@ def busy_message(lock_path: Path = LOCK_PATH) -> str:
         f"this machine; {hint}, or start a control plane with the kubelet stand-in "
         "(`zeta-router cluster up --node standin`)"
     )
+
+
+@contextlib.contextmanager
+def held(wait: float = 0.0, lock_path: Path = LOCK_PATH, note: str = "") -> Iterator[None]:
+    """Hold the lock in this process for the ``with`` block (a test that brings several nodes
+    up and down in a row, with nobody else's node in between)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise NodeLockBusyError(busy_message(lock_path)) from None
+                time.sleep(0.5)
+        info = {"pid": str(os.getpid()), "state_dir": note, "user": getpass.getuser()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
 
 
 def hold(lock_path: Path, state_dir: str, wait: float) -> int:

@@ -241,10 +241,12 @@ class RealNode:
         lock_wait: float = 0.0,
         images: Sequence[BuiltImage] | None = None,
         log: Say | None = None,
+        take_lock: bool = True,
     ) -> NodeInfo:
         """Start the node (or return the one already running from this state folder) and wait
         until it is Ready and serves Services. ``images``: what to load into containerd
-        (default: the images ``make images`` built). A failure leaves the machine as it was."""
+        (default: the images ``make images`` built). ``take_lock=False``: the caller already
+        holds the host-wide lock (``lock.held``). A failure leaves the machine as it was."""
         say = log or (lambda _m: None)
         t0 = time.monotonic()
         current = self.status()
@@ -266,10 +268,11 @@ class RealNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         st = NodeState(self.state_dir)
-        try:
-            st.processes["lock"] = self._take_lock(lock_wait, say)
-        except lock.NodeLockBusyError as e:
-            raise NodeError(str(e)) from e
+        if take_lock:
+            try:
+                st.processes["lock"] = self._take_lock(lock_wait, say)
+            except lock.NodeLockBusyError as e:
+                raise NodeError(str(e)) from e
         st.save()
         deadline = time.monotonic() + timeout
         try:
