@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -390,7 +389,7 @@ class Load:
             api_key="unused",
             max_retries=0,
             timeout=120,
-            http_client=httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)),
+            default_headers={"Connection": "close"},
         )
         self.model = stack.name
         self.tier = tier

@@ -66,6 +66,7 @@ from zeta_router_dev.images.build import (
     ImageBuilder,
     ImageBuildError,
     load_images,
+    loaded_images,
 )
 
 NODE_STATE: Final = "node.json"
@@ -81,6 +82,29 @@ Say = Callable[[str], None]
 
 def default_node_dir() -> Path:
     return cache_root() / "node"
+
+
+def default_image_store() -> Path:
+    return cache_root() / "containerd"
+
+
+def unavailable_reason() -> str | None:
+    """Why a real node cannot start here now (``None``: it can): not root, programs or images
+    missing, or the machine's one real node already taken."""
+    if os.geteuid() != 0:
+        return "it needs root"
+    try:
+        find_node_binaries()
+        find_binaries()
+    except MissingBinaryError as e:
+        return str(e)
+    index = ImageBuilder().index()
+    missing = [n for n in IMAGE_NAMES if n not in index or not Path(index[n].archive).is_file()]
+    if missing:
+        return f"images not built ({', '.join(missing)}): run `make images`"
+    if lock.holder() is not None:
+        return lock.busy_message()
+    return None
 
 
 class NodeError(RuntimeError):
@@ -182,9 +206,17 @@ def _must(argv: Sequence[str], what: str) -> str:
 class RealNode:
     """The real node whose files live under ``state_dir`` (default ``<cache>/node``)."""
 
-    def __init__(self, state_dir: Path | None = None, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        die_with_parent: bool = False,
+        image_store: Path | None = None,
+    ) -> None:
         self.state_dir = (state_dir or default_node_dir()).resolve()
-        self.layout = NodeLayout(self.state_dir)
+        # One store for every node of this machine (one runs at a time): images unpacked once.
+        self.layout = NodeLayout(
+            self.state_dir, image_store=(image_store or default_image_store()).resolve()
+        )
         self.die_with_parent = die_with_parent
 
     @property
@@ -247,8 +279,12 @@ class RealNode:
         until it is Ready and serves Services. ``images``: what to load into containerd
         (default: the images ``make images`` built). ``take_lock=False``: the caller already
         holds the host-wide lock (``lock.held``). A failure leaves the machine as it was."""
-        say = log or (lambda _m: None)
         t0 = time.monotonic()
+        tell = log or (lambda _m: None)
+
+        def say(msg: str) -> None:
+            tell(f"[{time.monotonic() - t0:5.1f}s] {msg}")
+
         current = self.status()
         if current.running:
             say(f"real node already running ({self.state_dir})")
@@ -277,7 +313,7 @@ class RealNode:
         deadline = time.monotonic() + timeout
         try:
             self._clean_after_stale_node(say)
-            record = hostchanges.record_host([self.state_dir, RUN_DIR])
+            record = hostchanges.record_host([self.state_dir, RUN_DIR, self.layout.containerd_root])
             record.save(self.state_dir / HOST_RECORD)
             RUN_DIR.mkdir(parents=True, exist_ok=True)
             OWNER_FILE.write_text(str(self.state_dir) + "\n")
@@ -290,8 +326,11 @@ class RealNode:
             self._write_config(cluster)
             say("starting containerd")
             self._start_containerd(st, deadline)
-            say(f"loading images: {', '.join(i.ref for i in chosen)}")
-            load_images(str(self.layout.containerd_socket), chosen, self.layout.logs / "ctr.log")
+            say(
+                f"loading images (imported once into {self.layout.containerd_root}): "
+                f"{', '.join(i.ref for i in chosen)}"
+            )
+            self._load(chosen)
             st.images = [i.containerd_ref for i in chosen]
             st.save()
             say("starting the kubelet, kube-scheduler, kube-proxy and the cluster DNS")
@@ -299,7 +338,7 @@ class RealNode:
             say("waiting for the node to be Ready and Services to answer")
             self._wait_ready(st, cluster, deadline)
         except BaseException as e:
-            say(f"start failed ({e.__class__.__name__}); undoing every change")
+            say(f"start failed ({e.__class__.__name__}: {e}); undoing every change")
             with contextlib.suppress(Exception):
                 self.down(keep_files=True, log=say)
             if isinstance(e, ImageBuildError | ControlPlaneError | MissingBinaryError):
@@ -502,9 +541,33 @@ class RealNode:
         rec = st.processes.get("containerd") if st else None
         if st is None or rec is None or not rec.alive():
             raise NodeError(f"no real node is running in {self.state_dir}")
-        load_images(str(self.layout.containerd_socket), images, self.layout.logs / "ctr.log")
+        self._load(images)
         st.images = sorted(set(st.images) | {i.containerd_ref for i in images})
         st.save()
+
+    def _load(self, images: Sequence[BuiltImage]) -> None:
+        """Import what the image store does not have yet (by the images' input hashes)."""
+        record_path = self.layout.containerd_root / "imported.json"
+        try:
+            imported: dict[str, str] = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            imported = {}
+        sock, log = str(self.layout.containerd_socket), self.layout.logs / "ctr.log"
+        present = set(loaded_images(sock, log))
+        todo = [
+            i
+            for i in images
+            if imported.get(i.containerd_ref) != i.digest or i.containerd_ref not in present
+        ]
+        load_images(sock, todo, log)
+        imported.update({i.containerd_ref: i.digest for i in todo})
+        record_path.write_text(json.dumps(imported, indent=1, sort_keys=True))
+        present = set(loaded_images(sock, log))
+        missing = [i.containerd_ref for i in images if i.containerd_ref not in present]
+        if missing:
+            raise NodeError(
+                f"images not loaded into the node's containerd: {', '.join(missing)}; see {log}"
+            )
 
     # ---- down ---------------------------------------------------------------------------------
 

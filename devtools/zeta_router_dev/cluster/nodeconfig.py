@@ -49,6 +49,9 @@ class NodeLayout:
 
     state_dir: Path
     run_dir: Path = RUN_DIR
+    image_store: Path | None = None
+    """containerd's root (its content store and unpacked images), kept across nodes so that
+    images are imported once; ``None``: under ``state_dir`` (removed with the node)."""
 
     @property
     def etc(self) -> Path:
@@ -69,7 +72,7 @@ class NodeLayout:
 
     @property
     def containerd_root(self) -> Path:
-        return self.state_dir / "containerd"
+        return self.image_store or self.state_dir / "containerd"
 
     @property
     def containerd_state(self) -> Path:

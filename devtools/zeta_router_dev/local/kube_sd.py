@@ -257,11 +257,14 @@ class KubeSdServer:
                     body, code = json.dumps({"error": str(e)}).encode(), 400
                 except Exception as e:  # the apiserver is unreachable: Prometheus keeps the last
                     body, code = json.dumps({"error": str(e)}).encode(), 503
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # Prometheus gave up on this refresh (or is stopping)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
