@@ -171,7 +171,12 @@ def _unescape(text: str) -> str:
 
 
 def under(path: str, prefixes: Iterable[Path | str]) -> bool:
-    return any(path == str(p) or path.startswith(str(p).rstrip("/") + "/") for p in prefixes)
+    """Whether ``path`` is one of ``prefixes`` or inside one."""
+    for prefix in prefixes:
+        base = str(prefix).rstrip("/") or "/"
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            return True
+    return False
 
 
 def links() -> list[dict[str, Any]]:
