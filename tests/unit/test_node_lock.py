@@ -90,3 +90,19 @@ def test_the_holder_process_notes_its_node_and_a_second_one_is_refused(tmp_path:
             if p.poll() is None:
                 p.kill()
     assert lock.holder(path) is None
+
+
+def test_a_lock_held_by_an_ancestor_counts_as_ours(tmp_path: Path) -> None:
+    """`flock LOCK make test`: whatever runs under it uses the node without waiting for itself."""
+    path = tmp_path / "node.lock"
+    code = (
+        "import sys; from pathlib import Path; from zeta_router_dev.cluster import lock; "
+        "p = Path(sys.argv[1]); print(lock.held_by_ancestor(p));"
+        "ctx = lock.held(0.0, p); ctx.__enter__(); print('entered')"
+    )
+    out = subprocess.run(
+        ["flock", str(path), sys.executable, "-c", code, str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert out == ["True", "entered"]
+    assert not lock.held_by_ancestor(path)  # not ours here: nobody holds it

@@ -102,7 +102,7 @@ def unavailable_reason() -> str | None:
     missing = [n for n in IMAGE_NAMES if n not in index or not Path(index[n].archive).is_file()]
     if missing:
         return f"images not built ({', '.join(missing)}): run `make images`"
-    if lock.holder() is not None:
+    if lock.holder() is not None and not lock.held_by_ancestor():
         return lock.busy_message()
     return None
 
@@ -304,7 +304,9 @@ class RealNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         st = NodeState(self.state_dir)
-        if take_lock:
+        if take_lock and lock.held_by_ancestor():
+            say(f"the real node lock {lock.LOCK_PATH} is held by a process this one runs under")
+        elif take_lock:
             try:
                 st.processes["lock"] = self._take_lock(lock_wait, say)
             except lock.NodeLockBusyError as e:

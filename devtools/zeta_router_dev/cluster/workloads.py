@@ -88,7 +88,12 @@ def install_operator(
     peering: str,
     timeout: float = 180,
 ) -> str:
-    """``helm install`` the chart as a user would, and wait until the operator pod is Ready."""
+    """``helm install`` the chart as a user would, and wait until the operator pod is Ready.
+    The watched namespaces are created first when missing (the chart puts a peering object in
+    each)."""
+    kube = Kube.from_kubeconfig(kubeconfig)
+    for ns in watch_namespaces:
+        ensure_namespace(kube, ns)
     return helm(
         kubeconfig,
         "install", release, str(CHART),
