@@ -180,7 +180,7 @@ def comparable(snapshot: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.node_exclusive
 def test_the_session_node_went_down_cleanly_and_down_after_a_killed_kubelet_restores_all(
-    node_session: NodeSession, tmp_path: Path
+    node_session: NodeSession, node_tmp: Path
 ) -> None:
     # The session's node, if it ran, was brought down the normal way: nothing is left.
     node_session.release()
@@ -189,7 +189,7 @@ def test_the_session_node_went_down_cleanly_and_down_after_a_killed_kubelet_rest
             node_session.before
         )
     images = node_session.images()
-    node = RealNode(tmp_path / "node")
+    node = RealNode(node_tmp / "node")
     owned = [node.state_dir, RUN_DIR]
     # Hold the lock across the whole sequence: nobody else's node may start in between.
     with lock.held(wait=600, note=str(node.state_dir)):

@@ -103,11 +103,11 @@ def test_headless_demo_reaches_both_tiers_writes_the_summary_and_cleans_up(
 @pytest.mark.node
 @pytest.mark.node_exclusive
 def test_headless_demo_on_the_real_node_runs_the_tiers_as_pods_and_restores_the_machine(
-    node_session: NodeSession, tmp_path: Path
+    node_session: NodeSession, node_tmp: Path
 ) -> None:
     node_session.release()  # the machine's one real node is the demo's now
-    before = host_snapshot([tmp_path / "work" / "node", RUN_DIR])
-    result, output, workdir = run_demo(tmp_path, "real")
+    before = host_snapshot([node_tmp / "work" / "node", RUN_DIR])
+    result, output, workdir = run_demo(node_tmp, "real")
     summary = check_summary(result, output)
     assert summary["node"].startswith("real")
     started = {p["name"]: p["pid"] for p in summary["processes"]}
@@ -116,7 +116,7 @@ def test_headless_demo_on_the_real_node_runs_the_tiers_as_pods_and_restores_the_
     assert set(started) == expected
     assert {name: pid for name, pid in started.items() if pid_alive(pid)} == {}
     assert processes_mentioning(str(workdir)) == []
-    after = host_snapshot([tmp_path / "work" / "node", RUN_DIR])
+    after = host_snapshot([node_tmp / "work" / "node", RUN_DIR])
     assert json.loads(json.dumps(after, sort_keys=True)) == json.loads(
         json.dumps(before, sort_keys=True)
     )

@@ -16,6 +16,8 @@ of ``make images``.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +85,29 @@ class NodeSession:
         self.node.down()
 
 
+def stable_tempdir(prefix: str) -> Path:
+    """A folder outside pytest's temporary folders: pytest removes all but the three newest of
+    those, and other test sessions on this machine may do so while a node still lives in one."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def node_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSession]:
-    workdir = tmp_path_factory.mktemp("real-node")
+def node_session() -> Iterator[NodeSession]:
+    workdir = stable_tempdir("zeta-test-node-")
     session = NodeSession(workdir, RealNode(workdir / "node"))
     try:
         yield session
     finally:
         session.release()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def node_tmp() -> Iterator[Path]:
+    """A temporary folder for a node of a test's own (see :func:`stable_tempdir`)."""
+    path = stable_tempdir("zeta-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

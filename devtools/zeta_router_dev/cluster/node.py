@@ -72,6 +72,8 @@ from zeta_router_dev.images.build import (
 NODE_STATE: Final = "node.json"
 HOST_RECORD: Final = "host.json"
 OWNER_FILE: Final = RUN_DIR / "owner"
+RUN_RECORD: Final = RUN_DIR / HOST_RECORD
+"""A copy of the host record next to the owner, for when the node's own folder is gone."""
 """Names the state folder of the node that made the machine's changes (a later ``up`` cleans
 up after a node that was never brought down)."""
 # Started in this order, stopped in the reverse one (the control plane and the lock apart).
@@ -319,6 +321,7 @@ class RealNode:
             record.save(self.state_dir / HOST_RECORD)
             RUN_DIR.mkdir(parents=True, exist_ok=True)
             OWNER_FILE.write_text(str(self.state_dir) + "\n")
+            record.save(RUN_RECORD)
             say(f"creating the bridge {BRIDGE} ({BRIDGE_ADDRESS}/{nodeconfig.bridge_prefix()})")
             self._make_bridge(record)
             say("starting the control plane")
@@ -405,15 +408,36 @@ class RealNode:
         raise NodeError(f"the lock holder did not report in time; see {log_path}")
 
     def _clean_after_stale_node(self, say: Say) -> None:
-        """A node that crashed or was never brought down left its changes: undo them first
-        (we hold the lock, so it is not running)."""
+        """A node that crashed or was never brought down left its changes: undo them first.
+        One that still runs (started under the same lock holder, `flock LOCK make test`) is
+        refused instead: one real node per machine."""
         try:
             stale = Path(OWNER_FILE.read_text().strip())
         except OSError:
             stale = None
-        if stale is not None and stale != self.state_dir and (stale / HOST_RECORD).exists():
-            say(f"cleaning up after the real node of {stale}, which was not brought down")
-            RealNode(stale).down(keep_files=True, log=say)
+        if stale is not None and stale != self.state_dir:
+            other = RealNode(stale)
+            st = other.state()
+            if st is not None and any(r.alive() for n, r in st.processes.items() if n != "lock"):
+                raise NodeError(
+                    f"a real node is already running on this machine, from {stale}: only one "
+                    f"may run at a time (lock {lock.LOCK_PATH}); stop it with "
+                    f"`zeta-router cluster down --state-dir {stale}`"
+                )
+            if (stale / HOST_RECORD).exists():
+                say(f"cleaning up after the real node of {stale}, which was not brought down")
+                other.down(keep_files=True, log=say)
+            elif RUN_RECORD.exists():
+                # Its folder is gone (a temporary folder someone removed): the copy of its
+                # record in the runtime folder still says what to undo.
+                say(f"cleaning up after the real node of {stale}, whose folder is gone")
+                self._kill_orphan_shims()
+                record = hostchanges.HostRecord.load(RUN_RECORD)
+                if record is not None:
+                    hostchanges.restore_host(record, BRIDGE, say)
+                    hostchanges.remove_new_entries(
+                        str(RUN_DIR), record.paths.get(str(RUN_DIR)), say
+                    )
         if any(str(link.get("ifname")) == BRIDGE for link in hostchanges.links()):
             raise NodeError(
                 f"the bridge {BRIDGE} exists but no node of ours is recorded as its owner; "
@@ -423,6 +447,7 @@ class RealNode:
     def _make_bridge(self, record: hostchanges.HostRecord) -> None:
         record.created_links.append(BRIDGE)
         record.save(self.state_dir / HOST_RECORD)
+        record.save(RUN_RECORD)
         prefix = nodeconfig.bridge_prefix()
         _must(["ip", "link", "add", BRIDGE, "type", "bridge"], "creating the node's bridge")
         _must(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{prefix}", "dev", BRIDGE], "bridge address")

@@ -351,7 +351,7 @@ class ImageBuilder:
             )
         src = gather_inputs()
         check_tools()
-        with self.locked():
+        with self.locked(), machine_left_as_it_was(self.say):
             for d in ("archives", "logs", "run"):
                 (self.root / d).mkdir(parents=True, exist_ok=True)
             out: list[BuiltImage] = []
@@ -569,6 +569,24 @@ class ImageBuilder:
         with contextlib.suppress(ImageBuildError):
             self.buildah("rmi", local, what=f"removing {local} (kept as {archive})")
         return self._done("llamacpp", LLAMACPP_IMAGE, digest, archive, t0)
+
+
+# What buildah creates on the machine whatever its --root says: its CNI configuration folder
+# (/etc/cni/net.d/cni.lock, even with --network host) and containers/image's blob-info cache.
+BUILDAH_SIDE_EFFECTS: Final = ("/etc/cni", "/var/lib/containers")
+
+
+@contextlib.contextmanager
+def machine_left_as_it_was(say: BuildLog) -> Iterator[None]:
+    """Remove what a build created outside the image cache (only what was not there before)."""
+    from zeta_router_dev.cluster.hostchanges import remove_new_entries, tree
+
+    before = {p: tree(Path(p)) for p in BUILDAH_SIDE_EFFECTS}
+    try:
+        yield
+    finally:
+        for path, entries in before.items():
+            remove_new_entries(path, entries, say)
 
 
 def slim_rootfs(rootfs: Path) -> None:
