@@ -223,5 +223,6 @@ def test_the_session_node_went_down_cleanly_and_down_after_a_killed_kubelet_rest
             assert not rec.alive(), rec.name
         assert not node.state_dir.exists()
         assert not RUN_DIR.exists()
-    # The lock is free again.
-    assert lock.holder() is None
+    # The lock is free again (unless a process this test runs under holds it: `flock LOCK make
+    # test`).
+    assert lock.holder() is None or lock.held_by_ancestor()
