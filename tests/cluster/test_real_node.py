@@ -24,6 +24,7 @@ from zeta_router_dev.cluster.controlplane import kubernetes_service_ip
 from zeta_router_dev.cluster.hostchanges import host_snapshot
 from zeta_router_dev.cluster.node import RealNode
 from zeta_router_dev.cluster.nodeconfig import BRIDGE, BRIDGE_ADDRESS, NODE_NAME, RUN_DIR
+from zeta_router_dev.cluster.workloads import ensure_namespace
 from zeta_router_dev.images.build import PROJECT_IMAGE
 
 pytestmark = [pytest.mark.node, pytest.mark.cluster]
@@ -74,10 +75,7 @@ def pod(name: str, namespace: str, command: list[str], **extra: Any) -> dict[str
 def scratch(real_node: RealNodeHandle) -> Any:
     kube = real_node.kube
     ns = unique_name("zt-node")
-    kube.create(
-        api_path("v1", "namespaces"),
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-    )
+    ensure_namespace(kube, ns)  # the tests create pods directly: they need its token first
     yield ns
     try:
         kube.delete(api_path("v1", "namespaces", None, ns))

@@ -106,7 +106,10 @@ def stack(real_node: RealNodeHandle, tmp_path_factory: pytest.TempPathFactory) -
         )
         sample = load_cpu_sample()
         name = sample["metadata"]["name"]
-        apply(kube, localize_zetarouter(sample, namespace=namespace, prometheus_url=prometheus.url))
+        zr = localize_zetarouter(sample, namespace=namespace, prometheus_url=prometheus.url)
+        # The tests pin requests to a tier with X-Zeta-Tier, which routers refuse by default.
+        zr["spec"]["router"]["allowForceTier"] = True
+        apply(kube, zr)
         path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
         try:
             wait_for(

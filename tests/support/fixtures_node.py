@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from zeta_router.kube import Kube
+from zeta_router_dev.cluster import lock
 from zeta_router_dev.cluster.binaries import MissingBinaryError
 from zeta_router_dev.cluster.hostchanges import host_snapshot
 from zeta_router_dev.cluster.node import NodeError, NodeInfo, RealNode
@@ -70,7 +71,14 @@ class NodeSession:
             return self.handle
         images = self.images()
         if self.before is None:
-            self.before = host_snapshot(self.owned_dirs())
+            # The machine as it is without any node: what a node someone left behind changed is
+            # undone first (``up`` would undo it too, after this snapshot).
+            try:
+                with lock.held(wait=LOCK_WAIT, note=str(self.node.state_dir)):
+                    self.node.clean_after_stale_node(lambda _msg: None)
+                    self.before = host_snapshot(self.owned_dirs())
+            except (NodeError, lock.NodeLockBusyError) as e:
+                pytest.fail(f"cannot start the real node: {e}", pytrace=False)
         try:
             info = self.node.up(timeout=300, lock_wait=LOCK_WAIT, images=images)
         except (NodeError, MissingBinaryError) as e:

@@ -316,7 +316,7 @@ class RealNode:
         st.save()
         deadline = time.monotonic() + timeout
         try:
-            self._clean_after_stale_node(say)
+            self.clean_after_stale_node(say)
             record = hostchanges.record_host([self.state_dir, RUN_DIR, self.layout.containerd_root])
             record.save(self.state_dir / HOST_RECORD)
             RUN_DIR.mkdir(parents=True, exist_ok=True)
@@ -407,8 +407,9 @@ class RealNode:
         rec.stop()
         raise NodeError(f"the lock holder did not report in time; see {log_path}")
 
-    def _clean_after_stale_node(self, say: Say) -> None:
-        """A node that crashed or was never brought down left its changes: undo them first.
+    def clean_after_stale_node(self, say: Say) -> None:
+        """A node that crashed or was never brought down left its changes: undo them first
+        (the caller holds the lock).
         One that still runs (started under the same lock holder, `flock LOCK make test`) is
         refused instead: one real node per machine."""
         try:

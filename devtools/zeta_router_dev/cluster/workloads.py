@@ -298,7 +298,10 @@ def load_cpu_sample() -> dict[str, Any]:
     return doc
 
 
-def ensure_namespace(kube: Kube, name: str) -> None:
+def ensure_namespace(kube: Kube, name: str, timeout: float = 60.0) -> None:
+    """Create the namespace if missing and wait until pods can be created in it: Kubernetes
+    1.20 refuses a pod ("No API token found for service account") until the token controller
+    has given the namespace's ``default`` service account its token Secret."""
     try:
         kube.create(
             api_path("v1", "namespaces"),
@@ -307,6 +310,17 @@ def ensure_namespace(kube: Kube, name: str) -> None:
     except ApiError as e:
         if not e.conflict:
             raise
+
+    def has_token() -> bool:
+        try:
+            account = kube.get(api_path("v1", "serviceaccounts", name, "default"))
+        except ApiError as e:
+            if e.not_found:
+                return False
+            raise
+        return bool(account.get("secrets"))
+
+    wait_until(has_token, timeout, f"the default service account's token in namespace {name}")
 
 
 def service_url(kube: Kube, namespace: str, name: str, port_name: str | None = None) -> str:
