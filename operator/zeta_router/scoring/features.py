@@ -297,7 +297,7 @@ def _positive_number(value: Any) -> float:
 
 def extract(body: Mapping[str, Any]) -> dict[str, float]:
     """Features of a chat (``messages``) or completion (``prompt``) request body."""
-    return dict(zip(FEATURE_NAMES, _features(body), strict=True))
+    return dict(zip(FEATURE_NAMES, _features(body)[0], strict=True))
 
 
 def from_prompt(prompt: str) -> dict[str, float]:
@@ -307,18 +307,25 @@ def from_prompt(prompt: str) -> dict[str, float]:
 
 def vector(body: Mapping[str, Any]) -> list[float]:
     """``extract`` as a list in ``FEATURE_NAMES`` order (the scorer's fast path)."""
+    return _features(body)[0]
+
+
+def vector_and_text(body: Mapping[str, Any]) -> tuple[list[float], str]:
+    """``vector`` and the text its textual features were computed from: the user-side text,
+    at most ``ANALYSIS_CHARS`` characters of it (head and tail). The learned scorer reads its
+    words from the same text, so both see the same part of a long request."""
     return _features(body)
 
 
 def matrix(prompts: Iterable[str]) -> NDArray[np.float64]:
     """One row per prompt (as ``from_prompt``), columns in ``FEATURE_NAMES`` order."""
-    rows = [_features({"messages": [{"role": "user", "content": p}]}) for p in prompts]
+    rows = [_features({"messages": [{"role": "user", "content": p}]})[0] for p in prompts]
     if not rows:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
     return np.array(rows, dtype=np.float64)
 
 
-def _features(body: Mapping[str, Any]) -> list[float]:
+def _features(body: Mapping[str, Any]) -> tuple[list[float], str]:
     messages = body.get("messages")
     system_parts: list[str] = []
     user_parts: list[str] = []
@@ -364,7 +371,7 @@ def _features(body: Mapping[str, Any]) -> list[float]:
         1.0 if json_output else 0.0,
     ]
     out.extend(_text_features(text))
-    return out
+    return out, text
 
 
 def _question(lines: Sequence[str], first_option: int) -> str:

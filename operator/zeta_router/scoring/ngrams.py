@@ -1,0 +1,96 @@
+"""Hashed word uni- and bigrams of a request: the vocabulary features of the learned scorer.
+
+A request's user-side text (the text the cheap features read, see ``features.analysed_text``)
+becomes the *set* of hashed indices of its words and of its pairs of neighbouring words, in
+``[0, 2**bits)``. Only those integers are ever kept: no word, no order beyond neighbouring
+pairs, no counts (see docs/routing-quality.md, "Privacy").
+
+The hash is fixed and documented, because the operator learns weights from indices computed by
+one process and the routers apply them in others:
+
+- a word is a run of letters, lower-cased (the words ``features`` counts); digits and
+  punctuation separate words;
+- ``h(word) = crc32(utf8(word))``;
+- a word's index is ``h(word) mod 2**bits``;
+- a pair's index is ``((h(first) * 0x9E3779B1 + h(second)) mod 2**32) >> (32 - bits)``
+  (multiplicative hashing: the high bits mix both words).
+
+Indices are sorted and unique; a request without words has none.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zlib
+
+import numpy as np
+from numpy.typing import NDArray
+
+DEFAULT_BITS = 18
+MIN_BITS = 10
+MAX_BITS = 24
+_PAIR_MULTIPLIER = 0x9E3779B1
+_U32 = 0xFFFFFFFF
+
+# The word definition of ``features`` (letters only), for ASCII text and for the rest.
+_ASCII_LETTERS_ONLY = "".join(c if c.isalpha() else " " for c in map(chr, range(128)))
+_WORD_UNICODE = re.compile(r"[^\W\d_]+")
+
+# crc32 of a word, memoised: most words of a request were seen in earlier requests, and a dict
+# lookup costs a fraction of encoding and hashing. Bounded by clearing it when full (the values
+# never change, so a cleared entry is only recomputed).
+_WORD_HASH: dict[str, int] = {}
+_WORD_HASH_MAX = 200_000
+
+IndexArray = NDArray[np.int64]
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` (runs of letters)."""
+    lower = text.lower()
+    if lower.isascii():
+        return lower.translate(_ASCII_LETTERS_ONLY).split()
+    return _WORD_UNICODE.findall(lower)
+
+
+def _hash(word: str) -> int:
+    h = _WORD_HASH.get(word)
+    if h is None:
+        if len(_WORD_HASH) >= _WORD_HASH_MAX:
+            _WORD_HASH.clear()
+        h = _WORD_HASH[word] = zlib.crc32(word.encode("utf-8"))
+    return h
+
+
+def check_bits(bits: int) -> int:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"hash bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
+    return bits
+
+
+def indices(text: str, bits: int = DEFAULT_BITS) -> IndexArray:
+    """Sorted unique hashed uni- and bigram indices of ``text`` (see the module docstring)."""
+    ws = words(text)
+    if not ws:
+        return np.zeros(0, dtype=np.int64)
+    get = _WORD_HASH.get
+    h = np.fromiter((get(w) or _hash(w) for w in ws), dtype=np.uint64, count=len(ws))
+    uni = h & np.uint64((1 << bits) - 1)
+    if h.size > 1:
+        pairs = ((h[:-1] * np.uint64(_PAIR_MULTIPLIER) + h[1:]) & np.uint64(_U32)) >> np.uint64(
+            32 - bits
+        )
+        uni = np.concatenate((uni, pairs))
+    out: IndexArray = np.unique(uni).astype(np.int64)
+    return out
+
+
+def indices_reference(text: str, bits: int = DEFAULT_BITS) -> list[int]:
+    """The same indices computed with plain integers: the specification ``indices`` must
+    match (tests compare them), written for reading rather than speed."""
+    hs = [zlib.crc32(w.encode("utf-8")) for w in words(text)]
+    keys = {h % (1 << bits) for h in hs}
+    for a, b in itertools.pairwise(hs):
+        keys.add(((a * _PAIR_MULTIPLIER + b) % (1 << 32)) >> (32 - bits))
+    return sorted(keys)
