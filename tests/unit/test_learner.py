@@ -10,7 +10,6 @@ from zeta_router.learning.learner import (
     LearnerConfig,
     LearnError,
     apgr,
-    bytes_per_context,
     fit,
     prune,
     refit,
@@ -18,7 +17,7 @@ from zeta_router.learning.learner import (
 from zeta_router.quality import metrics
 from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import FEATURE_NAMES, vector_and_text
-from zeta_router.scoring.learned import CompiledCorrection
+from zeta_router.scoring.learned import CompiledCorrection, bytes_per_context, serialised_size
 from zeta_router.scoring.scorer import default_scorer
 
 TOPICS = ["law", "poetry", "chemistry", "cooking", "history", "tax"]
@@ -148,7 +147,7 @@ def test_pruned_models_fit_the_configmap_budget(contexts: int) -> None:
     )
     budget = bytes_per_context(contexts)
     small = prune(big, budget)
-    size = len(small.to_model().model_dump_json(by_alias=True))
+    size = serialised_size(small.to_model())
     assert size <= budget
     assert small.keys.size > budget / 4  # and it uses the room it has
     # The largest weights are the ones kept.

@@ -37,23 +37,16 @@ from numpy.typing import NDArray
 from zeta_router.quality.metrics import MetricError, gain_apgr
 from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import FEATURE_NAMES
-from zeta_router.scoring.learned import CompiledCorrection
+from zeta_router.scoring.learned import (
+    MAX_BYTES_PER_CONTEXT,
+    MAX_SOURCE_CHARS,
+    CompiledCorrection,
+    serialised_size,
+)
 from zeta_router.scoring.scorer import Scorer
 
 FloatArray = NDArray[np.float64]
 IndexArray = NDArray[np.int64]
-
-#: Bytes of the routing ConfigMap that all contexts' learned corrections may take together; the
-#: rest of ``routing.yaml`` (tiers, thresholds, prior weights of up to 32 contexts) needs a few
-#: tens of KiB, and a ConfigMap holds at most 1 MiB.
-TOTAL_BYTES = 640 * 1024
-#: At most this much for one context, however few contexts learn.
-MAX_BYTES_PER_CONTEXT = 160 * 1024
-
-
-def bytes_per_context(contexts: int) -> int:
-    """The size budget of one context's correction when ``contexts`` contexts learn."""
-    return min(MAX_BYTES_PER_CONTEXT, TOTAL_BYTES // max(1, contexts))
 
 
 class LearnError(ValueError):
@@ -65,7 +58,7 @@ class LearnerConfig:
     """How to refit (see the module docstring)."""
 
     bits: int = ngrams.DEFAULT_BITS
-    l2: float = 1.0
+    l2: float = 3.0
     """Penalty on the hashed weights' departure from the model in use (per label summed)."""
     l2_features: float = 100.0
     """Penalty on the standardised cheap-feature weights' departure (they mostly add noise on
@@ -78,7 +71,7 @@ class LearnerConfig:
     """The candidate's held-out APGR must exceed the model in use's by more than this."""
     max_bytes: int = MAX_BYTES_PER_CONTEXT
     max_iter: int = 100
-    tol: float = 1e-6
+    tol: float = 1e-5
 
     def __post_init__(self) -> None:
         ngrams.check_bits(self.bits)
@@ -190,6 +183,11 @@ def fit(
     m = _csr(data.indices)
     if m.cols.size and (m.cols.min() < 0 or m.cols.max() >= size):
         raise LearnError(f"hashed indices outside [0, 2**{cfg.bits})")
+    # Only indices seen in these labels or weighted by the anchor can move or cost anything:
+    # fit in that space (a fraction of 2**bits).
+    space, inverse = np.unique(np.concatenate((m.cols, anchor.keys)), return_inverse=True)
+    m = _Csr(inverse[: m.cols.size].astype(np.int64), m.vals, m.starts, m.lens)
+    k = int(space.size)
     offset = prior.decision_matrix(data.x)
     y = data.y
     mu = data.x.mean(axis=0)
@@ -203,40 +201,45 @@ def fit(
     fixed[varying] = 0.0
     offset = offset + data.x @ fixed
 
-    w0 = np.zeros(size)
+    w0 = np.zeros(k)
     if anchor.keys.size:
-        w0[anchor.keys] = anchor.values
+        w0[inverse[m.cols.size :]] = anchor.values
     v0 = anchor.coef[varying] * sd[varying]
     b0 = anchor.bias + float(np.dot(anchor.coef[varying], mu[varying]))
     theta0 = np.concatenate((w0, v0, [b0]))
-    reg = np.concatenate((np.full(size, cfg.l2), np.full(nv, cfg.l2_features), [0.0]))
+    reg = np.concatenate((np.full(k, cfg.l2), np.full(nv, cfg.l2_features), [0.0]))
 
     def objective(theta: FloatArray) -> tuple[float, FloatArray]:
-        w, v, b = theta[:size], theta[size : size + nv], theta[-1]
+        w, v, b = theta[:k], theta[k : k + nv], theta[-1]
         z = offset + b + xs @ v + _row_sums(w, m)
         r = 0.5 * (1.0 + np.tanh(0.5 * z)) - y
         d = theta - theta0
         loss = float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(reg * d * d))
         gw = (
-            np.bincount(m.cols, weights=np.repeat(r, m.lens) * m.vals, minlength=size)
+            np.bincount(m.cols, weights=np.repeat(r, m.lens) * m.vals, minlength=k)
             if m.cols.size
-            else np.zeros(size)
+            else np.zeros(k)
         )
         grad = np.concatenate((gw, xs.T @ r, [r.sum()])) + reg * d
         return loss, grad
 
     theta = _lbfgs(objective, theta0.copy(), cfg.max_iter, cfg.tol)
-    w, v, b = theta[:size], theta[size : size + nv], float(theta[-1])
+    w, v, b = theta[:k], theta[k : k + nv], float(theta[-1])
     coef = fixed.copy()
     coef[varying] = v / sd[varying]
     bias = b - float(np.dot(coef[varying], mu[varying]))
-    keys = np.nonzero(w)[0].astype(np.int64)
+    nz = np.nonzero(w)[0]
     return CompiledCorrection(
-        bits=cfg.bits, bias=bias, coef=coef, keys=keys, values=w[keys], labels=n
+        bits=cfg.bits,
+        bias=bias,
+        coef=coef,
+        keys=space[nz].astype(np.int64),
+        values=w[nz],
+        labels=n,
     )
 
 
-def _lbfgs(f: object, x: FloatArray, max_iter: int, tol: float, memory: int = 10) -> FloatArray:
+def _lbfgs(f: object, x: FloatArray, max_iter: int, tol: float, memory: int = 6) -> FloatArray:
     """Minimise a smooth convex function (L-BFGS, backtracking Armijo line search)."""
     assert callable(f)
     fx, g = f(x)
@@ -285,13 +288,15 @@ def _lbfgs(f: object, x: FloatArray, max_iter: int, tol: float, memory: int = 10
 
 def prune(correction: CompiledCorrection, max_bytes: int) -> CompiledCorrection:
     """The correction as routers would run it: quantised, and only its largest hashed weights,
-    as many as fit in ``max_bytes`` of serialised model."""
+    as many as fit in ``max_bytes`` of serialised model (its ``source`` text included, up to
+    ``MAX_SOURCE_CHARS``)."""
+    room = max_bytes - MAX_SOURCE_CHARS - 16
     keys, values = correction.keys, correction.values
     keep = values != 0.0
     keys, values = keys[keep], values[keep]
     order = np.argsort(-np.abs(values), kind="stable")
     # About 2.5 bytes per weight once coded; start there and shrink until it fits.
-    count = min(keys.size, max(1, int(max_bytes / 2.5)))
+    count = min(keys.size, max(1, int(room / 2.5)))
     while True:
         top = np.sort(order[:count])
         candidate = CompiledCorrection(
@@ -303,9 +308,9 @@ def prune(correction: CompiledCorrection, max_bytes: int) -> CompiledCorrection:
             labels=correction.labels,
             source=correction.source,
         )
-        model = candidate.to_model()
-        size = len(model.model_dump_json(by_alias=True))
-        if size <= max_bytes or count <= 1:
+        model = candidate.to_model(source="")
+        size = serialised_size(model)
+        if size <= room or count <= 1:
             # Back from the serialised form, so the weights are exactly what routers decode.
             return CompiledCorrection.from_model(model)
         count = int(count * 0.9)

@@ -40,6 +40,8 @@ from zeta_router.scoring.scorer import Scorer
 
 CHECKPOINTS: tuple[int, ...] = (250, 500, 1000, 2000)
 DEFAULT_REFIT_EVERY = 100
+#: Labels kept per context, by the operator and by default here.
+DEFAULT_MAX_LABELS = 20_000
 
 FloatArray = NDArray[np.float64]
 

@@ -164,7 +164,7 @@ class Router:
     def decide(self, request: web.Request, body: dict[str, Any], cfg: RuntimeConfig) -> Decision:
         requested = body.get("model") or cfg.router_name
         context = self._context(request, requested, cfg)
-        score = context.scorer.score(features.extract(body))
+        score = context.scorer.score_body(body)
         tier = context.selector.select(score)
         forced_name = request.headers.get("X-Zeta-Tier")
         forced = forced_name is not None

@@ -42,6 +42,27 @@ IndexArray = NDArray[np.int64]
 FORMAT_VERSION: Literal[1] = 1
 _QUANT_LEVELS = 127
 
+#: Bytes of the routing ConfigMap that all contexts' learned corrections may take together; the
+#: rest of ``routing.yaml`` (tiers, thresholds, prior weights of up to 32 contexts, the judge
+#: prompt) needs a few tens of KiB, and a ConfigMap holds at most 1 MiB.
+TOTAL_BYTES = 640 * 1024
+#: At most this much for one context, however few contexts learn.
+MAX_BYTES_PER_CONTEXT = 160 * 1024
+
+
+#: Longest ``source`` text kept with a correction (room for it is kept when pruning).
+MAX_SOURCE_CHARS = 400
+
+
+def bytes_per_context(contexts: int) -> int:
+    """The size budget of one context's correction when ``contexts`` contexts learn."""
+    return min(MAX_BYTES_PER_CONTEXT, TOTAL_BYTES // max(1, contexts))
+
+
+def serialised_size(model: LearnedCorrection) -> int:
+    """Bytes the correction takes in the ConfigMap (its JSON; YAML of it is about the same)."""
+    return len(model.model_dump_json(by_alias=True, exclude_none=True))
+
 
 class LearnedCorrection(BaseModel):
     """A learned correction of a context's score (see the module docstring)."""
@@ -70,7 +91,9 @@ class LearnedCorrection(BaseModel):
         default=0.0, ge=0.0, description="Value of one int8 step of the hashed weights."
     )
     labels: int = Field(default=0, ge=0, description="Labels the correction was learned from.")
-    source: str | None = Field(default=None, description="Where the correction came from.")
+    source: str | None = Field(
+        default=None, max_length=MAX_SOURCE_CHARS, description="Where the correction came from."
+    )
 
 
 def _varint(value: int, out: bytearray) -> None:
@@ -211,7 +234,7 @@ class CompiledCorrection:
             ngram_count=count,
             ngram_scale=scale,
             labels=self.labels if labels is None else labels,
-            source=self.source if source is None else source,
+            source=_clip(self.source if source is None else source),
         )
 
     def ngram_sum(self, idx: IndexArray) -> float:
@@ -227,6 +250,12 @@ class CompiledCorrection:
         """The correction (in logits) for features ``x`` (``FEATURE_NAMES`` order) and
         indices ``idx``."""
         return self.bias + float(np.dot(self.coef, x)) + self.ngram_sum(idx)
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_SOURCE_CHARS:
+        return text
+    return text[: MAX_SOURCE_CHARS - 3] + "..."
 
 
 def _round(value: float) -> float:
