@@ -89,7 +89,7 @@ def test_encoding_round_trips_within_half_a_step() -> None:
     [
         (lambda m: m.model_copy(update={"ngrams": "not base64!"}), "base64"),
         (lambda m: m.model_copy(update={"ngram_count": m.ngram_count + 1}), "ngrams"),
-        (lambda m: m.model_copy(update={"ngram_count": m.ngram_count - 1}), "more indices"),
+        (lambda m: m.model_copy(update={"ngram_count": m.ngram_count - 1}), "more than"),
         (lambda m: m.model_copy(update={"hash_bits": 10}), r"outside \[0, 2\*\*10\)"),
         (lambda m: m.model_copy(update={"weights": {"no_such_feature": 1.0}}), "unknown"),
         (lambda m: m.model_copy(update={"bias": math.inf}), "finite"),

@@ -69,6 +69,11 @@ class LearnerConfig:
     min_held_out: int = 50
     min_gain: float = 0.0
     """The candidate's held-out APGR must exceed the model in use's by more than this."""
+    confidence: float = 0.0
+    """And it must do so in at least this share of paired bootstrap resamples of the held-out
+    labels (0: the plain comparison). Few held-out labels make APGR noisy; this keeps a
+    candidate that won by luck from replacing the model in use."""
+    resamples: int = 200
     max_bytes: int = MAX_BYTES_PER_CONTEXT
     max_iter: int = 100
     tol: float = 1e-5
@@ -88,6 +93,8 @@ class LearnerConfig:
                 f"min_labels ({self.min_labels}) must leave at least 10 labels to fit beside "
                 f"the {self.min_held_out} held out"
             )
+        if not 0.0 <= self.confidence < 1.0:
+            raise LearnError(f"confidence must be in [0, 1), got {self.confidence}")
         if self.max_bytes < 1024:
             raise LearnError(f"max_bytes must be at least 1024, got {self.max_bytes}")
 
@@ -352,13 +359,20 @@ def refit(data: Labelled, prior: Scorer, current: CompiledCorrection, cfg: Learn
     candidate = prune(fit(train, prior, current, cfg), cfg.max_bytes)
     after = apgr(prior, candidate, test)
     assert after is not None  # same gains as ``before``
+    wins = None
     adopt = after > before + cfg.min_gain
+    if adopt and cfg.confidence > 0.0:
+        wins = _bootstrap_wins(
+            decisions(prior, current, test), decisions(prior, candidate, test), test, cfg
+        )
+        adopt = wins >= cfg.confidence
     verdict = "beats" if adopt else "does not beat"
     margin = f" by more than {cfg.min_gain:g}" if cfg.min_gain and not adopt else ""
+    sure = "" if wins is None else f", in {100 * wins:.0f}% of resamples"
     return Refit(
         adopt=adopt,
-        reason=f"held-out APGR {after:.3f} {verdict} {before:.3f} of the model in use{margin} "
-        f"({held} most recent of {n} labels)",
+        reason=f"held-out APGR {after:.3f} {verdict} {before:.3f} of the model in use{margin}"
+        f"{sure} ({held} most recent of {n} labels)",
         candidate=candidate,
         apgr_before=before,
         apgr_after=after,
@@ -366,3 +380,22 @@ def refit(data: Labelled, prior: Scorer, current: CompiledCorrection, cfg: Learn
         held_out=held,
         trained_on=n - held,
     )
+
+
+def _bootstrap_wins(
+    before: FloatArray, after: FloatArray, test: Labelled, cfg: LearnerConfig
+) -> float:
+    """Share of paired resamples of the held-out labels on which ``after`` beats ``before``
+    by more than ``min_gain`` (deterministic: the resamples depend only on their size)."""
+    rng = np.random.default_rng(len(test))
+    gains = test.gains
+    wins = 0
+    for _ in range(cfg.resamples):
+        pick = rng.integers(0, len(test), len(test))
+        try:
+            a = gain_apgr(after[pick], gains[pick])
+            b = gain_apgr(before[pick], gains[pick])
+        except MetricError:
+            continue  # a resample with no gain at all counts as no win
+        wins += a > b + cfg.min_gain
+    return wins / cfg.resamples

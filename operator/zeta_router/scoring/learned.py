@@ -96,13 +96,6 @@ class LearnedCorrection(BaseModel):
     )
 
 
-def _varint(value: int, out: bytearray) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
 def quantise(values: FloatArray) -> tuple[NDArray[np.int8], float]:
     """int8 codes and the step they are multiples of (symmetric, the largest maps to 127)."""
     top = float(np.max(np.abs(values))) if values.size else 0.0
@@ -126,13 +119,8 @@ def encode_ngrams(keys: IndexArray, values: FloatArray) -> tuple[str, int, float
         raise ValueError("hashed indices must be unique")
     if keys.size == 0:
         return "", 0, 0.0
-    raw = bytearray()
-    prev = -1
-    for k in keys.tolist():
-        _varint(k - prev - 1, raw)
-        prev = k
-    raw += codes.tobytes()
-    return base64.b64encode(zlib.compress(bytes(raw), 9)).decode("ascii"), int(keys.size), scale
+    raw = ngrams.pack(keys) + codes.tobytes()
+    return base64.b64encode(zlib.compress(raw, 9)).decode("ascii"), int(keys.size), scale
 
 
 def decode_ngrams(text: str, count: int, bits: int) -> tuple[IndexArray, NDArray[np.int8]]:
@@ -149,29 +137,10 @@ def decode_ngrams(text: str, count: int, bits: int) -> tuple[IndexArray, NDArray
     if len(raw) < count:
         raise ValueError(f"ngrams holds fewer bytes than ngramCount={count} needs")
     codes = np.frombuffer(raw[len(raw) - count :], dtype=np.int8).copy()
-    keys = np.empty(count, dtype=np.int64)
-    pos = 0
-    end = len(raw) - count
-    prev = -1
-    for i in range(count):
-        shift = value = 0
-        while True:
-            if pos >= end:
-                raise ValueError(f"ngrams ends before its {count} indices")
-            b = raw[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-            if shift > 35:
-                raise ValueError("ngrams holds an overlong varint")
-        prev = prev + 1 + value
-        keys[i] = prev
-    if pos != end:
-        raise ValueError(f"ngrams holds more indices than ngramCount={count}")
-    if count and keys[-1] >= (1 << bits):
-        raise ValueError(f"ngrams holds an index outside [0, 2**{bits})")
+    try:
+        keys = ngrams.unpack(raw[: len(raw) - count], count, bits)
+    except ValueError as exc:
+        raise ValueError(f"ngrams: {exc}") from None
     return keys, codes
 
 

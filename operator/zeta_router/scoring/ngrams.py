@@ -86,6 +86,51 @@ def indices(text: str, bits: int = DEFAULT_BITS) -> IndexArray:
     return out
 
 
+def pack(keys: IndexArray) -> bytes:
+    """Sorted unique indices as varint-coded gaps (the compact form samples and models use)."""
+    out = bytearray()
+    prev = -1
+    for k in keys.tolist():
+        gap = k - prev - 1
+        if gap < 0:
+            raise ValueError("indices must be sorted and unique")
+        while gap >= 0x80:
+            out.append((gap & 0x7F) | 0x80)
+            gap >>= 7
+        out.append(gap)
+        prev = k
+    return bytes(out)
+
+
+def unpack(raw: bytes, count: int | None = None, bits: int = MAX_BITS) -> IndexArray:
+    """The indices of :func:`pack` (``count``: exactly that many, the bytes holding nothing
+    else). Raises ``ValueError`` naming what is wrong."""
+    keys: list[int] = []
+    pos, end, prev = 0, len(raw), -1
+    while pos < end and (count is None or len(keys) < count):
+        shift = value = 0
+        while True:
+            if pos >= end:
+                raise ValueError("indices end in the middle of a number")
+            b = raw[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 35:
+                raise ValueError("indices hold an overlong number")
+        prev += 1 + value
+        keys.append(prev)
+    if count is not None and len(keys) != count:
+        raise ValueError(f"indices hold {len(keys)} numbers, not {count}")
+    if pos != end:
+        raise ValueError(f"indices hold more than {count} numbers")
+    if keys and keys[-1] >= (1 << bits):
+        raise ValueError(f"an index is outside [0, 2**{bits})")
+    return np.array(keys, dtype=np.int64)
+
+
 def indices_reference(text: str, bits: int = DEFAULT_BITS) -> list[int]:
     """The same indices computed with plain integers: the specification ``indices`` must
     match (tests compare them), written for reading rather than speed."""
