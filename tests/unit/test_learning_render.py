@@ -13,7 +13,6 @@ import yaml
 from zeta_router.api.learning import DEFAULT_JUDGE_PROMPT
 from zeta_router.api.models import SpecError, parse_zetarouter
 from zeta_router.api.routing import CONFIGMAP_KEY, RoutingConfig
-from zeta_router.learning.learner import prune
 from zeta_router.render.children import render
 from zeta_router.render.learned import (
     MODEL_STORE_KEY,
@@ -30,6 +29,7 @@ from zeta_router.scoring.learned import (
     LearnedScorer,
     bytes_per_context,
 )
+from zeta_router.scoring.learner import prune
 from zeta_router.scoring.scorer import Scorer
 
 CONFIGMAP_LIMIT = 1024 * 1024

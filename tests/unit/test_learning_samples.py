@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from zeta_router.learning.labels import (
+from zeta_router.scoring import ngrams
+from zeta_router.scoring.features import FEATURE_NAMES, vector_and_text
+from zeta_router.scoring.labels import (
     LabelFileError,
     agreement_label,
     feedback_label,
@@ -16,9 +18,7 @@ from zeta_router.learning.labels import (
     parse_verdict,
     read_label_file,
 )
-from zeta_router.learning.samples import Batch, Joiner, Label, Sample, SampleStore, WireError
-from zeta_router.scoring import ngrams
-from zeta_router.scoring.features import FEATURE_NAMES, vector_and_text
+from zeta_router.scoring.samples import Batch, Joiner, Label, Sample, SampleStore, WireError
 
 
 class Clock:

@@ -11,11 +11,11 @@ import pytest
 
 from support.routing_eval import full_data_dir
 from zeta_router.cli import main
-from zeta_router.learning.learner import Labelled, LearnerConfig, decisions, fit
 from zeta_router.quality import metrics
 from zeta_router.quality.data import load
 from zeta_router.quality.online import featurise, net_gain_labels, replay
 from zeta_router.scoring.learned import CompiledCorrection
+from zeta_router.scoring.learner import Labelled, LearnerConfig, decisions, fit
 from zeta_router.scoring.scorer import default_scorer
 
 SMALL = Path(__file__).parent / "data" / "routing_eval_small"

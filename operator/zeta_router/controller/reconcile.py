@@ -14,6 +14,7 @@ updates causes one refresh after the burst, not one per event.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ from zeta_router.controller.status import (
     zetarouter_path,
 )
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
+from zeta_router.render.router_key import build_router_key_secret
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,7 @@ class Reconciler:
 
         outcome = Outcome(valid=True)
         owner = owner_reference(body)
+        self._create_router_key(namespace, name, owner, outcome)
         applied: dict[str, dict[str, Any]] = {}
         wanted_names: dict[str, set[str]] = {kind: set() for kind in CHILD_KINDS}
         for child in want.children:
@@ -325,6 +328,24 @@ class Reconciler:
         outcome.patched.append(f"{_ref(obj)} ({', '.join(paths[:6])})")
         CHILD_CHANGES.labels(kind, "patch").inc()
         return patched
+
+    def _create_router_key(
+        self, namespace: str, name: str, owner: dict[str, Any], outcome: Outcome
+    ) -> None:
+        """Create the routers' signing key Secret once, before the pods that mount it. Only
+        ``create``: an existing Secret (ours, or one a user made to choose the key) is kept, so
+        a reconcile never rotates the key and the operator never reads Secrets."""
+        secret = _with_owner(
+            build_router_key_secret(name, secrets.token_urlsafe(32)), namespace, owner
+        )
+        try:
+            self.kube.create(api_path("v1", "secrets", namespace), secret)
+        except ApiError as e:
+            if not e.conflict:
+                outcome.errors.append(f"{_ref(secret)}: {e.message or e.reason}")
+            return
+        outcome.created.append(_ref(secret))
+        CHILD_CHANGES.labels("Secret", "create").inc()
 
     def _prune(self, kind: str, obj: Mapping[str, Any], outcome: Outcome) -> None:
         api_version, plural = CHILD_KINDS[kind]

@@ -8,7 +8,6 @@ import itertools
 import math
 from pathlib import Path
 
-from zeta_router.learning.learner import LearnerConfig, LearnError
 from zeta_router.plotting import require_matplotlib
 from zeta_router.quality import metrics
 from zeta_router.quality.cli_common import (
@@ -31,6 +30,7 @@ from zeta_router.quality.online import (
 from zeta_router.quality.report import plot, table
 from zeta_router.quality.scoring import load_scorer, score_prompts
 from zeta_router.scoring.features import FEATURE_INDEX, matrix
+from zeta_router.scoring.learner import LearnerConfig, LearnError
 from zeta_router.scoring.scorer import Scorer
 from zeta_router.scoring.weights import ScorerWeights
 

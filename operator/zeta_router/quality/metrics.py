@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from zeta_router.scoring.apgr import cumulative_gain
+
 DEFAULT_CPT_LEVELS: tuple[float, ...] = (0.5, 0.8)
 DEFAULT_SHARES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
 
@@ -88,57 +90,13 @@ def _as_bool(values: ArrayLike, name: str) -> NDArray[np.bool_]:
     return arr
 
 
-def _cumulative_gain(s: FloatArray, delta: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Share of prompts taken (highest scores first) and the gain summed over them, at each
-    boundary between groups of equal scores (and at 0 and 1)."""
-    n = s.shape[0]
-    # Descending by score; the order inside a tie is irrelevant since only group ends are kept.
-    order = np.argsort(-s, kind="stable")
-    sorted_scores = s[order]
-    gains = np.concatenate(([0.0], np.cumsum(delta[order])))
-    # Group ends: positions k (prompts taken) where the next score differs, plus 0 and n.
-    ends = np.nonzero(sorted_scores[1:] != sorted_scores[:-1])[0] + 1
-    ks = np.concatenate(([0], ends, [n]))
-    return (ks / n).astype(np.float64), gains[ks].astype(np.float64)
-
-
 def _raw_curve(
     s: FloatArray, w: NDArray[np.bool_], t: NDArray[np.bool_]
 ) -> tuple[FloatArray, FloatArray]:
     n = s.shape[0]
-    x, gains = _cumulative_gain(s, t.astype(np.float64) - w.astype(np.float64))
+    x, gains = cumulative_gain(s, t.astype(np.float64) - w.astype(np.float64))
     perf = ((int(w.sum()) + gains) / n).astype(np.float64)
     return x, perf
-
-
-def gain_apgr(scores: ArrayLike, gains: ArrayLike) -> float:
-    """APGR from per-prompt gains of the larger tier instead of two models' correctness.
-
-    ``gains[i]`` in [-1, 1] is how much better the larger tier's answer to prompt ``i`` is
-    than the smaller tier's (``strong - weak`` for correctness labels, ``2 * label - 1`` for
-    a label in [0, 1] saying the prompt needed the larger tier). PGR at share ``x`` is the
-    gain of the top ``x`` by score over the total gain, so with ``gains = strong - weak``
-    this is exactly ``curve(scores, weak, strong).apgr()``, ties included. Raises
-    :class:`MetricError` when the total gain is not positive (the larger tier does not do
-    better on these prompts, and PGR is undefined).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    g = np.asarray(gains, dtype=np.float64)
-    if s.ndim != 1 or g.shape != s.shape:
-        raise MetricError(f"scores and gains must have the same length ({s.shape}, {g.shape})")
-    if s.size == 0:
-        raise MetricError("no prompts to evaluate")
-    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(g))):
-        raise MetricError("scores and gains must be finite numbers")
-    total = float(g.sum())
-    if total <= 1e-12:
-        raise MetricError(
-            "the larger tier does no better than the smaller one on these prompts (total gain "
-            f"{total:.3g}); PGR is undefined"
-        )
-    x, cum = _cumulative_gain(s, g)
-    pgr = cum / total
-    return float(np.sum((x[1:] - x[:-1]) * (pgr[1:] + pgr[:-1]) / 2.0))
 
 
 def _inputs(

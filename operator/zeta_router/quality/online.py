@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from zeta_router.learning.learner import (
+from zeta_router.quality import metrics
+from zeta_router.quality.data import Dataset
+from zeta_router.scoring import ngrams
+from zeta_router.scoring.features import vector_and_text
+from zeta_router.scoring.learned import CompiledCorrection
+from zeta_router.scoring.learner import (
     Labelled,
     LearnerConfig,
     Refit,
     decisions,
     refit,
 )
-from zeta_router.quality import metrics
-from zeta_router.quality.data import Dataset
-from zeta_router.scoring import ngrams
-from zeta_router.scoring.features import vector_and_text
-from zeta_router.scoring.learned import CompiledCorrection
 from zeta_router.scoring.scorer import Scorer
 
 CHECKPOINTS: tuple[int, ...] = (250, 500, 1000, 2000)

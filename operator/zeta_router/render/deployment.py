@@ -156,6 +156,8 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             tier.name,
             "--port",
             str(r.port),
+            "--request-key-file",
+            f"{names.ROUTER_KEY_DIR}/{names.ROUTER_KEY_FIELD}",
             *r.args,
         ],
         "ports": [{"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"}],
@@ -166,6 +168,7 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         ),
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
+            {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},
             {"name": "router-tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _container_security(ROUTER_UID, read_only_root=True),
@@ -201,6 +204,8 @@ def build_deployment(
     pod_labels = names.labels(name, "model-server", tier.name)
     volumes: list[dict[str, Any]] = [
         {"name": "routing", "configMap": {"name": names.routing_configmap_name(name)}},
+        # Created by the operator before the Deployment (never rendered: the key is random).
+        {"name": "router-key", "secret": {"secretName": names.router_key_secret_name(name)}},
         {"name": "cache", **_cache_source(tier)},
         {"name": "router-tmp", "emptyDir": {}},
     ]

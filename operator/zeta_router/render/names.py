@@ -1,7 +1,8 @@
 """Names, labels and selectors of a ZetaRouter's children (pure).
 
 Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>`` for the entry
-Service, ``<router>-routing`` for the routing ConfigMap. Labels (every child and pod):
+Service, ``<router>-routing`` for the routing ConfigMap, ``<router>-router-key`` for the Secret
+that signs the routers' request ids. Labels (every child and pod):
 ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance: <router>``,
 ``app.kubernetes.io/component: model-server|router``, ``app.kubernetes.io/managed-by:
 zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
@@ -21,6 +22,11 @@ APP: Final = "zeta-router"
 CONFIG_DIR: Final = "/etc/zeta-router"
 """Where the routing ConfigMap is mounted (read-only) in every router container."""
 
+ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
+"""Where the router key Secret is mounted (read-only) in every router container."""
+ROUTER_KEY_FIELD: Final = "key"
+"""The Secret's data key holding the key (one per line; the first signs)."""
+
 Component = Literal["model-server", "router"]
 
 
@@ -35,6 +41,11 @@ def entry_service_name(router: str) -> str:
 
 def routing_configmap_name(router: str) -> str:
     return f"{router}-routing"
+
+
+def router_key_secret_name(router: str) -> str:
+    """The Secret holding the key that signs the routers' request ids and session tokens."""
+    return f"{router}-router-key"
 
 
 def labels(router: str, component: Component, tier: str | None = None) -> dict[str, str]:

@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from zeta_router.learning.learner import Labelled
 from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import FEATURE_NAMES
+from zeta_router.scoring.learner import Labelled
 
 IndexArray = NDArray[np.int64]
 #: Most records one ``since`` answer carries (the operator asks again for the rest).
@@ -91,7 +91,7 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """An outcome label of a request (see ``learning.labels``)."""
+    """An outcome label of a request (see ``scoring.labels``)."""
 
     key: str
     context: str

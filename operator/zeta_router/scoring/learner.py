@@ -6,9 +6,9 @@ figures describe what the operator does.
 
 A *label* says how much a request needed a larger tier than the smaller one: 1 when only the
 larger tier's answer was good, 0 when the smaller one's was as good (or better), 0.5 when they
-did equally (see ``learning.labels`` for how each source is turned into one). Its *gain*
+did equally (see ``scoring.labels`` for how each source is turned into one). Its *gain*
 ``2 * label - 1`` is what sending the request to the larger tier earned; routing quality on
-labels is the APGR over gains (``quality.metrics.gain_apgr``).
+labels is the APGR over gains (``scoring.apgr.gain_apgr``).
 
 :func:`refit` is one step of the schedule:
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from zeta_router.quality.metrics import MetricError, gain_apgr
 from zeta_router.scoring import ngrams
+from zeta_router.scoring.apgr import UndefinedApgrError, gain_apgr
 from zeta_router.scoring.features import FEATURE_NAMES
 from zeta_router.scoring.learned import (
     MAX_BYTES_PER_CONTEXT,
@@ -145,7 +145,7 @@ def apgr(prior: Scorer, correction: CompiledCorrection, data: Labelled) -> float
     """APGR of prior + correction on labelled requests (None: undefined on these labels)."""
     try:
         return gain_apgr(decisions(prior, correction, data), data.gains)
-    except MetricError:
+    except UndefinedApgrError:
         return None
 
 
@@ -395,7 +395,7 @@ def _bootstrap_wins(
         try:
             a = gain_apgr(after[pick], gains[pick])
             b = gain_apgr(before[pick], gains[pick])
-        except MetricError:
+        except UndefinedApgrError:
             continue  # a resample with no gain at all counts as no win
         wins += a > b + cfg.min_gain
     return wins / cfg.resamples
