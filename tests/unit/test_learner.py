@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from support.learning import synthetic
 from zeta_router.quality import metrics
-from zeta_router.scoring import ngrams
 from zeta_router.scoring.apgr import UndefinedApgrError, gain_apgr
-from zeta_router.scoring.features import FEATURE_NAMES, vector_and_text
+from zeta_router.scoring.features import FEATURE_NAMES
 from zeta_router.scoring.learned import CompiledCorrection, bytes_per_context, serialised_size
 from zeta_router.scoring.learner import (
     Labelled,
@@ -20,31 +20,6 @@ from zeta_router.scoring.learner import (
     refit,
 )
 from zeta_router.scoring.scorer import default_scorer
-
-TOPICS = ["law", "poetry", "chemistry", "cooking", "history", "tax"]
-HARD = {"law", "chemistry", "tax"}  # the larger tier is needed for these
-
-
-def synthetic(n: int, seed: int, invert: bool = False) -> Labelled:
-    """Requests about a topic, with filler words, through the router's own feature path.
-    Labels by topic: the larger tier is mostly needed for HARD topics and mostly no better on
-    the others (``invert``: the other way round)."""
-    rng = np.random.default_rng(seed)
-    filler = [f"word{i}" for i in range(300)]
-    xs, idx, ys = [], [], []
-    for _ in range(n):
-        topic = TOPICS[int(rng.integers(len(TOPICS)))]
-        words = [*rng.choice(filler, size=int(rng.integers(5, 30))), topic, "question"]
-        rng.shuffle(words)
-        text = " ".join(words).replace("word", "w")
-        x, analysed = vector_and_text({"messages": [{"role": "user", "content": text}]})
-        hard = (topic in HARD) != invert
-        u = rng.random()
-        y = (1.0 if u < 0.8 else 0.5) if hard else (0.0 if u < 0.2 else 0.5)
-        xs.append(x)
-        idx.append(ngrams.indices(analysed))
-        ys.append(y)
-    return Labelled(np.array(xs), idx, np.array(ys))
 
 
 def test_gain_apgr_is_the_apgr_of_correctness_pairs() -> None:

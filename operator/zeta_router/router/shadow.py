@@ -193,6 +193,11 @@ class ShadowSampler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def in_flight(self) -> int:
+        """Shadow pairs being made now."""
+        return len(self._tasks)
+
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()

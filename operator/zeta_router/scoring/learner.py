@@ -399,3 +399,36 @@ def _bootstrap_wins(
             continue  # a resample with no gain at all counts as no win
         wins += a > b + cfg.min_gain
     return wins / cfg.resamples
+
+
+def keep_share(
+    prior: Scorer,
+    in_use: CompiledCorrection,
+    candidate: CompiledCorrection,
+    data: Labelled,
+    cut: float,
+) -> CompiledCorrection:
+    """``candidate`` with its bias moved so that, on ``data``'s requests, as many score at or
+    above ``cut`` as with the model in use: adopting it changes *which* requests go past the
+    cut point, not *how many* (that stays the thresholds' job, and the control loop's). The
+    order of the scores, hence the APGR, is unchanged."""
+    n = len(data)
+    if n == 0 or not 0.0 < cut < 1.0:
+        return candidate
+    tau = math.log(cut / (1.0 - cut))
+    share = float(np.mean(decisions(prior, in_use, data) >= tau))
+    share = min(max(share, 0.5 / n), 1.0 - 0.5 / n)
+    z = decisions(prior, candidate, data)
+    # The level that as many candidate scores reach: halfway between two neighbours.
+    ordered = np.sort(z)[::-1]
+    k = max(1, min(n - 1, round(share * n)))
+    level = (ordered[k - 1] + ordered[k]) / 2.0
+    return CompiledCorrection(
+        bits=candidate.bits,
+        bias=candidate.bias + (tau - float(level)),
+        coef=candidate.coef,
+        keys=candidate.keys,
+        values=candidate.values,
+        labels=candidate.labels,
+        source=candidate.source,
+    )

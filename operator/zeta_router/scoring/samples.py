@@ -318,7 +318,16 @@ class Joiner:
         self._samples: OrderedDict[str, Sample] = OrderedDict()
         self._labels: OrderedDict[str, list[Label]] = OrderedDict()
         self._windows: dict[str, OrderedDict[str, _Example]] = {}
+        self._versions: dict[str, int] = {}
         self.cursors: dict[str, tuple[str, int]] = {}
+
+    def _changed(self, context: str) -> None:
+        self._versions[context] = self._versions.get(context, 0) + 1
+
+    def versions(self) -> dict[str, int]:
+        """How often each context's examples changed so far (a refit is worth it only when
+        that moved)."""
+        return dict(self._versions)
 
     def cursor(self, router: str, epoch: str | None = None) -> int:
         """Where to ask ``router`` from (0 for a router not seen, or restarted)."""
@@ -365,6 +374,7 @@ class Joiner:
         window.move_to_end(lab.key)
         while len(window) > self.max_labels:
             window.popitem(last=False)
+        self._changed(lab.context)
         return 1
 
     def _relabel(self, lab: Label) -> int:
@@ -374,6 +384,7 @@ class Joiner:
             return 0
         ex.labels[lab.source] = lab.value
         window.move_to_end(lab.key)
+        self._changed(lab.context)
         return 1
 
     def _expire(self, now: float) -> None:
@@ -397,6 +408,7 @@ class Joiner:
         while len(fresh) > self.max_labels:
             fresh.popitem(last=False)
         self._windows[context] = fresh
+        self._changed(context)
         return len(fresh)
 
     def drop_source(self, context: str, source: str) -> None:
@@ -409,6 +421,7 @@ class Joiner:
             del ex.labels[source]
             if not ex.labels:
                 del window[key]
+            self._changed(context)
 
     def counts(self) -> dict[str, int]:
         return {ctx: len(w) for ctx, w in self._windows.items()}
