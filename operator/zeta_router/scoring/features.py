@@ -99,15 +99,10 @@ _LATEX = re.compile(
 _MATH_SYMBOLS = frozenset(
     "\u2211\u222b\u221a\u2264\u2265\u2260\u221e\u2202\u2200\u2203\u2208\u2282\u222a\u2229\u2192\u21d2\u2283\u2228\u2227\u00ac\u2261\u00b1\u00d7\u00f7"
 )
-_REASONING_PHRASES = (
-    "step by step",
-    "step-by-step",
-    "show that",
-    "how many",
-    "how much",
-    "what is the value",
-    "what is the probability",
-)
+# Asking for an argument, not for a number: the phrases of math word problems ("how many",
+# "calculate", "what is the value") mark no harder request than their length does, and cost
+# routing quality on them (docs/routing-quality.md, "Math and word problems").
+_REASONING_PHRASES = ("step by step", "step-by-step", "show that")
 _OPTION = re.compile(r"\(?([A-Ja-j])[.)]\s*(\S.*)")
 _LIST_ITEM = re.compile(r"(?:\d{1,2}[.)]|\(?[a-h]\)|[-*•] |part \w|step \d)", re.I)
 _LIST_STARTS = frozenset("0123456789(-*\u2022pPsS")
@@ -168,9 +163,8 @@ _OPERATORS = str.maketrans("", "", "=+*/^<>")
 # field, written without looking at any labelled data; the weights decide what they are worth.
 
 _VOCAB_GROUPS: dict[str, str] = {
-    "reasoning": "prove proof derive derivation justify explain reason reasoning calculate "
-    "compute solve evaluate estimate determine deduce infer analyze analyse compare optimize "
-    "optimise design implement debug why",
+    "reasoning": "prove proof derive derivation justify explain reason reasoning analyze "
+    "analyse compare optimize optimise design implement debug why",
     "why_how": "why how",
     "wh_factual": "who whom whose when where which what",
     "negations": "not no never none neither nor cannot except false incorrect untrue least "
