@@ -37,7 +37,7 @@ def test_waiting_then_adopted_in_apply_mode() -> None:
     s = spec(mode="apply")
     memory: dict[str, ContextMemory] = {}
     few = synthetic(50, seed=1)
-    out = run(s, {"default": [0.5]}, joined(few), {"default": 1}, {}, memory, NOW)
+    out = run(s, {"default": [0.5]}, joined(few), {"default": 1}, {}, {}, memory, NOW)
     assert out.models == {}
     assert out.events == []
     assert out.contexts == [
@@ -50,7 +50,7 @@ def test_waiting_then_adopted_in_apply_mode() -> None:
         }
     ]
     data = synthetic(600, seed=1)
-    out = run(s, {"default": [0.5]}, joined(data), {"default": 2}, {}, memory, NOW)
+    out = run(s, {"default": [0.5]}, joined(data), {"default": 2}, {}, {}, memory, NOW)
     assert set(out.models) == {"default"}
     model = out.models["default"]
     assert model.labels == 480
@@ -65,7 +65,7 @@ def test_waiting_then_adopted_in_apply_mode() -> None:
     assert status["adoptedAt"] == NOW
     assert [e.reason for e in out.events] == ["LearnedModelAdopted"]
     # Nothing new since: no refit, no event, the same status.
-    again = run(s, {"default": [0.5]}, joined(data), {"default": 2}, out.models, memory, NOW)
+    again = run(s, {"default": [0.5]}, joined(data), {"default": 2}, {}, out.models, memory, NOW)
     assert again.events == []
     assert again.models == out.models
     assert again.contexts[0]["verdict"] == "adopted"
@@ -75,21 +75,21 @@ def test_advisory_mode_recommends_once_and_stores_nothing() -> None:
     s = spec()  # advisory is the default
     memory: dict[str, ContextMemory] = {}
     data = synthetic(600, seed=1)
-    out = run(s, {"default": [0.5]}, joined(data), {"default": 1}, {}, memory, NOW)
+    out = run(s, {"default": [0.5]}, joined(data), {"default": 1}, {}, {}, memory, NOW)
     assert out.models == {}
     assert out.contexts[0]["verdict"] == "recommended"
     assert out.contexts[0]["source"] == "prior"
     assert [e.reason for e in out.events] == ["LearnedModelRecommended"]
     assert "advisory mode: not adopted" in out.events[0].message
     more = synthetic(700, seed=1)
-    out = run(s, {"default": [0.5]}, joined(more), {"default": 2}, {}, memory, NOW)
+    out = run(s, {"default": [0.5]}, joined(more), {"default": 2}, {}, {}, memory, NOW)
     assert out.contexts[0]["verdict"] == "recommended"
     assert out.events == []  # the same verdict again: the status says it, no new Event
 
 
 def test_rolled_back_contexts_report_but_adopt_nothing() -> None:
     s = spec(mode="apply", model="prior")
-    first = run(s, {}, joined(synthetic(600, seed=1)), {"default": 1}, {}, {}, NOW)
+    first = run(s, {}, joined(synthetic(600, seed=1)), {"default": 1}, {}, {}, {}, NOW)
     assert first.models == {}
     assert first.contexts[0]["source"] == "rolled-back"
     assert first.contexts[0]["verdict"] == "recommended"
@@ -99,14 +99,14 @@ def test_rolled_back_contexts_report_but_adopt_nothing() -> None:
 def test_a_model_trained_on_inverted_labels_is_refused_and_the_store_kept() -> None:
     s = spec(mode="apply")
     memory: dict[str, ContextMemory] = {}
-    good = run(s, {}, joined(synthetic(600, seed=1)), {"default": 1}, {}, memory, NOW)
+    good = run(s, {}, joined(synthetic(600, seed=1)), {"default": 1}, {}, {}, memory, NOW)
     bad_train, recent = synthetic(900, seed=4, invert=True), synthetic(200, seed=5)
     mixed = Labelled(
         np.vstack([bad_train.x, recent.x]),
         [*bad_train.indices, *recent.indices],
         np.concatenate([bad_train.y, recent.y]),
     )
-    out = run(s, {}, joined(mixed), {"default": 2}, good.models, memory, NOW)
+    out = run(s, {}, joined(mixed), {"default": 2}, {}, good.models, memory, NOW)
     assert out.models == good.models
     status = out.contexts[0]
     assert status["verdict"] == "refused"
@@ -121,7 +121,7 @@ def test_stored_models_of_contexts_that_no_longer_exist_are_dropped() -> None:
     step = refit(stale, default_scorer(), CompiledCorrection.zero(), LearnerConfig())
     assert step.candidate is not None
     store = {"gone": step.candidate.to_model(), "other": step.candidate.to_model()}
-    out = run(s, {}, {}, {}, store, {}, NOW)
+    out = run(s, {}, {}, {}, {}, store, {}, NOW)
     assert set(out.models) == {"other"}  # kept: a context that exists, even if not learning
 
 
@@ -140,3 +140,47 @@ def test_keep_share_keeps_how_many_pass_the_cut(cut: float) -> None:
     # Only the bias moved: the order, hence the APGR, is the candidate's.
     a, b = decisions(prior, step.candidate, data), decisions(prior, shifted, data)
     assert np.allclose(b - a, shifted.bias - step.candidate.bias)
+
+
+def test_keep_share_can_be_turned_off() -> None:
+    data = synthetic(600, seed=1)
+    kept = run(
+        spec(mode="apply"), {"default": [0.5]}, joined(data), {"default": 1}, {}, {}, {}, NOW
+    )
+    free = run(
+        spec(mode="apply", keepShare=False),
+        {"default": [0.5]},
+        joined(data),
+        {"default": 1},
+        {},
+        {},
+        {},
+        NOW,
+    )
+    assert kept.models["default"].bias != free.models["default"].bias
+    assert kept.models["default"].ngrams == free.models["default"].ngrams
+
+
+def test_the_share_is_kept_on_all_recent_traffic_not_only_the_labelled_part() -> None:
+    """Labels come mostly from answers of the smaller tier, i.e. from requests below the cut;
+    the share past the cut is measured on every recent sample."""
+    prior = default_scorer()
+    traffic = synthetic(800, seed=6)
+    z = decisions(prior, CompiledCorrection.zero(), traffic)
+    cut_logit = float(np.median(z))
+    cut = float(1 / (1 + np.exp(-cut_logit)))
+    below = np.nonzero(z < cut_logit)[0]
+    labelled = Labelled(traffic.x[below], [traffic.indices[i] for i in below], traffic.y[below])
+    out = run(
+        spec(mode="apply"),
+        {"default": [cut]},
+        joined(labelled),
+        {"default": 1},
+        {"default": traffic},
+        {},
+        {},
+        NOW,
+    )
+    model = CompiledCorrection.from_model(out.models["default"])
+    share = float(np.mean(decisions(prior, model, traffic) >= cut_logit))
+    assert share == pytest.approx(0.5, abs=0.05)

@@ -41,14 +41,18 @@ def label(key: str, value: float, source: str = "feedback", t: float = 1_000_000
 # -- labels ---------------------------------------------------------------------------------------
 
 
-def test_feedback_labels_only_answers_of_smaller_tiers() -> None:
-    assert feedback_label(0.25, served=0, top=1) == 0.75
-    assert feedback_label(1.0, served=1, top=2) == 0.0
+def test_labels_are_on_the_gain_scale() -> None:
+    # A poor answer of a smaller tier: the larger one was needed (label 1); a perfect one:
+    # they did as well (0.5, a tie, as two models both right in the labelled data).
+    assert feedback_label(0.0, served=0, top=1) == 1.0
+    assert feedback_label(0.25, served=0, top=1) == 0.875
+    assert feedback_label(1.0, served=1, top=2) == 0.5
     assert feedback_label(0.0, served=1, top=1) is None  # the largest tier's answer
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         feedback_label(1.5, 0, 1)
-    assert agreement_label(0.8) == pytest.approx(0.2)
-    assert agreement_label(1.2) == 0.0
+    assert agreement_label(0.8) == pytest.approx(0.6)
+    assert agreement_label(1.2) == 0.5
+    assert agreement_label(0.0) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -68,15 +72,16 @@ def test_judge_prompt_is_filled_literally_and_bounded() -> None:
     assert content.startswith("R=what {x}? A=ref B=ccc")
     assert content.endswith("[...]")
     assert len(content) < 6100
-    assert judge_label(True) == 0.0
+    assert judge_label(True) == 0.5
     assert judge_label(False) == 1.0
 
 
 def test_label_files() -> None:
-    rows = read_label_file("prompt,label,context\nhi,1,chat\nbye,0.25,\n")
+    rows = read_label_file("prompt,label,context\nhi,1,chat\nbye,0,\nworse,-1,\n")
     assert [(r.prompt, r.label, r.context) for r in rows] == [
         ("hi", 1.0, "chat"),
-        ("bye", 0.25, None),
+        ("bye", 0.5, None),
+        ("worse", 0.0, None),
     ]
     # The two-model layout of `zeta-router fit`: the less accurate column is the weak model.
     pairs = read_label_file(
@@ -86,7 +91,7 @@ def test_label_files() -> None:
     for text, message in [
         ("question,label\nx,1\n", "no 'prompt' column"),
         ("prompt,label\nx,high\n", "line 2: label 'high' is not a number"),
-        ("prompt,label\nx,2\n", r"not in \[0, 1\]"),
+        ("prompt,label\nx,2\n", r"not in \[-1, 1\]"),
         ("prompt,a\nx,True\n", "exactly two"),
         ("prompt,a,b\nx,True,maybe\n", "column 'b': expected True/False"),
         ("prompt,label\n", "no rows"),

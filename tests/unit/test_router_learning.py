@@ -73,18 +73,18 @@ def test_samples_are_hashed_and_feedback_on_another_replica_labels_them() -> Non
                     assert r.status == 200
                 batch = await settled(router_a, 2, 0)
                 assert [s.context for s in batch.samples] == ["default", "default"]
-                # Feedback to the other replica: a label there, 1 - score for a smaller tier.
+                # Feedback to the other replica: a label there (gain 1 - score: 0.75).
                 r = await b.post("/v1/feedback", json={"request_id": rid, "score": 0.25})
                 assert r.status == 200
                 labels = (await settled(router_b, 0, 1)).labels
                 assert [(lab.key, lab.value, lab.source) for lab in labels] == [
-                    (key, 0.75, "feedback")
+                    (key, 0.875, "feedback")
                 ]
                 # The operator joins what the two replicas hold.
                 j = Joiner(max_labels=10, ttl_seconds=3600)
                 j.ingest("b", labels_only(router_b), 0.0)
                 j.ingest("a", router_a.learning.batch(0) or empty(), 0.0)
-                assert j.labelled("default").y.tolist() == [0.75]
+                assert j.labelled("default").y.tolist() == [0.875]
                 assert j.pending == (1, 0)  # the second sample waits for a label
 
     asyncio.run(main())
@@ -129,7 +129,7 @@ def test_feedback_on_the_largest_tier_is_no_label_and_learning_off_keeps_nothing
     ("judge", "answer", "value", "source"),
     [
         ("agreement", None, 1.0, "agreement"),  # the echo of another tier differs: no overlap
-        ("largest-tier", "YES", 0.0, "judge"),
+        ("largest-tier", "YES", 0.5, "judge"),
         ("largest-tier", "NO", 1.0, "judge"),
     ],
 )

@@ -52,9 +52,9 @@ class ColdStartSpec(SpecModel):
         default="labels.csv",
         min_length=1,
         description="Key of the file in the ConfigMap. A CSV with a 'prompt' column and either "
-        "a 'label' column (1: needed the larger tier, 0: the smaller one did as well; values "
-        "in between allowed) or two True/False columns of a weak and a strong model, as "
-        "`zeta-router fit` reads.",
+        "a 'label' column (the larger tier's gain: 1 needed the larger tier, 0 the smaller one "
+        "did as well, down to -1 the smaller one did better) or two True/False columns of a "
+        "weak and a strong model, as `zeta-router fit` reads.",
     )
     context: str | None = Field(
         default=None,
@@ -68,10 +68,10 @@ class ShadowLabelSpec(SpecModel):
 
     judge: Literal["agreement", "largest-tier"] = Field(
         default="agreement",
-        description="How a pair is judged. agreement: token overlap of the two answers (label "
-        "1 - agreement). largest-tier: the largest tier is asked whether the smaller tier's "
-        "answer is as good as its own (label 0 for YES, 1 for NO); costs one more request on "
-        "the largest tier per pair.",
+        description="How a pair is judged. agreement: token overlap of the two answers (the "
+        "larger tier's gain is 1 - agreement). largest-tier: the largest tier is asked whether "
+        "the smaller tier's answer is as good as its own (gain 0 for YES, 1 for NO); costs one "
+        "more request on the largest tier per pair.",
     )
     judge_prompt: str | None = Field(
         default=None,
@@ -96,7 +96,7 @@ class LearningSources(SpecModel):
     feedback: bool = Field(
         default=True,
         description="Client scores posted to /v1/feedback (any replica accepts them) for answers "
-        "of a tier below the largest become labels (label 1 - score).",
+        "of a tier below the largest become labels (the larger tier's gain is 1 - score).",
     )
     shadow: ShadowLabelSpec | None = Field(
         default=None,
@@ -152,6 +152,13 @@ class LearningSpec(SpecModel):
         lt=0.9,
         description="Share of the most recent labels held out to judge a candidate against the "
         "model in use (at least 20 labels, or 50 when minLabels allows).",
+    )
+    keep_share: bool = Field(
+        default=True,
+        description="When a model is adopted, move its scores so that as many recent requests "
+        "pass each context's first cut point as before: learning changes which requests go to "
+        "the larger tier, not how many (that stays with the thresholds and the control loop). "
+        "false: the learned scores stand as fitted, and the large-tier share can move with them.",
     )
     min_gain: float = Field(
         default=0.0,

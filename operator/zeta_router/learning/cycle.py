@@ -12,8 +12,9 @@ Verdicts per context:
 - ``refused``: it did not beat the model in use (APGR before and after are in the status).
 
 An adopted correction has its bias moved so that as many recent requests pass the context's
-first cut point as with the model in use (``scoring.learner.keep_share``): learning changes
-which requests go to the larger tier, the thresholds keep deciding how many.
+first cut point as with the model in use (``scoring.learner.keep_share``; ``spec.learning.
+keepShare``, on by default): learning changes which requests go to the larger tier, the
+thresholds keep deciding how many.
 """
 
 from __future__ import annotations
@@ -94,12 +95,15 @@ def run(
     thresholds: Mapping[str, Sequence[float]],
     labelled: Mapping[str, Labelled],
     versions: Mapping[str, int],
+    recent: Mapping[str, Labelled],
     store: Mapping[str, LearnedCorrection],
     memory: dict[str, ContextMemory],
     now: str,
 ) -> CycleResult:
     """One interval (see the module docstring). ``labelled``/``versions``: each learning
-    context's labels and how often they changed so far; ``store``: the adopted corrections;
+    context's labels and how often they changed so far; ``recent``: its recent samples,
+    labelled or not (labels come mostly from some tiers' answers, so the share of traffic past
+    a cut point is measured on all of it); ``store``: the adopted corrections;
     ``memory`` is updated in place; ``now``: RFC 3339 time for the status."""
     learning = spec.learning
     names = [c.name for c in spec.contexts if learning.learns(c.name)]
@@ -147,8 +151,10 @@ def run(
             if model is not None and step.candidate is not None:
                 cuts = thresholds.get(ctx.name) or []
                 candidate = step.candidate
-                if cuts:
-                    candidate = keep_share(prior, in_use, candidate, data, cuts[0])
+                if cuts and learning.keep_share:
+                    traffic = recent.get(ctx.name)
+                    sample = traffic if traffic is not None and len(traffic) else data
+                    candidate = keep_share(prior, in_use, candidate, sample, cuts[0])
                 stored = candidate.to_model(
                     source=f"learned by the operator from {step.trained_on} labels at {now}; "
                     f"held-out APGR {step.apgr_after:.3f} vs {step.apgr_before:.3f}",

@@ -151,6 +151,7 @@ class LearningLoop:
             effective_thresholds(spec, parse_status(body)),
             {c: mem.joiner.labelled(c) for c in learning_contexts},
             mem.joiner.versions(),
+            {c: mem.joiner.recent(c) for c in learning_contexts},
             store,
             mem.contexts,
             stamp,

@@ -1,18 +1,25 @@
-"""Outcome labels from each source, as numbers in [0, 1]: how much a request needed a larger
-tier than the smaller one of a pair (1: only the larger tier's answer was good; 0: the smaller
-one's was as good; 0.5: they did equally).
+"""Outcome labels from each source, as numbers in [0, 1] on the scale of the learner.
+
+A label is ``(1 + gain) / 2`` where the *gain* in [-1, 1] is how much better the larger tier's
+answer is than the smaller tier's: 1 when only the larger one's is good, 0 when they are as good
+(or as bad), -1 when only the smaller one's is good. So 1 means the request needed the larger
+tier, 0.5 that it did not, 0 that the larger tier did worse; two models' correctness gives
+exactly the ``net_gain`` target of ``zeta-router fit``.
 
 - **Client scores** (``POST /v1/feedback``, a quality score in [0, 1] of the answer the client
-  got): for an answer of a tier below the largest, ``1 - score`` (a poor answer from a smaller
-  tier says the request needed more). A score of the largest tier's answer says nothing about
-  whether a smaller tier would have done, so it is no label.
-- **Shadow pairs judged by agreement**: ``1 - agreement`` (token overlap of the two answers,
-  ``router.shadow.agreement``): answers that differ suggest the smaller tier fell short.
+  got): for an answer of a tier below the largest, gain ``1 - score`` (a poor answer from a
+  smaller tier says the request needed more; a perfect one, that it did not). A score of the
+  largest tier's answer says nothing about whether a smaller tier would have done, so it is no
+  label.
+- **Shadow pairs judged by agreement**: gain ``1 - agreement`` (token overlap of the two
+  answers, ``router.shadow.agreement``): answers that differ suggest the smaller tier fell short.
 - **Shadow pairs judged by the largest tier**: it is asked whether the smaller tier's answer is
-  as good as its own (:data:`api.learning.DEFAULT_JUDGE_PROMPT`); YES is 0, NO is 1, anything
-  else no label.
-- **A labelled file** (cold start): a ``label`` column, or the correctness of a weak and a
-  strong model as ``zeta-router fit`` reads (``(1 + strong - weak) / 2``).
+  as good as its own (``api.learning.DEFAULT_JUDGE_PROMPT``): YES is gain 0, NO gain 1,
+  anything else no label.
+- **A labelled file** (cold start): a ``label`` column holding the gain (1: needed the larger
+  tier, 0: the smaller one did as well, down to -1: the smaller one did better), or the
+  correctness of a weak and a strong model as ``zeta-router fit`` reads (gain
+  ``strong - weak``).
 """
 
 from __future__ import annotations
@@ -43,12 +50,17 @@ def feedback_label(score: float, served: int, top: int) -> float | None:
         raise ValueError(f"a feedback score must be in [0, 1], got {score}")
     if served >= top:
         return None
-    return 1.0 - float(score)
+    return from_gain(1.0 - float(score))
+
+
+def from_gain(gain: float) -> float:
+    """The label of a gain in [-1, 1] (clipped there)."""
+    return (1.0 + min(1.0, max(-1.0, float(gain)))) / 2.0
 
 
 def agreement_label(agreement: float) -> float:
     """The label of a shadow pair whose answers agree ``agreement`` in [0, 1]."""
-    return min(1.0, max(0.0, 1.0 - float(agreement)))
+    return from_gain(1.0 - min(1.0, max(0.0, float(agreement))))
 
 
 def judge_messages(
@@ -83,7 +95,7 @@ def parse_verdict(text: str) -> bool | None:
 
 
 def judge_label(as_good: bool) -> float:
-    return 0.0 if as_good else 1.0
+    return from_gain(0.0 if as_good else 1.0)
 
 
 @dataclass(frozen=True)
@@ -113,9 +125,9 @@ def read_label_file(text: str, *, name: str = "labels") -> list[FileRow]:
                 raise LabelFileError(
                     f"{name}: line {i + 2}: label {r.get('label')!r} is not a number"
                 ) from None
-            if not 0.0 <= value <= 1.0:
-                raise LabelFileError(f"{name}: line {i + 2}: label {value} is not in [0, 1]")
-            out.append(_row(r, value, has_context, i))
+            if not -1.0 <= value <= 1.0:
+                raise LabelFileError(f"{name}: line {i + 2}: label {value} is not in [-1, 1]")
+            out.append(_row(r, from_gain(value), has_context, i))
         return out
     models = [c for c in header if c not in ("prompt", "context")]
     if len(models) != 2:
@@ -134,7 +146,7 @@ def read_label_file(text: str, *, name: str = "labels") -> list[FileRow]:
             values[m].append(v in _TRUE)
     weak, strong = sorted(models, key=lambda m: (sum(values[m]), models.index(m)))
     return [
-        _row(r, (1.0 + values[strong][i] - values[weak][i]) / 2.0, has_context, i)
+        _row(r, from_gain(values[strong][i] - values[weak][i]), has_context, i)
         for i, r in enumerate(rows)
     ]
 

@@ -4,9 +4,9 @@ One code path for the operator (on its schedule, from the labels the routers col
 ``zeta-router eval --online`` (replaying a labelled data set as a stream), so the offline
 figures describe what the operator does.
 
-A *label* says how much a request needed a larger tier than the smaller one: 1 when only the
-larger tier's answer was good, 0 when the smaller one's was as good (or better), 0.5 when they
-did equally (see ``scoring.labels`` for how each source is turned into one). Its *gain*
+A *label* in [0, 1] says how much a request needed a larger tier than the smaller one: 1 when
+only the larger tier's answer was good, 0.5 when both did as well, 0 when only the smaller one's
+was (see ``scoring.labels`` for how each source is turned into one). Its *gain*
 ``2 * label - 1`` is what sending the request to the larger tier earned; routing quality on
 labels is the APGR over gains (``scoring.apgr.gain_apgr``).
 

@@ -54,13 +54,17 @@ def words(text: str) -> list[str]:
     return _WORD_UNICODE.findall(lower)
 
 
-def _hash(word: str) -> int:
-    h = _WORD_HASH.get(word)
-    if h is None:
-        if len(_WORD_HASH) >= _WORD_HASH_MAX:
-            _WORD_HASH.clear()
-        h = _WORD_HASH[word] = zlib.crc32(word.encode("utf-8"))
-    return h
+def _hashes(ws: list[str]) -> list[int]:
+    """crc32 of each word, through the memo (the per-word work is C-level ``map`` calls)."""
+    cache = _WORD_HASH
+    missing = set(ws).difference(cache)
+    if missing:
+        if len(cache) + len(missing) > _WORD_HASH_MAX:
+            cache.clear()
+        crc = zlib.crc32
+        for w in missing:
+            cache[w] = crc(w.encode("utf-8"))
+    return list(map(cache.__getitem__, ws))
 
 
 def check_bits(bits: int) -> int:
@@ -74,8 +78,7 @@ def indices(text: str, bits: int = DEFAULT_BITS) -> IndexArray:
     ws = words(text)
     if not ws:
         return np.zeros(0, dtype=np.int64)
-    get = _WORD_HASH.get
-    h = np.fromiter((get(w) or _hash(w) for w in ws), dtype=np.uint64, count=len(ws))
+    h = np.array(_hashes(ws), dtype=np.uint64)
     uni = h & np.uint64((1 << bits) - 1)
     if h.size > 1:
         pairs = ((h[:-1] * np.uint64(_PAIR_MULTIPLIER) + h[1:]) & np.uint64(_U32)) >> np.uint64(

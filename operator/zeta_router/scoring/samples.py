@@ -319,6 +319,7 @@ class Joiner:
         self._labels: OrderedDict[str, list[Label]] = OrderedDict()
         self._windows: dict[str, OrderedDict[str, _Example]] = {}
         self._versions: dict[str, int] = {}
+        self._recent: dict[str, deque[Sample]] = {}
         self.cursors: dict[str, tuple[str, int]] = {}
 
     def _changed(self, context: str) -> None:
@@ -346,6 +347,10 @@ class Joiner:
         for s in batch.samples:
             if s.bits != self.bits:
                 continue
+            recent = self._recent.get(s.context)
+            if recent is None or recent.maxlen != self.max_labels:
+                recent = self._recent[s.context] = deque(recent or (), maxlen=self.max_labels)
+            recent.append(s)
             if s.key in self._labels:
                 for lab in self._labels.pop(s.key):
                     joined += self._join(s.x, s.indices, lab)
@@ -430,6 +435,13 @@ class Joiner:
     def pending(self) -> tuple[int, int]:
         """Samples waiting for a label, labels waiting for a sample."""
         return len(self._samples), len(self._labels)
+
+    def recent(self, context: str) -> Labelled:
+        """The last ``max_labels`` samples of the context, labelled or not (their labels are
+        0.5 placeholders): what its traffic looks like, for keeping the large-tier share."""
+        samples = list(self._recent.get(context) or ())
+        x = np.array([s.x for s in samples], dtype=np.float64).reshape(len(samples), _N_FEATURES)
+        return Labelled(x, [s.indices for s in samples], np.full(len(samples), 0.5))
 
     def labelled(self, context: str) -> Labelled:
         """The context's examples, oldest label first."""
