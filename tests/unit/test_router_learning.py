@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from support.inprocess import fake_server, router_client, server_url
+from support.inprocess import admin_client, fake_server, router_client, server_url
 from support.routing_files import FLAT_SCORER, routing_config
 from zeta_router.router.app import Router
 from zeta_router.router.ids import Signer
@@ -208,3 +208,42 @@ def server_session() -> Any:
     import aiohttp
 
     return aiohttp.ClientSession()
+
+
+def test_the_admin_port_serves_the_store_a_page_at_a_time() -> None:
+    async def main() -> None:
+        async with fake_server() as up:
+            c = cfg(server_url(up), server_url(up))
+            async with (
+                router_client(c, signer=Signer([KEY])) as (client, router),
+                admin_client(router) as admin,
+            ):
+                for i in range(3):
+                    r = await client.post(
+                        CHAT, json={"messages": [{"role": "user", "content": f"{PROMPT} {i}"}]}
+                    )
+                    assert r.status == 200
+                await settled(router, 3, 0)
+                r = await admin.get("/learning/samples", params={"after": "0", "limit": "2"})
+                assert r.status == 200
+                page, problems = Batch.from_wire(await r.json())
+                assert problems == []
+                assert (len(page.samples), page.more) == (2, True)
+                r = await admin.get("/learning/samples", params={"after": str(page.next)})
+                rest, _ = Batch.from_wire(await r.json())
+                assert (len(rest.samples), rest.more) == (1, False)
+                for bad in ({"after": "-1"}, {"limit": "0"}, {"limit": "x"}):
+                    r = await admin.get("/learning/samples", params=bad)
+                    assert r.status == 400
+                    assert (await r.json())["error"]["code"] == "invalid_value"
+                # The client port does not serve it.
+                r = await client.get("/learning/samples")
+                assert r.status == 404
+            off = cfg(server_url(up), server_url(up))
+            del off["learning"]
+            async with router_client(off) as (_, router), admin_client(router) as admin:
+                r = await admin.get("/learning/samples")
+                assert r.status == 404
+                assert (await r.json())["error"]["code"] == "learning_off"
+
+    asyncio.run(main())

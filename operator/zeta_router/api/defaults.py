@@ -28,6 +28,8 @@ operator runs from; ``manifests/`` rewrites it with kustomize ``images:``."""
 
 VLLM_PORT: Final = 8000
 ROUTER_PORT: Final = 8080
+ROUTER_ADMIN_PORT: Final = 8081
+"""The router's /healthz, /readyz and /metrics: apart from the client API (entry Service)."""
 
 BUILTIN_CONTEXTS: Final[dict[str, float]] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
 """Built-in contexts and their reference threshold for two tiers (the score from which a request

@@ -69,11 +69,6 @@ class _Memory:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _router_port(spec: ZetaRouterSpec) -> int:
-    """The port of each router's admin endpoints (health, metrics, learning samples)."""
-    return int(getattr(spec.router, "admin_port", None) or spec.router.port)
-
-
 class LearningLoop:
     def __init__(
         self,
@@ -255,7 +250,7 @@ class LearningLoop:
         self, spec: ZetaRouterSpec, mem: _Memory, namespace: str, name: str, now: float
     ) -> tuple[int, int]:
         try:
-            routers = collect.list_routers(self.kube, namespace, name, _router_port(spec))
+            routers = collect.list_routers(self.kube, namespace, name, spec.router.admin_port)
         except ApiError as exc:
             log.warning("%s/%s: cannot list the routers' pods: %s", namespace, name, exc)
             return 0, 0

@@ -28,6 +28,7 @@ MODEL_CONTAINER: Final = "model"
 ROUTER_CONTAINER: Final = "router"
 MODEL_PORT_NAME: Final = "model"
 ROUTER_PORT_NAME: Final = "router"
+ROUTER_ADMIN_PORT_NAME: Final = "admin"
 CACHE_DIR: Final = "/cache"
 ROUTER_UID: Final = 65532
 
@@ -142,7 +143,8 @@ def model_container(tier: TierSpec) -> dict[str, Any]:
 
 def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[str, Any]:
     """The router sidecar of a tier's pods: ``zeta-router router --config
-    /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port>``."""
+    /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port> --admin-port <admin
+    port> --request-key-file <the router key>``; the probes use the admin port."""
     r = spec.router
     return {
         "name": ROUTER_CONTAINER,
@@ -156,15 +158,23 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             tier.name,
             "--port",
             str(r.port),
+            "--admin-port",
+            str(r.admin_port),
             "--request-key-file",
             f"{names.ROUTER_KEY_DIR}/{names.ROUTER_KEY_FIELD}",
             *r.args,
         ],
-        "ports": [{"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"},
+            # Health and metrics: probes and monitors only, never behind the entry Service.
+            {"name": ROUTER_ADMIN_PORT_NAME, "containerPort": r.admin_port, "protocol": "TCP"},
+        ],
         "resources": _resources(r.resources or ROUTER_RESOURCES),
-        "readinessProbe": _http_probe("/readyz", ROUTER_PORT_NAME, period=5, timeout=3, failures=2),
+        "readinessProbe": _http_probe(
+            "/readyz", ROUTER_ADMIN_PORT_NAME, period=5, timeout=3, failures=2
+        ),
         "livenessProbe": _http_probe(
-            "/healthz", ROUTER_PORT_NAME, period=10, timeout=3, failures=3
+            "/healthz", ROUTER_ADMIN_PORT_NAME, period=10, timeout=3, failures=3
         ),
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},

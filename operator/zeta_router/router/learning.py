@@ -26,8 +26,6 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from zeta_router.router.errors import JSON_TYPE
 from zeta_router.router.shadow import agreement, answer_text
 from zeta_router.router.upstream import TierError, Upstreams
@@ -187,8 +185,9 @@ class RouterLearning:
                         extra={"event": "judge_failed", "detail": f"HTTP {resp.status}"},
                     )
                     return None
-                text = answer_text(await resp.json(content_type=None))
-        except (TierError, aiohttp.ClientError, ValueError, TimeoutError) as exc:
+                deadline = asyncio.get_running_loop().time() + cfg.source.timeouts.total_seconds
+                text = answer_text(json.loads(await resp.read(deadline)))
+        except (TierError, OSError, ValueError, TimeoutError) as exc:
             log.info("judge request failed", extra={"event": "judge_failed", "detail": str(exc)})
             return None
         verdict = parse_verdict(text or "")

@@ -74,6 +74,9 @@ class LearnerConfig:
     labels (0: the plain comparison). Few held-out labels make APGR noisy; this keeps a
     candidate that won by luck from replacing the model in use."""
     resamples: int = 200
+    min_evidence: float = 0.0
+    """The held-out labels must carry at least this much evidence: the sum of their gains'
+    sizes (a tie carries none). Until they do, nothing is judged, so nothing is adopted."""
     max_bytes: int = MAX_BYTES_PER_CONTEXT
     max_iter: int = 100
     tol: float = 1e-5
@@ -346,6 +349,16 @@ def refit(data: Labelled, prior: Scorer, current: CompiledCorrection, cfg: Learn
         return Refit(False, f"{n} labels, fewer than the {cfg.min_labels} needed", labels=n)
     held = cfg.held_out(n)
     train, test = data.slice(0, n - held), data.slice(n - held, n)
+    evidence = float(np.abs(test.gains).sum())
+    if evidence < cfg.min_evidence:
+        return Refit(
+            False,
+            f"the {held} most recent labels carry too little evidence to judge a model "
+            f"({evidence:.0f} of the {cfg.min_evidence:.0f} needed: most are ties)",
+            labels=n,
+            held_out=held,
+            trained_on=n - held,
+        )
     before = apgr(prior, current, test)
     if before is None:
         return Refit(
