@@ -87,8 +87,14 @@ def test_too_few_labels_and_no_gain_are_reported_not_fitted() -> None:
     assert not step.adopt
     assert step.candidate is None
     assert "fewer than the 200" in step.reason
+    # Only ties: no evidence to judge by.
     flat = Labelled(data.x, data.indices, np.full(len(data), 0.5))
     step = refit(flat, prior, CompiledCorrection.zero(), LearnerConfig(min_labels=100))
+    assert not step.adopt
+    assert "too little evidence" in step.reason
+    # Evidence, but the larger tier loses as often as it wins: APGR is undefined.
+    even = Labelled(data.x, data.indices, np.tile([0.0, 1.0], len(data) // 2))
+    step = refit(even, prior, CompiledCorrection.zero(), LearnerConfig(min_labels=100))
     assert not step.adopt
     assert "no gain" in step.reason
 

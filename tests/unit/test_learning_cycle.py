@@ -69,6 +69,11 @@ def test_waiting_then_adopted_in_apply_mode() -> None:
     assert again.events == []
     assert again.models == out.models
     assert again.contexts[0]["verdict"] == "adopted"
+    # A later refit refused: the model in use, and when it was adopted, are still reported.
+    later = run(s, {"default": [0.5]}, joined(data), {"default": 3}, {}, out.models, memory, "T2")
+    assert later.contexts[0]["verdict"] in ("refused", "waiting")
+    assert later.contexts[0]["adoptedAt"] == NOW
+    assert later.contexts[0]["modelId"] == status["modelId"]
 
 
 def test_advisory_mode_recommends_once_and_stores_nothing() -> None:
@@ -184,3 +189,28 @@ def test_the_share_is_kept_on_all_recent_traffic_not_only_the_labelled_part() ->
     model = CompiledCorrection.from_model(out.models["default"])
     share = float(np.mean(decisions(prior, model, traffic) >= cut_logit))
     assert share == pytest.approx(0.5, abs=0.05)
+
+
+def test_router_endpoints_of_running_pods_and_the_address_map() -> None:
+    from zeta_router.learning.collect import endpoints
+
+    def pod(name: str, ip: str | None, phase: str = "Running", deleting: bool = False):  # type: ignore[no-untyped-def]
+        meta: dict[str, Any] = {"name": name}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+
+    pods = [
+        pod("b", "10.0.0.2"),
+        pod("a", "10.0.0.1"),
+        pod("pending", None, "Pending"),
+        pod("going", "10.0.0.3", deleting=True),
+    ]
+    assert [(e.pod, e.url) for e in endpoints(pods, 8081, None)] == [
+        ("a", "http://10.0.0.1:8081"),
+        ("b", "http://10.0.0.2:8081"),
+    ]
+    # Outside the cluster network: only the pods the map names, where it says.
+    assert [(e.pod, e.url) for e in endpoints(pods, 8081, {"10.0.0.2": "127.0.0.1:9"})] == [
+        ("b", "http://127.0.0.1:9")
+    ]

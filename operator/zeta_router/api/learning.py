@@ -151,7 +151,8 @@ class LearningSpec(SpecModel):
         gt=0.0,
         lt=0.9,
         description="Share of the most recent labels held out to judge a candidate against the "
-        "model in use (at least 20 labels, or 50 when minLabels allows).",
+        "model in use (at least 50 labels, down to 20 when minLabels is small; a candidate is "
+        "judged only once they hold enough evidence: ties count for none).",
     )
     keep_share: bool = Field(
         default=True,
@@ -195,11 +196,6 @@ class LearningSpec(SpecModel):
     @property
     def sample_ttl_seconds(self) -> float:
         return duration_seconds(self.sample_ttl)
-
-    @property
-    def min_held_out(self) -> int:
-        """Held-out labels at the least: 50, or fewer when ``min_labels`` is small."""
-        return max(20, min(50, self.min_labels // 3))
 
     def learns(self, context: str) -> bool:
         return self.enabled and (self.contexts is None or context in self.contexts)

@@ -8,6 +8,7 @@ records after the last one it has (``GET /learning/samples?after=N``), a page at
 Outside the cluster network (the operator run on a workstation, the end-to-end tests) pod
 addresses are not reachable; the file named by ``$ZETA_ROUTER_ROUTER_ADDRESSES``, a JSON object
 mapping a pod's IP to ``host:port``, tells where each pod's admin port is reachable instead.
+With that variable set, a pod the file does not name is not contacted at all.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ class RouterEndpoint:
     url: str  # base URL of its admin port
 
 
-def address_map() -> dict[str, str]:
-    """Pod IP -> ``host:port`` from ``$ZETA_ROUTER_ROUTER_ADDRESSES`` (empty when unset);
+def address_map() -> dict[str, str] | None:
+    """Pod IP -> ``host:port`` from ``$ZETA_ROUTER_ROUTER_ADDRESSES`` (None when unset);
     re-read each time, so a test can write it once pods exist."""
     path = os.environ.get(ADDRESSES_ENV)
     if not path:
-        return {}
+        return None
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -60,9 +61,10 @@ def address_map() -> dict[str, str]:
 
 
 def endpoints(
-    pods: list[Mapping[str, Any]], port: int, addresses: Mapping[str, str]
+    pods: list[Mapping[str, Any]], port: int, addresses: Mapping[str, str] | None
 ) -> list[RouterEndpoint]:
-    """The routers of these pods: running ones with an address (pure)."""
+    """The routers of these pods: running ones with an address (pure). With ``addresses``,
+    only the pods it names, at the address it gives."""
     out = []
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -70,7 +72,12 @@ def endpoints(
         ip = status.get("podIP")
         if meta.get("deletionTimestamp") or status.get("phase") != "Running" or not ip:
             continue
-        address = addresses.get(str(ip)) or f"{ip}:{port}"
+        if addresses is None:
+            address = f"{ip}:{port}"
+        elif str(ip) in addresses:
+            address = addresses[str(ip)]
+        else:
+            continue
         out.append(RouterEndpoint(pod=str(meta.get("name")), url=f"http://{address}"))
     return sorted(out, key=lambda e: e.pod)
 

@@ -43,9 +43,6 @@ from zeta_router.scoring.learner import (
 )
 from zeta_router.scoring.scorer import Scorer, default_weights
 
-#: Paired bootstrap confidence a candidate needs (see ``LearnerConfig.confidence``).
-CONFIDENCE = 0.8
-
 
 @dataclass
 class ContextMemory:
@@ -53,7 +50,8 @@ class ContextMemory:
 
     refitted_at_version: int = -1
     verdict: str = "waiting"
-    status: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)  # of the last refit
+    adopted_at: str | None = None  # when the model in use was adopted (this process saw it)
 
 
 @dataclass(frozen=True)
@@ -74,12 +72,10 @@ class CycleResult:
 
 
 def learner_config(learning: LearningSpec, contexts: int) -> LearnerConfig:
-    return LearnerConfig(
-        min_labels=learning.min_labels,
+    return LearnerConfig.for_labels(
+        learning.min_labels,
         held_out_share=learning.held_out_share,
-        min_held_out=learning.min_held_out,
         min_gain=learning.min_gain,
-        confidence=CONFIDENCE,
         max_bytes=bytes_per_context(contexts),
     )
 
@@ -162,11 +158,13 @@ def run(
                 )
                 models[ctx.name] = stored
                 status.update(source="learned", modelId=model_id(stored), modelLabels=stored.labels)
-                mem.status["adoptedAt"] = now
+                mem.adopted_at = now
             event = _event(ctx.name, verdict, previous, step, rolled_back)
             if event is not None:
                 result.events.append(event)
         status.update(mem.status)
+        if status["source"] == "learned" and mem.adopted_at is not None:
+            status["adoptedAt"] = mem.adopted_at
         result.contexts.append(status)
     return result
 

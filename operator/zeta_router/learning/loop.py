@@ -167,6 +167,7 @@ class LearningLoop:
                 )
             mem.model = spec.learning.model
         for event in result.events:
+            log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
             self.events.post(body, event.type, event.reason, event.message)
         patch_status(
             self.kube,

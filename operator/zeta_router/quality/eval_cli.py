@@ -196,11 +196,8 @@ def _sigmoid(z: float) -> float:
 
 def _run_online(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) -> int:
     try:
-        cfg = LearnerConfig(
-            l2=args.l2,
-            min_labels=args.min_labels,
-            min_held_out=min(LearnerConfig.min_held_out, max(10, args.min_labels // 4)),
-        )
+        # The operator's configuration for the same minLabels (spec.learning).
+        cfg = LearnerConfig.for_labels(args.min_labels, l2=args.l2)
     except LearnError as exc:
         raise MetricError(str(exc)) from None
     result = replay(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,12 +70,12 @@ class LearnerConfig:
     min_held_out: int = 50
     min_gain: float = 0.0
     """The candidate's held-out APGR must exceed the model in use's by more than this."""
-    confidence: float = 0.0
+    confidence: float = 0.8
     """And it must do so in at least this share of paired bootstrap resamples of the held-out
     labels (0: the plain comparison). Few held-out labels make APGR noisy; this keeps a
     candidate that won by luck from replacing the model in use."""
     resamples: int = 200
-    min_evidence: float = 0.0
+    min_evidence: float = 25.0
     """The held-out labels must carry at least this much evidence: the sum of their gains'
     sizes (a tie carries none). Until they do, nothing is judged, so nothing is adopted."""
     max_bytes: int = MAX_BYTES_PER_CONTEXT
@@ -100,6 +101,14 @@ class LearnerConfig:
             raise LearnError(f"confidence must be in [0, 1), got {self.confidence}")
         if self.max_bytes < 1024:
             raise LearnError(f"max_bytes must be at least 1024, got {self.max_bytes}")
+
+    @classmethod
+    def for_labels(cls, min_labels: int, **settings: Any) -> LearnerConfig:
+        """The configuration for refits from ``min_labels`` labels on: at least 50 labels held
+        out, fewer (down to 20) when ``min_labels`` is small, and half as much evidence as
+        held-out labels (the operator's ``spec.learning`` and ``eval --online`` both use it)."""
+        held = max(20, min(50, min_labels // 3))
+        return cls(min_labels=min_labels, min_held_out=held, min_evidence=held / 4, **settings)
 
     def held_out(self, n: int) -> int:
         return max(self.min_held_out, math.ceil(self.held_out_share * n))
