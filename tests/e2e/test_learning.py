@@ -3,13 +3,15 @@
 Prometheus scraping the routers, labelled traffic sent with the official openai client and
 client feedback posted to the *other* router.
 
-The traffic is about two topics, at all lengths: contract law, whose answers from the small tier
-get a score of 0 (the larger tier was needed), and poems, whose answers get 1 (the small tier
-does as well). The prior scores by length, so at first each topic goes half to each tier. The
-operator collects the hashed samples from one router and the labels from the other, joins them,
-adopts a learned correction, the routers reload it, and law goes to the large tier and poems to
-the small one. Then a cold-start file with the labels inverted arrives: the candidate fitted on
-it does worse on the most recent (true) labels and is refused; nothing changes.
+The traffic is about two topics, at several lengths: contract law, whose answers from the small
+tier get a score of 0 (the larger tier was needed), and poems, whose answers get 1 (the small
+tier does as well). The cut point is above the prior's score of every such request, so at first
+everything goes to the small tier and every answer is labelled. The operator collects the hashed
+samples from one router and the labels from the other, joins them, adopts a learned correction
+(``keepShare: false``: its scores stand as fitted), the routers reload it, and law goes to the
+large tier while poems stay on the small one. Then a cold-start file with the labels inverted
+arrives: the candidate fitted on it does worse on the most recent (true) labels and is refused;
+nothing changes.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ KEY = "learning-e2e-key-0123456789abcdef"
 
 
 def prompt(rng: random.Random, topic: list[str]) -> str:
-    """A request of the topic, with 0-4 neutral sentences around it so that its length (all the
+    """A request of the topic, with 0-2 neutral sentences around it so that its length (all the
     prior sees) says nothing of its topic."""
     core = rng.choice(topic).format(x=rng.choice(THINGS))
-    extra = rng.sample(FILLER, rng.randint(0, 4))
+    extra = rng.sample(FILLER, rng.randint(0, 2))
     return " ".join([*extra[: len(extra) // 2], core, *extra[len(extra) // 2 :]])
 
 
@@ -86,13 +88,14 @@ def prompts(seed: int, n: int) -> list[tuple[str, str]]:
     ]
 
 
-def median_threshold() -> float:
-    """A cut point at the prior's median score of this traffic: half of it goes large."""
-    scores = sorted(
+THRESHOLD = 0.8
+
+
+def prior_scores(seed: int, n: int) -> list[float]:
+    return [
         default_scorer().score_body({"messages": [{"role": "user", "content": p}]})
-        for _, p in prompts(99, 400)
-    )
-    return round((scores[199] + scores[200]) / 2, 6)
+        for _, p in prompts(seed, n)
+    ]
 
 
 def zetarouter(
@@ -116,8 +119,9 @@ def zetarouter(
                 "enabled": learning,
                 "mode": "apply",
                 "interval": "5s",
-                "minLabels": 40,
+                "minLabels": 100,
                 "heldOutShare": 0.25,
+                "keepShare": False,
                 "sampleTtl": "1h",
                 "sources": sources,
             },
@@ -253,7 +257,8 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
     addresses: Path,
     tmp_path: Path,
 ) -> None:
-    threshold = median_threshold()
+    threshold = THRESHOLD
+    assert max(prior_scores(1, 140) + prior_scores(2, 40)) < threshold  # all small at first
     # Learning is turned on once the routers run and the operator knows where they listen.
     apply(kube, zetarouter(threshold, learning=False), namespace)
     wait_for(lambda: len(pods_by_tier(kube, namespace)) == 2, 60, "the two pods")
@@ -308,14 +313,14 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         )
         traffic = Traffic([routers["small"], routers["large"]])
 
-        # 1. The prior splits each topic by length; only the small tier's answers are labels.
-        traffic.send(prompts(1, 120))
+        # 1. Everything goes to the small tier at first, and every answer gets a score. (The
+        # learner is live: once it adopts a model, law may go large during this very phase.)
+        traffic.send(prompts(1, 140))
         assert not traffic.errors, traffic.errors[:3]
-        assert 0.2 < share_large(traffic.served, "law") < 0.8
-        assert 0.2 < share_large(traffic.served, "poem") < 0.8
+        assert traffic.served[0][1] == traffic.served[1][1] == "small"
         # Every answer of the small tier got a score: that many labels, once all are joined.
         labels = sum(tier == "small" for _, tier in traffic.served)
-        assert labels >= 40
+        assert labels >= 100
 
         def refitted_on_all() -> bool:
             status = context_status(kube, namespace)
@@ -326,6 +331,7 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         wait_for(refitted_on_all, 300, f"a learned model, and a refit on all {labels} labels")
         status = context_status(kube, namespace)
         assert status["labels"] == labels, status
+        assert status["modelLabels"] >= 60, status
         assert status.get("adoptedAt"), status
         model_id = status["modelId"]
         adopted = [
@@ -335,6 +341,8 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         ]
         assert adopted, "no LearnedModelAdopted Event"
         assert "beats" in adopted[0]
+        # (Refits of phase 1's labels may adopt more than once; the inverted file must not.)
+        adoptions = len(adopted)
         store = kube.get(api_path("v1", "configmaps", namespace, f"{NAME}-learned"))
         assert "default" in yaml.safe_load(store["data"]["models.yaml"])
         doc = routing(kube, namespace)
@@ -362,8 +370,9 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         after = Traffic([routers["small"], routers["large"]])
         after.send(prompts(2, 40))
         assert not after.errors, after.errors[:3]
-        assert share_large(after.served, "law") >= 0.8, after.served
-        assert share_large(after.served, "poem") <= 0.2, after.served
+        law, poem = share_large(after.served, "law"), share_large(after.served, "poem")
+        assert law >= 0.5, after.served
+        assert law - poem >= 0.4, after.served
 
         # 3. A labelled file that says the opposite: its model is refused on the recent labels.
         rows = ["prompt,label"] + [
@@ -380,19 +389,23 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
             namespace,
         )
         apply(kube, zetarouter(threshold, {"configMap": "inverted-labels"}), namespace)
-        wait_for(
-            lambda: context_status(kube, namespace).get("verdict") == "refused",
-            240,
-            "the model of the inverted file refused",
-        )
+
+        # A refit of phase 1's labels alone may have been refused already: wait for the verdict
+        # on a refit that includes the file's labels.
+        def refused_with_file() -> bool:
+            status = context_status(kube, namespace)
+            return status.get("verdict") == "refused" and int(status.get("labels", 0)) > 240
+
+        wait_for(refused_with_file, 240, "the model of the inverted file refused")
         status = context_status(kube, namespace)
+        assert f"of {status['labels']} labels)" in status["message"], status
         assert status["modelId"] == model_id
         assert status["apgrAfter"] < status["apgrBefore"]
         assert status["labels"] > 240
         reasons = [e.get("reason") for e in events_for(kube, namespace, NAME)]
         assert "ColdStartFileRead" in reasons
         assert "LearnedModelRefused" in reasons
-        assert reasons.count("LearnedModelAdopted") == 1
+        assert reasons.count("LearnedModelAdopted") == adoptions
         still = next(c for c in routing(kube, namespace)["contexts"] if c["name"] == "default")
         assert still["learned"] == learned
     finally:

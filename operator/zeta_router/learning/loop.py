@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How often a daemon whose ZetaRouter does not learn looks again.
-IDLE_SECONDS = 30.0
+#: How often a daemon whose ZetaRouter does not learn looks again (its spec is a live view).
+IDLE_SECONDS = 10.0
 
 
 def _rfc3339(ts: float) -> str:
@@ -93,6 +93,7 @@ class LearningLoop:
         with self._guard:
             mem = self._memory.get((namespace, name))
             if mem is None or mem.uid != uid:
+                log.info("%s/%s: learning (%s mode)", namespace, name, learning.mode)
                 mem = self._memory[(namespace, name)] = _Memory(
                     uid=uid,
                     joiner=Joiner(learning.max_labels, learning.sample_ttl_seconds),
@@ -115,13 +116,19 @@ class LearningLoop:
         except SpecError:
             return IDLE_SECONDS  # the controller reports it (SpecValid=False)
         if not spec.learning.enabled:
+            if (namespace, name) in self._memory:
+                log.info(
+                    "%s/%s: learning stopped (spec.learning.enabled is false)", namespace, name
+                )
             self.forget(namespace, name)
             if (body.get("status") or {}).get("learning") is not None:
                 patch_status(self.kube, namespace, name, fields={"learning": None})
             return IDLE_SECONDS
         mem = self._memory_for(namespace, name, str(meta.get("uid") or ""), spec)
+        started = self.clock()
         with mem.lock:
             self._interval(body, spec, mem, namespace, name)
+        log.debug("%s/%s: learning interval took %.1fs", namespace, name, self.clock() - started)
         return spec.learning.interval_seconds
 
     def _interval(

@@ -105,7 +105,7 @@ class LearnerConfig:
     @classmethod
     def for_labels(cls, min_labels: int, **settings: Any) -> LearnerConfig:
         """The configuration for refits from ``min_labels`` labels on: at least 50 labels held
-        out, fewer (down to 20) when ``min_labels`` is small, and half as much evidence as
+        out, fewer (down to 20) when ``min_labels`` is small, and a quarter as much evidence as
         held-out labels (the operator's ``spec.learning`` and ``eval --online`` both use it)."""
         held = max(20, min(50, min_labels // 3))
         return cls(min_labels=min_labels, min_held_out=held, min_evidence=held / 4, **settings)
@@ -362,8 +362,8 @@ def refit(data: Labelled, prior: Scorer, current: CompiledCorrection, cfg: Learn
     if evidence < cfg.min_evidence:
         return Refit(
             False,
-            f"the {held} most recent labels carry too little evidence to judge a model "
-            f"({evidence:.0f} of the {cfg.min_evidence:.0f} needed: most are ties)",
+            f"too little evidence to judge a model: {evidence:.0f} of the "
+            f"{cfg.min_evidence:.0f} needed, most are ties ({held} most recent of {n} labels)",
             labels=n,
             held_out=held,
             trained_on=n - held,
@@ -372,8 +372,8 @@ def refit(data: Labelled, prior: Scorer, current: CompiledCorrection, cfg: Learn
     if before is None:
         return Refit(
             False,
-            f"the {held} most recent labels show no gain from the larger tier, so no model "
-            "can be judged on them",
+            "the larger tier does no better on the held-out labels, so no model can be "
+            f"judged on them ({held} most recent of {n} labels)",
             labels=n,
             held_out=held,
             trained_on=n - held,
