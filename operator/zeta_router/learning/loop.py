@@ -16,11 +16,13 @@ adopted corrections are in the store and survive.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 
 #: How often a daemon whose ZetaRouter does not learn looks again (its spec is a live view).
 IDLE_SECONDS = 10.0
+
+#: Threads that run the learning intervals of all ZetaRouters (apart from kopf's handlers).
+LEARNING_THREADS = 2
 
 
 def _rfc3339(ts: float) -> str:
@@ -323,15 +328,22 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
 
     loop = LearningLoop(context.kube, context.events, context.reconciler)
 
-    def daemon(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
+    # Async, with each interval's work in a small pool of its own: a sync daemon would hold
+    # one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
+    # with as many ZetaRouters as threads no handler could run at all. Refits are CPU-bound, so
+    # more threads than this would not make them faster.
+    pool = ThreadPoolExecutor(max_workers=LEARNING_THREADS, thread_name_prefix="learning")
+
+    async def daemon(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
+        running = asyncio.get_running_loop()
         while not stopped:
             try:
-                wait = loop.run_once(body)
+                wait = await running.run_in_executor(pool, loop.run_once, body)
             except ApiError as e:
                 # Logged, not raised: the next interval tries again.
                 log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
                 wait = IDLE_SECONDS
-            stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
+            await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         loop.forget(str(meta.get("namespace")), str(meta.get("name")))
