@@ -4,7 +4,9 @@ Prints:
 1. grouped cross-validation by subject (the recipe that produced the shipped weights, refitted
    on each fold's training subjects) beside prompt length alone, a random router, the oracle,
    and a "subject oracle" that knows each subject's true net gain (a ceiling for any scorer
-   that only tells subjects apart); plus a few other recipes for comparison;
+   that only tells subjects apart); plus a few other recipes for comparison; and the same folds
+   judged on the math subjects only, and on their word problems (with the arithmetic-operator
+   weight the shipped weights used to carry, for comparison);
 2. the shipped weights on all the data (in-sample: they were fitted on it);
 3. the score distribution of the shipped weights, for choosing thresholds.
 
@@ -25,9 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from zeta_router.quality import metrics
-from zeta_router.quality.data import load
+from zeta_router.quality.data import Dataset, load
 from zeta_router.quality.evaluation import cross_validated
-from zeta_router.quality.fit import FEATURE_NAMES, FitConfig, cross_validate, group_folds
+from zeta_router.quality.fit import (
+    FEATURE_NAMES,
+    FIXED_WEIGHTS,
+    FitConfig,
+    cross_validate,
+    group_folds,
+)
 from zeta_router.quality.report import table
 from zeta_router.quality.scoring import score_prompts
 from zeta_router.scoring.features import matrix
@@ -124,6 +132,8 @@ def main() -> int:
         c = metrics.mean_curve(curves)
         print(f"  {name:<32} APGR {c.apgr():.3f}  CPT(50%) {100 * c.cpt(0.5):.1f}%")
 
+    math_subjects(ds, x, args)
+
     # 2. in-sample, through the sidecar's path
     weights = default_weights()
     scores = score_prompts(weights, ds.prompts)
@@ -151,6 +161,69 @@ def main() -> int:
         print(f"  threshold for {100 * share:.0f}% large: {np.quantile(scores, 1 - share):.3f}")
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+MATH_SUBJECTS = ("abstract_algebra", "college_mathematics", "high_school_statistics")
+
+
+def math_subjects(ds: Dataset, x: np.ndarray, args: argparse.Namespace) -> None:
+    """The recipe with and without the old math cues, judged on the math subjects (each routing
+    its own top share) and on their word problems, from the same grouped folds."""
+    names = ds.group_names
+    groups = [names.index(n) for n in MATH_SUBJECTS if n in names]
+    if not groups:
+        return
+    math = np.isin(ds.groups, groups)
+    fi = {n: FEATURE_NAMES.index(n) for n in ("latex", "numbers", "log_question_tokens")}
+    # Word problems: a question of 30+ tokens with numbers in it and no formula.
+    words = (
+        math
+        & (x[:, fi["latex"]] == 0)
+        & (x[:, fi["numbers"]] > 0)
+        & (x[:, fi["log_question_tokens"]] > np.log1p(30))
+    )
+    length = x[:, FEATURE_NAMES.index("log_prompt_tokens")]
+    recipes = {
+        "shipped recipe": FitConfig(),
+        "with math_operators 0.1": FitConfig(fixed={**FIXED_WEIGHTS, "math_operators": 0.1}),
+    }
+    out: dict[str, list[tuple[float, float, float]]] = {k: [] for k in [*recipes, "prompt length"]}
+    for r in range(args.repeats):
+        folds = None
+        for name, cfg in recipes.items():
+            cv = cross_validate(
+                x, ds.weak, ds.strong, ds.groups, ds.prompts, cfg, k=args.folds, seed=args.seed + r
+            )
+            folds = cv.folds
+            out[name].append(_three(cv.decision, ds, math, words, folds))
+        assert folds is not None
+        out["prompt length"].append(_three(length, ds, math, words, folds))
+    gain = int((ds.strong[words].astype(int) - ds.weak[words].astype(int)).sum())
+    print()
+    print(
+        f"math subjects ({', '.join(MATH_SUBJECTS)}: {int(math.sum())} prompts; high school "
+        "mathematics left out, its strong-model labels are 3% correct), same folds:"
+    )
+    print(f"  {'':<30} {'math, within subject':>21} {'word problems':>14} {'all subjects':>13}")
+    for name, rows in out.items():
+        a = np.array(rows).mean(axis=0)
+        print(f"  {name:<30} {a[0]:>21.3f} {a[1]:>14.3f} {a[2]:>13.3f}")
+    print(
+        f"  (word problems: {int(words.sum())} math prompts with numbers, no formula and a "
+        f"question of 30+ tokens; net gain of the strong model on them: {gain} prompts)"
+    )
+
+
+def _three(
+    scores: np.ndarray, ds: Dataset, math: np.ndarray, words: np.ndarray, folds: np.ndarray
+) -> tuple[float, float, float]:
+    return (
+        metrics.stratified_curve(
+            scores[math], ds.weak[math], ds.strong[math], ds.groups[math]
+        ).apgr(),
+        metrics.curve(scores[words], ds.weak[words], ds.strong[words]).apgr(),
+        metrics.stratified_curve(scores, ds.weak, ds.strong, folds).apgr(),
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCT = REPO / "operator" / "zeta_router"
 
 # What each part of zeta_router may import from the others. Bottom first: the scoring core and
-# the version; the API on it; the renderers on the API; then the operator (controller and its
-# control loop, which are its two halves), the router sidecar, the quality and simulation tools;
-# the command line on top.
+# the version; the API on it; the renderers on the API; then the operator (controller, its
+# control loop and its learner), the router sidecar, the quality and simulation tools; the command
+# line on top.
 ALLOWED: dict[str, set[str]] = {
     "(root)": set(),
     "plotting": set(),
@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"(root)", "api", "scoring"},
     "controller": {"(root)", "api", "scoring", "render", "kube", "autoscale"},
     "autoscale": {"(root)", "api", "scoring", "render", "kube", "controller"},
+    "learning": {"(root)", "api", "scoring", "render", "kube", "controller"},
     "router": {"(root)", "api", "scoring"},
     "quality": {"(root)", "api", "scoring", "plotting"},
     "sim": {"(root)", "api", "scoring", "autoscale", "plotting"},

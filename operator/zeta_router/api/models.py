@@ -50,6 +50,7 @@ from zeta_router.api.fields import (
     duration_seconds,
     quantity_value,
 )
+from zeta_router.api.learning import LearningSpec, learning_problems
 from zeta_router.api.routing import CircuitBreaker, Stickiness, Timeouts
 from zeta_router.api.status import (
     Condition,
@@ -76,6 +77,7 @@ __all__ = [
     "Decision",
     "EnvVar",
     "FeedbackSpec",
+    "LearningSpec",
     "PrometheusSpec",
     "ReplicaRange",
     "ResourceRequirements",
@@ -613,6 +615,11 @@ class ZetaRouterSpec(SpecModel):
     feedback: FeedbackSpec = Field(
         default_factory=FeedbackSpec, description="Threshold tuning from quality feedback."
     )
+    learning: LearningSpec = Field(
+        default_factory=LearningSpec,
+        description="Learn each context's traffic: a correction of the routing score, refitted "
+        "from outcome labels and adopted only when it routes recent labels better.",
+    )
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Self:
@@ -779,6 +786,8 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
                     f"context {b.context!r}",
                 )
             )
+
+    problems += learning_problems(spec.learning, names, router.shadow_sample_rate, n)
 
     if not problems:
         router.contexts = contexts

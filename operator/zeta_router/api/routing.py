@@ -7,17 +7,19 @@ serialised as YAML under the ConfigMap key ``routing.yaml`` with camelCase field
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from zeta_router.api.fields import SHA256_HEX
+from zeta_router.scoring import ngrams
+from zeta_router.scoring.learned import LearnedCorrection
 from zeta_router.scoring.weights import ScorerWeights
 
 CONFIGMAP_KEY = "routing.yaml"
 
-__all__ = ["CONFIGMAP_KEY", "ScorerWeights"]
+__all__ = ["CONFIGMAP_KEY", "LearnedCorrection", "ScorerWeights"]
 
 
 class _Model(BaseModel):
@@ -43,6 +45,29 @@ class RoutingContext(_Model):
     name: str
     thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]]
     scorer: ScorerWeights | None = None
+    learned: LearnedCorrection | None = Field(
+        default=None,
+        description="Correction added to the scorer's logit (learned by the operator).",
+    )
+
+
+class RoutingLearning(_Model):
+    """What the routers do for the operator's learner (present while it learns): keep a
+    bounded sample of hashed requests of the learning contexts, and turn feedback and shadow
+    pairs into labels for them."""
+
+    contexts: list[str] = Field(description="Contexts whose requests are sampled.")
+    sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_samples: int = Field(default=20_000, ge=1)
+    sample_ttl_seconds: float = Field(default=6 * 3600.0, gt=0)
+    hash_bits: int = Field(default=ngrams.DEFAULT_BITS, ge=ngrams.MIN_BITS, le=ngrams.MAX_BITS)
+    feedback_labels: bool = True
+    shadow_judge: Literal["agreement", "largest-tier"] | None = Field(
+        default=None, description="How shadow pairs become labels; none: they do not."
+    )
+    judge_prompt: str | None = Field(
+        default=None, description="The largest-tier judge's prompt (default: the built-in one)."
+    )
 
 
 class Timeouts(_Model):
@@ -107,6 +132,9 @@ class RoutingConfig(_Model):
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     scorer: ScorerWeights | None = Field(
         default=None, description="Default weights for contexts without their own."
+    )
+    learning: RoutingLearning | None = Field(
+        default=None, description="Sampling and labelling for the learner; none: off."
     )
 
     @model_validator(mode="after")

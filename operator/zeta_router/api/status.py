@@ -61,6 +61,51 @@ class Decision(_Status):
     reason: str | None = Field(default=None, description="Why, in one line.")
 
 
+class ContextLearningStatus(_Status):
+    """What the learner knows and did for one context."""
+
+    name: str = Field(description="Context name.")
+    source: str | None = Field(
+        default=None,
+        description="The model routers use: prior (no correction), learned (adopted from "
+        "labels) or rolled-back (spec.learning.model is prior).",
+    )
+    model_id: str | None = Field(default=None, description="Id of the adopted correction.")
+    labels: int | None = Field(default=None, description="Labels held for this context.")
+    model_labels: int | None = Field(
+        default=None, description="Labels the adopted correction was learned from."
+    )
+    apgr_before: float | None = Field(
+        default=None, description="Held-out APGR of the model in use at the last refit."
+    )
+    apgr_after: float | None = Field(
+        default=None, description="Held-out APGR of the candidate at the last refit."
+    )
+    held_out: int | None = Field(default=None, description="Labels held out at the last refit.")
+    verdict: str | None = Field(
+        default=None,
+        description="Last refit: adopted, refused, recommended (advisory), or waiting.",
+    )
+    message: str | None = Field(default=None, description="Why, in one line.")
+    last_refit: str | None = Field(default=None, description="When (RFC 3339).")
+    adopted_at: str | None = Field(default=None, description="When the model was adopted.")
+
+
+class LearningStatus(_Status):
+    """The learner's state (``status.learning``)."""
+
+    mode: str | None = Field(default=None, description="advisory or apply.")
+    last_collection: str | None = Field(
+        default=None, description="When labels were last collected (RFC 3339)."
+    )
+    routers: str | None = Field(
+        default=None, description="Routers reached at the last collection, e.g. 3/3."
+    )
+    contexts: list[ContextLearningStatus] = Field(
+        default_factory=list, description="Per learning context."
+    )
+
+
 class ZetaRouterStatus(_Status):
     """Observed state of a ZetaRouter, written by the operator and its control loop."""
 
@@ -99,6 +144,9 @@ class ZetaRouterStatus(_Status):
     loop_state: FreeForm | None = Field(
         default=None,
         description="The control loop's memory between intervals (internal; free-form).",
+    )
+    learning: LearningStatus | None = Field(
+        default=None, description="What the learner knows and did, per context."
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from zeta_router.api import defaults
 from zeta_router.api.models import SpecError, parse_status, parse_zetarouter
+from zeta_router.api.routing import LearnedCorrection
 from zeta_router.controller.replicas import ReplicaBounds, desired_replicas
 from zeta_router.render import names
 from zeta_router.render.children import loop_desired_replicas, render
@@ -44,9 +45,11 @@ def compute(
     live_deployments: Mapping[str, Mapping[str, Any]],
     live_configmaps: Mapping[str, Mapping[str, Any]],
     router_image: str = defaults.ROUTER_IMAGE,
+    learned: Mapping[str, LearnedCorrection] | None = None,
 ) -> Desired:
     """The children of ``body`` (a ZetaRouter object). ``live_*``: its live children of that
-    kind by name. Raises :class:`SpecError` for a spec that cannot be used."""
+    kind by name. ``learned``: the learner's store (``render.learned.parse_model_store``).
+    Raises :class:`SpecError` for a spec that cannot be used."""
     spec = parse_zetarouter(body)
     status = parse_status(body)
     meta = body["metadata"]
@@ -69,6 +72,7 @@ def compute(
         live_configmap=live_configmaps.get(names.routing_configmap_name(name)),
         replicas=replicas,
         router_image=router_image,
+        learned=learned,
     )
     return Desired(
         children=out.children,

@@ -33,6 +33,9 @@ from zeta_router.kube import ApiError, Kube, api_path, load_credentials
 log = logging.getLogger(__name__)
 
 AUTOSCALE_LOOP_MODULE = "zeta_router.autoscale.loop"
+LEARNING_LOOP_MODULE = "zeta_router.learning.loop"
+#: Modules that add handlers of their own (the control loop, the learner).
+EXTENSION_MODULES = (AUTOSCALE_LOOP_MODULE, LEARNING_LOOP_MODULE)
 PEERING_API = "kopf.dev/v1"
 # (apiVersion, plural) of the children, as kopf selects resources.
 _CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"))
@@ -198,15 +201,16 @@ def _ensure_peering_objects(kube: Kube, cfg: OperatorConfig) -> None:
 
 
 def _register_extensions(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
-    try:
-        module = importlib.import_module(AUTOSCALE_LOOP_MODULE)
-    except ModuleNotFoundError as e:
-        if e.name != AUTOSCALE_LOOP_MODULE:
-            raise  # the module exists but one of its imports is missing: a real error
-        log.info("no %s module: the operator runs without its control loop", AUTOSCALE_LOOP_MODULE)
-        return
-    register = getattr(module, "register", None)
-    if register is None:
-        log.warning("%s has no register(registry, context); not registered", AUTOSCALE_LOOP_MODULE)
-        return
-    register(registry, ctx)
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise  # the module exists but one of its imports is missing: a real error
+            log.info("no %s module: the operator runs without it", name)
+            continue
+        register = getattr(module, "register", None)
+        if register is None:
+            log.warning("%s has no register(registry, context); not registered", name)
+            continue
+        register(registry, ctx)

@@ -42,7 +42,9 @@ from zeta_router.controller.status import (
     zetarouter_path,
 )
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
+from zeta_router.render.learned import model_store_name, parse_model_store
 from zeta_router.render.router_key import build_router_key_secret
+from zeta_router.scoring.learned import LearnedCorrection
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +233,11 @@ class Reconciler:
         }
         try:
             want = desired_mod.compute(
-                body, owned_live["Deployment"], owned_live["ConfigMap"], self.router_image
+                body,
+                owned_live["Deployment"],
+                owned_live["ConfigMap"],
+                self.router_image,
+                learned=self._learned(body, namespace, name),
             )
         except SpecError as e:
             message = str(e)
@@ -285,6 +291,17 @@ class Reconciler:
                 outcome.errors,
             )  # fmt: skip
         return outcome
+
+    def _learned(
+        self, body: Mapping[str, Any], namespace: str, name: str
+    ) -> dict[str, LearnedCorrection]:
+        """The learner's adopted corrections (read only while the ZetaRouter learns)."""
+        learning = (body.get("spec") or {}).get("learning") or {}
+        if not learning.get("enabled"):
+            return {}
+        return parse_model_store(
+            self.kube.get_or_none(api_path("v1", "configmaps", namespace, model_store_name(name)))
+        )
 
     def _apply(
         self,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
+import math
 from pathlib import Path
 
 from zeta_router.plotting import require_matplotlib
@@ -14,11 +16,23 @@ from zeta_router.quality.cli_common import (
     data_lines,
     guarded,
     load_data,
+    positive_int,
     print_json,
+)
+from zeta_router.quality.data import Dataset
+from zeta_router.quality.metrics import MetricError
+from zeta_router.quality.online import (
+    DEFAULT_MAX_LABELS,
+    DEFAULT_REFIT_EVERY,
+    OnlineResult,
+    replay,
 )
 from zeta_router.quality.report import plot, table
 from zeta_router.quality.scoring import load_scorer, score_prompts
 from zeta_router.scoring.features import FEATURE_INDEX, matrix
+from zeta_router.scoring.learner import LearnerConfig, LearnError
+from zeta_router.scoring.scorer import Scorer
+from zeta_router.scoring.weights import ScorerWeights
 
 DESCRIPTION = """\
 Score every labelled prompt with the router's own feature extractor and scorer (the code path
@@ -28,6 +42,14 @@ prompts go to the strong model, beside prompt length alone, a random router and 
 
 The figures are in-sample when the scorer was fitted on the same data (the shipped default
 weights were fitted on routing-eval); `zeta-router fit` reports honest, cross-validated ones.
+
+With --online, the data is replayed as a stream of traffic instead: the prompts in one shuffled
+order (fixed by --seed), each scored by the model learned from the labels of the prompts before
+it only, then its label learned, with the operator's own learning code (refit every
+--refit-every labels, a candidate adopted only when it beats the model in use on the most recent
+labels held out). It reports the APGR of the second half of the stream, the learning curve (the
+model in use after 250, 500, 1,000 and 2,000 labels, each judged on the second half), and the
+refits. --shuffle-labels gives each prompt another's labels: a control that must stay at chance.
 """
 
 
@@ -59,6 +81,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", type=Path, metavar="FILE", help="write a PNG of PGR against strong-call share"
     )
+    online = parser.add_argument_group("online learning (--online)")
+    online.add_argument(
+        "--online",
+        action="store_true",
+        help="replay the data as a stream and learn as the operator does (see above); "
+        "--scorer is then the prior the learner corrects",
+    )
+    online.add_argument(
+        "--seed", type=int, default=0, help="seed of the stream's order (default: 0)"
+    )
+    online.add_argument(
+        "--refit-every",
+        type=positive_int,
+        default=DEFAULT_REFIT_EVERY,
+        metavar="N",
+        help=f"labels between refits (default: {DEFAULT_REFIT_EVERY})",
+    )
+    online.add_argument(
+        "--max-labels",
+        type=positive_int,
+        default=DEFAULT_MAX_LABELS,
+        metavar="N",
+        help="most recent labels a refit uses, as the operator keeps per context "
+        f"(default: {DEFAULT_MAX_LABELS})",
+    )
+    online.add_argument(
+        "--min-labels",
+        type=positive_int,
+        default=LearnerConfig.min_labels,
+        metavar="N",
+        help=f"labels before the first refit (default: {LearnerConfig.min_labels})",
+    )
+    online.add_argument(
+        "--l2",
+        type=float,
+        default=LearnerConfig.l2,
+        help="penalty on the hashed weights' departure from the model in use "
+        f"(default: {LearnerConfig.l2:g})",
+    )
+    online.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="give each prompt the labels of another (a control: APGR must stay at chance)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
         require_matplotlib()
     weights = load_scorer(args.scorer, args.context)
     ds = load_data(args)
+    if args.online:
+        return _run_online(args, weights, ds)
     scores = score_prompts(weights, ds.prompts)
     length = matrix(ds.prompts)[:, FEATURE_INDEX["log_prompt_tokens"]]
     name = "scorer" if args.scorer is None else f"scorer ({args.scorer.name})"
@@ -120,3 +188,138 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def _run_online(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) -> int:
+    try:
+        # The operator's configuration for the same minLabels (spec.learning).
+        cfg = LearnerConfig.for_labels(args.min_labels, l2=args.l2)
+    except LearnError as exc:
+        raise MetricError(str(exc)) from None
+    result = replay(
+        ds,
+        Scorer(weights),
+        cfg,
+        seed=args.seed,
+        refit_every=args.refit_every,
+        max_labels=args.max_labels,
+        shuffle_labels=args.shuffle_labels,
+    )
+    n, half = len(ds), result.half
+    if half == 0:
+        raise MetricError("the stream needs at least 2 prompts")
+    second = slice(half, n)
+    weak, strong = result.weak[second], result.strong[second]
+    length = matrix([ds.prompts[int(i)] for i in result.order[second]])[
+        :, FEATURE_INDEX["log_prompt_tokens"]
+    ]
+    curves = {
+        "online learner": metrics.curve(result.scores[second], weak, strong),
+        "prior alone": metrics.curve(result.prior_scores[second], weak, strong),
+        "prompt length": metrics.curve(length, weak, strong),
+        "random": metrics.curve(metrics.random_scores(n - half), weak, strong),
+        "oracle": metrics.curve(metrics.oracle_scores(weak, strong), weak, strong),
+    }
+    summaries = [metrics.summarise(k, c, n - half) for k, c in curves.items()]
+    windows = _windows(result, n)
+    first_adoption = next(
+        (at for at, r in zip(result.refit_at, result.refits, strict=True) if r.adopt), None
+    )
+    if args.scores_out is not None:
+        with args.scores_out.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "row", "score"])
+            for i, z in zip(result.order, result.scores, strict=True):
+                writer.writerow(
+                    [ds.files[int(ds.groups[i])], int(ds.rows[i]), repr(_sigmoid(float(z)))]
+                )
+    if args.plot is not None:
+        plot(curves, args.plot, f"second half of an online stream ({n - half} prompts)")
+    stream = {
+        "prompts": n,
+        "seed": args.seed,
+        "refit_every": args.refit_every,
+        "max_labels": args.max_labels,
+        "min_labels": cfg.min_labels,
+        "l2": cfg.l2,
+        "shuffled_labels": args.shuffle_labels,
+        "refits": len(result.refits),
+        "adopted": result.adopted,
+        "first_adoption_after_labels": first_adoption,
+    }
+    if args.json:
+        print_json(
+            {
+                "data": {"path": str(args.data), **data_description(ds)},
+                "prior": {
+                    "file": None if args.scorer is None else str(args.scorer),
+                    "source": weights.source,
+                },
+                "stream": stream,
+                "second_half": [s.as_dict() for s in summaries],
+                "learning_curve": [
+                    {
+                        "labels": p.labels,
+                        "apgr": p.apgr,
+                        "prior_apgr": p.prior_apgr,
+                        "adopted_refits": p.adopted_refits,
+                    }
+                    for p in result.curve
+                ],
+                "windows": windows,
+                "scores_out": None if args.scores_out is None else str(args.scores_out),
+                "plot": None if args.plot is None else str(args.plot),
+            }
+        )
+        return 0
+    for line in data_lines(ds, args.data):
+        print(line)
+    print(f"prior: {args.scorer or 'shipped default weights'} ({weights.source or 'no source'})")
+    print(
+        f"stream: {n} prompts in a shuffled order (seed {args.seed})"
+        + (", labels shuffled across prompts (control)" if args.shuffle_labels else "")
+        + f"; refit every {args.refit_every} labels on the most recent {args.max_labels}"
+    )
+    print(
+        f"refits: {len(result.refits)}, adopted {result.adopted}"
+        + (f" (first after {first_adoption} labels)" if first_adoption else "")
+    )
+    print()
+    print(f"second half of the stream ({n - half} prompts, each scored before its label):")
+    print(table(summaries))
+    if result.curve:
+        print()
+        print("learning curve (the model in use after k labels, judged on the second half):")
+        print("  labels   APGR   prior  refits adopted")
+        for p in result.curve:
+            print(f"  {p.labels:>6}  {p.apgr:.3f}  {p.prior_apgr:.3f}  {p.adopted_refits:>14}")
+    print()
+    print("stream windows (each prompt scored before its label was learned):")
+    print("  prompts          APGR   prior")
+    for w in windows:
+        online, prior = w["apgr"], w["prior_apgr"]
+        shown = "   n/a" if online is None or prior is None else f"{online:.3f}  {prior:.3f}"
+        print(f"  {w['start']:>5}-{w['stop']:<7}  {shown}")
+    if args.scores_out is not None:
+        print(f"scores written to {args.scores_out} (stream order)")
+    if args.plot is not None:
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _windows(result: OnlineResult, n: int) -> list[dict[str, object]]:
+    edges = sorted({0, *(k for k in (250, 500, 1000, 2000) if k < result.half), result.half, n})
+    return [
+        {
+            "start": a,
+            "stop": b,
+            "apgr": result.window_apgr(a, b),
+            "prior_apgr": result.window_apgr(a, b, prior=True),
+        }
+        for a, b in itertools.pairwise(edges)
+        if b > a
+    ]

@@ -48,9 +48,15 @@ FITTED_FEATURES: tuple[str, ...] = (
 
 # Fixed weights, in logits of the final score, for what a single-turn benchmark cannot teach:
 # the shape of the request (turns, tools, structured output) and cues that a demanding answer
-# is wanted (code, formulas, explicit reasoning, several parts). Set by hand; modest on purpose.
-# On the calibrated scale (see ``FitConfig.spread``) +1.0 moves a median prompt from 0.50 to
-# about 0.73.
+# is wanted (code, formulas, a request to prove or explain, several parts). Set by hand; modest
+# on purpose. On the calibrated scale (see ``FitConfig.spread``) +1.0 moves a median prompt from
+# 0.50 to about 0.73.
+#
+# Arithmetic operators (math_operators 0.1) and the phrases of math word problems ("calculate",
+# "how many", then part of reasoning_cues) used to count too. Grouped cross-validation says they
+# cost routing quality on all subjects, within the math subjects, and most on word problems,
+# where they made these weights lose to prompt length; see docs/routing-quality.md, "Math and
+# word problems".
 FIXED_WEIGHTS: Mapping[str, float] = {
     "log_turns": 0.4,
     "log_system_tokens": 0.05,
@@ -60,7 +66,6 @@ FIXED_WEIGHTS: Mapping[str, float] = {
     "code_blocks": 0.6,
     "code_lines": 1.5,
     "latex": 0.3,
-    "math_operators": 0.1,
     "reasoning_cues": 0.4,
     "multi_part": 0.4,
     "non_latin": 0.5,

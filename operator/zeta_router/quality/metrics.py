@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from zeta_router.scoring.apgr import cumulative_gain
+
 DEFAULT_CPT_LEVELS: tuple[float, ...] = (0.5, 0.8)
 DEFAULT_SHARES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
 
@@ -92,16 +94,8 @@ def _raw_curve(
     s: FloatArray, w: NDArray[np.bool_], t: NDArray[np.bool_]
 ) -> tuple[FloatArray, FloatArray]:
     n = s.shape[0]
-    # Descending by score; the order inside a tie is irrelevant since only group ends are kept.
-    order = np.argsort(-s, kind="stable")
-    sorted_scores = s[order]
-    delta = t[order].astype(np.int64) - w[order].astype(np.int64)
-    gains = np.concatenate(([0], np.cumsum(delta)))
-    # Group ends: positions k (prompts taken) where the next score differs, plus 0 and n.
-    ends = np.nonzero(sorted_scores[1:] != sorted_scores[:-1])[0] + 1
-    ks = np.concatenate(([0], ends, [n]))
-    x = (ks / n).astype(np.float64)
-    perf = ((int(w.sum()) + gains[ks]) / n).astype(np.float64)
+    x, gains = cumulative_gain(s, t.astype(np.float64) - w.astype(np.float64))
+    perf = ((int(w.sum()) + gains) / n).astype(np.float64)
     return x, perf
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from zeta_router.api import defaults
 from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
-from zeta_router.api.routing import RoutingConfig
+from zeta_router.api.routing import LearnedCorrection, RoutingConfig
 from zeta_router.render import names
 from zeta_router.render.configmap import (
     build_configmap,
@@ -34,6 +34,7 @@ from zeta_router.render.configmap import (
     routing_status_fields,
 )
 from zeta_router.render.deployment import build_deployment
+from zeta_router.render.learned import effective_corrections
 from zeta_router.render.services import build_entry_service, build_tier_service
 
 
@@ -90,10 +91,13 @@ def render(
     live_configmap: Mapping[str, Any] | None = None,
     replicas: Mapping[str, int] | None = None,
     router_image: str = defaults.ROUTER_IMAGE,
+    learned: Mapping[str, LearnedCorrection] | None = None,
 ) -> Rendered:
-    """The children of ZetaRouter ``namespace/name`` (see the module docstring)."""
+    """The children of ZetaRouter ``namespace/name`` (see the module docstring). ``learned``:
+    the corrections in the learner's store (``render.learned.parse_model_store``)."""
     thresholds = effective_thresholds(spec, status)
-    config = build_routing_config(name, namespace, spec, thresholds)
+    corrections = effective_corrections(spec, learned or {})
+    config = build_routing_config(name, namespace, spec, thresholds, learned=corrections)
     last = status.routing_generation if status is not None else None
     config = config.model_copy(
         update={"generation": routing_generation(config, live_configmap, last)}

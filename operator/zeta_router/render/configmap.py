@@ -22,11 +22,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from zeta_router.api.learning import DEFAULT_JUDGE_PROMPT
 from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
 from zeta_router.api.routing import (
     CONFIGMAP_KEY,
+    LearnedCorrection,
     RoutingConfig,
     RoutingContext,
+    RoutingLearning,
     RoutingTier,
 )
 from zeta_router.render import names
@@ -77,19 +80,42 @@ def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
     return f"http://{names.tier_object_name(router, tier)}.{namespace}.svc:{port}"
 
 
+def routing_learning(spec: ZetaRouterSpec) -> RoutingLearning | None:
+    """The routers' part of ``spec.learning`` (None while learning is off)."""
+    learning = spec.learning
+    if not learning.enabled:
+        return None
+    shadow = learning.sources.shadow
+    return RoutingLearning(
+        contexts=[c.name for c in spec.contexts if learning.learns(c.name)],
+        sample_rate=learning.sample_rate,
+        max_samples=learning.max_samples,
+        sample_ttl_seconds=learning.sample_ttl_seconds,
+        feedback_labels=learning.sources.feedback,
+        shadow_judge=None if shadow is None else shadow.judge,
+        judge_prompt=None
+        if shadow is None or shadow.judge != "largest-tier"
+        else (shadow.judge_prompt or DEFAULT_JUDGE_PROMPT),
+    )
+
+
 def build_routing_config(
     name: str,
     namespace: str,
     spec: ZetaRouterSpec,
     thresholds: Mapping[str, Sequence[float]] | None = None,
     generation: int = 0,
+    learned: Mapping[str, LearnedCorrection] | None = None,
 ) -> RoutingConfig:
     """The routing configuration of ZetaRouter ``namespace/name``.
 
     ``thresholds``: cut points per context (normally :func:`effective_thresholds`); contexts
     missing from it use the spec's. ``generation``: see :func:`routing_generation`.
+    ``learned``: the learned correction per context (normally
+    ``render.learned.effective_corrections``).
     """
     chosen = dict(thresholds or {})
+    corrections = dict(learned or {})
     r = spec.router
     return RoutingConfig(
         generation=generation,
@@ -110,6 +136,7 @@ def build_routing_config(
                 name=c.name,
                 thresholds=list(chosen.get(c.name, c.thresholds or [])),
                 scorer=c.scorer,
+                learned=corrections.get(c.name),
             )
             for c in spec.contexts
         ],
@@ -123,6 +150,7 @@ def build_routing_config(
         circuit_breaker=r.circuit_breaker,
         max_body_bytes=r.max_body_bytes,
         scorer=r.scorer,
+        learning=routing_learning(spec),
     )
 
 

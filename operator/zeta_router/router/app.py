@@ -25,6 +25,7 @@ from zeta_router.router.decision import Decision, decide
 from zeta_router.router.errors import ApiError
 from zeta_router.router.forward import Forwarder
 from zeta_router.router.ids import InvalidTokenError, RequestInfo, Signer
+from zeta_router.router.learning import RouterLearning
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.shadow import ShadowSampler
 from zeta_router.router.ttlcache import TTLCache
@@ -94,11 +95,15 @@ class Router:
         self._idle = asyncio.Event()
         self._idle.set()
         self._random = random.Random(self.options.seed)
+        self.learning = RouterLearning(self.metrics, self.options.seed)
+        self.learning.configure(config)
+        self.feedback_sinks.append(lambda event: self.learning.feedback(self.config, event))
         self.shadow = ShadowSampler(
             self.metrics,
             self.options.shadow_log,
             self.options.shadow_log_max_bytes,
             self.options.log_prompts,
+            on_pair=self.learning.pair,
         )
 
     # -- configuration ---------------------------------------------------------------------
@@ -114,6 +119,7 @@ class Router:
         self.config = config
         if self.upstreams is not None:
             self.upstreams.reconfigure(config)
+        self.learning.configure(config)
         self.metrics.config_generation.set(config.generation)
         self._export_thresholds(config)
         log.info(
@@ -172,8 +178,11 @@ class Router:
         return decide(request.headers, body, cfg, self.signer, self._random, now_ms)
 
     def _answered(self, cfg: RuntimeConfig, d: Decision, body: dict[str, Any], tier: Tier) -> None:
+        """A tier answered ``d`` with 200: the learner's sample, and the shadow pair."""
         assert self.upstreams is not None
-        self.shadow.start(self.upstreams, cfg, d, body, tier)
+        self.learning.answered(d, body, tier)
+        if d.shadow:
+            self.shadow.start(self.upstreams, cfg, d, body, tier)
 
     def models(self) -> dict[str, Any]:
         cfg = self.config

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
 from zeta_router.api.routing import RoutingConfig, ScorerWeights
+from zeta_router.scoring.learned import LearnedScorer, scorer_for
 from zeta_router.scoring.scorer import Scorer, default_weights
 from zeta_router.scoring.selector import Selector
 
@@ -40,7 +41,7 @@ class Tier:
 @dataclass(frozen=True, slots=True)
 class Context:
     name: str
-    scorer: Scorer
+    scorer: Scorer | LearnedScorer  # the prior, plus the learned correction when there is one
     selector: Selector
 
 
@@ -94,7 +95,7 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
     contexts: dict[str, Context] = {}
     for c in cfg.contexts:
         try:
-            scorer = Scorer(c.scorer or shared)
+            scorer = scorer_for(Scorer(c.scorer or shared), c.learned)
             selector = Selector(c.thresholds)
         except ValueError as exc:
             raise ConfigError(f"context {c.name!r}: {exc}") from None

@@ -19,8 +19,8 @@ from typing import Any
 from zeta_router.router.config import Context, RuntimeConfig, Tier
 from zeta_router.router.errors import ApiError
 from zeta_router.router.ids import RequestInfo, Signer, new_nonce
+from zeta_router.router.shadow import shadows_largest
 from zeta_router.router.stickiness import conversation_floor, session_floor, session_token
-from zeta_router.scoring import features
 
 #: Longest client request id kept (echoed and passed upstream); longer ones are dropped.
 MAX_CLIENT_ID = 128
@@ -86,7 +86,7 @@ def decide(
 ) -> Decision:
     requested = body.get("model") or cfg.router_name
     context = context_for(headers, requested, cfg)
-    score = context.scorer.score(features.extract(body))
+    score = context.scorer.score_body(body)
     tier = context.selector.select(score)
     forced_name = headers.get("X-Zeta-Tier")
     forced = forced_name is not None
@@ -120,7 +120,7 @@ def decide(
     shadow = (
         not forced
         and cfg.source.shadow_sample_rate > 0.0
-        and tier < len(cfg.tiers) - 1
+        and (tier < len(cfg.tiers) - 1 or shadows_largest(cfg, context.name))
         and rand.random() < cfg.source.shadow_sample_rate
     )
     return Decision(

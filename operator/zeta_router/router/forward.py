@@ -124,7 +124,7 @@ class Forwarder:
                 elif response.status < 500:
                     attempt.success()
                 # (a 500 says nothing about the tier's health: no verdict)
-            if d.shadow and response.status == 200 and late is None:
+            if response.status == 200 and late is None:
                 self.on_answered(cfg, d, body, tier)
             return response, overhead + extra
         return self.all_failed(d, failures, loop.time() >= deadline), overhead

@@ -140,6 +140,26 @@ class RouterMetrics:
             ("phase",),
             registry=r,
         )
+        self.learning_samples = Counter(
+            "zeta_router_learning_samples_total",
+            "Hashed samples of answered requests kept for the operator's learner, by context.",
+            ("context",),
+            registry=r,
+        )
+        self.learning_labels = Counter(
+            "zeta_router_learning_labels_total",
+            "Outcome labels kept for the operator's learner, by context and source "
+            "(feedback, agreement, judge).",
+            ("context", "source"),
+            registry=r,
+        )
+        self.judge_verdicts = Counter(
+            "zeta_router_judge_verdicts_total",
+            "Answers of the largest tier asked to judge a shadow pair: yes, no, unclear "
+            "(neither), failed (no answer).",
+            ("verdict",),
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
@@ -158,6 +178,12 @@ class RouterMetrics:
 
     def inflight_add(self, tier: str, delta: int) -> None:
         self.child(self.inflight, tier).inc(delta)  # type: ignore[attr-defined]
+
+    def learning_record(self, metric: Counter, *labels: str) -> None:
+        self.child(metric, *labels).inc()  # type: ignore[attr-defined]
+
+    def judge(self, verdict: str) -> None:
+        self.child(self.judge_verdicts, verdict).inc()  # type: ignore[attr-defined]
 
     def failover(self, src: str, dst: str, reason: str) -> None:
         self.child(self.failovers, src, dst, reason).inc()  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
 from zeta_router.router.metrics import NO_TIER
 from zeta_router.router.validation import Kind, load_json, parse_body
+from zeta_router.scoring.samples import PAGE as SAMPLES_PAGE
 
 log = logging.getLogger("zeta_router.router")
 
@@ -289,7 +290,39 @@ def build_admin_app(router: Router) -> web.Application:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
+    async def learning_samples(request: web.Request) -> web.StreamResponse:
+        # The operator's learner reads the hashed samples and labels this router holds.
+        after = _query_int(request, "after", 0, 0, 2**63)
+        limit = _query_int(request, "limit", SAMPLES_PAGE, 1, SAMPLES_PAGE)
+        batch = router.learning.batch(after, limit)
+        if batch is None:
+            raise ApiError(
+                404,
+                "learning is off in the routing config (spec.learning.enabled)",
+                code="learning_off",
+            )
+        return web.json_response(batch.to_wire())
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/learning/samples", learning_samples)
     return app
+
+
+def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise ApiError(
+            400,
+            f"'{name}' must be a whole number in [{lo}, {hi}], got {raw!r}",
+            code="invalid_value",
+            param=name,
+        )
+    return value

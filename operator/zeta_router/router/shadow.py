@@ -2,8 +2,10 @@
 
 A sampled request answered by a smaller tier is sent again, in the background, to the next
 larger tier; the two answers are compared (normalised exact match when both are short, token F1
-otherwise) and the agreement goes to a metric and to a bounded JSONL log. The client never waits
-for any of it.
+otherwise) and the agreement goes to a metric and to a bounded JSONL log. While the learner
+takes labels from shadow pairs, a sampled answer of the largest tier is sent to the tier below
+as well, and each pair goes on to the learner (``router.learning``). The client never waits for
+any of it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import string
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,10 +138,18 @@ def shadow_record(
     return rec
 
 
+#: ``(upstreams, cfg, decision, body, smaller tier's answer, larger tier's answer)``: what is
+#: done with a pair besides the agreement metric (the learner's labels).
+OnPair = Callable[
+    ["Upstreams", "RuntimeConfig", "Decision", dict[str, Any], str, str], Awaitable[None]
+]
+
+
 class ShadowSampler:
-    """Sends sampled requests again to the next larger tier, in the background, and records
-    how far the two answers agree. At most ``SHADOW_CONCURRENCY`` are in flight; more are
-    dropped."""
+    """Sends sampled requests again to the neighbouring tier, in the background, and records
+    how far the two answers agree. The neighbour is the next larger tier; for an answer of the
+    largest tier (sampled only while the learner takes labels from pairs) the tier below. At
+    most ``SHADOW_CONCURRENCY`` pairs are in flight, judge included; more are dropped."""
 
     def __init__(
         self,
@@ -146,9 +157,11 @@ class ShadowSampler:
         log_path: Path | None,
         log_max_bytes: int,
         log_prompts: bool,
+        on_pair: OnPair | None = None,
     ) -> None:
         self.metrics = metrics
         self.log_prompts = log_prompts
+        self.on_pair = on_pair
         self._log = JsonlLog(log_path, log_max_bytes) if log_path else None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(SHADOW_CONCURRENCY)
@@ -161,14 +174,27 @@ class ShadowSampler:
         body: dict[str, Any],
         tier: Tier,
     ) -> None:
+        if tier.index + 1 < len(cfg.tiers):
+            other = cfg.tiers[tier.index + 1]
+        elif tier.index > 0 and shadows_largest(cfg, d.context.name):
+            other = cfg.tiers[tier.index - 1]
+        else:
+            return  # answered by the largest tier (a failover): no pair to make
         if self._slots.locked():
             log.debug(
                 "shadow request dropped: too many in flight", extra={"event": "shadow_dropped"}
             )
             return
-        task = asyncio.get_running_loop().create_task(self._run(upstreams, cfg, d, body, tier))
+        task = asyncio.get_running_loop().create_task(
+            self._run(upstreams, cfg, d, body, tier, other)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @property
+    def in_flight(self) -> int:
+        """Shadow pairs being made now."""
+        return len(self._tasks)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -182,15 +208,18 @@ class ShadowSampler:
         d: Decision,
         body: dict[str, Any],
         tier: Tier,
+        other_tier: Tier,
     ) -> None:
-        larger = cfg.tiers[tier.index + 1]
         shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        payload = upstream_payload(shadow_body, larger.model)
+        payload = upstream_payload(shadow_body, other_tier.model)
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
         async with self._slots:
             try:
                 resp = await upstreams.open(
-                    larger, path, payload, {"Content-Type": JSON_TYPE, "X-Request-Id": d.request_id}
+                    other_tier,
+                    path,
+                    payload,
+                    {"Content-Type": JSON_TYPE, "X-Request-Id": d.request_id},
                 )
                 async with resp:
                     if resp.status != 200:
@@ -202,28 +231,59 @@ class ShadowSampler:
                     "shadow request failed", extra={"event": "shadow_failed", "detail": str(exc)}
                 )
                 return
-        if other is None:
+            if other is None:
+                return
+            mine = "".join(d.shadow_text)
+            value, method = agreement(mine, other)
+            self.metrics.observe(self.metrics.shadow_agreement, value, d.context.name)
+            self._record(d, body, tier, other_tier, value, method, mine, other)
+            if self.on_pair is not None:
+                smaller, larger = (mine, other) if tier.index < other_tier.index else (other, mine)
+                try:
+                    await self.on_pair(upstreams, cfg, d, body, smaller, larger)
+                except Exception:  # a learner's bug must not take the router down
+                    log.exception("shadow pair handler failed", extra={"event": "pair_failed"})
+
+    def _record(
+        self,
+        d: Decision,
+        body: dict[str, Any],
+        tier: Tier,
+        other_tier: Tier,
+        value: float,
+        method: str,
+        mine: str,
+        other: str,
+    ) -> None:
+        if self._log is None:
             return
-        mine = "".join(d.shadow_text)
-        value, method = agreement(mine, other)
-        self.metrics.observe(self.metrics.shadow_agreement, value, d.context.name)
-        if self._log is not None:
-            prompt = features.request_text(body)[0] if self.log_prompts else None
-            rec = shadow_record(
-                request_id=d.request_id,
-                context=d.context.name,
-                score=d.score,
-                tier=tier.name,
-                shadow_tier=larger.name,
-                value=value,
-                method=method,
-                prompt=prompt,
-                answers=(mine, other) if self.log_prompts else None,
+        prompt = features.request_text(body)[0] if self.log_prompts else None
+        rec = shadow_record(
+            request_id=d.request_id,
+            context=d.context.name,
+            score=d.score,
+            tier=tier.name,
+            shadow_tier=other_tier.name,
+            value=value,
+            method=method,
+            prompt=prompt,
+            answers=(mine, other) if self.log_prompts else None,
+        )
+        try:
+            self._log.append(rec)
+        except OSError as exc:
+            log.warning(
+                "cannot write the shadow log",
+                extra={"event": "shadow_log_failed", "detail": str(exc)},
             )
-            try:
-                self._log.append(rec)
-            except OSError as exc:
-                log.warning(
-                    "cannot write the shadow log",
-                    extra={"event": "shadow_log_failed", "detail": str(exc)},
-                )
+
+
+def shadows_largest(cfg: RuntimeConfig, context: str) -> bool:
+    """Whether answers of the largest tier are shadowed too: only for the learner's labels
+    (pairs judged for a context that learns), so that labels cover every tier's requests."""
+    learning = cfg.source.learning
+    return (
+        learning is not None
+        and learning.shadow_judge is not None
+        and (context in learning.contexts)
+    )

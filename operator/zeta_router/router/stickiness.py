@@ -19,7 +19,6 @@ from typing import Any
 
 from zeta_router.router.config import Context, RuntimeConfig
 from zeta_router.router.ids import InvalidTokenError, SessionInfo, Signer, new_nonce
-from zeta_router.scoring import features
 
 #: Earlier turns scored again per request, most recent first: bounds the cost of a long chat.
 MAX_EARLIER_TURNS = 16
@@ -47,7 +46,7 @@ def conversation_floor(body: Mapping[str, Any], context: Context, tier: int, top
     for prefix in earlier_turns(messages):
         earlier = dict(body)
         earlier["messages"] = prefix
-        t = context.selector.select(context.scorer.score(features.extract(earlier)))
+        t = context.selector.select(context.scorer.score_body(earlier))
         if t > tier:
             tier = t
             if tier >= top:

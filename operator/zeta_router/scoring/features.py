@@ -99,15 +99,10 @@ _LATEX = re.compile(
 _MATH_SYMBOLS = frozenset(
     "\u2211\u222b\u221a\u2264\u2265\u2260\u221e\u2202\u2200\u2203\u2208\u2282\u222a\u2229\u2192\u21d2\u2283\u2228\u2227\u00ac\u2261\u00b1\u00d7\u00f7"
 )
-_REASONING_PHRASES = (
-    "step by step",
-    "step-by-step",
-    "show that",
-    "how many",
-    "how much",
-    "what is the value",
-    "what is the probability",
-)
+# Asking for an argument, not for a number: the phrases of math word problems ("how many",
+# "calculate", "what is the value") mark no harder request than their length does, and cost
+# routing quality on them (docs/routing-quality.md, "Math and word problems").
+_REASONING_PHRASES = ("step by step", "step-by-step", "show that")
 _OPTION = re.compile(r"\(?([A-Ja-j])[.)]\s*(\S.*)")
 _LIST_ITEM = re.compile(r"(?:\d{1,2}[.)]|\(?[a-h]\)|[-*•] |part \w|step \d)", re.I)
 _LIST_STARTS = frozenset("0123456789(-*\u2022pPsS")
@@ -168,9 +163,8 @@ _OPERATORS = str.maketrans("", "", "=+*/^<>")
 # field, written without looking at any labelled data; the weights decide what they are worth.
 
 _VOCAB_GROUPS: dict[str, str] = {
-    "reasoning": "prove proof derive derivation justify explain reason reasoning calculate "
-    "compute solve evaluate estimate determine deduce infer analyze analyse compare optimize "
-    "optimise design implement debug why",
+    "reasoning": "prove proof derive derivation justify explain reason reasoning analyze "
+    "analyse compare optimize optimise design implement debug why",
     "why_how": "why how",
     "wh_factual": "who whom whose when where which what",
     "negations": "not no never none neither nor cannot except false incorrect untrue least "
@@ -297,7 +291,7 @@ def _positive_number(value: Any) -> float:
 
 def extract(body: Mapping[str, Any]) -> dict[str, float]:
     """Features of a chat (``messages``) or completion (``prompt``) request body."""
-    return dict(zip(FEATURE_NAMES, _features(body), strict=True))
+    return dict(zip(FEATURE_NAMES, _features(body)[0], strict=True))
 
 
 def from_prompt(prompt: str) -> dict[str, float]:
@@ -307,18 +301,25 @@ def from_prompt(prompt: str) -> dict[str, float]:
 
 def vector(body: Mapping[str, Any]) -> list[float]:
     """``extract`` as a list in ``FEATURE_NAMES`` order (the scorer's fast path)."""
+    return _features(body)[0]
+
+
+def vector_and_text(body: Mapping[str, Any]) -> tuple[list[float], str]:
+    """``vector`` and the text its textual features were computed from: the user-side text,
+    at most ``ANALYSIS_CHARS`` characters of it (head and tail). The learned scorer reads its
+    words from the same text, so both see the same part of a long request."""
     return _features(body)
 
 
 def matrix(prompts: Iterable[str]) -> NDArray[np.float64]:
     """One row per prompt (as ``from_prompt``), columns in ``FEATURE_NAMES`` order."""
-    rows = [_features({"messages": [{"role": "user", "content": p}]}) for p in prompts]
+    rows = [_features({"messages": [{"role": "user", "content": p}]})[0] for p in prompts]
     if not rows:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float64)
     return np.array(rows, dtype=np.float64)
 
 
-def _features(body: Mapping[str, Any]) -> list[float]:
+def _features(body: Mapping[str, Any]) -> tuple[list[float], str]:
     messages = body.get("messages")
     system_parts: list[str] = []
     user_parts: list[str] = []
@@ -364,7 +365,7 @@ def _features(body: Mapping[str, Any]) -> list[float]:
         1.0 if json_output else 0.0,
     ]
     out.extend(_text_features(text))
-    return out
+    return out, text
 
 
 def _question(lines: Sequence[str], first_option: int) -> str:

@@ -63,21 +63,29 @@ class Scorer:
         """Score of a feature mapping as returned by ``features.extract``."""
         return _sigmoid(self.decision(features))
 
-    def score_vector(self, values: Sequence[float]) -> float:
-        """Score of a feature list in ``FEATURE_NAMES`` order (``features.vector``)."""
+    def decision_vector(self, values: Sequence[float]) -> float:
+        """The logit of a feature list in ``FEATURE_NAMES`` order (``features.vector``)."""
         z = self._bias
         for i, w in self._terms:
             z += w * values[i]
-        return _sigmoid(z)
+        return z
+
+    def score_vector(self, values: Sequence[float]) -> float:
+        """Score of a feature list in ``FEATURE_NAMES`` order (``features.vector``)."""
+        return _sigmoid(self.decision_vector(values))
 
     def score_body(self, body: Mapping[str, Any]) -> float:
         """Score of a request body: ``score(extract(body))`` without building the dict."""
         return self.score_vector(vector(body))
 
+    def decision_matrix(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Logits of a feature matrix (rows from ``features.matrix``), vectorised."""
+        out: NDArray[np.float64] = self._bias + x @ self._coef
+        return out
+
     def score_matrix(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Scores of a feature matrix (rows from ``features.matrix``), vectorised."""
-        z = self._bias + x @ self._coef
-        out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * z))
+        out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * self.decision_matrix(x)))
         return out
 
 
