@@ -19,15 +19,14 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
 from zeta_router.api.routing import (
     CONFIGMAP_KEY,
     RoutingConfig,
     RoutingContext,
     RoutingTier,
+    configmap_routing,
+    routing_yaml,
 )
 from zeta_router.render import names
 
@@ -123,28 +122,6 @@ def build_routing_config(
         max_body_bytes=r.max_body_bytes,
         scorer=r.scorer,
     )
-
-
-def routing_yaml(config: RoutingConfig) -> str:
-    """The ``routing.yaml`` text of a configuration (camelCase, stable order)."""
-    data = config.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
-
-
-def parse_routing_yaml(text: str) -> RoutingConfig | None:
-    """A ``routing.yaml`` text as a configuration; ``None`` when it is not a valid one."""
-    try:
-        return RoutingConfig.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError, TypeError, ValueError):
-        return None
-
-
-def configmap_routing(configmap: Mapping[str, Any] | None) -> RoutingConfig | None:
-    """The configuration held by a live ConfigMap (``None``: absent or not valid)."""
-    if configmap is None:
-        return None
-    text = (configmap.get("data") or {}).get(CONFIGMAP_KEY)
-    return parse_routing_yaml(text) if isinstance(text, str) else None
 
 
 def routing_generation(

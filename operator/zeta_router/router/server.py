@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from zeta_router.router.app import Router, build_app
+from zeta_router.router.lifecycle import Lifecycle
 from zeta_router.router.reload import ConfigWatcher
 
 log = logging.getLogger("zeta_router.router.server")
@@ -23,11 +24,15 @@ async def serve(
     port: int,
     watcher: ConfigWatcher | None = None,
     drain_seconds: float = 30.0,
+    drain_delay: float = 0.0,
+    local_tier: str | None = None,
     on_listening: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish for up
-    to ``drain_seconds`` before closing. SIGHUP re-reads the config file at once."""
+    to ``drain_seconds`` before closing. SIGHUP re-reads the config file at once. In a pod, the
+    preStop hooks drain first (``zeta_router.router.lifecycle``; ``drain_delay``)."""
     app = build_app(router)
+    Lifecycle(router, drain_delay, drain_seconds, local_tier).install(app)
     runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=drain_seconds, access_log=None
     )
