@@ -119,6 +119,8 @@ def test_install_and_uninstall_cluster_scope(
     assert can_i(k8s, sa, "create", "deployments.apps", "kube-public")
     assert can_i(k8s, sa, "get", "secrets", "default")
     assert not can_i(k8s, sa, "list", "secrets", "default")
+    # networkPolicy.enabled: a NetworkPolicy per ZetaRouter, so the operator may manage them.
+    assert can_i(k8s, sa, "create", "networkpolicies.networking.k8s.io", "default")
     assert not can_i(k8s, sa, "update", "deployments.apps", "default")
     assert not can_i(k8s, sa, "delete", "zetarouters.zeta.ai", "default")
     assert not can_i(k8s, sa, "create", "pods", "default")
@@ -140,6 +142,10 @@ def test_install_namespace_scope(
         k8s, "install", name, str(CHART), "--namespace", ns,
         "--set", "rbac.scope=namespace", "--set", "rbac.clusterRead=false",
         "--set", "replicaCount=2",
+        "--set", "prometheusAuth.policy=allowList",
+        "--set", f"prometheusAuth.allowedSecrets[0].namespace={ns}",
+        "--set", "prometheusAuth.allowedSecrets[0].name=prometheus-auth",
+        "--set", "prometheusAuth.allowedSecrets[0].url=http://prometheus.monitoring:9090",
     )  # fmt: skip
     installed.append(ns)
     operator = f"{name}-zeta-router-operator"
@@ -160,6 +166,12 @@ def test_install_namespace_scope(
     assert not can_i(k8s, sa, "patch", "zetarouters.zeta.ai", "default")
     assert not can_i(k8s, sa, "create", "configmaps", "default")
     assert not can_i(k8s, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", ns)
+    # Secrets: the one on the allow-list, nothing else.
+    assert can_i(k8s, sa, "get", "secrets/prometheus-auth", ns)
+    assert not can_i(k8s, sa, "get", "secrets/another", ns)
+    assert not can_i(k8s, sa, "list", "secrets", ns)
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--prometheus-secrets=allow-list" in args
 
 
 def test_install_refuses_bad_values_before_touching_the_cluster(
