@@ -32,6 +32,7 @@ shift, so it is taken back when pressure is gone).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -154,19 +155,24 @@ class ControlLoop:
 
     # ---- the daemon ---------------------------------------------------------------------------
 
-    def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
+    async def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
         """A ZetaRouter's daemon: one interval, then sleep until the next, until stopped.
-        ``body`` is kopf's live view of the object (the latest spec and status)."""
+        ``body`` is kopf's live view of the object (the latest spec and status). The interval's
+        work (blocking: Prometheus and the apiserver) runs in a worker thread; the sleep holds
+        no thread, so any number of ZetaRouters never starve the handlers' threads."""
         mem = Memory()
         while not stopped:
-            try:
-                delay = self.step(body, mem)
-            except ApiError as e:
-                # Logged, not raised: the next interval tries again.
-                meta = body.get("metadata") or {}
-                log.warning("%s/%s: control loop: %s", meta.get("namespace"), meta.get("name"), e)
-                delay = self.tick
-            stopped.wait(delay)
+            delay = await asyncio.to_thread(self.step_logged, body, mem)
+            await stopped.wait(delay)
+
+    def step_logged(self, body: Mapping[str, Any], mem: Memory) -> float:
+        try:
+            return self.step(body, mem)
+        except ApiError as e:
+            # Logged, not raised: the next interval tries again.
+            meta = body.get("metadata") or {}
+            log.warning("%s/%s: control loop: %s", meta.get("namespace"), meta.get("name"), e)
+            return self.tick
 
     def step(self, body: Mapping[str, Any], mem: Memory) -> float:
         """One look at the ZetaRouter; returns the seconds until the next."""
@@ -502,8 +508,8 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         tick=tick,
     )
 
-    def daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        loop.run(body, stopped)
+    async def daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await loop.run(body, stopped)
 
     kopf.daemon(
         GROUP,
