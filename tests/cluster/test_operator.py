@@ -8,7 +8,6 @@ The kubelet stand-in binds the pods and reports them ready (not in namespaces la
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,10 @@ from zeta_router_dev.local.operator_proc import OperatorProcess
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
 
 SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
-# Long enough for the operator to have reacted to anything, several drift checks included.
-SETTLE = 3 * DRIFT_INTERVAL + 2
 TIMEOUT = 30.0
+# How many of the operator's drift checks must pass after a change before a test may conclude
+# that something did not happen: the first may have started before the change.
+SETTLE_DRIFT_CHECKS = 2
 
 MANAGED = {
     "app.kubernetes.io/name": "zeta-router",
@@ -118,6 +118,39 @@ def hold_pods(kube: Kube, namespace: str, hold: bool) -> None:
 
 def reasons(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
     return [(e["type"], e["reason"]) for e in events_for(kube, namespace, name)]
+
+
+def drift_checks(operator: OperatorProcess) -> float:
+    """How many drift reconciliations the operator has finished, whatever their result."""
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith("zeta_operator_reconciles_total{") and 'trigger="drift"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def settle(
+    kube: Kube, namespace: str, operator: OperatorProcess, names: list[str] | None = None
+) -> None:
+    """Wait until the operator has seen the latest spec of ``names`` (their observedGeneration)
+    and then finished ``SETTLE_DRIFT_CHECKS`` drift checks of each: only then is "the operator
+    did not change X" a fact rather than a hope that it has not got round to it yet."""
+    for name in names or []:
+        wait_for(
+            lambda n=name: (
+                (zr := get_zr(kube, namespace, n)).get("status", {}).get("observedGeneration")
+                == zr["metadata"]["generation"]
+            ),
+            TIMEOUT,
+            f"the operator to observe the latest spec of {name}",
+        )
+    count = len(kube.list(zr_path(namespace))["items"])
+    start = drift_checks(operator)
+    wait_for(
+        lambda: drift_checks(operator) >= start + SETTLE_DRIFT_CHECKS * max(count, 1),
+        SETTLE_DRIFT_CHECKS * DRIFT_INTERVAL * max(count, 1) + TIMEOUT,
+        f"{SETTLE_DRIFT_CHECKS} drift checks after the change",
+    )
 
 
 # ---- tests ------------------------------------------------------------------------------------
@@ -205,7 +238,7 @@ def test_threshold_change_updates_the_configmap_and_no_pod_template(
 
     new_config = wait_for(updated, TIMEOUT, "the new thresholds in the routing ConfigMap")
     assert new_config["generation"] == old_config["generation"] + 1
-    time.sleep(SETTLE)
+    settle(kube, namespace, operator, ["chat"])
     after = children(kube, namespace, "chat")
     for dep_name, dep in before["Deployment"].items():
         now = after["Deployment"][dep_name]
@@ -230,7 +263,7 @@ def test_image_change_rolls_only_that_tier(
         return dep if tiers[0]["image"] in images else None
 
     wait_for(rolled, TIMEOUT, f"the new image in chat-{first}")
-    time.sleep(SETTLE)
+    settle(kube, namespace, operator, ["chat"])
     after = children(kube, namespace, "chat")
     for tier in others:
         old, new = before["Deployment"][f"chat-{tier}"], after["Deployment"][f"chat-{tier}"]
@@ -288,7 +321,7 @@ def test_replicas_are_the_users_within_min_and_max(
         # Within the bounds the count belongs to the user (autoscaling is off in the sample).
         wanted = bounds["min"] if bounds["initial"] != bounds["min"] else bounds["max"]
         kube.patch(f"{path}/scale", {"spec": {"replicas": wanted}}, MERGE_PATCH)
-        time.sleep(SETTLE)
+        settle(kube, namespace, operator, ["chat"])
         assert replicas() == wanted
 
 
@@ -332,7 +365,7 @@ def test_semantically_invalid_spec_changes_no_child(
         TIMEOUT,
         "a Warning Event InvalidSpec",
     )
-    time.sleep(SETTLE)
+    settle(kube, namespace, operator, ["chat"])
     after = children(kube, namespace, "chat")
     for kind, objs in before.items():
         assert set(after[kind]) == set(objs), kind
@@ -368,7 +401,7 @@ def test_invalid_new_router_gets_no_children(
     create_zr(kube, namespace, body)
     invalid = wait_condition(kube, namespace, "broken", "SpecValid", "False")
     assert "duplicate" in conditions(invalid)["SpecValid"]["message"].lower()
-    time.sleep(SETTLE)
+    settle(kube, namespace, operator, ["broken"])
     assert all(not objs for objs in children(kube, namespace, "broken").values())
 
 
@@ -402,13 +435,18 @@ def test_operator_restart_loses_and_duplicates_nothing(
 
     # A crash in the middle of reconciling a batch: nothing duplicated or lost after restart.
     batch = [create_zr(kube, namespace, sample(f"batch-{i}")) for i in range(4)]
-    time.sleep(0.3)
+    # Killed once it has started on the batch (a first child exists), not before.
+    wait_for(
+        lambda: any(children(kube, namespace, b["metadata"]["name"])["Deployment"] for b in batch),
+        TIMEOUT,
+        "the operator to start on the batch",
+    )
     operator.kill()
     operator.start()
     routers = [first, *later, *batch]
     for body in routers:
         wait_children(kube, namespace, body)
-    time.sleep(SETTLE)
+    settle(kube, namespace, operator, [b["metadata"]["name"] for b in routers])
 
     expected: dict[str, set[str]] = {"Deployment": set(), "Service": set(), "ConfigMap": set()}
     for body in routers:
@@ -472,10 +510,14 @@ def test_replicas_with_peering_run_one_at_a_time(
         )
         zr = create_zr(kube, namespace, sample())
         wait_children(kube, namespace, zr)
+
         # The whole logs: access-log lines of the liveness probes can push it out of any tail.
-        logs = [proc.log_path.read_text(errors="replace") for proc in replicas]
-        assert "reconciled (create)" in logs[1]
-        assert "reconciled (create)" not in logs[0]
+        def log(i: int) -> str:
+            return replicas[i].log_path.read_text(errors="replace")
+
+        # The children exist before the active replica logs that it reconciled: wait for the line.
+        wait_for(lambda: "reconciled (create)" in log(1), TIMEOUT, "the active replica's log")
+        assert "reconciled (create)" not in log(0)
     finally:
         for proc in replicas:
             proc.stop()

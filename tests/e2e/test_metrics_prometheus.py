@@ -3,6 +3,7 @@ llama.cpp servers, under load sent with the official openai client."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -99,7 +100,7 @@ def prometheus(
 def test_snapshot_follows_the_load_sent(
     prometheus: PrometheusServer, router: RouterProcess
 ) -> None:
-    source = PrometheusSource(prometheus.url, window_seconds=120, timeout_seconds=5)
+    source = PrometheusSource(prometheus.url, window_seconds=600, timeout_seconds=5)
     client = openai.OpenAI(base_url=router.base_url, api_key="unused", max_retries=0, timeout=120)
     # One request per tier first, so every series exists before the measured load.
     assert chat(client, "small") == "small"
@@ -118,26 +119,48 @@ def test_snapshot_follows_the_load_sent(
     assert idle.tiers["large"].waiting == 0
     assert idle.tiers["large"].running == 0
 
-    # Six concurrent requests on the large tier (2 llama.cpp slots) and two on the small one.
-    sent = {"small": 2, "large": 6}
-    seen_running, seen_waiting = 0.0, 0.0
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = [pool.submit(chat, client, t) for t, n in sent.items() for _ in range(n)]
-        while not all(f.done() for f in futures):
-            snap = source.snapshot(TARGET)
-            if snap.available:
-                seen_running = max(seen_running, snap.tiers["large"].running or 0.0)
-                seen_waiting = max(seen_waiting, snap.tiers["large"].waiting or 0.0)
-            time.sleep(0.3)
-        answered = [f.result() for f in futures]
-    assert sorted(answered) == ["large"] * 6 + ["small"] * 2
-    # llama.cpp ran at most its two slots and deferred the rest, and the snapshot saw both.
-    assert 1 <= seen_running <= 2
-    assert seen_waiting >= 1
+    # Six concurrent clients on the large tier (2 llama.cpp slots) and two on the small one,
+    # kept sending until Prometheus has seen the large tier's slots busy and requests deferred:
+    # a sample taken between two scrapes may miss a short queue, so the load lasts until it
+    # is seen (or the deadline), instead of for a fixed number of requests.
+    clients = {"small": 2, "large": 6}
+    answered = {"small": 0, "large": 0}
+    wrong: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
 
-    # Totals in the window: the two warm-up requests + the eight above (increase() is
+    def client_loop(tier: str) -> None:
+        while not stop.is_set():
+            got = chat(client, tier)
+            with lock:
+                answered[tier] += 1
+                if got != tier:
+                    wrong.append(got)
+
+    seen = {"running": 0.0, "waiting": 0.0}
+
+    def queue_seen(snap: MetricsSnapshot) -> bool:
+        if snap.available:
+            seen["running"] = max(seen["running"], snap.tiers["large"].running or 0.0)
+            seen["waiting"] = max(seen["waiting"], snap.tiers["large"].waiting or 0.0)
+        return seen["running"] >= 1 and seen["waiting"] >= 1
+
+    with ThreadPoolExecutor(max_workers=sum(clients.values())) as pool:
+        futures = [pool.submit(client_loop, t) for t, n in clients.items() for _ in range(n)]
+        try:
+            wait_for(source, TARGET, queue_seen, timeout=180)
+        finally:
+            stop.set()
+        for f in futures:
+            f.result()
+    assert not wrong, wrong
+    # llama.cpp ran at most its two slots and deferred the rest, and the snapshot saw both.
+    assert 1 <= seen["running"] <= 2
+    assert seen["waiting"] >= 1
+
+    # Totals in the window: the two warm-up requests + those above (increase() is
     # extrapolated by Prometheus, hence the tolerance).
-    total = {"small": 3, "large": 7}
+    total = {tier: answered[tier] + 1 for tier in answered}
     after = wait_for(
         source,
         TARGET,

@@ -137,12 +137,11 @@ def service_account_kubeconfig(kube: Kube, namespace: str, account: str, path: P
         return base64.b64decode(data["token"]).decode() if "token" in data else None
 
     tok = wait_for(token, 60, f"the token of service account {namespace}/{account}")
-    cfg = kube.api_client.configuration
-    ca = Path(cfg.ssl_ca_cert).read_bytes() if cfg.ssl_ca_cert else None
-    cluster: dict[str, Any] = {"server": cfg.host}
-    if ca:
-        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    elif not cfg.verify_ssl:
+    creds = kube.credentials
+    cluster: dict[str, Any] = {"server": creds.server}
+    if creds.ca_data:
+        cluster["certificate-authority-data"] = base64.b64encode(creds.ca_data).decode()
+    elif creds.insecure:
         cluster["insecure-skip-tls-verify"] = True
     doc = {
         "apiVersion": "v1",

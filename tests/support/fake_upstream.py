@@ -43,6 +43,7 @@ class State:
         self.requests = 0
         self.nonces: Counter[str] = Counter()
         self.request_ids: Counter[str] = Counter()
+        self.client_request_ids: Counter[str] = Counter()
         self.models: Counter[str] = Counter()
         self.completed = 0
         self.cancelled = 0
@@ -64,6 +65,8 @@ def build_app() -> web.Application:
         nonce = _nonce(body)
         state.nonces[nonce] += 1
         state.request_ids[request.headers.get("X-Request-Id", "")] += 1
+        if "X-Client-Request-Id" in request.headers:
+            state.client_request_ids[request.headers["X-Client-Request-Id"]] += 1
         state.models[str(body.get("model"))] += 1
         chat = request.path.endswith("/chat/completions")
         try:
@@ -127,6 +130,7 @@ def build_app() -> web.Application:
                 "cancelled": state.cancelled,
                 "nonces": dict(state.nonces),
                 "request_ids": dict(state.request_ids),
+                "client_request_ids": dict(state.client_request_ids),
                 "models": dict(state.models),
             }
         )

@@ -11,8 +11,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from support import fake_upstream
 from zeta_router.api.routing import RoutingConfig
-from zeta_router.router.app import Options, Router, build_app
+from zeta_router.router.app import Options, Router
 from zeta_router.router.config import compile_config
+from zeta_router.router.ids import Signer
+from zeta_router.router.routes import build_app
 
 
 @asynccontextmanager
@@ -27,9 +29,9 @@ async def fake_server() -> AsyncIterator[TestServer]:
 
 @asynccontextmanager
 async def router_client(
-    cfg: dict[str, Any], options: Options | None = None
+    cfg: dict[str, Any], options: Options | None = None, signer: Signer | None = None
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Router]]:
-    router = Router(compile_config(RoutingConfig.model_validate(cfg)), options)
+    router = Router(compile_config(RoutingConfig.model_validate(cfg)), options, signer=signer)
     server = TestServer(build_app(router), host="127.0.0.1", port=0)
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()

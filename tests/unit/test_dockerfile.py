@@ -176,3 +176,50 @@ def test_chart_manifests_and_makefile_name_the_image_the_dockerfile_builds() -> 
         version,
     )
     assert f"docker build -t zeta-router:{version} ." in DOCKERFILE.read_text()
+
+
+def _lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"requirements.lock: {line!r} is not a pin"
+        assert version, f"requirements.lock: {line!r} is not a pin"
+        assert ";" not in line, f"requirements.lock: {line!r} carries a marker"
+        pins[_canonical(name)] = version
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_from_the_checked_in_lock() -> None:
+    _, stages = parse(DOCKERFILE.read_text())
+    builder = stages[0]
+    assert any("--constraint requirements.lock" in r for r in builder.args("RUN"))
+    copied = " ".join(builder.args("COPY"))
+    assert "requirements.lock" in copied
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_declared_range() -> None:
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pins = _lock()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        req = Requirement(dep)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        name = _canonical(req.name)
+        assert name in pins, f"{req.name} is a dependency but requirements.lock does not pin it"
+        assert Version(pins[name]) in req.specifier, (
+            f"requirements.lock pins {req.name}=={pins[name]}, outside {req.specifier}: "
+            "run `make lock`"
+        )
+    # Development and test packages never reach the image.
+    for dev in ("pytest", "matplotlib", "rich", "openai", "xllamacpp", "mypy", "kubernetes"):
+        assert dev not in pins, f"{dev} must not be in the image's lock"

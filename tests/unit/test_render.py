@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with::
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ from zeta_router.render.configmap import (
     thresholds_summary,
 )
 from zeta_router.render.deployment import build_deployment, model_server_args
+from zeta_router.render.router_key import build_router_key_secret
 from zeta_router.router.config import compile_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -263,7 +265,8 @@ def test_router_sidecar() -> None:
     assert router["command"] == ["zeta-router"]
     assert router["args"] == [
         "router", "--config", "/etc/zeta-router/routing.yaml", "--local-tier", "small",
-        "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600", "--access-log",
+        "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600",
+        "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
     ]  # fmt: skip
     assert router["ports"] == [{"name": "router", "containerPort": 9090, "protocol": "TCP"}]
     assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "router"}
@@ -274,6 +277,22 @@ def test_router_sidecar() -> None:
         v for v in pod_spec(out.children, "chat-small")["volumes"] if v["name"] == "routing"
     )
     assert volume["configMap"]["name"] == "chat-routing"
+    # The signing key every router of the ZetaRouter shares, from the Secret the operator makes.
+    key_mount = next(m for m in router["volumeMounts"] if m["name"] == "router-key")
+    assert key_mount == {
+        "name": "router-key", "mountPath": "/var/run/zeta-router/key", "readOnly": True
+    }  # fmt: skip
+    key_volume = next(
+        v for v in pod_spec(out.children, "chat-small")["volumes"] if v["name"] == "router-key"
+    )
+    assert key_volume["secret"] == {"secretName": "chat-router-key"}
+    model_mounts = {
+        m["name"] for m in containers(out.children, "chat-small")["model"]["volumeMounts"]
+    }
+    assert "router-key" not in model_mounts  # the model server never sees it
+    secret = build_router_key_secret("chat", "s3cret-key-material")
+    assert secret["metadata"]["name"] == "chat-router-key"
+    assert base64.b64decode(secret["data"]["key"]) == b"s3cret-key-material"
     entry_port = by_kind(out.children, "Service")["chat"]["spec"]["ports"][0]["port"]
     assert entry_port == 9090
 
@@ -637,7 +656,7 @@ def test_pods_stop_without_losing_requests() -> None:
     assert router["lifecycle"]["preStop"] == {
         "exec": {"command": ["zeta-router", "drain", "--port", "8080"]}
     }
-    assert router["args"][-4:] == ["--drain-delay", "8", "--drain-seconds", "300"]
+    assert router["args"][7:11] == ["--drain-delay", "8", "--drain-seconds", "300"]
     # The model server is not signalled while it holds requests: the router in the pod says when.
     assert by_name["model"]["lifecycle"]["preStop"] == {
         "httpGet": {"path": "/drain/model-idle", "port": 8080}

@@ -283,7 +283,7 @@ FEEDBACK_CASES = [
     (b'{"request_id": "x", "score": "high"}', 400, "invalid_value", "score"),
     (b'{"request_id": "x", "score": 0.5, "label": 3}', 400, "invalid_type", "label"),
     (b'{"request_id": "x", "score": 0.5, "extra": 1}', 400, "unknown_field", "extra"),
-    (b'{"request_id": "never-seen", "score": 0.5}', 404, "request_not_found", "request_id"),
+    (b'{"request_id": "never-seen", "score": 0.5}', 400, "invalid_request_id", "request_id"),
 ]
 
 

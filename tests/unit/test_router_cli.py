@@ -79,3 +79,15 @@ def test_argument_errors_exit_2_with_a_message(
 ) -> None:
     assert main(["router", *args, "--print-config"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_key_file_exits_2_before_listening(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("too short\n")
+    out = _run("--tier", "a=http://127.0.0.1:9", "--port", "0", "--request-key-file", str(key))
+    assert out.returncode == 2
+    assert "--request-key-file" in out.stderr
+    assert "at least 16 bytes" in out.stderr
+    out = _run("--tier", "a=http://127.0.0.1:9", "--request-key-file", str(tmp_path / "nope"))
+    assert out.returncode == 2
+    assert "cannot read" in out.stderr

@@ -90,7 +90,9 @@ def test_decision_headers_context_and_model_rewrite() -> None:
         assert r.headers["x-zeta-tier"] == "small"
         assert r.headers["x-zeta-context"] == "default"
         assert r.headers["x-zeta-score"] == "0.5000"
-        assert len(r.headers["x-request-id"]) == 32
+        info = router.signer.verify_request_id(r.headers["x-request-id"])
+        assert (info.context, info.decided, info.served) == ("default", "small", "small")
+        assert info.score == 0.5
         assert (await r.json())["model"] == "whatever"  # the name the client asked for
 
         r = await client.post(CHAT, json=chat("b", model="assistant/ZetaHRM"))
@@ -98,16 +100,18 @@ def test_decision_headers_context_and_model_rewrite() -> None:
         assert r.headers["x-zeta-context"] == "ZetaHRM"
         assert (await r.json())["model"] == "assistant/ZetaHRM"
 
-        h = {"X-Zeta-Context": "ZetaHRM", "X-Request-Id": "my-id-1"}
+        h = {"X-Zeta-Context": "ZetaHRM", "X-Client-Request-Id": "my-id-1"}
         r = await client.post(CHAT, json=chat("c"), headers=h)
         assert r.headers["x-zeta-tier"] == "large"
-        assert r.headers["x-request-id"] == "my-id-1"
+        assert r.headers["x-client-request-id"] == "my-id-1"
         assert (await r.json())["model"] == "assistant"  # no model asked: the router's name
 
-        # Upstream got its served model name, or no model at all; and the request id.
+        # Upstream got its served model name, or no model at all; the request id the client
+        # got, and the client's own id.
         assert (await stats(large))["models"] == {"big-model": 2}
         assert (await stats(small))["models"] == {"None": 1}
-        assert "my-id-1" in (await stats(large))["request_ids"]
+        assert r.headers["x-request-id"] in (await stats(large))["request_ids"]
+        assert (await stats(large))["client_request_ids"] == {"my-id-1": 1}
 
     run(t)
 
@@ -139,18 +143,34 @@ def test_forced_tier_and_stickiness() -> None:
     ) -> None:
         r = await client.post(CHAT, json=chat(), headers={"X-Zeta-Tier": "large"})
         assert r.headers["x-zeta-tier"] == "large"
-        # Session "s1" goes to large once (ZetaHRM), then its default-context follow-ups stay.
-        h = {"X-Zeta-Session": "s1"}
-        r = await client.post(CHAT, json=chat(), headers={**h, "X-Zeta-Context": "ZetaHRM"})
+        assert "x-zeta-session" not in r.headers  # no session asked for
+        # A conversation whose first turn went large (ZetaHRM) stays large in the default
+        # context, because the request carries that turn.
+        h = {"X-Zeta-Context": "ZetaHRM"}
+        first = [{"role": "user", "content": "q1"}]
+        r = await client.post(CHAT, json={"messages": first}, headers=h)
         assert r.headers["x-zeta-tier"] == "large"
-        r = await client.post(CHAT, json=chat(), headers=h)
+        turn2 = [*first, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+        r = await client.post(CHAT, json={"messages": turn2}, headers=h)
         assert r.headers["x-zeta-tier"] == "large"
+        r = await client.post(CHAT, json={"messages": turn2})  # default context: small...
+        assert r.headers["x-zeta-tier"] == "small"  # ...its earlier turn is small there too
         r = await client.post(CHAT, json=chat())
-        assert r.headers["x-zeta-tier"] == "small"  # no session: its own decision
-        # The OpenAI "user" field is a session key too.
-        await client.post(CHAT, json=chat(user="u1"), headers={"X-Zeta-Context": "ZetaHRM"})
-        r = await client.post(CHAT, json=chat(user="u1"))
+        assert r.headers["x-zeta-tier"] == "small"  # no conversation: its own decision
+
+        # A session token: X-Zeta-Session starts a session, x-zeta-session continues it.
+        r = await client.post(CHAT, json=chat(), headers={**h, "X-Zeta-Session": "start"})
         assert r.headers["x-zeta-tier"] == "large"
+        token = r.headers["x-zeta-session"]
+        r = await client.post(CHAT, json=chat(), headers={"X-Zeta-Session": token})
+        assert r.headers["x-zeta-tier"] == "large"
+        assert router.signer.verify_request_id(r.headers["x-request-id"]).sticky
+        r = await client.post(CHAT, json=chat(), headers={"X-Zeta-Session": "start"})
+        assert r.headers["x-zeta-tier"] == "small"  # not a token: a new session
+        # The OpenAI "user" field identifies a user, not a session: no stickiness from it.
+        await client.post(CHAT, json=chat(user="u1"), headers=h)
+        r = await client.post(CHAT, json=chat(user="u1"))
+        assert r.headers["x-zeta-tier"] == "small"
 
     run(t)
 
@@ -368,16 +388,16 @@ def test_reload_that_removes_tiers_keeps_sticky_sessions_in_range() -> None:
                 {"s": url, "m": url, "l": url}, {"default": [0.1, 0.2]}, scorer=FLAT_SCORER
             )
             async with router_client(three) as (client, router):
-                h = {"X-Zeta-Session": "conv"}
-                r = await client.post(CHAT, json=chat(), headers=h)
+                r = await client.post(CHAT, json=chat(), headers={"X-Zeta-Session": "new"})
                 assert r.headers["x-zeta-tier"] == "l"
+                h = {"X-Zeta-Session": r.headers["x-zeta-session"]}
                 two = routing_config(
                     {"s": url, "m": url}, {"default": [0.9]}, scorer=FLAT_SCORER, generation=2
                 )
                 router.set_config(compile_config(RoutingConfig.model_validate(two)))
                 r = await client.post(CHAT, json=chat(), headers=h)
                 assert r.status == 200
-                assert r.headers["x-zeta-tier"] == "m"  # the largest tier there is now
+                assert r.headers["x-zeta-tier"] == "s"  # tier "l" is gone: no floor from it
                 assert metric(router, "zeta_router_config_generation") == 2
 
     asyncio.run(main())

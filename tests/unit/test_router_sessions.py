@@ -1,49 +1,93 @@
+from typing import Any
+
 import pytest
 
+from support.routing_files import routing_config
+from zeta_router.api.routing import RoutingConfig
 from zeta_router.router.breaker import CircuitBreaker, State
-from zeta_router.router.stickiness import SessionStore
+from zeta_router.router.config import RuntimeConfig, compile_config
+from zeta_router.router.ids import Signer
+from zeta_router.router.stickiness import (
+    MAX_EARLIER_TURNS,
+    conversation_floor,
+    earlier_turns,
+    session_floor,
+    session_token,
+)
 from zeta_router.router.ttlcache import TTLCache
+from zeta_router.scoring import features
+
+URL = "http://127.0.0.1:9"
 
 
-def test_session_never_goes_to_a_smaller_tier_within_ttl() -> None:
-    s = SessionStore(max_sessions=10, ttl_seconds=60)
-    assert s.apply("alice", 1, now=0) == 1
-    assert s.apply("alice", 0, now=10) == 1  # a simple follow-up stays on the larger tier
-    assert s.apply("alice", 2, now=20) == 2  # going up is always allowed
-    assert s.apply("alice", 0, now=30) == 2
-    assert s.apply("bob", 0, now=30) == 0  # other sessions are independent
+def _config(cut: float = 0.5, tiers: tuple[str, ...] = ("small", "large")) -> RuntimeConfig:
+    cfg = routing_config(
+        {t: URL for t in tiers}, {"default": [cut + i * 0.01 for i in range(len(tiers) - 1)]}
+    )
+    return compile_config(RoutingConfig.model_validate(cfg))
 
 
-def test_session_floor_expires_after_ttl_and_use_refreshes_it() -> None:
-    s = SessionStore(max_sessions=10, ttl_seconds=60)
-    s.apply("alice", 1, now=0)
-    assert s.apply("alice", 0, now=50) == 1  # refreshes: expires at 110 now
-    assert s.apply("alice", 0, now=100) == 1
-    assert s.apply("alice", 0, now=161) == 0
+HARD = (
+    "Prove that the square root of 2 is irrational, step by step, then derive a closed form "
+    "for the sum of the first n squares and prove it by induction; explain why."
+)
 
 
-def test_requests_without_session_are_not_recorded() -> None:
-    s = SessionStore(max_sessions=10, ttl_seconds=60)
-    assert s.apply(None, 1, now=0) == 1
-    assert s.apply("", 1, now=0) == 1
-    assert len(s) == 0
+def _chat(*turns: tuple[str, str]) -> dict[str, Any]:
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
 
 
-def test_session_memory_is_bounded_lru() -> None:
-    s = SessionStore(max_sessions=2, ttl_seconds=60)
-    s.apply("a", 1, now=0)
-    s.apply("b", 1, now=1)
-    s.apply("a", 0, now=2)  # "a" is now the most recently used
-    s.apply("c", 1, now=3)  # evicts "b"
-    assert len(s) == 2
-    assert s.apply("a", 0, now=4) == 1  # remembered
-    assert s.apply("b", 0, now=5) == 0  # forgotten
+def test_earlier_turns_are_the_prefixes_an_assistant_answered() -> None:
+    msgs = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+        {"role": "assistant", "content": "a2"},
+        {"role": "user", "content": "u3"},
+    ]
+    assert earlier_turns(msgs) == [msgs[:4], msgs[:2]]
+    assert earlier_turns(msgs[:2]) == []
 
 
-def test_zero_sessions_disables_stickiness() -> None:
-    s = SessionStore(max_sessions=0, ttl_seconds=60)
-    s.apply("a", 1, now=0)
-    assert s.apply("a", 0, now=1) == 0
+def test_a_conversation_keeps_the_tier_its_earlier_turns_needed() -> None:
+    cfg = _config()
+    ctx = cfg.contexts["default"]
+    hard_alone = ctx.selector.select(ctx.scorer.score(features.extract(_chat(("user", HARD)))))
+    easy_alone = ctx.selector.select(ctx.scorer.score(features.extract(_chat(("user", "ok")))))
+    assert (hard_alone, easy_alone) == (1, 0)
+    follow_up = _chat(("user", HARD), ("assistant", "..."), ("user", "thanks"))
+    assert conversation_floor(follow_up, ctx, 0, 1) == 1
+    # Without the answered turn (no assistant message yet) nothing is earlier.
+    assert conversation_floor(_chat(("user", "thanks")), ctx, 0, 1) == 0
+    # An easy conversation stays where its own decision puts it.
+    easy = _chat(("user", "hi"), ("assistant", "hello"), ("user", "thanks"))
+    assert conversation_floor(easy, ctx, 0, 1) == 0
+
+
+def test_only_the_most_recent_earlier_turns_are_scored() -> None:
+    turns: list[tuple[str, str]] = [("user", HARD), ("assistant", "x")]
+    for i in range(MAX_EARLIER_TURNS):
+        turns += [("user", f"ok {i}"), ("assistant", "x")]
+    turns.append(("user", "ok"))
+    earlier = earlier_turns(_chat(*turns)["messages"])
+    assert len(earlier) == MAX_EARLIER_TURNS
+    assert earlier[0][-1]["content"] == f"ok {MAX_EARLIER_TURNS - 1}"  # most recent first
+    # (Each prefix still holds the first turn: the scorer reads the whole conversation.)
+
+
+def test_session_tokens_carry_the_floor_until_they_expire() -> None:
+    cfg = _config()
+    signer = Signer([b"k" * 32])
+    token = session_token(signer, "large", now_ms=1_000, ttl_seconds=60)
+    assert session_floor(token, signer, cfg, now_ms=2_000) == 1
+    assert session_floor(token, signer, cfg, now_ms=61_000) == 0  # expired
+    # Another ZetaRouter's key, garbage, a request id, or a tier that is gone: no floor.
+    assert session_floor(token, Signer([b"x" * 32]), cfg, now_ms=2_000) == 0
+    assert session_floor("conversation-42", signer, cfg, now_ms=2_000) == 0
+    assert session_floor(None, signer, cfg, now_ms=2_000) == 0
+    gone = session_token(signer, "huge", now_ms=1_000, ttl_seconds=60)
+    assert session_floor(gone, signer, cfg, now_ms=2_000) == 0
 
 
 def test_resize_keeps_most_recent() -> None:

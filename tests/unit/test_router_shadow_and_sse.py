@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from zeta_router.router.app import _SseRewriter
 from zeta_router.router.logs import JsonFormatter
+from zeta_router.router.relay import SseRewriter
 from zeta_router.router.shadow import JsonlLog, agreement, answer_text, delta_text
 
 
@@ -60,7 +60,7 @@ def test_sse_rewriter_handles_any_chunking() -> None:
     stream = b"".join(_event("up", t) + b"\n\n" for t in ("a", "b", "c")) + b"data: [DONE]\n\n"
     for size in (1, 2, 7, 50, len(stream)):
         collected: list[str] = []
-        rw = _SseRewriter("mine", collected)
+        rw = SseRewriter("mine", collected)
         out = b"".join(rw.feed(stream[i : i + size]) for i in range(0, len(stream), size))
         out += rw.flush()
         lines = out.decode().split("\n")
@@ -72,14 +72,14 @@ def test_sse_rewriter_handles_any_chunking() -> None:
 
 
 def test_sse_rewriter_passes_complete_lines_at_once() -> None:
-    rw = _SseRewriter("m", None)
+    rw = SseRewriter("m", None)
     assert rw.feed(b": keep-alive\n") == b": keep-alive\n"
     assert rw.feed(b'data: {"mod') == b""  # an unfinished line waits for its end
     assert rw.feed(b'el": "x"}\n').startswith(b'data: {"model":"m"}')
 
 
 def test_sse_rewriter_leaves_non_json_and_crlf() -> None:
-    rw = _SseRewriter("m", None)
+    rw = SseRewriter("m", None)
     assert rw.feed(b"data: not json\r\n") == b"data: not json\r\n"
     assert rw.feed(b'data: {"model":"u"}\r\n') == b'data: {"model":"m"}\r\n'
 

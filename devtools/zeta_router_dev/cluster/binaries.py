@@ -44,8 +44,8 @@ def find_binaries() -> Binaries:
     etcd = shutil.which("etcd")
     if etcd is None:
         raise MissingBinaryError(
-            "etcd not found on PATH; install Debian's etcd-server package "
-            "(apt-get install etcd-server) or put an etcd 3.4+ binary on PATH"
+            "etcd not found on PATH: run `make system-deps` (scripts/install-system-deps.sh "
+            "installs Debian's etcd-server), or put an etcd 3.4+ binary on PATH"
         )
     bin_dir = k8s_bin_dir()
     found: dict[str, Path] = {}
@@ -53,9 +53,10 @@ def find_binaries() -> Binaries:
         path = bin_dir / name
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise MissingBinaryError(
-                f"{path} not found; build the control plane once with `make control-plane` "
-                f"(scripts/build-control-plane.sh, ~15 min) or point $ZETA_K8S_BIN_DIR at a "
-                f"directory holding kube-apiserver and kube-controller-manager {K8S_VERSION}"
+                f"{path} not found; build it once with `make control-plane` "
+                f"(scripts/build-control-plane.sh, 7-25 min on 2 cores) or point "
+                f"$ZETA_K8S_BIN_DIR at a directory holding kube-apiserver and "
+                f"kube-controller-manager {K8S_VERSION}"
             )
         found[name] = path
     return Binaries(

@@ -10,6 +10,7 @@ at any point of :meth:`DemoStack.start` (what has started is stopped).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import time
@@ -22,6 +23,7 @@ from zeta_router.api.models import API_VERSION, PLURAL
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render.names import ROUTER_KEY_FIELD, router_key_secret_name
 from zeta_router_dev.cluster.controlplane import LocalControlPlane
 from zeta_router_dev.cluster.processes import log_tail
 from zeta_router_dev.demo.resource import NAME, NAMESPACE, TIERS, zetarouter
@@ -224,10 +226,30 @@ class DemoStack:
             f"the operator to write the routing ConfigMap (log: {self.logs / 'operator.log'})",
         )
 
+    def _router_key_file(self) -> Path:
+        """The operator's ``<name>-router-key`` Secret as a file, as the kubelet mounts it: the
+        routers share it, so any of them accepts feedback on another's answers."""
+        kube = self._kube()
+        path = api_path("v1", "secrets", NAMESPACE, router_key_secret_name(NAME))
+        found: dict[str, Any] = {}
+
+        def made() -> bool:
+            found.update(kube.get_or_none(path) or {})
+            return bool(found)
+
+        _wait(
+            made, 60, f"the operator to create the router key (log: {self.logs / 'operator.log'})"
+        )
+        key_file = self.workdir / "router-key"
+        key_file.write_bytes(base64.b64decode(found["data"][ROUTER_KEY_FIELD]))
+        key_file.chmod(0o600)
+        return key_file
+
     def _start_routers(self) -> None:
         assert self.sync is not None
         assert self.prometheus is not None
         config = self.sync.path
+        key_file = self._router_key_file()
         for tier in TIERS:
             self.routers[tier] = self._guard(
                 f"the router of tier {tier}",
@@ -239,6 +261,8 @@ class DemoStack:
                         t,
                         "--reload-interval",
                         "0.5",
+                        "--request-key-file",
+                        str(key_file),
                     ],
                     self.logs,
                     new_session=True,

@@ -263,7 +263,17 @@ def _serve(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help="model name the server reports")
     args = parser.parse_args(argv)
 
-    import xllamacpp
+    try:
+        import xllamacpp
+    except ImportError as e:
+        # The wheel's native library links OpenMP; a bare Debian lacks it.
+        fix = (
+            "run `make system-deps` (Debian's libgomp1)"
+            if "libgomp" in str(e)
+            else "run `make venv` (the xllamacpp wheel)"
+        )
+        sys.stderr.write(f"cannot load the llama.cpp server: {e}; {fix}\n")
+        return 2
 
     params = xllamacpp.CommonParams()
     params.model.path = str(args.model or model_path())

@@ -102,8 +102,8 @@ def find_binary() -> str:
     )
     if found is None:
         raise PrometheusError(
-            "the prometheus binary is not installed; on Debian/Ubuntu: "
-            "apt-get install --no-install-recommends prometheus"
+            "the prometheus binary is not installed: run `make system-deps` "
+            "(scripts/install-system-deps.sh installs Debian's prometheus package)"
         )
     return found
 

@@ -542,7 +542,8 @@ class RouterSpec(SpecModel):
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     stickiness: Stickiness = Field(
         default_factory=Stickiness,
-        description="Sessions never drop to a smaller tier than an earlier request of theirs.",
+        description="Conversations never drop to a smaller tier than an earlier turn of theirs, "
+        "on whichever router replica each turn lands.",
     )
     circuit_breaker: CircuitBreaker = Field(
         default_factory=CircuitBreaker, description="Per-tier circuit breaker of each router."

@@ -64,11 +64,20 @@ class Timeouts(_Model):
 
 
 class Stickiness(_Model):
+    """A conversation never drops to a smaller tier: routers keep no memory of sessions, so
+    every replica agrees; the floor comes from the earlier turns the request carries and from
+    a signed session token (``x-zeta-session``) the client sends back."""
+
     ttl_seconds: float = Field(
-        default=1800.0, ge=0, description="A session is forgotten after this long without requests."
+        default=1800.0,
+        ge=0,
+        description="How long a session token keeps its floor after the answer that issued it.",
     )
     max_sessions: int = Field(
-        default=100_000, ge=0, description="Sessions remembered per router (LRU); 0 turns it off."
+        default=100_000,
+        ge=0,
+        description="0 turns stickiness off; any other value leaves it on (routers keep no "
+        "per-session memory, so the value is not a limit).",
     )
 
 

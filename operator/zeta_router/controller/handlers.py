@@ -24,7 +24,7 @@ from zeta_router.controller.apply import owner_name
 from zeta_router.controller.config import FINALIZER_PREFIX, OperatorConfig
 from zeta_router.controller.events import EventRecorder
 from zeta_router.controller.reconcile import Reconciler
-from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.kube import ApiError, Kube, api_path, load_credentials
 from zeta_router.render import names
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,13 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             _ensure_peering_objects(ctx.kube, cfg)
 
     kopf.on.startup(registry=registry, id="peering")(ensure_peering)
-    # A registry of our own starts without kopf's default login handlers: log in as the
-    # kubernetes client does ($KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    # A registry of our own starts without kopf's default login handlers: kopf logs in with the
+    # same credentials as our own client ($KUBECONFIG, ~/.kube/config, or the service account).
+    def login(**_: Any) -> Any:
+        return load_credentials(cfg.kubeconfig).to_kopf()
+
+    kopf.on.login(registry=registry)(login)
 
     def on_create(body: kopf.Body, **_: Any) -> None:
         reconciler.reconcile(body, "create")

@@ -16,6 +16,7 @@ Deployment updates causes one refresh after the burst, not one per event.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
 from prometheus_client import Counter, Histogram
 
 from zeta_router.api.models import SpecError
@@ -44,6 +46,7 @@ from zeta_router.controller.status import (
 )
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router.render import names
+from zeta_router.render.router_key import build_router_key_secret
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,7 @@ class Reconciler:
 
         outcome = Outcome(valid=True, routing_generation=want.routing_generation)
         owner = owner_view(body)
+        self._create_router_key(namespace, name, owner, outcome)
         applied: dict[str, dict[str, Any]] = {}
         wanted: set[tuple[str, str]] = set()
         for child in want.children:
@@ -311,6 +315,22 @@ class Reconciler:
         )
         self.events.warning(body, "InvalidSpec", f"{message} (children left unchanged)")
         return Outcome(valid=False, message=message)
+
+    def _create_router_key(
+        self, namespace: str, name: str, owner: kopf.Body, outcome: Outcome
+    ) -> None:
+        """Create the routers' signing key Secret once, before the pods that mount it. Only
+        ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
+        key) is kept, so a reconcile never rotates the key and the operator never reads it."""
+        secret = adopted(build_router_key_secret(name, secrets.token_urlsafe(32)), owner)
+        try:
+            self.kube.create(api_path("v1", "secrets", namespace), secret)
+        except ApiError as e:
+            if not e.conflict:
+                outcome.errors.append(f"{_ref(secret)}: {e.message or e.reason}")
+            return
+        outcome.created.append(_ref(secret))
+        CHILD_CHANGES.labels("Secret", "create").inc()
 
     def _write_status(
         self,

@@ -184,6 +184,8 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             _seconds(r.drain_delay_seconds),
             "--drain-seconds",
             _seconds(r.timeouts.total_seconds),
+            "--request-key-file",
+            f"{names.ROUTER_KEY_DIR}/{names.ROUTER_KEY_FIELD}",
             *r.args,
         ],
         "ports": [{"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"}],
@@ -198,6 +200,7 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         },
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
+            {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},
             {"name": "router-tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _container_security(ROUTER_UID, read_only_root=True),
@@ -272,6 +275,8 @@ def build_deployment(
     pod_labels = names.labels(name, "model-server", tier.name)
     volumes: list[dict[str, Any]] = [
         {"name": "routing", "configMap": {"name": names.routing_configmap_name(name)}},
+        # Created by the operator before the Deployment (never rendered: the key is random).
+        {"name": "router-key", "secret": {"secretName": names.router_key_secret_name(name)}},
         {"name": "cache", **_cache_source(tier)},
         {"name": "router-tmp", "emptyDir": {}},
     ]

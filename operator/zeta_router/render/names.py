@@ -2,7 +2,8 @@
 facts live; the controller, the control loop, the tests and the development tooling import them.
 
 Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>`` for the entry
-Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap. Labels (every
+Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap,
+``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
 child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance:
 <router>``, ``app.kubernetes.io/component: model-server|router``,
 ``app.kubernetes.io/managed-by: zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
@@ -37,6 +38,11 @@ controller when it gives the tier a new template)."""
 CONFIG_DIR: Final = "/etc/zeta-router"
 """Where the routing ConfigMap is mounted (read-only) in every router container."""
 
+ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
+"""Where the router key Secret is mounted (read-only) in every router container."""
+ROUTER_KEY_FIELD: Final = "key"
+"""The Secret's data key holding the key (one per line; the first signs)."""
+
 Component = Literal["model-server", "router"]
 
 
@@ -55,6 +61,11 @@ def network_policy_name(router: str) -> str:
 
 def routing_configmap_name(router: str) -> str:
     return f"{router}-routing"
+
+
+def router_key_secret_name(router: str) -> str:
+    """The Secret holding the key that signs the routers' request ids and session tokens."""
+    return f"{router}-router-key"
 
 
 def labels(router: str, component: Component, tier: str | None = None) -> dict[str, str]:

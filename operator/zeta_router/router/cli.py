@@ -26,6 +26,7 @@ from zeta_router.router.config import (
     parse_pairs,
     standalone_config,
 )
+from zeta_router.router.ids import KeyFileError, Signer
 from zeta_router.router.reload import ConfigWatcher
 from zeta_router.router.server import new_event_loop, serve
 
@@ -58,8 +59,10 @@ built-in contexts (standalone mode), with the cut point between two tiers:
 endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
   POST /v1/feedback, GET /healthz, GET /readyz, GET /metrics
 
-request headers: X-Zeta-Context, X-Zeta-Tier (force a tier), X-Zeta-Session (stickiness),
-  X-Request-Id. Response headers: x-zeta-tier, x-zeta-score, x-zeta-context, x-request-id.
+request headers: X-Zeta-Context, X-Zeta-Tier (force a tier), X-Zeta-Session (stickiness:
+  send back the x-zeta-session token of the previous answer), X-Client-Request-Id.
+  Response headers: x-zeta-tier, x-zeta-score, x-zeta-context, x-request-id (signed; the id to
+  post to /v1/feedback), x-zeta-session, x-client-request-id.
 
 signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads --config at once.
 See docs/router.md for the config file reference and metrics.
@@ -211,6 +214,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["uvloop", "asyncio"],
         help="event loop implementation (default: %(default)s; asyncio is for comparison)",
     )
+    net.add_argument(
+        "--request-key-file",
+        type=Path,
+        metavar="PATH",
+        help="key that signs request ids and session tokens, one per line (the first signs, "
+        "all verify); every replica of a ZetaRouter must share it so that feedback and "
+        "sessions work across them. Without it a random key is made, valid in this process only",
+    )
     obs = parser.add_argument_group("logs")
     obs.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     obs.add_argument("--log-format", default="json", choices=["json", "text"])
@@ -306,13 +317,26 @@ def run(args: argparse.Namespace) -> int:
         data = config.source.model_dump(mode="json", by_alias=True, exclude_none=True)
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
         return 0
+    if args.request_key_file is not None:
+        try:
+            signer = Signer.from_file(args.request_key_file)
+        except KeyFileError as exc:
+            print(f"zeta-router router: --request-key-file: {exc}", file=sys.stderr)
+            return 2
+    else:
+        signer = Signer.random()
+        log.warning(
+            "no --request-key-file: request ids and session tokens are signed with a random "
+            "key of this process; other replicas, and this one after a restart, reject them",
+            extra={"event": "request_key_ephemeral"},
+        )
     options = Options(
         log_prompts=args.log_prompts,
         access_log=args.access_log,
         shadow_log=args.shadow_log,
         shadow_log_max_bytes=args.shadow_log_max_bytes,
     )
-    router = Router(config, options)
+    router = Router(config, options, signer=signer)
     watcher = None
     if args.config is not None:
         watcher = ConfigWatcher(

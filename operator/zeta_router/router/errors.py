@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from aiohttp import web
+
+JSON_TYPE = "application/json"
+
 _TYPE_BY_STATUS: dict[int, str] = {
     400: "invalid_request_error",
     403: "permission_error",
@@ -54,3 +58,9 @@ def error_body(message: str, *, type_: str, code: str, param: str | None = None)
     return json.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     ).encode()
+
+
+def error_response(err: ApiError) -> web.Response:
+    resp = web.Response(status=err.status, body=err.body(), content_type=JSON_TYPE)
+    resp.headers.update(err.headers)
+    return resp

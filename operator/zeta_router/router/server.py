@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from zeta_router.router.app import Router, build_app
+from zeta_router.router.app import Router
 from zeta_router.router.lifecycle import Lifecycle
 from zeta_router.router.reload import ConfigWatcher
+from zeta_router.router.routes import build_app
 
 log = logging.getLogger("zeta_router.router.server")
 

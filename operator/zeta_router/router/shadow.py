@@ -8,16 +8,32 @@ for any of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import string
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from zeta_router.router.errors import JSON_TYPE
+from zeta_router.router.upstream import TierError, Upstreams, upstream_payload
+from zeta_router.scoring import features
+
+if TYPE_CHECKING:
+    from zeta_router.router.config import RuntimeConfig, Tier
+    from zeta_router.router.decision import Decision
+    from zeta_router.router.metrics import RouterMetrics
+
+log = logging.getLogger("zeta_router.router")
 
 SHORT_ANSWER_TOKENS = 4
+SHADOW_CONCURRENCY = 4
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -119,3 +135,96 @@ def shadow_record(
     if answers is not None:
         rec["answer"], rec["shadow_answer"] = answers
     return rec
+
+
+class ShadowSampler:
+    """Sends sampled requests again to the next larger tier, in the background, and records
+    how far the two answers agree. At most ``SHADOW_CONCURRENCY`` are in flight; more are
+    dropped."""
+
+    def __init__(
+        self,
+        metrics: RouterMetrics,
+        log_path: Path | None,
+        log_max_bytes: int,
+        log_prompts: bool,
+    ) -> None:
+        self.metrics = metrics
+        self.log_prompts = log_prompts
+        self._log = JsonlLog(log_path, log_max_bytes) if log_path else None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(SHADOW_CONCURRENCY)
+
+    def start(
+        self,
+        upstreams: Upstreams,
+        cfg: RuntimeConfig,
+        d: Decision,
+        body: dict[str, Any],
+        tier: Tier,
+    ) -> None:
+        if self._slots.locked():
+            log.debug(
+                "shadow request dropped: too many in flight", extra={"event": "shadow_dropped"}
+            )
+            return
+        task = asyncio.get_running_loop().create_task(self._run(upstreams, cfg, d, body, tier))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(
+        self,
+        upstreams: Upstreams,
+        cfg: RuntimeConfig,
+        d: Decision,
+        body: dict[str, Any],
+        tier: Tier,
+    ) -> None:
+        larger = cfg.tiers[tier.index + 1]
+        shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        payload = upstream_payload(shadow_body, larger.model)
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        async with self._slots:
+            try:
+                resp = await upstreams.open(
+                    larger, path, payload, {"Content-Type": JSON_TYPE, "X-Request-Id": d.request_id}
+                )
+                async with resp:
+                    if resp.status != 200:
+                        return
+                    other = answer_text(await resp.json(content_type=None))
+            except (TierError, aiohttp.ClientError, ValueError, TimeoutError) as exc:
+                log.info(
+                    "shadow request failed", extra={"event": "shadow_failed", "detail": str(exc)}
+                )
+                return
+        if other is None:
+            return
+        mine = "".join(d.shadow_text)
+        value, method = agreement(mine, other)
+        self.metrics.observe(self.metrics.shadow_agreement, value, d.context.name)
+        if self._log is not None:
+            prompt = features.request_text(body)[0] if self.log_prompts else None
+            rec = shadow_record(
+                request_id=d.request_id,
+                context=d.context.name,
+                score=d.score,
+                tier=tier.name,
+                shadow_tier=larger.name,
+                value=value,
+                method=method,
+                prompt=prompt,
+                answers=(mine, other) if self.log_prompts else None,
+            )
+            try:
+                self._log.append(rec)
+            except OSError as exc:
+                log.warning(
+                    "cannot write the shadow log",
+                    extra={"event": "shadow_log_failed", "detail": str(exc)},
+                )

@@ -1,34 +1,82 @@
-"""Conversation stickiness: a session never goes back to a smaller tier within the TTL.
+"""Conversation stickiness: a conversation never goes back to a smaller tier.
 
-A session is keyed by the ``X-Zeta-Session`` header, else the OpenAI ``user`` field. The store
-keeps, per session, the largest tier index it was routed to; each request of the session is
-sent to at least that tier, and using the session refreshes its TTL (sliding window).
+Nothing is remembered between requests, so every replica reaches the same answer for the next
+turn of a conversation, whichever replica served the earlier ones:
+
+- a chat request carries its conversation; each earlier turn that got an answer (the messages
+  before each assistant message) is scored again in the request's context, and the request
+  goes at least to the largest tier any of them would go to now;
+- a client that sends ``X-Zeta-Session`` gets back a signed session token (``x-zeta-session``)
+  naming the tier its session reached; sending that token with the next request keeps the
+  session at least there until the token expires (``stickiness.ttlSeconds``, renewed by every
+  answer). This covers requests that carry no conversation (completions, trimmed histories).
 """
 
 from __future__ import annotations
 
-from zeta_router.router.ttlcache import TTLCache
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from zeta_router.router.config import Context, RuntimeConfig
+from zeta_router.router.ids import InvalidTokenError, SessionInfo, Signer
+from zeta_router.scoring import features
+
+#: Earlier turns scored again per request, most recent first: bounds the cost of a long chat.
+MAX_EARLIER_TURNS = 16
 
 
-class SessionStore:
-    __slots__ = ("_cache",)
+def earlier_turns(messages: list[Any]) -> list[list[Any]]:
+    """The message lists of the earlier requests of a conversation, most recent first: each
+    prefix that an assistant message answered."""
+    out = []
+    for i in range(len(messages) - 1, 0, -1):
+        m = messages[i]
+        if isinstance(m, Mapping) and m.get("role") == "assistant":
+            out.append(messages[:i])
+            if len(out) == MAX_EARLIER_TURNS:
+                break
+    return out
 
-    def __init__(self, max_sessions: int, ttl_seconds: float) -> None:
-        self._cache: TTLCache[int] = TTLCache(max_sessions, ttl_seconds)
 
-    def __len__(self) -> int:
-        return len(self._cache)
-
-    def apply(self, session: str | None, tier: int, now: float) -> int:
-        """The tier to use for a request of ``session`` whose own decision is ``tier``; records
-        the result so that later requests of the session do not go lower."""
-        if not session:
-            return tier
-        floor = self._cache.get(session, now)
-        if floor is not None and floor > tier:
-            tier = floor
-        self._cache.put(session, tier, now)
+def conversation_floor(body: Mapping[str, Any], context: Context, tier: int, top: int) -> int:
+    """The tier for a request decided ``tier`` once its conversation's earlier turns count:
+    the largest of ``tier`` and theirs (never above ``top``)."""
+    messages = body.get("messages")
+    if tier >= top or not isinstance(messages, list) or len(messages) < 2:
         return tier
+    for prefix in earlier_turns(messages):
+        earlier = dict(body)
+        earlier["messages"] = prefix
+        t = context.selector.select(context.scorer.score(features.extract(earlier)))
+        if t > tier:
+            tier = t
+            if tier >= top:
+                break
+    return tier
 
-    def resize(self, max_sessions: int, ttl_seconds: float) -> None:
-        self._cache.resize(max_sessions, ttl_seconds)
+
+def session_floor(token: str | None, signer: Signer, cfg: RuntimeConfig, now_ms: int) -> int:
+    """The floor a session token names (0 for none, an invalid or expired token, or a tier
+    that no longer exists)."""
+    if not token:
+        return 0
+    try:
+        info = signer.verify_session(token)
+    except InvalidTokenError:
+        return 0
+    if info.expires_ms <= now_ms:
+        return 0
+    tier = cfg.tier_by_name.get(info.floor)
+    return tier.index if tier is not None else 0
+
+
+def session_token(signer: Signer, floor: str, now_ms: int, ttl_seconds: float) -> str:
+    return signer.session_token(
+        SessionInfo(
+            nonce=os.urandom(8),
+            issued_ms=now_ms,
+            floor=floor,
+            expires_ms=now_ms + int(ttl_seconds * 1000),
+        )
+    )

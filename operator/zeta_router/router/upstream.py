@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -45,6 +47,16 @@ def attempt_order(chosen: int, tiers: int, failover: bool) -> list[int]:
     if not failover:
         return [chosen]
     return [chosen, *range(chosen + 1, tiers), *range(chosen - 1, -1, -1)]
+
+
+def upstream_payload(body: dict[str, Any], model: str | None) -> bytes:
+    """The request body as sent to a tier: the client's, with the tier's model name (or none)."""
+    out = dict(body)
+    if model is None:
+        out.pop("model", None)
+    else:
+        out["model"] = model
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)

@@ -1,0 +1,244 @@
+"""The HTTP endpoints: the OpenAI-compatible API (chat and completions, models, feedback), the
+health and metrics endpoints, and the middleware that turns every error into OpenAI-style JSON.
+
+:func:`completion` ties one request's steps together (read and check, decide, forward and
+relay) and counts it once, with the status the client got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from zeta_router.router.app import Router
+from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
+from zeta_router.router.metrics import NO_TIER
+from zeta_router.router.relay import StreamAbortedError
+from zeta_router.router.validation import Kind, parse_body
+
+log = logging.getLogger("zeta_router.router")
+
+ROUTER_KEY: web.AppKey[Router] = web.AppKey("router")
+
+#: Request headers passed on to the model server (everything else stays at the router).
+FORWARDED_HEADERS = ("Authorization", "OpenAI-Organization", "OpenAI-Project", "traceparent")
+FEEDBACK_MAX_BYTES = 64 * 1024
+
+
+async def completion(
+    router: Router, request: web.Request, kind: Kind, path: str
+) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    cfg = router.config
+    metrics = router.metrics
+    context_name = cfg.default_context
+    try:
+        check_content_type(request)
+        raw = await read_body(request, cfg.source.max_body_bytes)
+        body = parse_body(raw, kind)
+        d = router.decide(request, body, cfg)
+    except ApiError as exc:
+        # Bad requests are counted too: a sudden rise is worth an alert.
+        if exc.param in ("X-Zeta-Context", "model") and exc.code == "unknown_context":
+            context_name = "unknown"
+        metrics.count_request(context_name, NO_TIER, exc.status)
+        raise
+    metrics.observe(metrics.decision_score, d.score, d.context.name)
+    headers = {"X-Request-Id": d.request_id}
+    if d.client_request_id is not None:
+        headers["X-Client-Request-Id"] = d.client_request_id
+    for h in FORWARDED_HEADERS:
+        v = request.headers.get(h)
+        if v is not None:
+            headers[h] = v
+    headers["Content-Type"] = JSON_TYPE
+    overhead = time.perf_counter() - t0
+    code = 499  # the client went away before an answer was ready
+    forwarder = router.forwarder
+    assert forwarder is not None, "router not started"
+    try:
+        response, overhead = await forwarder.forward(request, cfg, d, body, path, headers, overhead)
+        code = response.status
+        return response
+    except ApiError as exc:
+        code = exc.status
+        raise
+    except StreamAbortedError:
+        code = 502
+        raise
+    finally:
+        served = d.served
+        metrics.count_request(d.context.name, served.name if served else NO_TIER, code)
+        metrics.observe(metrics.overhead, overhead)
+        if router.options.access_log:
+            router.access(request, d, body, code, t0)
+
+
+def parse_feedback(raw: bytes) -> tuple[str, float, str | None]:
+    """The request id, score and label of a feedback body, or :class:`ApiError` (400)."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(
+            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_type")
+    unknown = sorted(set(body) - {"request_id", "score", "label"})
+    if unknown:
+        raise ApiError(
+            400, f"unknown fields: {', '.join(unknown)}", code="unknown_field", param=unknown[0]
+        )
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not rid:
+        raise ApiError(
+            400,
+            "'request_id' is required and must be a string",
+            code="invalid_value",
+            param="request_id",
+        )
+    score = body.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+        raise ApiError(
+            400,
+            "'score' is required and must be a number in [0, 1]",
+            code="invalid_value",
+            param="score",
+        )
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ApiError(400, "'label' must be a string", code="invalid_type", param="label")
+    return rid, score, label
+
+
+def check_content_type(request: web.Request) -> None:
+    ctype = request.headers.get("Content-Type")
+    if ctype is None:
+        return
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != JSON_TYPE and not media.endswith("+json"):
+        raise ApiError(
+            415,
+            f"unsupported Content-Type {media!r}; send the body as application/json",
+            code="unsupported_media_type",
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"the request body is larger than the limit of {limit} bytes", code="request_too_large"
+    )
+
+
+# -- application ---------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status, "http_error"
+        )
+        if exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            allowed = exc.headers.get("Allow", "")
+            message = (
+                f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+            )
+        else:
+            message = exc.reason
+        err = ApiError(exc.status, message, code=code)
+        if "Allow" in exc.headers:
+            err.headers["Allow"] = exc.headers["Allow"]
+        return error_response(err)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error", extra={"event": "internal_error", "path": request.path})
+        return web.Response(
+            status=500,
+            body=error_body("internal router error", type_="server_error", code="internal_error"),
+            content_type=JSON_TYPE,
+        )
+
+
+def build_app(router: Router) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=1 << 40)
+    app[ROUTER_KEY] = router
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await completion(router, request, "chat", "/v1/chat/completions")
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await completion(router, request, "completions", "/v1/completions")
+
+    async def models(request: web.Request) -> web.StreamResponse:
+        return web.json_response(router.models())
+
+    async def feedback(request: web.Request) -> web.StreamResponse:
+        check_content_type(request)
+        rid, score, label = parse_feedback(await read_body(request, FEEDBACK_MAX_BYTES))
+        return web.json_response(router.feedback(rid, score, label, int(time.time() * 1000)))
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        ok, tiers = await router.ready()
+        status = "ready" if ok else ("draining" if router.draining else "not ready")
+        return web.json_response(
+            {"status": status, "generation": router.config.generation, "tiers": tiers},
+            status=200 if ok else 503,
+        )
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=router.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/feedback", feedback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+    async def on_startup(_: web.Application) -> None:
+        await router.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await router.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
