@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zeta_router.api.models import API_VERSION, PLURAL
+from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import ApiError, Kube, api_path
@@ -217,7 +218,7 @@ class DemoStack:
             kube,
             NAMESPACE,
             NAME,
-            self.workdir / "routing.yaml",
+            self.workdir / CONFIGMAP_KEY,
             {t: s.url for t, s in self.llamas.items()},
         )
         _wait(
