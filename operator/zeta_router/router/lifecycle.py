@@ -83,10 +83,21 @@ class Lifecycle:
                 extra={"event": "drain_begin", "why": why, "drain_delay": self.drain_delay},
             )
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_post(DRAIN_PATH, self.handle_drain)
-        app.router.add_get(MODEL_IDLE_PATH, self.handle_model_idle)
+    def install(self, app: web.Application, admin_app: web.Application | None = None) -> None:
+        """The hooks' endpoints go on ``admin_app`` when the router has one (the port that
+        keeps answering while the client port drains), else on ``app``; ``Connection: close``
+        while draining applies to the client API."""
+        hooks = admin_app if admin_app is not None else app
+        hooks.router.add_post(DRAIN_PATH, self.handle_drain)
+        hooks.router.add_get(MODEL_IDLE_PATH, self.handle_model_idle)
         app.on_response_prepare.append(self._close_when_draining)
+
+    async def wait_released(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no model-server preStop is waiting here: the
+        router must outlive them, or the kubelet would stop the model server at once."""
+        deadline = time.monotonic() + timeout
+        while self.waiters and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _close_when_draining(
         self, request: web.Request, response: web.StreamResponse
