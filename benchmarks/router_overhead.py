@@ -15,6 +15,9 @@ Figures printed:
 - paced at concurrency 64: up to 64 requests in flight at a fixed offered rate below
   saturation, so that latency is the router's cost and not queueing behind a saturated core;
 - wrk (if installed) at concurrency 64: the throughput with a load generator written in C;
+- the router process's CPU time per request under each load (from /proc): on a machine shared
+  with other work the req/s depend on what else runs, while the CPU a request costs the router
+  does much less, and 1 s divided by it bounds what one core can do;
 - the router's RSS after the load, and its own zeta_router_overhead_seconds mean.
 Never fails on timings: it prints figures.
 """
@@ -180,6 +183,12 @@ def _wrk(url: str, seconds: int, cpus: set[int] | None) -> dict[str, float] | No
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> tuple[float, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -222,23 +231,34 @@ def main() -> None:
         "router": router.base_url + "/chat/completions",
     }
     rows: list[tuple[str, str, dict[str, float]]] = []
+    pids = {"direct": upstream.process.pid, "router": router.process.pid}
+
+    def measured(name: str, load: Callable[[], dict[str, float] | None]) -> dict[str, float] | None:
+        before = _cpu_seconds(pids[name])
+        res = load()
+        if res is not None:
+            n = res.get("requests") or res["rps"] * seconds
+            res["cpu_us"] = (_cpu_seconds(pids[name]) - before) / max(n, 1) * 1e6
+        return res
+
     try:
         for name, url in targets.items():
-            rows.append((name, "c=1", _run_loadgen(url, 1, n1, 0, other_cpus)))
-            rows.append((name, "c=64", _run_loadgen(url, 64, n64, 0, other_cpus)))
-            paced_n = int(args.paced_rate * seconds)
-            rows.append(
+            for load, run in (
+                ("c=1", lambda u=url: _run_loadgen(u, 1, n1, 0, other_cpus)),
+                ("c=64", lambda u=url: _run_loadgen(u, 64, n64, 0, other_cpus)),
                 (
-                    name,
                     f"c=64 @{args.paced_rate:g}/s",
-                    _run_loadgen(url, 64, paced_n, args.paced_rate, other_cpus),
-                )
-            )
-            w = _wrk(url, seconds, other_cpus)
-            if w is not None:
-                rows.append((name, "wrk c=64", w))
+                    lambda u=url: _run_loadgen(
+                        u, 64, int(args.paced_rate * seconds), args.paced_rate, other_cpus
+                    ),
+                ),
+                ("wrk c=64", lambda u=url: _wrk(u, seconds, other_cpus)),
+            ):
+                res = measured(name, run)
+                if res is not None:
+                    rows.append((name, load, res))
         rss, hwm = _rss_mb(router.process.pid)
-        with urllib.request.urlopen(router.url + "/metrics") as r:
+        with urllib.request.urlopen(router.admin_url + "/metrics") as r:
             text = r.read().decode()
         total = float(re.search(r"^zeta_router_overhead_seconds_sum ([\d.e+-]+)", text, re.M)[1])  # type: ignore[index]
         count = float(re.search(r"^zeta_router_overhead_seconds_count ([\d.e+-]+)", text, re.M)[1])  # type: ignore[index]
@@ -251,11 +271,15 @@ def main() -> None:
         f"{sorted(other_cpus or [])}; event loop: {args.event_loop}; "
         f"load: aiohttp+uvloop client in its own process, and wrk where installed"
     )
-    print(f"{'target':<8} {'load':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'target':<8} {'load':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'CPU us/req':>11} {'1 core max':>11}"
+    )
     for name, load, res in rows:
         print(
             f"{name:<8} {load:<16} {res['rps']:>9.0f} {res['p50_ms']:>8.2f} "
-            f"{res['p99_ms']:>8.2f} {int(res['errors']):>7}"
+            f"{res['p99_ms']:>8.2f} {int(res['errors']):>7} {res['cpu_us']:>11.0f} "
+            f"{1e6 / max(res['cpu_us'], 1):>9.0f}/s"
         )
     by = {(n, load): r for n, load, r in rows}
     print("added by the router (router - direct):")
@@ -267,6 +291,7 @@ def main() -> None:
                 f"p99 {r['p99_ms'] - d['p99_ms']:+.2f} ms"
             )
     print(f"router RSS after the load: {rss:.1f} MB (peak {hwm:.1f} MB)")
+    print(f"machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"router's own time per request (zeta_router_overhead_seconds mean): "
         f"{total / max(count, 1) * 1e6:.0f} us over {int(count)} requests"

@@ -118,9 +118,11 @@ def test_install_and_uninstall_cluster_scope(
     assert can_i(k8s, sa, "patch", "zetarouters.zeta.ai", "default")
     assert can_i(k8s, sa, "create", "deployments.apps", "kube-public")
     assert can_i(k8s, sa, "get", "secrets", "default")
+    assert can_i(k8s, sa, "create", "secrets", "default")  # each ZetaRouter's router key
     assert not can_i(k8s, sa, "list", "secrets", "default")
     # networkPolicy.enabled: a NetworkPolicy per ZetaRouter, so the operator may manage them.
     assert can_i(k8s, sa, "create", "networkpolicies.networking.k8s.io", "default")
+    assert not can_i(k8s, sa, "patch", "secrets", "default")
     assert not can_i(k8s, sa, "update", "deployments.apps", "default")
     assert not can_i(k8s, sa, "delete", "zetarouters.zeta.ai", "default")
     assert not can_i(k8s, sa, "create", "pods", "default")

@@ -54,7 +54,11 @@ def zetarouter(prometheus_url: str, mode: str) -> dict[str, Any]:
                 {**tier, "name": "small", "replicas": {"min": 1, "max": 3, "initial": 1}},
                 {**tier, "name": "large", "replicas": {"min": 1, "max": 2, "initial": 1}},
             ],
-            "router": {"contexts": [{"name": "default", "thresholds": [0.5]}]},
+            # The load generator pins its requests to a tier.
+            "router": {
+                "contexts": [{"name": "default", "thresholds": [0.5]}],
+                "allowForceTier": True,
+            },
             "autoscaling": {
                 "enabled": True,
                 "mode": mode,
@@ -120,7 +124,7 @@ def start_data_plane(
             ScrapeTarget(address["small"], pod_labels(namespace, NAME, "small", "model-server")),
             ScrapeTarget(address["large"], pod_labels(namespace, NAME, "large", "model-server")),
             ScrapeTarget(
-                router.url.removeprefix("http://"),
+                router.admin_url.removeprefix("http://"),
                 pod_labels(namespace, NAME, "small", "router"),
             ),
             # The operator's own metrics, as a cluster's Prometheus scrapes them too.

@@ -50,7 +50,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
 @pytest.fixture
 def prometheus(prometheus_factory: StartPrometheus, router: RouterProcess) -> PrometheusServer:
     labels = pod_labels("team-a", "chat", "small", "router")
-    return prometheus_factory([ScrapeTarget(router.url.removeprefix("http://"), labels)])
+    return prometheus_factory([ScrapeTarget(router.admin_url.removeprefix("http://"), labels)])
 
 
 def wait_for_series(server: PrometheusServer, expr: str, timeout: float = 30) -> list[Any]:

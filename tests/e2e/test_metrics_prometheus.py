@@ -37,7 +37,10 @@ def router(
 ) -> Iterator[RouterProcess]:
     small, large = llama_servers["small"], llama_servers["large"]
     r = start_router(
-        ["--tier", f"small={small.url}", "--tier", f"large={large.url}", "--name", "zeta"],
+        [
+            *("--tier", f"small={small.url}", "--tier", f"large={large.url}", "--name", "zeta"),
+            "--allow-force-tier",  # the tests pin tiers
+        ],
         tmp_path_factory.mktemp("router"),
     )
     yield r
@@ -57,7 +60,7 @@ def scrape_targets(servers: dict[str, LlamaServer], router: RouterProcess) -> li
             pod_labels(NAMESPACE, NAME, "large", "model-server", pod="assistant-large-0"),
         ),
         ScrapeTarget(
-            address(router.url),
+            address(router.admin_url),
             pod_labels(NAMESPACE, NAME, "small", "router", pod="assistant-small-0"),
         ),
     ]
@@ -114,6 +117,8 @@ def test_snapshot_follows_the_load_sent(
             and s.tiers["large"].ready_replicas == 1
             and s.tiers["large"].request_rate is not None
             and s.config_generation is not None
+            # (a scrape taken while the first requests ran shows them until the next one)
+            and s.tiers["large"].running == 0
         ),
     )
     assert idle.tiers["large"].waiting == 0

@@ -136,7 +136,8 @@ def test_the_model_server_is_released_only_after_the_stream_to_it_ended(
     events: list[tuple[str, float]] = []
     stream = stream_in_background(router, events)
     wait_event(events, "first-token")
-    status, body, _ = request(router.url + MODEL_IDLE_PATH)  # the model container's preStop
+    # The model container's preStop, on the admin port.
+    status, body, _ = request(router.admin_url + MODEL_IDLE_PATH)
     events.append(("model-released", time.monotonic()))
     stream.join(300)
     assert status == 200, body
@@ -152,11 +153,11 @@ def test_drain_stops_readiness_keeps_serving_and_is_refused_from_outside(
 ) -> None:
     assert router.get("/readyz")[0] == 200
     # From another address than 127.0.0.1: the kubelet or a client, never the preStop hook.
-    status, body, _ = request(router.url + DRAIN_PATH, "POST", source="127.0.0.2")
+    status, body, _ = request(router.admin_url + DRAIN_PATH, "POST", source="127.0.0.2")
     assert status == 403, body
     assert router.get("/readyz")[0] == 200
     drained = subprocess.run(
-        [sys.executable, "-m", "zeta_router", "drain", "--port", str(router.port)],
+        [sys.executable, "-m", "zeta_router", "drain", "--port", str(router.admin_port)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -181,9 +182,10 @@ def test_sigterm_finishes_the_stream_in_flight(router: RouterProcess) -> None:
     assert router.stop(timeout=180) == 0
     stream.join(60)
     assert stream.result["finish"] is not None  # type: ignore[attr-defined]
-    # Gone now: no new connection is accepted.
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(router.url + "/healthz", timeout=5)
+    # Gone now: no new connection is accepted, on either port.
+    for url in (router.url + "/v1/models", router.admin_url + "/healthz"):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
 
 
 def test_drain_without_a_router_is_not_an_error(tmp_path: Path) -> None:

@@ -35,7 +35,10 @@ def router(
 ) -> Iterator[RouterProcess]:
     small, large = llama_servers["small"], llama_servers["large"]
     r = start_router(
-        ["--tier", f"small={small.url}", "--tier", f"large={large.url}/v1", "--name", "zeta"],
+        [
+            *("--tier", f"small={small.url}", "--tier", f"large={large.url}/v1", "--name", "zeta"),
+            "--allow-force-tier",
+        ],
         tmp_path_factory.mktemp("router"),
     )
     yield r

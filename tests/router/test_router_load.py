@@ -81,7 +81,7 @@ def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Pat
                 r.process.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
                 try:  # no new connections once draining
-                    async with aiohttp.ClientSession() as s2, s2.get(r.url + "/healthz"):
+                    async with aiohttp.ClientSession() as s2, s2.get(r.url + "/v1/models"):
                         refused = False
                 except aiohttp.ClientConnectorError:
                     refused = True

@@ -40,10 +40,17 @@ class State:
         self.chunk_delay = 0.0  # seconds between streamed chunks
         self.answer: str | None = None  # fixed answer text (else an echo of the nonce)
         self.abort_after: int | None = None  # drop the connection after this many chunks
+        self.no_done = False  # end streams without the data: [DONE] terminator
+        # Non-streamed answers: "break" (headers, then part of the body, then the connection
+        # drops), "garbage" (200, JSON content type, not JSON), "html" (200, text/html).
+        self.body_fault: str | None = None
+        self.hang = False  # never answer (until the client gives up)
+        self.close_connections = False  # no keep-alive: every request on a new connection
         self.requests = 0
         self.nonces: Counter[str] = Counter()
         self.request_ids: Counter[str] = Counter()
         self.client_request_ids: Counter[str] = Counter()
+        self.headers_seen: set[str] = set()
         self.models: Counter[str] = Counter()
         self.completed = 0
         self.cancelled = 0
@@ -59,17 +66,27 @@ def build_app() -> web.Application:
     state = State()
     app = web.Application()
 
+    @web.middleware
+    async def no_keepalive(request: web.Request, handler: Any) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        if state.close_connections and not resp.prepared:
+            resp.force_close()
+        return resp
+
     async def inference(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         state.requests += 1
         nonce = _nonce(body)
         state.nonces[nonce] += 1
         state.request_ids[request.headers.get("X-Request-Id", "")] += 1
+        state.headers_seen.update(request.headers.keys())
         if "X-Client-Request-Id" in request.headers:
             state.client_request_ids[request.headers["X-Client-Request-Id"]] += 1
         state.models[str(body.get("model"))] += 1
         chat = request.path.endswith("/chat/completions")
         try:
+            if state.hang:
+                await asyncio.Event().wait()
             if state.delay:
                 await asyncio.sleep(state.delay)
             if state.status != 200:
@@ -81,6 +98,8 @@ def build_app() -> web.Application:
             if body.get("stream"):
                 resp = web.StreamResponse()
                 resp.content_type = "text/event-stream"
+                if state.close_connections:
+                    resp.force_close()
                 await resp.prepare(request)
                 for i in range(state.chunks):
                     if state.abort_after is not None and i == state.abort_after:
@@ -97,10 +116,23 @@ def build_app() -> web.Application:
                     await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                     if state.chunk_delay:
                         await asyncio.sleep(state.chunk_delay)
-                await resp.write(b"data: [DONE]\n\n")
+                if not state.no_done:
+                    await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
                 state.completed += 1
                 return resp
+            if state.body_fault == "break":
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                resp.content_length = 1000
+                await resp.prepare(request)
+                await resp.write(b'{"id": "x", "choices": [')
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if state.body_fault == "garbage":
+                return web.Response(body=b"<html>oops", content_type="application/json")
+            if state.body_fault == "html":
+                return web.Response(text="<html>proxy error page</html>", content_type="text/html")
             choice = (
                 {"index": 0, "message": {"role": "assistant", "content": text}}
                 if chat
@@ -131,10 +163,12 @@ def build_app() -> web.Application:
                 "nonces": dict(state.nonces),
                 "request_ids": dict(state.request_ids),
                 "client_request_ids": dict(state.client_request_ids),
+                "headers_seen": sorted(state.headers_seen),
                 "models": dict(state.models),
             }
         )
 
+    app.middlewares.append(no_keepalive)
     app.router.add_post("/v1/chat/completions", inference)
     app.router.add_post("/v1/completions", inference)
     app.router.add_get("/health", health)
@@ -203,12 +237,16 @@ class FakeUpstream:
                 self.process.wait(10)
 
 
-def start_fake_upstream(log_path: Path | None = None, timeout: float = 20.0) -> FakeUpstream:
+def start_fake_upstream(
+    log_path: Path | None = None, timeout: float = 20.0, port: int = 0
+) -> FakeUpstream:
+    """Start the fake upstream as a process on 127.0.0.1 (``port`` 0: a free one); returns once
+    it listens."""
     tests_dir = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     stderr = log_path.open("ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "support.fake_upstream"],
+        [sys.executable, "-m", "support.fake_upstream", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=stderr,
         stdin=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from zeta_router.api.routing import RoutingConfig
 from zeta_router.router.app import Options, Router
 from zeta_router.router.config import compile_config
 from zeta_router.router.ids import Signer
-from zeta_router.router.routes import build_app
+from zeta_router.router.routes import build_admin_app, build_app
 
 
 @asynccontextmanager
@@ -37,6 +37,19 @@ async def router_client(
     await client.start_server()
     try:
         yield client, router
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def admin_client(router: Router) -> AsyncIterator[TestClient[Any, Any]]:
+    """The router's admin port (health, metrics) as a test client."""
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_admin_app(router), host="127.0.0.1", port=0)
+    )
+    await client.start_server()
+    try:
+        yield client
     finally:
         await client.close()
 

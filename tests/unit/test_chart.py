@@ -232,14 +232,19 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
     )
     workloads = monitors["zr-zeta-router-zetarouters"]["spec"]
     # Selects the Services the operator renders, with the label contract of the control loop.
+    # (the tier Services: the entry Service carries the client API only, no /metrics).
     assert workloads["selector"]["matchLabels"] == {
         names.NAME: names.APP,
         names.MANAGED_BY: names.APP,
+        names.COMPONENT: "model-server",
     }
     assert workloads["namespaceSelector"] == {"any": True}
     assert workloads["targetLabels"] == [names.COMPONENT]
     assert workloads["podTargetLabels"] == [names.INSTANCE, names.TIER]
-    assert [e["port"] for e in workloads["endpoints"]] == ["http"]
+    sm_endpoints = {e["port"]: e for e in workloads["endpoints"]}
+    assert set(sm_endpoints) == {"http", render_deployment.ROUTER_ADMIN_PORT_NAME}
+    (relabel,) = sm_endpoints[render_deployment.ROUTER_ADMIN_PORT_NAME]["relabelings"]
+    assert relabel["replacement"] == "router"
 
     objs = template(
         tmp_path,
@@ -253,8 +258,11 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
     assert pm["namespaceSelector"] == {"matchNames": ["team-a"]}
     assert pm["podTargetLabels"] == [names.INSTANCE, names.COMPONENT, names.TIER]
     endpoints = {e["port"]: e for e in pm["podMetricsEndpoints"]}
-    assert set(endpoints) == {render_deployment.MODEL_PORT_NAME, render_deployment.ROUTER_PORT_NAME}
-    (relabel,) = endpoints[render_deployment.ROUTER_PORT_NAME]["relabelings"]
+    assert set(endpoints) == {
+        render_deployment.MODEL_PORT_NAME,
+        render_deployment.ROUTER_ADMIN_PORT_NAME,
+    }
+    (relabel,) = endpoints[render_deployment.ROUTER_ADMIN_PORT_NAME]["relabelings"]
     assert relabel["targetLabel"] == "app_kubernetes_io_component"
     assert relabel["replacement"] == "router"
 
@@ -278,7 +286,20 @@ def test_pod_monitor_ports_are_the_ports_the_renderer_names() -> None:
         pod = dep["spec"]["template"]
         assert pod["metadata"]["labels"][names.MANAGED_BY] == names.APP
         ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
-        assert ports == {render_deployment.MODEL_PORT_NAME, render_deployment.ROUTER_PORT_NAME}
+        assert ports == {
+            render_deployment.MODEL_PORT_NAME,
+            render_deployment.ROUTER_PORT_NAME,
+            render_deployment.ROUTER_ADMIN_PORT_NAME,
+        }
+    # And the ServiceMonitor's: the tier Services carry both scraped ports.
+    services = [c for c in out.children if c["kind"] == "Service"]
+    tier_services = [s for s in services if s["metadata"]["labels"][names.COMPONENT] != "router"]
+    assert tier_services
+    for svc in tier_services:
+        assert {p["name"] for p in svc["spec"]["ports"]} == {
+            "http",
+            render_deployment.ROUTER_ADMIN_PORT_NAME,
+        }
 
 
 def test_network_policy(tmp_path: Path) -> None:

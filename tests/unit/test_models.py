@@ -380,6 +380,21 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.tiers[1].port: 8080 is also the router's port (router.port)",
     ),
     (
+        "model port is the router's admin port",
+        _set(base(), "tiers.0.port", 8081),
+        "spec.tiers[0].port: 8081 is also the router's admin port (router.adminPort)",
+    ),
+    (
+        "admin port is the client port",
+        _set(base(), "router.adminPort", 8080),
+        "spec.router.adminPort: 8080 is also router.port; they must differ",
+    ),
+    (
+        "force-tier token hash not a digest",
+        _set(base(), "router.forceTierTokenSha256", ["abc"]),
+        "spec.router.forceTierTokenSha256[0]: must be a SHA-256 digest",
+    ),
+    (
         "port out of range",
         _set(base(), "tiers.0.port", 70000),
         "spec.tiers[0].port: Input should be less than or equal to 65535 (got 70000)",

@@ -176,10 +176,16 @@ def test_services_select_the_right_pods() -> None:
     assert selected(services["chat"]) == {"chat-small", "chat-large"}
     assert selected(services["chat-small"]) == {"chat-small"}
     assert selected(services["chat-large"]) == {"chat-large"}
+    # The entry Service exposes the client API only: never health or metrics.
     (entry_port,) = services["chat"]["spec"]["ports"]
     assert (entry_port["port"], entry_port["targetPort"]) == (defaults.ROUTER_PORT, "router")
-    (tier_port,) = services["chat-small"]["spec"]["ports"]
+    (tier_port, admin_port) = services["chat-small"]["spec"]["ports"]
     assert (tier_port["port"], tier_port["targetPort"]) == (defaults.VLLM_PORT, "model")
+    assert (admin_port["name"], admin_port["port"], admin_port["targetPort"]) == (
+        "admin",
+        defaults.ROUTER_ADMIN_PORT,
+        "admin",
+    )
 
 
 def test_two_routers_in_one_namespace_do_not_select_each_others_pods() -> None:
@@ -266,11 +272,16 @@ def test_router_sidecar() -> None:
     assert router["args"] == [
         "router", "--config", "/etc/zeta-router/routing.yaml", "--local-tier", "small",
         "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600",
+        "--admin-port", "8081",
         "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
     ]  # fmt: skip
-    assert router["ports"] == [{"name": "router", "containerPort": 9090, "protocol": "TCP"}]
-    assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "router"}
-    assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "router"}
+    assert router["ports"] == [
+        {"name": "router", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    # The probes use the admin port, where health lives (the client port has no /healthz).
+    assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     mount = next(m for m in router["volumeMounts"] if m["name"] == "routing")
     assert mount == {"name": "routing", "mountPath": "/etc/zeta-router", "readOnly": True}
     volume = next(
@@ -653,13 +664,14 @@ def test_pods_stop_without_losing_requests() -> None:
     assert spec["terminationGracePeriodSeconds"] == 8 + 300 + 15
     by_name = {c["name"]: c for c in spec["containers"]}
     router = by_name["router"]
+    # Both hooks talk to the admin port, which outlives the client port's drain.
     assert router["lifecycle"]["preStop"] == {
-        "exec": {"command": ["zeta-router", "drain", "--port", "8080"]}
+        "exec": {"command": ["zeta-router", "drain", "--port", "8081"]}
     }
     assert router["args"][7:11] == ["--drain-delay", "8", "--drain-seconds", "300"]
     # The model server is not signalled while it holds requests: the router in the pod says when.
     assert by_name["model"]["lifecycle"]["preStop"] == {
-        "httpGet": {"path": "/drain/model-idle", "port": 8080}
+        "httpGet": {"path": "/drain/model-idle", "port": 8081}
     }
 
 

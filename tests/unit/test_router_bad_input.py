@@ -2,6 +2,7 @@
 serving afterwards."""
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -25,6 +26,54 @@ CASES: list[tuple[str, str, bytes | str, dict[str, str], int, str, str | None]] 
     ("empty-body", CHAT, b"", JSON, 400, "invalid_json", None),
     ("not-utf8", CHAT, b"\xff\xfe{}", JSON, 400, "invalid_json", None),
     ("array-body", CHAT, b"[1, 2]", JSON, 400, "invalid_type", None),
+    # Input that cannot be sent on: a lone surrogate escape cannot be encoded as UTF-8, deep
+    # nesting exhausts a parser's stack, NaN and Infinity are not JSON.
+    (
+        "lone-surrogate",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "a \\ud800 b"}]}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "lone-surrogate-in-a-key",
+        COMPL,
+        b'{"prompt": "x", "logit_bias": {"\\udfff": 1}}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "deep-nesting",
+        CHAT,
+        b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "nesting-past-the-limit",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 120 + b"]" * 120 + b"}",
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "nan",
+        CHAT,
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        JSON,
+        400,
+        "invalid_json",
+        None,
+    ),
+    ("infinity", COMPL, b'{"prompt": "x", "top_p": Infinity}', JSON, 400, "invalid_json", None),
     ("string-body", CHAT, b'"hi"', JSON, 400, "invalid_type", None),
     ("missing-messages", CHAT, b"{}", JSON, 400, "missing_required", "messages"),
     ("messages-not-list", CHAT, b'{"messages": "hi"}', JSON, 400, "invalid_type", "messages"),
@@ -194,6 +243,7 @@ async def _run_cases(cases: list[Any]) -> None:
             {"small": server_url(up), "large": server_url(up)},
             {"default": [0.5], "ZetaHRM": [0.3]},
             scorer=FLAT_SCORER,
+            allowForceTier=True,
         )
         async with router_client(cfg) as (client, router):
             for _id, path, body, headers, status, code, param in cases:
@@ -260,16 +310,49 @@ def test_unknown_path_and_method() -> None:
     asyncio.run(main())
 
 
-def test_forcing_a_tier_can_be_disabled() -> None:
+def test_forcing_a_tier_is_off_by_default_and_can_need_a_token() -> None:
+    token = "let-me-pin"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+
     async def main() -> None:
-        cfg = routing_config(
-            {"small": "http://127.0.0.1:9", "large": "http://127.0.0.1:9"},
-            scorer=FLAT_SCORER,
-            allowForceTier=False,
-        )
-        async with router_client(cfg) as (client, _):
-            resp = await client.post(CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large"})
-            _check_error(resp.status, await resp.json(), 403, "force_tier_disabled", "X-Zeta-Tier")
+        async with fake_server() as up:
+            url = server_url(up)
+            off = routing_config({"small": url, "large": url}, scorer=FLAT_SCORER)
+            async with router_client(off) as (client, _):
+                resp = await client.post(CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large"})
+                _check_error(
+                    resp.status, await resp.json(), 403, "force_tier_disabled", "X-Zeta-Tier"
+                )
+            with_token = routing_config(
+                {"small": url, "large": url},
+                scorer=FLAT_SCORER,
+                allowForceTier=True,
+                forceTierTokenSha256=[digest],
+            )
+            async with router_client(with_token) as (client, _):
+                for headers in ({}, {"X-Zeta-Tier-Token": "guess"}):
+                    resp = await client.post(
+                        CHAT, json=_ok_chat(), headers={"X-Zeta-Tier": "large", **headers}
+                    )
+                    _check_error(
+                        resp.status,
+                        await resp.json(),
+                        403,
+                        "force_tier_forbidden",
+                        "X-Zeta-Tier-Token",
+                    )
+                resp = await client.post(
+                    CHAT,
+                    json=_ok_chat(),
+                    headers={"X-Zeta-Tier": "large", "X-Zeta-Tier-Token": token},
+                )
+                assert resp.status == 200
+                assert resp.headers["x-zeta-tier"] == "large"
+                # The token stays at the router.
+                stats = await (await client.session.get(url + "/_stats")).json()
+                assert stats["requests"] == 1
+                assert "Content-Type" in stats["headers_seen"]  # (headers are recorded)
+                assert "X-Zeta-Tier-Token" not in stats["headers_seen"]
 
     asyncio.run(main())
 
@@ -296,5 +379,24 @@ def test_feedback_bad_input() -> None:
             for body, status, code, param in FEEDBACK_CASES:
                 resp = await client.post("/v1/feedback", data=body, headers=JSON)
                 _check_error(resp.status, await resp.json(), status, code, param)
+
+    asyncio.run(main())
+
+
+def test_surrogate_pairs_and_reasonable_nesting_are_forwarded() -> None:
+    async def main() -> None:
+        async with fake_server() as up:
+            cfg = routing_config(
+                {"small": server_url(up), "large": server_url(up)}, scorer=FLAT_SCORER
+            )
+            async with router_client(cfg) as (client, _):
+                body = (
+                    b'{"messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}], '
+                    b'"tools": ' + b"[" * 60 + b"]" * 60 + b"}"
+                )
+                resp = await client.post(CHAT, data=body, headers=JSON)
+                assert resp.status == 200
+                content = (await resp.json())["choices"][0]["message"]["content"]
+                assert content == "echo: smile \U0001f600"
 
     asyncio.run(main())

@@ -91,3 +91,32 @@ def test_a_bad_key_file_exits_2_before_listening(tmp_path: Path) -> None:
     out = _run("--tier", "a=http://127.0.0.1:9", "--request-key-file", str(tmp_path / "nope"))
     assert out.returncode == 2
     assert "cannot read" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        # A hard limit of 300: 4096 connections cannot fit; each may need one to each of two
+        # tiers, so (300 - 64 reserved) / 3.
+        ((300, 300), 78),
+        # The soft limit is raised to the hard one, where 1888 client connections and 1024 per
+        # tier fit.
+        ((300, 4000), 1888),
+        ((300, 6208), 4096),  # exactly what 4096 and 2 x 1024 and the reserve need
+    ],
+)
+def test_the_connection_cap_fits_the_descriptor_limit(
+    limits: tuple[int, int], expected: int
+) -> None:
+    code = (
+        "import resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, {limits})\n"
+        "from zeta_router.router.connections import fd_budget\n"
+        "print(fd_budget(4096, 2, 1024), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    cap, soft = (int(x) for x in out.stdout.split())
+    assert cap == expected
+    assert cap + 2 * min(cap, 1024) + 64 <= soft

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.inprocess import fake_server, router_client, server_url
+from support.inprocess import admin_client, fake_server, router_client, server_url
 from support.routing_files import FLAT_SCORER, routing_config
 from zeta_router.router.app import Options, Router
 
@@ -172,7 +172,7 @@ def test_forced_tier_and_stickiness() -> None:
         r = await client.post(CHAT, json=chat(user="u1"))
         assert r.headers["x-zeta-tier"] == "small"
 
-    run(t)
+    run(t, allowForceTier=True)
 
 
 def test_feedback_is_recorded_against_the_serving_tier() -> None:
@@ -247,8 +247,9 @@ def test_refused_connection_fails_over_and_all_down_is_503() -> None:
         assert r.headers["x-zeta-tier"] == "large"
         labels = {"from": "small", "to": "large", "reason": "refused"}
         assert metric(router, "zeta_router_failovers_total", **labels) == 1
-        r = await client.get("/readyz")
-        body = await r.json()
+        async with admin_client(router) as admin:
+            r = await admin.get("/readyz")
+            body = await r.json()
         assert r.status == 200
         assert body["tiers"] == {"small": False, "large": True}
 
@@ -280,20 +281,23 @@ def test_no_failover_without_failover_or_when_forced() -> None:
     run(t, failover=False)
 
 
-def test_never_retried_after_bytes_were_streamed() -> None:
+def test_a_stream_that_breaks_after_bytes_ends_with_an_error_event() -> None:
     async def t(
         client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
     ) -> None:
         await control(small, chunks=5, abort_after=2)
         r = await client.post(CHAT, json=chat(stream=True))
         assert r.status == 200
-        try:
-            await r.read()
-            broken = False
-        except aiohttp.ClientPayloadError:
-            broken = True
-        assert broken  # the client learns the stream is incomplete
-        assert (await stats(large))["requests"] == 0
+        events = [
+            line[6:] for line in (await r.read()).decode().split("\n") if line.startswith("data: ")
+        ]
+        assert len(events) == 3  # two chunks, then the error; no [DONE]
+        error = json.loads(events[-1])["error"]
+        assert error["code"] == "upstream_broken"
+        assert error["type"] == "server_error"
+        assert (await stats(large))["requests"] == 0  # never retried once bytes were sent
+        assert metric(router, "zeta_router_tier_failures_total", tier="small", reason="broken") == 1
+        assert metric(router, "zeta_router_requests_total", tier="small", code="200") == 1
 
     run(t)
 
@@ -348,18 +352,25 @@ def test_shadow_sampling_records_agreement(tmp_path: Path) -> None:
     run(t, options=Options(shadow_log=log, seed=1), shadowSampleRate=1.0)
 
 
-def test_models_health_and_metrics_endpoints() -> None:
+def test_models_on_the_client_port_health_and_metrics_on_the_admin_port() -> None:
     async def t(
         client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
     ) -> None:
         r = await client.get("/v1/models")
         ids = [m["id"] for m in (await r.json())["data"]]
         assert ids == ["assistant", "assistant/default", "assistant/ZetaHRM"]
-        assert (await client.get("/healthz")).status == 200
-        assert (await client.get("/readyz")).status == 200
-        r = await client.get("/metrics")
-        assert r.headers["Content-Type"].startswith("text/plain")
-        assert "zeta_router_config_generation 1.0" in await r.text()
+        # Clients of the API port cannot read metrics or health.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            r = await client.get(path)
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
+        async with admin_client(router) as admin:
+            assert (await admin.get("/healthz")).status == 200
+            assert (await admin.get("/readyz")).status == 200
+            r = await admin.get("/metrics")
+            assert r.headers["Content-Type"].startswith("text/plain")
+            assert "zeta_router_config_generation 1.0" in await r.text()
+            assert (await admin.post(CHAT, json=chat())).status == 404  # and no API there
 
     run(t)
 
@@ -369,12 +380,37 @@ def test_not_ready_when_no_tier_answers() -> None:
         cfg = routing_config(
             {"small": closed_port_url(), "large": closed_port_url()}, scorer=FLAT_SCORER
         )
-        async with router_client(cfg) as (client, _):
-            r = await client.get("/readyz")
+        async with router_client(cfg) as (_, router), admin_client(router) as admin:
+            r = await admin.get("/readyz")
             assert r.status == 503
-            assert (await r.json())["tiers"] == {"small": False, "large": False}
+            body = await r.json()
+            assert body["tiers"] == {"small": False, "large": False}
+            assert body["status"] == "not ready"
 
     asyncio.run(main())
+
+
+def test_ready_only_while_a_breaker_would_let_a_request_through() -> None:
+    async def t(
+        client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
+    ) -> None:
+        async with admin_client(router) as admin:
+            assert (await admin.get("/readyz")).status == 200
+            await control(small, status=503)
+            await control(large, status=503)
+            r = await client.post(CHAT, json=chat())  # both tiers fail: both breakers open
+            assert r.status == 503
+            # Both tiers still answer /health...
+            await control(small, status=200)
+            await control(large, status=200)
+            # ...but no request would be sent to either before the breakers' time is up.
+            r = await admin.get("/readyz")
+            assert r.status == 503
+            body = await r.json()
+            assert body["tiers"] == {"small": False, "large": False}
+            assert body["breakers"] == {"small": "open", "large": "open"}
+
+    run(t, circuitBreaker={"failureThreshold": 1, "openSeconds": 60})
 
 
 def test_reload_that_removes_tiers_keeps_sticky_sessions_in_range() -> None:

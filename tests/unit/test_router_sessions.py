@@ -1,10 +1,11 @@
+import asyncio
 from typing import Any
 
 import pytest
 
 from support.routing_files import routing_config
 from zeta_router.api.routing import RoutingConfig
-from zeta_router.router.breaker import CircuitBreaker, State
+from zeta_router.router.breaker import Attempt, CircuitBreaker, State
 from zeta_router.router.config import RuntimeConfig, compile_config
 from zeta_router.router.ids import Signer
 from zeta_router.router.stickiness import (
@@ -105,43 +106,86 @@ def test_ttlcache_rejects_negative_limits() -> None:
         TTLCache(-1, 10)
 
 
+def _fail(b: CircuitBreaker, now: float) -> None:
+    a = b.attempt(now)
+    assert a is not None
+    with a:
+        a.failure(now)
+
+
 def test_breaker_opens_after_consecutive_failures_and_probes_later() -> None:
     b = CircuitBreaker(failure_threshold=3, open_seconds=5)
-    assert b.allow(0)
-    b.failure(0)
-    b.failure(0)
+    _fail(b, 0)
+    _fail(b, 0)
     assert b.state(0) is State.CLOSED
-    assert b.allow(0)
-    b.failure(1)
+    assert b.attempt(0) is not None
+    _fail(b, 1)
     assert b.state(1) is State.OPEN
-    assert not b.allow(3)
+    assert b.attempt(3) is None
     assert b.retry_in(3) == pytest.approx(3)
     # Half-open: exactly one probe goes through.
     assert b.state(6) is State.HALF_OPEN
-    assert b.allow(6)
-    assert not b.allow(6)
-    b.failure(6)  # the probe failed: open again for a full period
+    probe = b.attempt(6)
+    assert probe is not None
+    assert probe.is_probe
+    assert b.attempt(6) is None
+    assert not b.available(6)
+    probe.failure(6)  # the probe failed: open again for a full period
     assert b.state(10) is State.OPEN
-    assert b.allow(11.5)
-    b.success()
+    probe = b.attempt(11.5)
+    assert probe is not None
+    probe.success()
     assert b.state(11.5) is State.CLOSED
     assert b.retry_in(11.5) == 0
 
 
 def test_breaker_success_resets_the_failure_count() -> None:
     b = CircuitBreaker(failure_threshold=2, open_seconds=5)
-    b.failure(0)
-    b.success()
-    b.failure(0)
+    _fail(b, 0)
+    a = b.attempt(0)
+    assert a is not None
+    a.success()
+    _fail(b, 0)
     assert b.state(0) is State.CLOSED
 
 
-def test_breaker_release_frees_the_probe_without_a_verdict() -> None:
+def test_leaving_an_attempt_without_a_verdict_frees_the_probe() -> None:
     b = CircuitBreaker(failure_threshold=1, open_seconds=1)
-    b.failure(0)
-    assert b.allow(2)
-    b.release()
-    assert b.allow(2)
+    _fail(b, 0)
+    for exc in (RuntimeError("boom"), asyncio.CancelledError()):
+        probe = b.attempt(2)
+        assert probe is not None
+        assert probe.is_probe
+
+        def use(p: Attempt = probe, e: BaseException = exc) -> None:
+            with p:
+                assert b.probing
+                raise e
+
+        with pytest.raises(type(exc)):
+            use()
+        assert not b.probing
+    # Only the first verdict of an attempt counts.
+    probe = b.attempt(2)
+    assert probe is not None
+    probe.failure(2)
+    probe.success()
+    assert b.state(2.5) is State.OPEN
+
+
+def test_a_long_probe_does_not_block_the_tier_and_a_stale_one_frees_nothing() -> None:
+    b = CircuitBreaker(failure_threshold=1, open_seconds=5)
+    _fail(b, 0)
+    long_probe = b.attempt(5)
+    assert long_probe is not None
+    assert b.attempt(9) is None  # probing
+    newer = b.attempt(10)  # the first probe has run for open_seconds: another one may go
+    assert newer is not None
+    long_probe.release()
+    assert b.probing  # the stale probe's release leaves the newer one claimed
+    assert b.attempt(10) is None
+    newer.success()
+    assert b.state(10) is State.CLOSED
 
 
 def test_breaker_rejects_bad_settings() -> None:

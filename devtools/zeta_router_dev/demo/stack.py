@@ -193,7 +193,9 @@ class DemoStack:
             for t, s in self.llamas.items()
         ]
         targets += [
-            ScrapeTarget(r.url.removeprefix("http://"), pod_labels(NAMESPACE, NAME, t, "router"))
+            ScrapeTarget(
+                r.admin_url.removeprefix("http://"), pod_labels(NAMESPACE, NAME, t, "router")
+            )
             for t, r in self.routers.items()
         ]
         if self.operator is not None and self.operator.metrics_url:

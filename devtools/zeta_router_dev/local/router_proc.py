@@ -24,10 +24,17 @@ class RouterProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    admin_port: int
 
     @property
     def url(self) -> str:
+        """The client API (what the entry Service exposes)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Health and metrics."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def pid(self) -> int:
@@ -49,7 +56,7 @@ class RouterProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples called ``name`` whose labels include ``labels`` (0 if none)."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as r:
             text = r.read().decode()
         total = 0.0
         for family in text_string_to_metric_families(text):
@@ -59,8 +66,11 @@ class RouterProcess:
         return total
 
     def get(self, path: str) -> tuple[int, dict[str, object], dict[str, str]]:
+        """GET a JSON endpoint: /healthz, /readyz on the admin port, anything else on the
+        client port."""
+        base = self.admin_url if path in ("/healthz", "/readyz", "/metrics") else self.url
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            with urllib.request.urlopen(base + path, timeout=10) as r:
                 return r.status, json.loads(r.read()), dict(r.headers)
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read()), dict(e.headers)
@@ -80,7 +90,8 @@ class RouterProcess:
 def start_router(
     args: list[str], log_dir: Path, timeout: float = 30.0, new_session: bool = False
 ) -> RouterProcess:
-    """Start the router with ``args`` on 127.0.0.1 and a free port; returns once it listens.
+    """Start the router with ``args`` on 127.0.0.1 and free ports (client and admin); returns
+    once it listens.
 
     The router gets SIGTERM when the thread that started it exits. With ``new_session`` it runs
     in its own session, so a terminal's Ctrl-C reaches only the caller, which stops it by PID.
@@ -96,6 +107,8 @@ def start_router(
                 "--host",
                 "127.0.0.1",
                 "--port",
+                "0",
+                "--admin-port",
                 "0",
                 *args,
             ],
@@ -113,7 +126,7 @@ def start_router(
             except ValueError:
                 continue
             if event.get("event") == "listening":
-                return RouterProcess(proc, int(event["port"]), log_path)
+                return RouterProcess(proc, int(event["port"]), log_path, int(event["admin_port"]))
         if proc.poll() is not None:
             break
         time.sleep(0.05)

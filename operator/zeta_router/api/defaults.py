@@ -31,6 +31,8 @@ operator runs from; ``manifests/`` rewrites it with kustomize ``images:``."""
 
 VLLM_PORT: Final = 8000
 ROUTER_PORT: Final = 8080
+ROUTER_ADMIN_PORT: Final = 8081
+"""The router's /healthz, /readyz and /metrics: apart from the client API (entry Service)."""
 
 VLLM_CPU_PER_GPU: Final = 4
 """CPU request of a vLLM replica per GPU it uses, when the tier sets none: tokenisation, the

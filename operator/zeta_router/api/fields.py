@@ -17,6 +17,7 @@ DNS_1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 CONTEXT_NAME: Final = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 ENV_NAME: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 DURATION: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+SHA256_HEX: Final = r"^[0-9a-f]{64}$"
 QUANTITY: Final = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 
 PATTERN_HELP: Final[dict[str, str]] = {
@@ -26,6 +27,7 @@ PATTERN_HELP: Final[dict[str, str]] = {
     "or digit",
     ENV_NAME: "must be a valid environment variable name",
     DURATION: "must be a duration such as '30s', '5m', '1h30m' or '500ms'",
+    SHA256_HEX: "must be a SHA-256 digest: 64 lower-case hexadecimal digits",
 }
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")

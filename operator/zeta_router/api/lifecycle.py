@@ -6,17 +6,18 @@ from its Services at once, but every node's kube-proxy (and every router that se
 a tier's Service) learns that only a little later. The kubelet runs each container's ``preStop``
 hook, then sends it SIGTERM, and kills it after the pod's grace period.
 
-1. The router container's preStop runs ``zeta-router drain``, which asks the router (over
-   127.0.0.1, so from inside the pod only) to stop being ready (``/readyz`` answers 503 and
-   responses carry ``Connection: close``, so clients stop reusing their connections to it) and
-   returns after the drain delay (``spec.router.drainDelay``), while the router keeps serving
-   whatever still arrives.
+1. The router container's preStop runs ``zeta-router drain``, which asks the router (on its
+   admin port, over 127.0.0.1, so from inside the pod only) to stop being ready (``/readyz``
+   answers 503 and responses carry ``Connection: close``, so clients stop reusing their
+   connections to it) and returns after the drain delay (``spec.router.drainDelay``), while the
+   router keeps serving whatever still arrives.
 2. Then SIGTERM: the router stops accepting connections and finishes the requests and streams
-   in flight (``--drain-seconds``, the router's total request timeout), then exits.
-3. The model-server container's preStop is an HTTP GET of the router's :data:`MODEL_IDLE_PATH`,
-   which answers once the drain delay has passed and the model server holds no request any
-   more (its own in-flight gauges: requests from this pod's router and from other pods' routers
-   through the tier Service alike). Only then is the model server signalled.
+   in flight (``--drain-seconds``, the router's total request timeout); its admin port stays
+   up until no model-server preStop waits on it, then it exits.
+3. The model-server container's preStop is an HTTP GET of the router's :data:`MODEL_IDLE_PATH`
+   (admin port), which answers once the drain delay has passed and the model server holds no
+   request any more (its own in-flight gauges: requests from this pod's router and from other
+   pods' routers through the tier Service alike). Only then is the model server signalled.
 
 The grace period covers all of it: :func:`termination_grace_seconds`.
 """

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -38,6 +38,7 @@ from zeta_router.api.fields import (
     DNS_LABEL,
     DURATION,
     PATTERN_HELP,
+    SHA256_HEX,
     EnvVar,
     FreeForm,
     LocalObjectReference,
@@ -486,8 +487,15 @@ class RouterSpec(SpecModel):
         default=defaults.ROUTER_PORT,
         ge=1,
         le=65535,
-        description="Router port (OpenAI API, /healthz, /readyz, /metrics); the entry Service "
-        "<router> exposes it.",
+        description="Router port of the client API (/v1/...); the entry Service <router> "
+        "exposes it.",
+    )
+    admin_port: int = Field(
+        default=defaults.ROUTER_ADMIN_PORT,
+        ge=1,
+        le=65535,
+        description="Router port of /healthz, /readyz (the probes) and /metrics (the monitors); "
+        "not exposed by the entry Service.",
     )
     resources: ResourceRequirements | None = Field(
         default=None,
@@ -530,7 +538,16 @@ class RouterSpec(SpecModel):
         "retry the request on the next tier.",
     )
     allow_force_tier: bool = Field(
-        default=True, description="Honour the X-Zeta-Tier request header (pins a tier)."
+        default=False,
+        description="Honour the X-Zeta-Tier request header, which pins a tier and bypasses "
+        "routing and its cost control; off by default.",
+    )
+    force_tier_token_sha256: list[Annotated[str, Field(pattern=SHA256_HEX)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="With allowForceTier, only requests whose X-Zeta-Tier-Token header hashes "
+        '(SHA-256, lower-case hex) to one of these may pin a tier; e.g. `printf %s "$TOKEN" '
+        "| sha256sum`. Empty: any client may.",
     )
     shadow_sample_rate: float = Field(
         default=0.0,
@@ -817,6 +834,18 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
                     "the router share the pod",
                 )
             )
+        if t.port == spec.router.admin_port:
+            problems.append(
+                (
+                    f"tiers[{i}].port",
+                    f"{t.port} is also the router's admin port (router.adminPort); the model "
+                    "server and the router share the pod",
+                )
+            )
+    if spec.router.admin_port == spec.router.port:
+        problems.append(
+            ("router.adminPort", f"{spec.router.port} is also router.port; they must differ")
+        )
 
     router = spec.router
     if router.contexts is None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from zeta_router.api.fields import SHA256_HEX
 from zeta_router.scoring.weights import ScorerWeights
 
 CONFIGMAP_KEY = "routing.yaml"
@@ -101,7 +102,13 @@ class RoutingConfig(_Model):
     contexts: list[RoutingContext] = Field(min_length=1)
     default_context: str
     failover: bool = True
-    allow_force_tier: bool = True
+    allow_force_tier: bool = False
+    force_tier_token_sha256: list[Annotated[str, Field(pattern=SHA256_HEX)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="With allowForceTier: SHA-256 (hex) of the X-Zeta-Tier-Token values that "
+        "may pin a tier; empty: any client may.",
+    )
     shadow_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     stickiness: Stickiness = Field(default_factory=Stickiness)

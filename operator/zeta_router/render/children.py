@@ -76,7 +76,7 @@ def build_children(
     out = [build_configmap(name, routing)]
     for tier in spec.tiers:
         out.append(build_deployment(name, spec, tier, counts[tier.name], router_image))
-        out.append(build_tier_service(name, tier))
+        out.append(build_tier_service(name, tier, spec))
     out.append(build_entry_service(name, spec))
     return out
 

@@ -115,6 +115,7 @@ def build_routing_config(
         default_context=spec.default_context,
         failover=r.failover,
         allow_force_tier=r.allow_force_tier,
+        force_tier_token_sha256=list(r.force_tier_token_sha256),
         shadow_sample_rate=r.shadow_sample_rate,
         timeouts=r.timeouts,
         stickiness=r.stickiness,

@@ -39,6 +39,7 @@ MODEL_CONTAINER: Final = "model"
 ROUTER_CONTAINER: Final = "router"
 MODEL_PORT_NAME: Final = "model"
 ROUTER_PORT_NAME: Final = "router"
+ROUTER_ADMIN_PORT_NAME: Final = "admin"
 CACHE_DIR: Final = "/cache"
 ROUTER_UID: Final = 65532
 
@@ -156,9 +157,11 @@ def model_container(spec: ZetaRouterSpec, tier: TierSpec) -> dict[str, Any]:
         ),
         "readinessProbe": readiness,
         "livenessProbe": _http_probe("/health", MODEL_PORT_NAME, period=20, timeout=10, failures=3),
-        # Not stopped while it holds requests: the kubelet asks the router in the same pod
-        # (a numeric port: a hook resolves port names in its own container only).
-        "lifecycle": {"preStop": {"httpGet": {"path": MODEL_IDLE_PATH, "port": spec.router.port}}},
+        # Not stopped while it holds requests: the kubelet asks the router in the same pod, on
+        # its admin port (a number: a hook resolves port names in its own container only).
+        "lifecycle": {
+            "preStop": {"httpGet": {"path": MODEL_IDLE_PATH, "port": spec.router.admin_port}}
+        },
         "volumeMounts": mounts,
         "securityContext": _container_security(tier.run_as_user),
     }
@@ -166,7 +169,8 @@ def model_container(spec: ZetaRouterSpec, tier: TierSpec) -> dict[str, Any]:
 
 def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[str, Any]:
     """The router sidecar of a tier's pods: ``zeta-router router --config
-    /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port>``."""
+    /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port> --admin-port <admin
+    port> --request-key-file <the router key>``; the probes use the admin port."""
     r = spec.router
     return {
         "name": ROUTER_CONTAINER,
@@ -184,19 +188,28 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             _seconds(r.drain_delay_seconds),
             "--drain-seconds",
             _seconds(r.timeouts.total_seconds),
+            "--admin-port",
+            str(r.admin_port),
             "--request-key-file",
             f"{names.ROUTER_KEY_DIR}/{names.ROUTER_KEY_FIELD}",
             *r.args,
         ],
-        "ports": [{"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": ROUTER_PORT_NAME, "containerPort": r.port, "protocol": "TCP"},
+            # Health and metrics: probes and monitors only, never behind the entry Service.
+            {"name": ROUTER_ADMIN_PORT_NAME, "containerPort": r.admin_port, "protocol": "TCP"},
+        ],
         "resources": _resources(r.resources or ROUTER_RESOURCES),
-        "readinessProbe": _http_probe("/readyz", ROUTER_PORT_NAME, period=5, timeout=3, failures=2),
-        "livenessProbe": _http_probe(
-            "/healthz", ROUTER_PORT_NAME, period=10, timeout=3, failures=3
+        "readinessProbe": _http_probe(
+            "/readyz", ROUTER_ADMIN_PORT_NAME, period=5, timeout=3, failures=2
         ),
-        # Stop being ready, and keep serving for the drain delay (see api.lifecycle).
+        "livenessProbe": _http_probe(
+            "/healthz", ROUTER_ADMIN_PORT_NAME, period=10, timeout=3, failures=3
+        ),
+        # Stop being ready, and keep serving for the drain delay (see api.lifecycle); the
+        # hooks are served on the admin port, which outlives the client port's drain.
         "lifecycle": {
-            "preStop": {"exec": {"command": ["zeta-router", "drain", "--port", str(r.port)]}}
+            "preStop": {"exec": {"command": ["zeta-router", "drain", "--port", str(r.admin_port)]}}
         },
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},

@@ -1,9 +1,11 @@
 """A ZetaRouter's Services (pure).
 
 - :func:`build_tier_service`: ``<router>-<tier>``, the tier's model servers on the tier's port
-  (the routers of the other tiers reach the tier through it).
-- :func:`build_entry_service`: ``<router>``, the router port of every pod of the ZetaRouter,
-  all tiers: the endpoint clients use.
+  (the routers of the other tiers reach the tier through it), and its pods' router admin port
+  (health and metrics, for a ServiceMonitor).
+- :func:`build_entry_service`: ``<router>``, the router's client port of every pod of the
+  ZetaRouter, all tiers: the endpoint clients use. The admin port is not on it, so clients of
+  the entry Service cannot read metrics.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from typing import Any
 
 from zeta_router.api.models import TierSpec, ZetaRouterSpec
 from zeta_router.render import names
-from zeta_router.render.deployment import MODEL_PORT_NAME, ROUTER_PORT_NAME
+from zeta_router.render.deployment import (
+    MODEL_PORT_NAME,
+    ROUTER_ADMIN_PORT_NAME,
+    ROUTER_PORT_NAME,
+)
 
 
-def build_tier_service(name: str, tier: TierSpec) -> dict[str, Any]:
+def build_tier_service(name: str, tier: TierSpec, spec: ZetaRouterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -32,7 +38,13 @@ def build_tier_service(name: str, tier: TierSpec) -> dict[str, Any]:
                     "port": tier.port,
                     "targetPort": MODEL_PORT_NAME,
                     "protocol": "TCP",
-                }
+                },
+                {
+                    "name": ROUTER_ADMIN_PORT_NAME,
+                    "port": spec.router.admin_port,
+                    "targetPort": ROUTER_ADMIN_PORT_NAME,
+                    "protocol": "TCP",
+                },
             ],
         },
     }

@@ -65,6 +65,10 @@ class Options:
     shadow_log: Path | None = None
     shadow_log_max_bytes: int = 10 * 1024 * 1024
     seed: int | None = None
+    #: Seconds a client has to send a request's whole body (after its headers).
+    body_timeout: float = 30.0
+    #: Connections this router may have open to each tier at once (requests beyond wait).
+    tier_connections: int = 1024
 
 
 class Router:
@@ -86,6 +90,9 @@ class Router:
         self.upstreams: Upstreams | None = None  # created on the running loop (startup)
         self.forwarder: Forwarder | None = None
         self.draining = False
+        self.active_requests = 0  # requests being handled (draining waits for them)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._random = random.Random(self.options.seed)
         self.shadow = ShadowSampler(
             self.metrics,
@@ -132,7 +139,7 @@ class Router:
         )
 
     async def start(self) -> None:
-        self.upstreams = Upstreams(self.config)
+        self.upstreams = Upstreams(self.config, self.options.tier_connections)
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.signer, self._answered)
 
     async def stop(self) -> None:
@@ -141,6 +148,24 @@ class Router:
             await self.upstreams.close()
 
     # -- requests --------------------------------------------------------------------------
+
+    def request_began(self) -> None:
+        self.active_requests += 1
+        self._idle.clear()
+
+    def request_ended(self) -> None:
+        self.active_requests -= 1
+        if self.active_requests == 0:
+            self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait until no request is being handled; False if some still are after ``seconds``."""
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def decide(self, request: web.Request, body: dict[str, Any], cfg: RuntimeConfig) -> Decision:
         now_ms = int(time.time() * 1000)
@@ -230,13 +255,28 @@ class Router:
             "score": score,
         }
 
-    async def ready(self) -> tuple[bool, dict[str, bool]]:
+    async def ready(self) -> tuple[bool, dict[str, bool], dict[str, str]]:
+        """Whether a request would be served now: not draining, and at least one tier that
+        answers its health endpoint and that its circuit breaker would let a request through
+        to. Also each tier's verdict and its breaker's state."""
         if self.draining or self.upstreams is None:
-            return False, {}
+            return False, {}, {}
+        upstreams = self.upstreams
         tiers = self.config.tiers
-        results = await asyncio.gather(*(self.upstreams.probe(t) for t in tiers))
-        states = {t.name: ok for t, ok in zip(tiers, results, strict=True)}
-        return any(results), states
+        results = await asyncio.gather(*(upstreams.probe(t) for t in tiers))
+        now = time.monotonic()
+        breakers = {t.name: upstreams.breaker(t) for t in tiers}
+        # With a single choice, requests go to it whatever its breaker says.
+        single = len(tiers) == 1 or not self.config.source.failover
+        states = {
+            t.name: ok and (single or breakers[t.name].available(now))
+            for t, ok in zip(tiers, results, strict=True)
+        }
+        return (
+            any(states.values()),
+            states,
+            {name: b.state(now).value for name, b in breakers.items()},
+        )
 
     def access(
         self,

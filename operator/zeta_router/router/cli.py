@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from zeta_router.router.config import (
     parse_pairs,
     standalone_config,
 )
+from zeta_router.router.connections import Limits, fd_budget
 from zeta_router.router.ids import KeyFileError, Signer
 from zeta_router.router.reload import ConfigWatcher
-from zeta_router.router.server import new_event_loop, serve
+from zeta_router.router.server import Address, new_event_loop, serve
 
 log = logging.getLogger("zeta_router.router.cli")
 
@@ -57,14 +59,16 @@ built-in contexts (standalone mode), with the cut point between two tiers:
   around these values; --threshold sets them exactly (one per tier boundary, increasing).
 
 endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
-  POST /v1/feedback, GET /healthz, GET /readyz, GET /metrics
+  POST /v1/feedback on --port; GET /healthz, GET /readyz, GET /metrics on --admin-port
 
-request headers: X-Zeta-Context, X-Zeta-Tier (force a tier), X-Zeta-Session (stickiness:
+request headers: X-Zeta-Context, X-Zeta-Tier (force a tier, when allowed; with
+  X-Zeta-Tier-Token when tokens are set), X-Zeta-Session (stickiness:
   send back the x-zeta-session token of the previous answer), X-Client-Request-Id.
   Response headers: x-zeta-tier, x-zeta-score, x-zeta-context, x-request-id (signed; the id to
   post to /v1/feedback), x-zeta-session, x-client-request-id.
 
-signals: SIGTERM/SIGINT drain and exit; SIGHUP re-reads --config at once.
+signals: SIGTERM/SIGINT drain and exit (stop accepting clients, let requests in flight
+  finish for --drain-seconds, /readyz answering 503 meanwhile); SIGHUP re-reads --config.
 See docs/router.md for the config file reference and metrics.
 """
 
@@ -146,6 +150,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-failover", action="store_true", help="never move a request to another tier"
     )
     alone.add_argument(
+        "--allow-force-tier",
+        action="store_true",
+        help="honour the X-Zeta-Tier header (pins a tier, bypassing routing); off by default",
+    )
+    alone.add_argument(
+        "--force-tier-token-sha256",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="with --allow-force-tier, only callers whose X-Zeta-Tier-Token hashes (SHA-256, "
+        "hex) to one of these may pin a tier; repeat for several tokens",
+    )
+    alone.add_argument(
         "--connect-timeout",
         type=float,
         default=2.0,
@@ -190,7 +207,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=8080,
-        help="port to listen on; 0 picks a free one (default: %(default)s)",
+        help="port of the client API (/v1/...); 0 picks a free one (default: %(default)s)",
+    )
+    net.add_argument(
+        "--admin-host",
+        metavar="HOST",
+        help="address of the admin port (default: --host)",
+    )
+    net.add_argument(
+        "--admin-port",
+        type=int,
+        default=8081,
+        help="port of /healthz, /readyz and /metrics, kept apart from the client API; 0 picks "
+        "a free one (default: %(default)s)",
+    )
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers once it starts (else 408 and "
+        "the connection is closed) (default: %(default)s)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client has to send a request's body (else 408) (default: %(default)s)",
+    )
+    net.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=75.0,
+        metavar="S",
+        help="seconds a connection may stay open without a request (new or kept alive) "
+        "(default: %(default)s)",
+    )
+    net.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="client connections open at once; beyond, a new one gets a 503 and is closed. "
+        "Lowered to what the descriptor limit allows (default: %(default)s)",
+    )
+    net.add_argument(
+        "--tier-connections",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="connections to each tier at once; more requests wait for one (default: %(default)s)",
     )
     net.add_argument(
         "--drain-seconds",
@@ -268,8 +335,17 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
     if args.config is not None and args.tier:
         raise ConfigError("use either --config or --tier, not both")
     if args.config is not None:
-        if args.threshold or args.tier_model or args.weights:
-            raise ConfigError("--threshold, --tier-model and --weights are for standalone mode")
+        if (
+            args.threshold
+            or args.tier_model
+            or args.weights
+            or args.allow_force_tier
+            or args.force_tier_token_sha256
+        ):
+            raise ConfigError(
+                "--threshold, --tier-model, --weights, --allow-force-tier and "
+                "--force-tier-token-sha256 are for standalone mode (set them in the file)"
+            )
         content = args.config.read_bytes() if args.config.is_file() else None
         return load_config(args.config, args.local_tier), content
     if not args.tier:
@@ -290,6 +366,8 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
         default_context=args.default_context,
         weights=weights,
         failover=not args.no_failover,
+        allow_force_tier=args.allow_force_tier,
+        force_tier_token_sha256=[h.strip().lower() for h in args.force_tier_token_sha256],
         shadow_sample_rate=args.shadow_sample_rate,
         circuit_breaker={
             "failureThreshold": args.breaker_failures,
@@ -330,11 +408,46 @@ def run(args: argparse.Namespace) -> int:
             "key of this process; other replicas, and this one after a restart, reject them",
             extra={"event": "request_key_ephemeral"},
         )
+    problems = [
+        f"{flag} must be > 0"
+        for flag, value in (
+            ("--header-timeout", args.header_timeout),
+            ("--body-timeout", args.body_timeout),
+            ("--idle-timeout", args.idle_timeout),
+            ("--max-connections", args.max_connections),
+            ("--tier-connections", args.tier_connections),
+        )
+        if value <= 0
+    ]
+    if args.admin_port != 0 and args.admin_port == args.port:
+        problems.append("--admin-port must differ from --port")
+    if problems:
+        print(f"zeta-router router: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    max_connections = fd_budget(args.max_connections, len(config.tiers), args.tier_connections)
+    if max_connections < args.max_connections:
+        log.warning(
+            "the descriptor limit lowers --max-connections",
+            extra={
+                "event": "max_connections_lowered",
+                "requested": args.max_connections,
+                "effective": max_connections,
+                "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            },
+        )
+    limits = Limits(
+        header_seconds=args.header_timeout,
+        body_seconds=args.body_timeout,
+        idle_seconds=args.idle_timeout,
+        max_connections=max_connections,
+    )
     options = Options(
         log_prompts=args.log_prompts,
         access_log=args.access_log,
         shadow_log=args.shadow_log,
         shadow_log_max_bytes=args.shadow_log_max_bytes,
+        body_timeout=args.body_timeout,
+        tier_connections=args.tier_connections,
     )
     router = Router(config, options, signer=signer)
     watcher = None
@@ -354,8 +467,9 @@ def run(args: argparse.Namespace) -> int:
         loop.run_until_complete(
             serve(
                 router,
-                host=args.host,
-                port=args.port,
+                client=Address(args.host, args.port),
+                admin=Address(args.admin_host or args.host, args.admin_port),
+                limits=limits,
                 watcher=watcher,
                 drain_seconds=args.drain_seconds,
                 drain_delay=args.drain_delay,

@@ -9,7 +9,8 @@ token), so every replica decides the same.
 
 from __future__ import annotations
 
-import os
+import hashlib
+import hmac
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from zeta_router.router.config import Context, RuntimeConfig, Tier
 from zeta_router.router.errors import ApiError
-from zeta_router.router.ids import RequestInfo, Signer
+from zeta_router.router.ids import RequestInfo, Signer, new_nonce
 from zeta_router.router.stickiness import conversation_floor, session_floor, session_token
 from zeta_router.scoring import features
 
@@ -30,19 +31,49 @@ class Decision:
     context: Context
     score: float
     tier: int  # index into config.tiers
+    decided: str  # that tier's name
     forced: bool
     requested_model: str
     stream: bool
     nonce: bytes
     issued_ms: int
     generation: int
+    signer: Signer
     sticky: bool = False  # raised to the conversation's or session's floor
     shadow: bool = False
     client_request_id: str | None = None
     session_token: str | None = None  # to return as x-zeta-session
-    request_id: str = ""  # signed; names the serving tier once one answered
     shadow_text: list[str] = field(default_factory=list)
     served: Tier | None = None
+    _rid: str = ""
+
+    def sign(self, served: Tier | None) -> str:
+        """The request id when ``served`` answers (None: when no tier does)."""
+        return self.signer.request_id(
+            RequestInfo(
+                nonce=self.nonce,
+                issued_ms=self.issued_ms,
+                generation=self.generation,
+                score=self.score,
+                context=self.context.name,
+                decided=self.decided,
+                served=served.name if served is not None else None,
+                forced=self.forced,
+                sticky=self.sticky,
+            )
+        )
+
+    @property
+    def request_id(self) -> str:
+        """The signed request id: the answering tier's once one answered, else the one that
+        names no tier (made only when asked for: most requests never need it)."""
+        if not self._rid:
+            self._rid = self.sign(None)
+        return self._rid
+
+    @request_id.setter
+    def request_id(self, value: str) -> None:
+        self._rid = value
 
 
 def decide(
@@ -62,14 +93,7 @@ def decide(
     sticky = False
     token = None
     if forced_name is not None:
-        if not cfg.source.allow_force_tier:
-            raise ApiError(
-                403,
-                "forcing a tier with X-Zeta-Tier is disabled by the routing config "
-                "(allowForceTier: false)",
-                code="force_tier_disabled",
-                param="X-Zeta-Tier",
-            )
+        _check_force_allowed(headers, cfg)
         forced_tier = cfg.tier_by_name.get(forced_name.strip())
         if forced_tier is None:
             raise ApiError(
@@ -99,39 +123,51 @@ def decide(
         and tier < len(cfg.tiers) - 1
         and rand.random() < cfg.source.shadow_sample_rate
     )
-    d = Decision(
+    return Decision(
         context=context,
         score=score,
         tier=tier,
+        decided=cfg.tiers[tier].name,
         forced=forced,
         requested_model=requested,
         stream=body.get("stream") is True,
-        nonce=os.urandom(8),
+        nonce=new_nonce(),
         issued_ms=now_ms,
         generation=cfg.generation,
+        signer=signer,
         sticky=sticky,
         shadow=shadow,
         client_request_id=client_request_id(headers),
         session_token=token,
     )
-    d.request_id = sign(signer, cfg, d, None)
-    return d
 
 
-def sign(signer: Signer, cfg: RuntimeConfig, d: Decision, served: Tier | None) -> str:
-    """The request id of ``d`` when ``served`` answers it (None: when no tier does)."""
-    return signer.request_id(
-        RequestInfo(
-            nonce=d.nonce,
-            issued_ms=d.issued_ms,
-            generation=d.generation,
-            score=d.score,
-            context=d.context.name,
-            decided=cfg.tiers[d.tier].name,
-            served=served.name if served is not None else None,
-            forced=d.forced,
-            sticky=d.sticky,
+def _check_force_allowed(headers: Mapping[str, str], cfg: RuntimeConfig) -> None:
+    """Pinning a tier bypasses routing and its cost control: only when the config allows it,
+    and, when it lists token hashes, only for a caller presenting one of the tokens."""
+    if not cfg.source.allow_force_tier:
+        raise ApiError(
+            403,
+            "forcing a tier with X-Zeta-Tier is disabled by the routing config "
+            "(allowForceTier: false)",
+            code="force_tier_disabled",
+            param="X-Zeta-Tier",
         )
+    hashes = cfg.source.force_tier_token_sha256
+    if not hashes:
+        return
+    token = headers.get("X-Zeta-Tier-Token")
+    if token is not None:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        # Compared with every hash, in constant time each, so timing tells nothing.
+        if sum(hmac.compare_digest(digest, h) for h in hashes):
+            return
+    raise ApiError(
+        403,
+        "forcing a tier needs a valid X-Zeta-Tier-Token"
+        + (" (the one given is not accepted)" if token is not None else ""),
+        code="force_tier_forbidden",
+        param="X-Zeta-Tier-Token",
     )
 
 

@@ -1,6 +1,6 @@
 """`zeta-router drain`: the preStop hook of a ZetaRouter pod's router container.
 
-It asks the router of this pod (on 127.0.0.1) to stop being ready and waits until it has kept
+It asks the router of this pod (on 127.0.0.1, its admin port) to stop being ready and waits until it has kept
 serving for its drain delay (``zeta_router.router.lifecycle``); the kubelet then sends SIGTERM.
 A router that is not running (nothing to drain) is not an error.
 """
@@ -11,6 +11,7 @@ import argparse
 import http.client
 import sys
 
+from zeta_router.api.defaults import ROUTER_ADMIN_PORT
 from zeta_router.api.lifecycle import DRAIN_PATH
 
 
@@ -21,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "router container's preStop hook; SIGTERM then makes it finish what is in flight."
     )
     parser.add_argument(
-        "--port", type=int, default=8080, help="the router's port (default %(default)s)"
+        "--port",
+        type=int,
+        default=ROUTER_ADMIN_PORT,
+        help="the router's admin port (default %(default)s)",
     )
     parser.add_argument(
         "--timeout",

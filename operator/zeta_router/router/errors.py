@@ -18,6 +18,8 @@ _TYPE_BY_STATUS: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
@@ -63,4 +65,6 @@ def error_body(message: str, *, type_: str, code: str, param: str | None = None)
 def error_response(err: ApiError) -> web.Response:
     resp = web.Response(status=err.status, body=err.body(), content_type=JSON_TYPE)
     resp.headers.update(err.headers)
+    if err.headers.get("Connection") == "close":
+        resp.force_close()
     return resp

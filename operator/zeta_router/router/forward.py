@@ -1,8 +1,11 @@
 """Forwarding a decided request to its tier, failing over to the others while nothing has
 reached the client, and the answer when every tier failed.
 
-Every way a tier can fail a request before its answer is relayed is handled in
-:meth:`Forwarder.forward`, with the circuit breaker's bookkeeping next to it.
+Every way a tier can fail a request is a :class:`TierError` with one of
+:data:`~zeta_router.router.upstream.FAILURE_REASONS`, whenever it happens (before the headers,
+in the body, or as a body that is not what it says); :meth:`Forwarder._tier_failed` is the one
+place that counts it, logs it and tells the circuit breaker. The breaker's claim is held in a
+``with`` block, so no error or cancellation can leave it taken.
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
+from zeta_router.router.breaker import Attempt
 from zeta_router.router.config import RuntimeConfig, Tier
-from zeta_router.router.decision import Decision, sign
+from zeta_router.router.decision import Decision
 from zeta_router.router.errors import ApiError, error_response
+from zeta_router.router.http1 import Response
 from zeta_router.router.ids import Signer
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.relay import decision_headers, relay
 from zeta_router.router.upstream import (
-    BREAKER_STATUSES,
     FAILOVER_STATUSES,
+    NOT_BREAKER_REASONS,
     TierError,
     Upstreams,
     attempt_order,
@@ -59,71 +63,137 @@ class Forwarder:
         body: dict[str, Any],
         path: str,
         headers: dict[str, str],
-        overhead: float,
     ) -> tuple[web.StreamResponse, float]:
-        upstreams = self.upstreams
+        """The response for the client (sent for a stream, to send otherwise) and the router's
+        own time spent building payloads and rewriting the answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.source.timeouts.total_seconds  # the event loop's clock
         order = attempt_order(d.tier, len(cfg.tiers), cfg.source.failover and not d.forced)
         failures: list[tuple[Tier, TierError]] = []
-        prev: tuple[Tier, str] | None = None
         payloads: dict[str | None, bytes] = {}
-        for idx in order:
+        overhead = 0.0
+        # Tiers skipped for an open breaker are tried last, as a last resort, once every other
+        # one failed: a tier that has recovered since is better than an error for the client.
+        queue = [(idx, False) for idx in order]
+        skipped: list[int] = []
+        i = 0
+        while i < len(queue):
+            idx, last_resort = queue[i]
+            i += 1
             tier = cfg.tiers[idx]
-            breaker = upstreams.breaker(tier)
-            if prev is not None:
-                self.metrics.failover(prev[0].name, tier.name, prev[1])
-            if len(order) > 1 and not breaker.allow(time.monotonic()):
-                failure = TierError("circuit_open", "skipped: circuit breaker open")
-                failures.append((tier, failure))
-                prev = (tier, failure.reason)
+            if failures:
+                prev, err = failures[-1]
+                self.metrics.failover(prev.name, tier.name, err.reason)
+            if loop.time() >= deadline:
+                failures.append((tier, TierError("timeout", "no time left within totalSeconds")))
                 continue
+            breaker = self.upstreams.breaker(tier)
+            attempt = breaker.attempt(time.monotonic())
+            if attempt is None:
+                if len(order) > 1 and not last_resort:
+                    skip = TierError("circuit_open", "skipped: circuit breaker open")
+                    self._tier_failed(d, tier, skip, None)
+                    failures.append((tier, skip))
+                    skipped.append(idx)
+                    if i == len(queue):
+                        queue += [(s, True) for s in skipped]
+                    continue
+                attempt = Attempt(breaker, None)  # no other choice left: try it anyway
             t_build = time.perf_counter()
             payload = payloads.get(tier.model)
             if payload is None:
                 payload = payloads[tier.model] = upstream_payload(body, tier.model)
             # The id this tier sees is the one the client gets if this tier answers.
-            attempt_id = headers["X-Request-Id"] = sign(self.signer, cfg, d, tier)
+            attempt_id = d.request_id = headers["X-Request-Id"] = d.sign(tier)
             overhead += time.perf_counter() - t_build
-            self.metrics.inflight_add(tier.name, 1)
-            sent = time.perf_counter()
-            try:
+            with attempt:
                 try:
-                    resp = await upstreams.open(tier, path, payload, headers)
-                except TierError as f:
-                    breaker.failure(time.monotonic())
-                    failures.append((tier, f))
-                    prev = (tier, f.reason)
-                    log_tier_failure(attempt_id, tier, f)
-                    continue
-                except BaseException:
-                    breaker.release()
-                    raise
-                if resp.status in FAILOVER_STATUSES and len(order) > 1:
-                    detail = await error_detail(resp)
-                    if resp.status in BREAKER_STATUSES:
-                        breaker.failure(time.monotonic())
-                    else:
-                        breaker.release()
-                    err = TierError(f"http_{resp.status}", detail, resp.status)
+                    response, late, extra = await self._attempt(
+                        request, d, tier, path, payload, headers, deadline, len(order) > 1
+                    )
+                except TierError as err:
+                    d.request_id = ""  # (back to the id that names no tier)
+                    self._tier_failed(d, tier, err, attempt, attempt_id)
                     failures.append((tier, err))
-                    prev = (tier, err.reason)
-                    log_tier_failure(attempt_id, tier, err)
+                    if i == len(queue) and skipped and not last_resort:
+                        queue += [(s, True) for s in skipped]
                     continue
-                if resp.status < 500:
-                    breaker.success()
-                else:
-                    breaker.release()
                 d.served = tier
-                d.request_id = attempt_id
-                response, extra = await relay(request, resp, cfg, d, tier, sent, self.metrics)
-                if d.shadow and response.status == 200:
-                    self.on_answered(cfg, d, body, tier)
-                return response, overhead + extra
+                if late is not None:  # the stream broke after it reached the client
+                    self._tier_failed(d, tier, late, attempt, attempt_id)
+                elif response.status < 500:
+                    attempt.success()
+                # (a 500 says nothing about the tier's health: no verdict)
+            if d.shadow and response.status == 200 and late is None:
+                self.on_answered(cfg, d, body, tier)
+            return response, overhead + extra
+        return self.all_failed(d, failures, loop.time() >= deadline), overhead
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        d: Decision,
+        tier: Tier,
+        path: str,
+        payload: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        may_fail_over: bool,
+    ) -> tuple[web.StreamResponse, TierError | None, float]:
+        """One tier's try: a connection slot, the request, and the relay of its answer."""
+        upstreams = self.upstreams
+        loop = asyncio.get_running_loop()
+        first_byte = min(upstreams.timeouts.first_byte_seconds, deadline - loop.time())
+        slot = await upstreams.acquire(tier, first_byte)
+        self.metrics.inflight_add(tier.name, 1)
+        try:
+            sent = time.perf_counter()
+            # The first-byte time starts once the router has a connection slot: waiting for the
+            # router's own pool is not the tier being slow.
+            resp = await upstreams.open(
+                tier, path, payload, headers, min(first_byte, deadline - loop.time())
+            )
+            try:
+                if resp.status in FAILOVER_STATUSES and may_fail_over:
+                    detail = await error_detail(resp)
+                    raise TierError(f"http_{resp.status}", detail, resp.status)
+                return await relay(request, resp, d, tier, sent, deadline, self.metrics)
             finally:
-                self.metrics.inflight_add(tier.name, -1)
-        return self.all_failed(cfg, d, failures), overhead
+                resp.close()
+        finally:
+            self.metrics.inflight_add(tier.name, -1)
+            slot.release()
+
+    def _tier_failed(
+        self,
+        d: Decision,
+        tier: Tier,
+        err: TierError,
+        attempt: Attempt | None,
+        request_id: str | None = None,
+    ) -> None:
+        """Count, log and tell the breaker: the one place every tier failure goes through."""
+        self.metrics.tier_failure(tier.name, err.reason)
+        if attempt is not None:
+            if err.reason in NOT_BREAKER_REASONS:
+                attempt.release()
+            else:
+                attempt.failure(time.monotonic())
+        if err.reason == "circuit_open":
+            return  # not an event worth a log line per request
+        log.warning(
+            "tier failed",
+            extra={
+                "event": "tier_failed",
+                "request_id": request_id or d.request_id,
+                "tier": tier.name,
+                "reason": err.reason,
+                "detail": err.detail,
+            },
+        )
 
     def all_failed(
-        self, cfg: RuntimeConfig, d: Decision, failures: list[tuple[Tier, TierError]]
+        self, d: Decision, failures: list[tuple[Tier, TierError]], out_of_time: bool
     ) -> web.Response:
         now = time.monotonic()
         waits = [self.upstreams.breaker(t).retry_in(now) for t, _ in failures]
@@ -134,12 +204,16 @@ class Forwarder:
             extra={"event": "all_tiers_failed", "request_id": d.request_id, "failures": summary},
         )
         statuses = {f.status for _, f in failures}
+        timed_out = out_of_time or (len(failures) == 1 and failures[0][1].reason == "timeout")
         if statuses == {429}:
             status, code = 429, "tiers_overloaded"
             message = f"every tier is overloaded ({summary}); retry later"
-        elif len(failures) == 1 and failures[0][1].reason == "timeout":
+        elif timed_out:
             status, code = 504, "upstream_timeout"
-            message = f"tier {failures[0][0].name} did not answer in time ({summary})"
+            message = f"no tier answered in time ({summary})"
+        elif len(failures) == 1 and failures[0][1].reason in ("broken", "bad_response"):
+            status, code = 502, "upstream_broken"
+            message = f"tier {failures[0][0].name} gave a broken answer ({summary})"
         else:
             status, code = 503, "no_tier_available"
             message = f"no tier is available to serve this request ({summary}); retry later"
@@ -149,26 +223,12 @@ class Forwarder:
         return resp
 
 
-async def error_detail(resp: aiohttp.ClientResponse) -> str:
+async def error_detail(resp: Response) -> str:
+    """A short description of an error answer: its status and the start of its body."""
+    deadline = asyncio.get_running_loop().time() + 1.0
     try:
-        async with asyncio.timeout(1.0):
-            text = (await resp.content.read(2048)).decode("utf-8", "replace")
-    except (aiohttp.ClientError, TimeoutError):
+        text = (await resp.read(deadline, limit=2048)).decode("utf-8", "replace")
+    except (OSError, TimeoutError):
         text = ""
-    finally:
-        resp.close()
     text = " ".join(text.split())[:200]
     return f"HTTP {resp.status}" + (f": {text}" if text else "")
-
-
-def log_tier_failure(request_id: str, tier: Tier, err: TierError) -> None:
-    log.warning(
-        "tier failed",
-        extra={
-            "event": "tier_failed",
-            "request_id": request_id,
-            "tier": tier.name,
-            "reason": err.reason,
-            "detail": err.detail,
-        },
-    )

@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import random
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ _HEAD = struct.Struct(">B8sQ")  # kind, nonce, milliseconds since the epoch (top
 _REQUEST = struct.Struct(">IfB")  # generation, score (float32), flags
 FLAG_FORCED = 1
 FLAG_STICKY = 2
+
+
+#: Nonces only need to be unique (the signature protects the ids): a generator seeded from the
+#: system's randomness once per process, instead of a system call per request.
+_NONCES = random.Random(os.urandom(32))
+
+
+def new_nonce() -> bytes:
+    return _NONCES.getrandbits(64).to_bytes(8, "big")
 
 
 class KeyFileError(ValueError):

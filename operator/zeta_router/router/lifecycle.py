@@ -1,6 +1,8 @@
 """How a router in a ZetaRouter pod stops without losing a request (see
 ``zeta_router.api.lifecycle`` for the whole sequence and the grace period).
 
+Both endpoints are on the admin port (which keeps answering while the client port drains):
+
 - ``POST /drain`` (from 127.0.0.1 only: the ``zeta-router drain`` preStop hook of the router
   container): the router stops being ready (``/readyz`` answers 503) and every response from
   then on carries ``Connection: close``, so clients open their next connection to a pod that
@@ -73,6 +75,10 @@ class Lifecycle:
     local_tier: str | None = None
     draining_since: float | None = None
     waiters: int = field(default=0)
+    _no_waiters: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self._no_waiters.set()
 
     def begin_drain(self, why: str) -> None:
         if self.draining_since is None:
@@ -92,12 +98,10 @@ class Lifecycle:
         hooks.router.add_get(MODEL_IDLE_PATH, self.handle_model_idle)
         app.on_response_prepare.append(self._close_when_draining)
 
-    async def wait_released(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) until no model-server preStop is waiting here: the
-        router must outlive them, or the kubelet would stop the model server at once."""
-        deadline = time.monotonic() + timeout
-        while self.waiters and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
+    async def released(self) -> None:
+        """Return once no model-server preStop is waiting here: the router must outlive them,
+        or the kubelet would stop the model server at once."""
+        await self._no_waiters.wait()
 
     async def _close_when_draining(
         self, request: web.Request, response: web.StreamResponse
@@ -127,12 +131,15 @@ class Lifecycle:
                 {"error": {"message": "too many waiters", "type": "rate_limit"}}, status=429
             )
         self.waiters += 1
+        self._no_waiters.clear()
         started = time.monotonic()
         try:
             await asyncio.sleep(self.drain_delay)
             idle = await self._wait_model_idle(started + self.drain_delay + self.drain_seconds)
         finally:
             self.waiters -= 1
+            if self.waiters == 0:
+                self._no_waiters.set()
         waited = round(time.monotonic() - started, 3)
         log.info(
             "model server released",

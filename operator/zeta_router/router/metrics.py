@@ -78,9 +78,16 @@ class RouterMetrics:
         )
         self.failovers = Counter(
             "zeta_router_failovers_total",
-            "Requests moved from one tier to another, with the reason "
-            "(refused, timeout, disconnected, http_429/502/503/504, circuit_open).",
+            "Requests moved from one tier to another, with the reason the first one failed "
+            "(see zeta_router_tier_failures_total).",
             ("from", "to", "reason"),
+            registry=r,
+        )
+        self.tier_failures = Counter(
+            "zeta_router_tier_failures_total",
+            "Requests a tier failed, by tier and reason, whether or not another tier took "
+            "them over (see docs/router.md for the reasons).",
+            ("tier", "reason"),
             registry=r,
         )
         self.shadow_agreement = Histogram(
@@ -115,6 +122,24 @@ class RouterMetrics:
             "Configuration files that were rejected (the last good one stayed in use).",
             registry=r,
         )
+        self.connections_open = Gauge(
+            "zeta_router_connections_open",
+            "Client connections open on the API port.",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "zeta_router_connections_refused_total",
+            "Client connections refused with a 503 because --max-connections were open.",
+            registry=r,
+        )
+        self.client_timeouts = Counter(
+            "zeta_router_client_timeouts_total",
+            "Client connections closed for slowness, by phase: headers (not complete within "
+            "--header-timeout, answered 408), body (--body-timeout, 408), idle (no request "
+            "within --idle-timeout).",
+            ("phase",),
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
@@ -136,6 +161,12 @@ class RouterMetrics:
 
     def failover(self, src: str, dst: str, reason: str) -> None:
         self.child(self.failovers, src, dst, reason).inc()  # type: ignore[attr-defined]
+
+    def tier_failure(self, tier: str, reason: str) -> None:
+        self.child(self.tier_failures, tier, reason).inc()  # type: ignore[attr-defined]
+
+    def client_timeout(self, phase: str) -> None:
+        self.child(self.client_timeouts, phase).inc()  # type: ignore[attr-defined]
 
     def set_thresholds(
         self, thresholds: Mapping[str, Sequence[float]], tiers: Sequence[str]

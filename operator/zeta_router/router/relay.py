@@ -2,119 +2,164 @@
 arrive (never buffered), non-streamed answers are read whole; in both the ``model`` field is
 rewritten to the name the client asked for.
 
-Every way a relay can fail once a tier has answered is handled in :func:`relay`.
+Every way an answer can fail once its headers are in is decided here, in two kinds:
+
+- before anything reached the client (a non-streamed answer is read whole first; a stream is
+  held until its first bytes): :class:`TierError` is raised and the request may fail over;
+- after a stream started: the stream ends with an OpenAI-style error event
+  (``data: {"error": {...}}``, what the openai client raises on) instead of ``data: [DONE]``,
+  and :func:`relay` returns the failure for the caller to count against the tier.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 
-import aiohttp
 from aiohttp import web
 
-from zeta_router.router.config import RuntimeConfig, Tier
+from zeta_router.router.config import Tier
 from zeta_router.router.decision import Decision
-from zeta_router.router.errors import JSON_TYPE, ApiError
+from zeta_router.router.errors import JSON_TYPE, error_body
+from zeta_router.router.http1 import BodyError, Response
 from zeta_router.router.metrics import NO_TIER, RouterMetrics
 from zeta_router.router.shadow import answer_text, delta_text
+from zeta_router.router.upstream import TierError
 
 log = logging.getLogger("zeta_router.router")
 
 #: Longest SSE line held back while waiting for its end; longer ones are passed on unmodified.
 MAX_HELD_LINE = 1 << 20
-
-
-class StreamAbortedError(ConnectionResetError):
-    """A stream broke after bytes were sent; the client connection was closed."""
+SSE_TYPE = "text/event-stream"
+_DONE = b"[DONE]"
+#: What breaks an upstream body while it is read.
+BODY_ERRORS = (BodyError, OSError)
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    cfg: RuntimeConfig,
+    upstream: Response,
     d: Decision,
     tier: Tier,
     sent: float,
+    deadline: float,
     metrics: RouterMetrics,
-) -> tuple[web.StreamResponse, float]:
-    """Pass the upstream answer to the client; returns it and the router time spent on it."""
-    total_deadline = sent + cfg.source.timeouts.total_seconds
-    ctype = upstream.headers.get("Content-Type", "")
-    first: float | None = None
+) -> tuple[web.StreamResponse, TierError | None, float]:
+    """Pass the upstream answer to the client. Returns the response, the tier's failure if the
+    answer broke after it started reaching the client, and the router's own time spent.
+    Raises TierError while nothing has reached the client. ``deadline`` is on the event
+    loop's clock (``loop.time()``); ``sent`` on ``time.perf_counter()``."""
+    ctype = upstream.headers.get("content-type", "")
+    if ctype.startswith(SSE_TYPE):
+        return await _relay_stream(request, upstream, d, tier, sent, deadline, metrics)
+    return await _relay_whole(upstream, ctype, d, tier, sent, deadline, metrics)
+
+
+async def _relay_whole(
+    upstream: Response,
+    ctype: str,
+    d: Decision,
+    tier: Tier,
+    sent: float,
+    deadline: float,
+    metrics: RouterMetrics,
+) -> tuple[web.StreamResponse, TierError | None, float]:
     try:
-        if ctype.startswith("text/event-stream"):
-            resp = web.StreamResponse(status=upstream.status)
-            resp.content_type = "text/event-stream"
-            resp.headers["Cache-Control"] = "no-cache"
-            decision_headers(resp, d, tier)
-            await resp.prepare(request)
-            rewriter = SseRewriter(d.requested_model, d.shadow_text if d.shadow else None)
-            try:
-                async with asyncio.timeout(max(0.0, total_deadline - time.perf_counter())):
-                    async for chunk in upstream.content.iter_any():
-                        if first is None:
-                            first = time.perf_counter()
-                            metrics.observe(metrics.ttft, first - sent, tier.name)
-                        out = rewriter.feed(chunk)
-                        if out:
-                            await resp.write(out)
-                    tail = rewriter.flush()
-                    if tail:
-                        await resp.write(tail)
-            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-                # Bytes already reached the client: no retry and no error body is possible.
-                # Dropping the connection tells the client the stream is incomplete.
-                log.warning(
-                    "stream from tier broken",
-                    extra={
-                        "event": "stream_broken",
-                        "request_id": d.request_id,
-                        "tier": tier.name,
-                        "detail": f"{type(exc).__name__}: {exc}",
-                    },
-                )
-                if request.transport is not None:
-                    request.transport.close()
-                raise StreamAbortedError from None
-            await resp.write_eof()
-            extra = 0.0
+        if upstream.complete:  # the whole body came with the headers: nothing to wait for
+            metrics.observe(metrics.ttft, time.perf_counter() - sent, tier.name)
+            data = upstream.read_nowait()
         else:
             parts = []
-            try:
-                async with asyncio.timeout(max(0.0, total_deadline - time.perf_counter())):
-                    async for chunk in upstream.content.iter_any():
-                        if first is None:
-                            first = time.perf_counter()
-                            metrics.observe(metrics.ttft, first - sent, tier.name)
-                        parts.append(chunk)
-            except TimeoutError:
-                raise ApiError(
-                    504,
-                    f"tier {tier.name} did not finish within "
-                    f"{cfg.source.timeouts.total_seconds:g}s",
-                    code="upstream_timeout",
-                ) from None
-            except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-                raise ApiError(
-                    502,
-                    f"tier {tier.name} broke off its answer: {type(exc).__name__}",
-                    code="upstream_broken",
-                ) from None
-            t_rewrite = time.perf_counter()
+            first = True
+            async for chunk in upstream.chunks(deadline):
+                if first:
+                    first = False
+                    metrics.observe(metrics.ttft, time.perf_counter() - sent, tier.name)
+                parts.append(chunk)
             data = b"".join(parts)
-            if upstream.status == 200 and ctype.startswith(JSON_TYPE):
-                data = rewrite_model(data, d.requested_model, d.shadow_text if d.shadow else None)
-            resp = web.Response(status=upstream.status, body=data)
-            resp.headers["Content-Type"] = ctype or JSON_TYPE
-            decision_headers(resp, d, tier)
-            extra = time.perf_counter() - t_rewrite
-        metrics.observe(metrics.duration, time.perf_counter() - sent, tier.name)
-        return resp, extra
-    finally:
-        upstream.close()
+    except TimeoutError:
+        raise TierError("timeout", "the answer did not finish within totalSeconds") from None
+    except BODY_ERRORS as exc:
+        raise TierError("broken", f"the answer broke off: {type(exc).__name__}") from None
+    t_rewrite = time.perf_counter()
+    if upstream.status == 200:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media and media != JSON_TYPE and not media.endswith("+json"):
+            raise TierError("bad_response", f"a 200 answer of Content-Type {media!r}, not JSON")
+        data = rewrite_model(data, d.requested_model, d.shadow_text if d.shadow else None)
+    resp = web.Response(status=upstream.status, body=data)
+    resp.headers["Content-Type"] = ctype or JSON_TYPE
+    decision_headers(resp, d, tier)
+    metrics.observe(metrics.duration, time.perf_counter() - sent, tier.name)
+    return resp, None, time.perf_counter() - t_rewrite
+
+
+async def _relay_stream(
+    request: web.Request,
+    upstream: Response,
+    d: Decision,
+    tier: Tier,
+    sent: float,
+    deadline: float,
+    metrics: RouterMetrics,
+) -> tuple[web.StreamResponse, TierError | None, float]:
+    rewriter = SseRewriter(d.requested_model, d.shadow_text if d.shadow else None)
+    chunks = upstream.chunks(deadline)
+    # Nothing is sent before the tier's first bytes: until then the request can fail over.
+    try:
+        first = await anext(chunks, b"")
+    except TimeoutError:
+        raise TierError("timeout", "no event within totalSeconds") from None
+    except BODY_ERRORS as exc:
+        raise TierError("broken", f"the stream broke off: {type(exc).__name__}") from None
+    if not first:
+        raise TierError("bad_response", "an event stream without any event")
+    metrics.observe(metrics.ttft, time.perf_counter() - sent, tier.name)
+    resp = web.StreamResponse(status=upstream.status)
+    resp.content_type = SSE_TYPE
+    resp.headers["Cache-Control"] = "no-cache"
+    decision_headers(resp, d, tier)
+    await resp.prepare(request)
+    failure: TierError | None = None
+    try:
+        out = rewriter.feed(first)
+        if out:
+            await resp.write(out)
+        async for chunk in chunks:
+            out = rewriter.feed(chunk)
+            if out:
+                await resp.write(out)
+        tail = rewriter.flush()
+        if tail:
+            await resp.write(tail)
+    except TimeoutError:
+        failure = TierError("timeout", "the stream did not finish within totalSeconds")
+    except BODY_ERRORS as exc:
+        failure = TierError("broken", f"the stream broke off: {type(exc).__name__}")
+    else:
+        if upstream.status == 200 and not rewriter.done:
+            failure = TierError("truncated", "the stream ended without data: [DONE]")
+    if failure is not None:
+        log.warning(
+            "stream from tier broken",
+            extra={
+                "event": "stream_broken",
+                "request_id": d.request_id,
+                "tier": tier.name,
+                "reason": failure.reason,
+                "detail": failure.detail,
+            },
+        )
+        code = "upstream_timeout" if failure.reason == "timeout" else "upstream_broken"
+        message = f"tier {tier.name} did not complete the answer: {failure.detail}"
+        event = error_body(message, type_="server_error", code=code)
+        # Ends the event (a partial line before it is cut off) and then the stream: the
+        # openai client raises an APIError on an event that carries "error".
+        await resp.write(b"\n\ndata: " + event + b"\n\n")
+    await resp.write_eof()
+    metrics.observe(metrics.duration, time.perf_counter() - sent, tier.name)
+    return resp, failure, 0.0
 
 
 def decision_headers(resp: web.StreamResponse, d: Decision, tier: Tier | None) -> None:
@@ -129,13 +174,22 @@ def decision_headers(resp: web.StreamResponse, d: Decision, tier: Tier | None) -
         h["x-zeta-session"] = d.session_token
 
 
+def _dumps(obj: object) -> bytes:
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate escape: keep it escaped
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def rewrite_model(data: bytes, model: str, collect: list[str] | None) -> bytes:
+    """A 200 JSON answer with ``model`` set to what the client asked for. Raises TierError
+    when the body is not a JSON object."""
     try:
         obj = json.loads(data)
-    except ValueError:
-        return data
+    except (ValueError, RecursionError):
+        raise TierError("bad_response", "a 200 answer whose body is not valid JSON") from None
     if not isinstance(obj, dict):
-        return data
+        raise TierError("bad_response", "a 200 answer whose body is not a JSON object")
     if collect is not None:
         text = answer_text(obj)
         if text is not None:
@@ -143,19 +197,21 @@ def rewrite_model(data: bytes, model: str, collect: list[str] | None) -> bytes:
     if "model" not in obj:
         return data
     obj["model"] = model
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return _dumps(obj)
 
 
 class SseRewriter:
     """Rewrites the ``model`` of each ``data:`` event of a stream, line by line, forwarding each
-    complete line at once and holding back only an unfinished one."""
+    complete line at once and holding back only an unfinished one. ``done`` tells whether the
+    ``data: [DONE]`` terminator went through."""
 
-    __slots__ = ("_collect", "_held", "_model")
+    __slots__ = ("_collect", "_held", "_model", "done")
 
     def __init__(self, model: str, collect: list[str] | None) -> None:
         self._model = model
         self._collect = collect
         self._held = b""
+        self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
@@ -179,10 +235,12 @@ class SseRewriter:
             return line
         payload = line[5:].strip()
         if not payload.startswith(b"{"):
+            if payload == _DONE:
+                self.done = True
             return line
         try:
             event = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return line
         if not isinstance(event, dict):
             return line
@@ -192,6 +250,4 @@ class SseRewriter:
             return line
         event["model"] = self._model
         cr = b"\r" if line.endswith(b"\r") else b""
-        return (
-            b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + cr
-        )
+        return b"data: " + _dumps(event) + cr

@@ -1,4 +1,5 @@
-"""Running the router: event loop, listening socket, config watcher, signals, graceful drain."""
+"""Running the router: event loop, the two listening ports (the client API, and the admin port
+with health and metrics), config watcher, signals, graceful drain."""
 
 from __future__ import annotations
 
@@ -6,64 +7,92 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from zeta_router.router.app import Router
+from zeta_router.router.connections import Guard, Limits, Listener
 from zeta_router.router.lifecycle import Lifecycle
 from zeta_router.router.reload import ConfigWatcher
-from zeta_router.router.routes import build_app
+from zeta_router.router.routes import build_admin_app, build_app
 
 log = logging.getLogger("zeta_router.router.server")
+
+#: The admin port is for the kubelet and Prometheus: a few connections suffice.
+ADMIN_LIMITS = Limits(header_seconds=10.0, body_seconds=10.0, idle_seconds=75.0, max_connections=64)
+#: After the drain deadline, how long cancelled requests get to unwind.
+CANCEL_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
 
 
 async def serve(
     router: Router,
     *,
-    host: str,
-    port: int,
+    client: Address,
+    admin: Address,
+    limits: Limits | None = None,
     watcher: ConfigWatcher | None = None,
     drain_seconds: float = 30.0,
     drain_delay: float = 0.0,
     local_tier: str | None = None,
-    on_listening: Callable[[str, int], None] | None = None,
+    on_listening: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish for up
-    to ``drain_seconds`` before closing. SIGHUP re-reads the config file at once. In a pod, the
-    preStop hooks drain first (``zeta_router.router.lifecycle``; ``drain_delay``)."""
-    app = build_app(router)
-    Lifecycle(router, drain_delay, drain_seconds, local_tier).install(app)
-    runner = web.AppRunner(
-        app, handler_cancellation=True, shutdown_timeout=drain_seconds, access_log=None
+    """Serve until SIGTERM/SIGINT, then drain: stop accepting clients, let requests in flight
+    finish for up to ``drain_seconds`` (``/readyz`` answers 503 meanwhile), cancel what is left,
+    and stop. SIGHUP re-reads the config file at once. In a pod, the preStop hooks begin the
+    drain earlier, on the admin port (``zeta_router.router.lifecycle``; ``drain_delay``), and
+    the router outlives the model server's preStop that waits on it."""
+    limits = limits or Limits()
+    app, admin_app = build_app(router), build_admin_app(router)
+    lifecycle = Lifecycle(router, drain_delay, drain_seconds, local_tier)
+    lifecycle.install(app, admin_app)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS)
+    admin_runner = web.AppRunner(
+        admin_app, handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048)
+    await admin_runner.setup()
+    listener = Listener(runner, Guard(limits, router.metrics, "api"))
+    admin_listener = Listener(admin_runner, Guard(ADMIN_LIMITS, None, "admin"))
     try:
-        await site.start()
+        port = await listener.start(client.host, client.port)
+        admin_port = await admin_listener.start(admin.host, admin.port)
     except OSError as exc:
+        listener.stop_accepting()
+        await admin_runner.cleanup()
         await runner.cleanup()
-        raise SystemExit(f"zeta-router router: cannot listen on {host}:{port}: {exc}") from None
-    bound_port = port
-    for addr in runner.addresses:
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            bound_port = int(addr[1])
-            break
+        raise SystemExit(f"zeta-router router: cannot listen: {exc}") from None
     cfg = router.config
     log.info(
         "router listening",
         extra={
             "event": "listening",
-            "host": host,
-            "port": bound_port,
+            "host": client.host,
+            "port": port,
+            "admin_host": admin.host,
+            "admin_port": admin_port,
             "generation": cfg.generation,
             "tiers": {t.name: t.url for t in cfg.tiers},
             "contexts": {c.name: list(c.selector.cuts) for c in cfg.contexts.values()},
             "default_context": cfg.default_context,
+            "limits": {
+                "header_seconds": limits.header_seconds,
+                "body_seconds": limits.body_seconds,
+                "idle_seconds": limits.idle_seconds,
+                "max_connections": limits.max_connections,
+            },
         },
     )
     if on_listening is not None:
-        on_listening(host, bound_port)
+        on_listening(port, admin_port)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -82,15 +111,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        router.draining = True
-        log.info(
-            "draining: no new connections, waiting for requests in flight",
-            extra={
-                "event": "draining",
-                "signal": received[0] if received else None,
-                "drain_seconds": drain_seconds,
-            },
-        )
+        await _drain(router, listener, drain_seconds, received[0] if received else None)
         if watch_task is not None:
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -98,7 +119,54 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        # A model server's preStop may still wait on the admin port for its last requests.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_delay + drain_seconds):
+                await lifecycle.released()
+        admin_listener.stop_accepting()
+        await admin_runner.cleanup()
         log.info("router stopped", extra={"event": "stopped"})
+
+
+async def _drain(
+    router: Router, listener: Listener, drain_seconds: float, signal_name: str | None
+) -> None:
+    """Stop accepting clients, close idle connections, wait for the requests in flight until
+    the deadline, then cancel those left. The admin port keeps answering (``/readyz``: 503)."""
+    started = time.monotonic()
+    router.draining = True
+    listener.stop_accepting()
+    log.info(
+        "draining: no new connections, waiting for requests in flight",
+        extra={
+            "event": "draining",
+            "signal": signal_name,
+            "drain_seconds": drain_seconds,
+            "in_flight": router.active_requests,
+        },
+    )
+    for conn in listener.connections():
+        conn.close()  # idle keep-alive connections close now, busy ones after their answer
+    await router.wait_idle(started + drain_seconds - time.monotonic())
+    left = router.active_requests
+    if left:
+        log.warning(
+            "drain deadline reached: cancelling the requests still in flight",
+            extra={"event": "drain_deadline", "cancelled": left},
+        )
+        for conn in listener.connections():
+            conn.force_close()
+            if conn.transport is not None:
+                conn.transport.close()  # the handler is cancelled as its connection goes
+        await router.wait_idle(CANCEL_GRACE_SECONDS)
+    log.info(
+        "drained",
+        extra={
+            "event": "drained",
+            "seconds": round(time.monotonic() - started, 3),
+            "cancelled": left,
+        },
+    )
 
 
 def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:

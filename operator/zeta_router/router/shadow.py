@@ -19,8 +19,6 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from zeta_router.router.errors import JSON_TYPE
 from zeta_router.router.upstream import TierError, Upstreams, upstream_payload
 from zeta_router.scoring import features
@@ -197,8 +195,9 @@ class ShadowSampler:
                 async with resp:
                     if resp.status != 200:
                         return
-                    other = answer_text(await resp.json(content_type=None))
-            except (TierError, aiohttp.ClientError, ValueError, TimeoutError) as exc:
+                    deadline = asyncio.get_running_loop().time() + cfg.source.timeouts.total_seconds
+                    other = answer_text(json.loads(await resp.read(deadline)))
+            except (TierError, OSError, ValueError, TimeoutError) as exc:
                 log.info(
                     "shadow request failed", extra={"event": "shadow_failed", "detail": str(exc)}
                 )

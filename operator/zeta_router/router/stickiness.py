@@ -14,12 +14,11 @@ turn of a conversation, whichever replica served the earlier ones:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from zeta_router.router.config import Context, RuntimeConfig
-from zeta_router.router.ids import InvalidTokenError, SessionInfo, Signer
+from zeta_router.router.ids import InvalidTokenError, SessionInfo, Signer, new_nonce
 from zeta_router.scoring import features
 
 #: Earlier turns scored again per request, most recent first: bounds the cost of a long chat.
@@ -74,7 +73,7 @@ def session_floor(token: str | None, signer: Signer, cfg: RuntimeConfig, now_ms:
 def session_token(signer: Signer, floor: str, now_ms: int, ttl_seconds: float) -> str:
     return signer.session_token(
         SessionInfo(
-            nonce=os.urandom(8),
+            nonce=new_nonce(),
             issued_ms=now_ms,
             floor=floor,
             expires_ms=now_ms + int(ttl_seconds * 1000),

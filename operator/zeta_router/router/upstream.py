@@ -1,5 +1,5 @@
-"""The model servers behind the router: one pooled HTTP client per tier, circuit breakers, the
-failover order, and health probes.
+"""The model servers behind the router: a pool of keep-alive connections per tier (the lean
+client of :mod:`.http1`), circuit breakers, the failover order, and health probes.
 
 Nothing here decides where a request should go; it only knows how to reach a tier and how to
 tell a tier that is down (refused connection, no first byte in time, 429/502/503/504) from one
@@ -17,12 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from zeta_router.api.routing import CircuitBreaker as BreakerSettings
 from zeta_router.api.routing import Timeouts
 from zeta_router.router.breaker import CircuitBreaker
 from zeta_router.router.config import RuntimeConfig, Tier
+from zeta_router.router.http1 import (
+    ConnectError,
+    ConnectTimeoutError,
+    DisconnectedError,
+    Pool,
+    Response,
+)
 
 log = logging.getLogger("zeta_router.router.upstream")
 
@@ -31,11 +36,36 @@ FAILOVER_STATUSES = frozenset({429, 502, 503, 504})
 #: Of those, the ones that count against a tier's circuit breaker (429 is load, not breakage).
 BREAKER_STATUSES = frozenset({502, 503, 504})
 
+#: Every way a tier can fail a request: the ``reason`` label of the failure metrics, the
+#: failover reasons of docs/router.md (a test compares the two).
+FAILURE_REASONS: dict[str, str] = {
+    "refused": "the connection was refused or could not be made",
+    "timeout": "no response headers within firstByteSeconds, no connection within "
+    "connectSeconds, or the answer did not finish within totalSeconds",
+    "disconnected": "the connection was lost before the response headers",
+    "error": "another HTTP client error before the response headers",
+    "http_429": "the tier answered 429 (busy; not counted by the circuit breaker)",
+    "http_502": "the tier answered 502",
+    "http_503": "the tier answered 503",
+    "http_504": "the tier answered 504",
+    "broken": "the answer broke off after its headers (connection lost, bad chunking)",
+    "bad_response": "a 200 answer that is not what its Content-Type says (not JSON, or an "
+    "event stream without any event)",
+    "truncated": "an event stream that ended without its data: [DONE] terminator",
+    "busy": "every connection this router may open to the tier was in use for the whole wait "
+    "(the router's own limit, --tier-connections; not counted by the circuit breaker)",
+    "circuit_open": "skipped: the tier's circuit breaker is open",
+}
+#: Failures that say nothing about the tier's health: the breaker is left as it was.
+NOT_BREAKER_REASONS = frozenset({"http_429", "busy", "circuit_open"})
+
 
 class TierError(Exception):
-    """A tier could not take the request; ``reason`` is the metric label."""
+    """A tier could not take the request; ``reason`` (one of FAILURE_REASONS) is the metric
+    label."""
 
     def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
+        assert reason in FAILURE_REASONS, reason
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -66,11 +96,13 @@ class _Probe:
 
 
 class Upstreams:
-    def __init__(self, config: RuntimeConfig) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+    def __init__(self, config: RuntimeConfig, tier_connections: int = 1024) -> None:
+        self._pools: dict[str, Pool] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._probes: dict[str, _Probe] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self.tier_connections = tier_connections
         self.timeouts: Timeouts = config.source.timeouts
         self._breaker_settings: BreakerSettings = config.source.circuit_breaker
         self.reconfigure(config)
@@ -82,48 +114,42 @@ class Upstreams:
         longer used are closed once requests still using them have had time to finish."""
         timeouts, settings = config.source.timeouts, config.source.circuit_breaker
         if timeouts != self.timeouts:
-            # The connect timeout lives in the session, so sessions are rebuilt (gracefully).
-            self._retire(list(self._sessions))
+            # The connect timeout lives in the pool, so pools are rebuilt (gracefully).
+            self._retire(list(self._pools))
         self.timeouts = timeouts
         urls = {t.url for t in config.tiers}
-        self._retire([u for u in self._sessions if u not in urls])
+        self._retire([u for u in self._pools if u not in urls])
         if settings != self._breaker_settings:
             self._breakers.clear()
         self._breaker_settings = settings
         for name in [n for n in self._breakers if n not in config.tier_by_name]:
             del self._breakers[name]
+        for name in [n for n in self._slots if n not in config.tier_by_name]:
+            del self._slots[name]
 
     def _retire(self, urls: list[str]) -> None:
         for url in urls:
-            session = self._sessions.pop(url)
+            pool = self._pools.pop(url)
             task = asyncio.get_running_loop().create_task(
-                self._close_later(session, self.timeouts.total_seconds)
+                self._close_later(pool, self.timeouts.total_seconds)
             )
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    async def _close_later(session: aiohttp.ClientSession, delay: float) -> None:
+    async def _close_later(pool: Pool, delay: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(delay)
-        await session.close()
+        await pool.close()
 
-    def session(self, tier: Tier) -> aiohttp.ClientSession:
-        s = self._sessions.get(tier.url)
-        if s is None or s.closed:
-            t = self.timeouts
-            s = aiohttp.ClientSession(
-                base_url=None,
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=30.0),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=t.connect_seconds, sock_connect=t.connect_seconds
-                ),
-                # Ask for identity encoding: the router rewrites bodies and must see plain bytes.
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
-                auto_decompress=False,
-            )
-            self._sessions[tier.url] = s
-        return s
+    def pool(self, tier: Tier) -> Pool:
+        """The keep-alive connections to the tier's server. No limit here: the router bounds
+        its connections per tier itself (acquire()), so that waiting for one is never mistaken
+        for the tier being slow."""
+        p = self._pools.get(tier.url)
+        if p is None:
+            p = self._pools[tier.url] = Pool(tier.url, self.timeouts.connect_seconds)
+        return p
 
     def breaker(self, tier: Tier) -> CircuitBreaker:
         b = self._breakers.get(tier.name)
@@ -132,26 +158,59 @@ class Upstreams:
             b = self._breakers[tier.name] = CircuitBreaker(st.failure_threshold, st.open_seconds)
         return b
 
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return dict(self._breakers)
+
     # -- requests --------------------------------------------------------------------------
 
+    def _semaphore(self, tier: Tier) -> asyncio.Semaphore:
+        sem = self._slots.get(tier.name)
+        if sem is None:
+            sem = self._slots[tier.name] = asyncio.Semaphore(self.tier_connections)
+        return sem
+
+    async def acquire(self, tier: Tier, wait: float) -> asyncio.Semaphore:
+        """Take one of the connections this router may have open to ``tier``, waiting at most
+        ``wait`` seconds; the caller releases the returned semaphore. Raises TierError("busy")."""
+        sem = self._semaphore(tier)
+        if sem.locked():
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    await sem.acquire()
+            except TimeoutError:
+                raise TierError(
+                    "busy",
+                    f"all {self.tier_connections} connections to the tier were in use for "
+                    f"{wait:.3g}s",
+                ) from None
+        else:
+            await sem.acquire()  # free: returns without waiting
+        return sem
+
     async def open(
-        self, tier: Tier, path: str, payload: bytes, headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse:
-        """Send a request and return once the response headers are in, or raise
-        :class:`TierError`. A 429/502/503/504 answer is returned; the caller decides."""
-        session = self.session(tier)
+        self,
+        tier: Tier,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        within: float | None = None,
+    ) -> Response:
+        """Send a request and return once the response headers are in (``within`` seconds,
+        default firstByteSeconds), or raise :class:`TierError`. A 429/502/503/504
+        answer is returned; the caller decides."""
+        pool = self.pool(tier)
+        wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
         try:
-            async with asyncio.timeout(self.timeouts.first_byte_seconds):
-                return await session.post(tier.url + path, data=payload, headers=headers)
-        except aiohttp.ClientConnectorError as exc:
-            raise TierError("refused", f"cannot connect: {exc.os_error}") from None
+            return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
+        except ConnectTimeoutError as exc:
+            raise TierError("timeout", f"cannot connect: {exc}") from None
+        except ConnectError as exc:
+            raise TierError("refused", f"cannot connect: {exc}") from None
         except TimeoutError:
-            raise TierError(
-                "timeout", f"no response within {self.timeouts.first_byte_seconds:g}s"
-            ) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise TierError("timeout", f"no response within {wait:.3g}s") from None
+        except DisconnectedError as exc:
             raise TierError("disconnected", f"connection lost: {exc}") from None
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise TierError("error", f"{type(exc).__name__}: {exc}") from None
 
     # -- health ----------------------------------------------------------------------------
@@ -167,17 +226,19 @@ class Upstreams:
         return ok
 
     async def _probe(self, tier: Tier) -> bool:
-        session = self.session(tier)
-        timeout = aiohttp.ClientTimeout(total=max(self.timeouts.connect_seconds, 1.0))
+        pool = self.pool(tier)
+        deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
         # llama.cpp and vLLM answer /health; other OpenAI-compatible servers at least /v1/models.
         for path in ("/health", "/v1/models"):
             try:
-                async with session.get(tier.url + path, timeout=timeout) as resp:
+                resp = await pool.request("GET", path, {}, b"", deadline)
+                async with resp:
+                    await resp.read(deadline)
                     if 200 <= resp.status < 300:
                         return True
                     if resp.status != 404:
                         return False
-            except (aiohttp.ClientError, TimeoutError):
+            except (OSError, TimeoutError):
                 return False
         return False
 
@@ -185,6 +246,6 @@ class Upstreams:
         for task in list(self._closing):
             task.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
-        for s in self._sessions.values():
-            await s.close()
-        self._sessions.clear()
+        for p in self._pools.values():
+            await p.close()
+        self._pools.clear()

@@ -7,6 +7,8 @@ fields pass through untouched for the model server to judge.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from zeta_router.router.errors import ApiError
@@ -14,6 +16,19 @@ from zeta_router.router.errors import ApiError
 Kind = Literal["chat", "completions"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+#: Deepest nesting of arrays and objects accepted (OpenAI requests, tool schemas included, stay
+#: far below; much deeper input only exists to exhaust a parser's stack).
+MAX_DEPTH = 100
+#: A \uD800-\uDFFF escape: half of a surrogate pair, fine in a pair, not valid Unicode alone.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
@@ -28,14 +43,64 @@ def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def load_json(raw: bytes) -> Any:
+    """Strict JSON from a request body, or :class:`ApiError` (400): UTF-8 only, no ``NaN`` or
+    ``Infinity``, no lone surrogate escapes (they cannot be sent on as UTF-8), and at most
+    :data:`MAX_DEPTH` levels of nesting (deeper input would exhaust the stack)."""
+    try:
+        value = _DECODER.decode(raw.decode("utf-8"))
+    except RecursionError:
+        raise _too_deep() from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(f"the request body is not valid JSON: {exc}", None, "invalid_json") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise _too_deep()
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end].encode("utf-16", "surrogatepass")[2:]
+            raise _bad(
+                f"the request body holds a lone surrogate escape "
+                f"(\\u{int.from_bytes(bad[:2], 'little'):04x}), which is not valid Unicode",
+                None,
+                "invalid_json",
+            ) from None
+    return value
+
+
+def _too_deep() -> ApiError:
+    return _bad(
+        f"the request body is nested more than {MAX_DEPTH} levels deep", None, "invalid_json"
+    )
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest (iterative: never recurses itself)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children: Iterable[Any]
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_DEPTH:
+                return deepest
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
 def parse_body(raw: bytes, kind: Kind) -> dict[str, Any]:
     """Decode and check a chat or completion request body, or raise :class:`ApiError` (400)."""
     if not raw.strip():
         raise _bad("the request body is empty; send a JSON object", None, "invalid_json")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad(f"the request body is not valid JSON: {exc}", None, "invalid_json") from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise _bad(
             f"the request body must be a JSON object, not {type(body).__name__}",
