@@ -691,5 +691,8 @@ def test_network_policy_admits_clients_to_routers_and_only_routers_to_models() -
         "from": [{"podSelector": {"matchLabels": names.router_selector("chat")}}],
         "ports": [{"port": "model", "protocol": "TCP"}],
     }
-    assert scrapers == {"from": [scraper], "ports": [{"port": "model", "protocol": "TCP"}]}
+    assert scrapers == {
+        "from": [scraper],
+        "ports": [{"port": "model", "protocol": "TCP"}, {"port": "admin", "protocol": "TCP"}],
+    }
     assert len(build_network_policy("chat")["spec"]["ingress"]) == 2  # no scraper: routers only

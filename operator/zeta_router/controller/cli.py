@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-from",
         default="[]",
         metavar="JSON",
-        help="with --network-policy: who scrapes the model servers' metrics, as a JSON list of "
-        "NetworkPolicy peers (the `from` of a NetworkPolicy rule); default: nobody",
+        help="with --network-policy: who scrapes the model servers' and routers' metrics, as a "
+        "JSON list of NetworkPolicy peers (the `from` of a NetworkPolicy rule); default: nobody",
     )
     parser.add_argument(
         "--prometheus-secrets",

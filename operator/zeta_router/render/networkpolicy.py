@@ -8,7 +8,8 @@ control). The policy admits, to the pods of this ZetaRouter:
 - the router port (the OpenAI API clients use, through the entry Service), from anywhere;
 - the model-server port, only from this ZetaRouter's own pods (their routers send each tier its
   requests) and from the metrics scrapers the operator was given (``--metrics-from``, the
-  chart's ``networkPolicy.metricsFrom``: a model server's ``/metrics`` is on its API port).
+  chart's ``networkPolicy.metricsFrom``: a model server's ``/metrics`` is on its API port);
+- the routers' admin port (health and ``/metrics``), only from those scrapers.
 
 Traffic inside a pod (a router to its own model server over 127.0.0.1) is never filtered, and
 neither are the kubelet's probes on most network plugins.
@@ -20,7 +21,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zeta_router.render import names
-from zeta_router.render.deployment import MODEL_PORT_NAME, ROUTER_PORT_NAME
+from zeta_router.render.deployment import (
+    MODEL_PORT_NAME,
+    ROUTER_ADMIN_PORT_NAME,
+    ROUTER_PORT_NAME,
+)
 
 
 def build_network_policy(name: str, scrapers: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
@@ -33,7 +38,8 @@ def build_network_policy(name: str, scrapers: Sequence[Mapping[str, Any]] = ()) 
         {"from": [{"podSelector": {"matchLabels": dict(pods)}}], "ports": model_port},
     ]
     if scrapers:
-        ingress.append({"from": [dict(p) for p in scrapers], "ports": model_port})
+        admin_port = {"port": ROUTER_ADMIN_PORT_NAME, "protocol": "TCP"}
+        ingress.append({"from": [dict(p) for p in scrapers], "ports": [*model_port, admin_port]})
     return {
         "apiVersion": names.NETWORK_POLICY.api_version,
         "kind": names.NETWORK_POLICY.kind,

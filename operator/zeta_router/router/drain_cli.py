@@ -1,7 +1,8 @@
 """`zeta-router drain`: the preStop hook of a ZetaRouter pod's router container.
 
-It asks the router of this pod (on 127.0.0.1, its admin port) to stop being ready and waits until it has kept
-serving for its drain delay (``zeta_router.router.lifecycle``); the kubelet then sends SIGTERM.
+It asks the router of this pod (on 127.0.0.1, its admin port) to stop being ready and waits
+until it has kept serving for its drain delay (``zeta_router.router.lifecycle``); the kubelet
+then sends SIGTERM.
 A router that is not running (nothing to drain) is not an error.
 """
 
