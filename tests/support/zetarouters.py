@@ -13,7 +13,7 @@ from zeta_router.kube import MERGE_PATCH, Kube, api_path
 from zeta_router.render import names
 
 SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
-TIMEOUT = 30.0
+TIMEOUT = 60.0  # a deadline: a busy machine may take this long; nothing waits for it
 HOLD_LABEL = "zeta.ai/kubelet-hold"
 
 
