@@ -12,9 +12,11 @@ IMAGE ?= zeta-router:$(VERSION)
 TOOLS_BIN ?= $(or $(ZETA_ROUTER_TOOLS_BIN),$(HOME)/.cache/zeta-router/tools/bin)
 KIND ?= kind
 KIND_CLUSTER ?= zeta-router
+# make cluster NODE=real: a real node (containerd, kubelet, kube-proxy) instead of the stand-in.
+NODE ?= standin
 
-.PHONY: help system-deps venv lint fmt test test-unit prepare control-plane tools crd cluster cluster-down demo \
-	bench clean image chart-lint kind lock
+.PHONY: help system-deps venv lint fmt test test-unit prepare control-plane tools images crd cluster \
+	cluster-down demo bench clean image chart-lint kind lock
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,7 +53,10 @@ control-plane: system-deps ## build (once, cached) the kubernetes 1.20.2 control
 tools: $(STAMP) ## fetch helm and kubectl (once, cached)
 	PYTHON=$(PY) scripts/fetch-helm-kubectl.sh
 
-prepare: system-deps $(STAMP) control-plane tools ## everything the tests and the demo need
+images: system-deps $(STAMP) control-plane ## build the real node's images with buildah (cached by content)
+	$(BIN)/zeta-router images build
+
+prepare: system-deps $(STAMP) control-plane tools images ## everything the tests and the demo need
 
 test: prepare lint ## install and build what is missing, lint, then the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -66,10 +71,10 @@ crd: $(STAMP) ## regenerate the checked-in CRDs, docs/api.md and README's CR ref
 	$(BIN)/zeta-router crd --reference --output docs/api.md
 	$(BIN)/zeta-router crd --readme README.md
 
-cluster: prepare ## start the local control plane (prints the KUBECONFIG to use)
-	$(BIN)/zeta-router cluster up
+cluster: prepare ## start the local cluster, NODE=standin (default) or real (prints the KUBECONFIG)
+	$(BIN)/zeta-router cluster up --node $(NODE)
 
-cluster-down: $(STAMP) ## stop the local control plane
+cluster-down: $(STAMP) ## stop the local cluster (either kind) and restore the machine
 	$(BIN)/zeta-router cluster down
 
 demo: prepare ## the whole thing on this machine, with a live view
@@ -78,7 +83,7 @@ demo: prepare ## the whole thing on this machine, with a live view
 bench: prepare ## run every benchmark (prints figures; never fails on timings)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-image: ## build the container image zeta-router:<version> (needs Docker)
+image: ## build the container image zeta-router:<version> with Docker (`make images`: without)
 	docker build -t $(IMAGE) .
 
 chart-lint: tools ## helm lint the chart

@@ -11,3 +11,8 @@ CLUSTER = Subcommand(
     "zeta_router_dev.cluster.cli",
     "local cluster: up, down, status",
 )
+IMAGES = Subcommand(
+    "images",
+    "zeta_router_dev.images.cli",
+    "build the container images the real node runs (buildah, no registry)",
+)

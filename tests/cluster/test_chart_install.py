@@ -1,13 +1,15 @@
-"""`helm install` and `helm uninstall` of the chart into a real apiserver (the local control plane,
-or $KUBECONFIG), with the helm and kubectl that `make tools` fetches.
+"""`helm install` and `helm uninstall` of the chart, with the helm and kubectl that `make tools`
+fetches: on the real local node, where the operator runs as a pod from the image built here and
+reconciles a ZetaRouter into running tiers; and on the stand-in control plane (or $KUBECONFIG)
+for what needs no container (namespace scope, bad values).
 
-Monitors stay off: the Prometheus Operator's CRDs are not installed there. The operator's pods
-are created by the Deployment (they stay Pending without a kubelet). The RBAC the chart grants is
-checked by asking the apiserver what the operator's ServiceAccount may do.
+Monitors stay off: the Prometheus Operator's CRDs are not installed there. The RBAC the chart
+grants is checked by asking the apiserver what the operator's ServiceAccount may do.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ from typing import Any
 import pytest
 
 from support.chart import CHART
-from support.cluster import unique_name, wait_for
+from support.cluster import condition_is, unique_name, wait_for
 from support.fixtures_cluster import ClusterHandle
+from support.fixtures_node import RealNodeHandle
 from support.tools import run_tool
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router_dev.cluster.workloads import load_cpu_sample, localize_zetarouter
+from zeta_router_dev.images.build import PROJECT_IMAGE
 
 pytestmark = [pytest.mark.cluster]
 
@@ -29,11 +34,11 @@ def helm(k8s: ClusterHandle, *args: str, check: bool = True) -> str:
     ).stdout
 
 
-def can_i(k8s: ClusterHandle, account: str, verb: str, resource: str, namespace: str) -> bool:
+def can_i(kubeconfig: Path, account: str, verb: str, resource: str, namespace: str) -> bool:
     proc = run_tool(
         "kubectl",
         [
-            "--kubeconfig", str(k8s.kubeconfig),
+            "--kubeconfig", str(kubeconfig),
             "auth", "can-i", verb, resource, "-n", namespace, "--as", account,
         ],
         check=False,
@@ -70,17 +75,48 @@ def release(k8s: ClusterHandle, kube: Kube, namespace: str) -> Iterator[tuple[st
         helm(k8s, "uninstall", name, "--namespace", ns, check=False)
 
 
-def test_install_and_uninstall_cluster_scope(
-    k8s: ClusterHandle, kube: Kube, release: tuple[str, str, list[str]], tmp_path: Path
+@pytest.fixture
+def real_release(real_node: RealNodeHandle) -> Iterator[tuple[str, str, list[str]]]:
+    """A release name and namespace on the real node; uninstalled and deleted after."""
+    name, ns = unique_name("zr"), unique_name("zt-chart")
+    installed: list[str] = []
+    yield name, ns, installed
+    for namespace in installed:
+        run_tool(
+            "helm",
+            [
+                "uninstall",
+                name,
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(real_node.kubeconfig),
+            ],
+            check=False,
+        )
+    for namespace in (ns, f"{ns}-app"):
+        with contextlib.suppress(ApiError):
+            real_node.kube.delete(api_path("v1", "namespaces", None, namespace))
+
+
+@pytest.mark.node
+def test_install_runs_the_operator_as_a_pod_that_reconciles_and_uninstall_removes_it(
+    real_node: RealNodeHandle, real_release: tuple[str, str, list[str]]
 ) -> None:
-    name, ns, installed = release
+    kube = real_node.kube
+    name, ns, installed = real_release
     peering = unique_name("zr-peering")
-    out = helm(
-        k8s, "install", name, str(CHART), "--namespace", ns,
-        "--set", f"operator.peering.name={peering}",
-        "--set", "networkPolicy.enabled=true",
-        "--set", "dashboard.enabled=true",
-    )  # fmt: skip
+    out = run_tool(
+        "helm",
+        [
+            "install", name, str(CHART), "--namespace", ns, "--create-namespace",
+            "--kubeconfig", str(real_node.kubeconfig),
+            "--set", f"operator.peering.name={peering}",
+            "--set", "networkPolicy.enabled=true",
+            "--set", "dashboard.enabled=true",
+        ],
+        timeout=300,
+    ).stdout  # fmt: skip
     installed.append(ns)
     assert "kubectl get zr" in out  # NOTES.txt tells the next step
     assert "manifests/samples/" in out
@@ -109,31 +145,55 @@ def test_install_and_uninstall_cluster_scope(
         items: list[dict[str, Any]] = kube.list(api_path("v1", "pods", ns), selector)["items"]
         return items
 
-    (pod,) = wait_for(pods, 60, f"the pod of deployment {ns}/{operator}")
+    # The chart's defaults as they are: the image zeta-router:<appVersion>, present in the
+    # node's containerd (built by `make images`), so nothing is pulled.
+    (pod,) = wait_for(
+        lambda: [p for p in pods() if condition_is(p, "Ready", "True")],
+        120,
+        f"the operator pod of deployment {ns}/{operator} to run",
+    )
     assert pod["spec"]["serviceAccountName"] == operator
-    assert pod["spec"]["containers"][0]["image"] == "zeta-router:0.1.0"
+    assert pod["spec"]["containers"][0]["image"] == PROJECT_IMAGE
+    assert pod["status"]["containerStatuses"][0]["containerID"].startswith("containerd://")
+
+    # The operator in its pod reaches the apiserver (through the `kubernetes` Service) and
+    # reconciles a ZetaRouter of any namespace into running tiers.
+    app = f"{ns}-app"
+    zr = localize_zetarouter(load_cpu_sample(), namespace=app)
+    kube.create(
+        api_path("v1", "namespaces"),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app}},
+    )
+    kube.create(api_path("zeta.ai/v1alpha1", "zetarouters", app), zr)
+    zr_path = api_path("zeta.ai/v1alpha1", "zetarouters", app, zr["metadata"]["name"])
+    wait_for(lambda: condition_is(kube.get(zr_path), "Ready", "True"), 180, "the ZetaRouter Ready")
+    tiers = kube.list(api_path("apps/v1", "deployments", app))["items"]
+    assert {d["status"].get("readyReplicas") for d in tiers} == {1}
 
     # Cluster scope: the operator may manage ZetaRouters and their children anywhere, and
     # nothing more than it needs.
-    assert can_i(k8s, sa, "patch", "zetarouters.zeta.ai", "default")
-    assert can_i(k8s, sa, "create", "deployments.apps", "kube-public")
-    assert can_i(k8s, sa, "get", "secrets", "default")
-    assert can_i(k8s, sa, "create", "secrets", "default")  # each ZetaRouter's router key
-    assert not can_i(k8s, sa, "list", "secrets", "default")
+    assert can_i(real_node.kubeconfig, sa, "patch", "zetarouters.zeta.ai", "default")
+    assert can_i(real_node.kubeconfig, sa, "create", "deployments.apps", "kube-public")
+    assert can_i(real_node.kubeconfig, sa, "get", "secrets", "default")
+    assert can_i(real_node.kubeconfig, sa, "create", "secrets", "default")  # the router key
+    assert not can_i(real_node.kubeconfig, sa, "list", "secrets", "default")
     # networkPolicy.enabled: a NetworkPolicy per ZetaRouter, so the operator may manage them.
-    assert can_i(k8s, sa, "create", "networkpolicies.networking.k8s.io", "default")
-    assert not can_i(k8s, sa, "patch", "secrets", "default")
-    assert not can_i(k8s, sa, "update", "deployments.apps", "default")
-    assert not can_i(k8s, sa, "delete", "zetarouters.zeta.ai", "default")
-    assert not can_i(k8s, sa, "create", "pods", "default")
+    assert can_i(real_node.kubeconfig, sa, "create", "networkpolicies.networking.k8s.io", "default")
+    assert not can_i(real_node.kubeconfig, sa, "patch", "secrets", "default")
+    assert not can_i(real_node.kubeconfig, sa, "update", "deployments.apps", "default")
+    assert not can_i(real_node.kubeconfig, sa, "delete", "zetarouters.zeta.ai", "default")
+    assert not can_i(real_node.kubeconfig, sa, "create", "pods", "default")
 
-    assert name in helm(k8s, "list", "--namespace", ns, "--short")
-    helm(k8s, "uninstall", name, "--namespace", ns)
+    helm_args = ["--namespace", ns, "--kubeconfig", str(real_node.kubeconfig)]
+    assert name in run_tool("helm", ["list", "--short", *helm_args]).stdout
+    run_tool("helm", ["uninstall", name, *helm_args])
     installed.remove(ns)
     for path in expected:
         wait_for(lambda p=path: gone(kube, p), 60, f"{path} to be deleted")
+    wait_for(lambda: not pods(), 90, "the operator pod to be gone")
     # CRDs stay (Helm never deletes them): ZetaRouters outlive the operator's release.
     assert get_or_none(kube, crd_path("zetarouters.zeta.ai"))
+    assert get_or_none(kube, zr_path)
 
 
 def test_install_namespace_scope(
@@ -163,15 +223,17 @@ def test_install_namespace_scope(
         is None
     )
     # Rights in its own namespace only.
-    assert can_i(k8s, sa, "patch", "zetarouters.zeta.ai", ns)
-    assert can_i(k8s, sa, "create", "configmaps", ns)
-    assert not can_i(k8s, sa, "patch", "zetarouters.zeta.ai", "default")
-    assert not can_i(k8s, sa, "create", "configmaps", "default")
-    assert not can_i(k8s, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", ns)
+    assert can_i(k8s.kubeconfig, sa, "patch", "zetarouters.zeta.ai", ns)
+    assert can_i(k8s.kubeconfig, sa, "create", "configmaps", ns)
+    assert not can_i(k8s.kubeconfig, sa, "patch", "zetarouters.zeta.ai", "default")
+    assert not can_i(k8s.kubeconfig, sa, "create", "configmaps", "default")
+    assert not can_i(
+        k8s.kubeconfig, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", ns
+    )
     # Secrets: the one on the allow-list, nothing else.
-    assert can_i(k8s, sa, "get", "secrets/prometheus-auth", ns)
-    assert not can_i(k8s, sa, "get", "secrets/another", ns)
-    assert not can_i(k8s, sa, "list", "secrets", ns)
+    assert can_i(k8s.kubeconfig, sa, "get", "secrets/prometheus-auth", ns)
+    assert not can_i(k8s.kubeconfig, sa, "get", "secrets/another", ns)
+    assert not can_i(k8s.kubeconfig, sa, "list", "secrets", ns)
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--prometheus-secrets=allow-list" in args
 

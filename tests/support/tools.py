@@ -15,18 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TOOLS_ENV = "ZETA_ROUTER_TOOLS_BIN"
-
-
-def tools_dir() -> Path:
-    explicit = os.environ.get(TOOLS_ENV)
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("ZETA_CACHE_DIR")
-    if cache:
-        return Path(cache) / "tools" / "bin"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "zeta-router" / "tools" / "bin"
+from zeta_router_dev.cluster.binaries import TOOLS_ENV, tools_dir
 
 
 def tool(name: str) -> Path:

@@ -64,3 +64,90 @@ def find_binaries() -> Binaries:
         kube_apiserver=found["kube-apiserver"],
         kube_controller_manager=found["kube-controller-manager"],
     )
+
+
+# The node's programs from Debian packages (scripts/install-system-deps.sh installs them all).
+NODE_PACKAGES: dict[str, str] = {
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "containerd-shim-runc-v2": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "ip6tables": "iptables",
+    "ip": "iproute2",
+    "conntrack": "conntrack",
+    "openssl": "openssl",
+}
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+CNI_DIR = Path("/usr/lib/cni")
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    kubelet: Path
+    kube_proxy: Path
+    kube_scheduler: Path
+
+
+def missing_node_programs() -> list[str]:
+    """The real node's programs this machine lacks, each named with the Debian package that has
+    it (empty when all are there)."""
+    missing: list[str] = []
+    for program, package in NODE_PACKAGES.items():
+        if shutil.which(program) is None and not Path("/usr/sbin", program).exists():
+            missing.append(f"{program} (Debian package {package})")
+    for plugin in CNI_PLUGINS:
+        if not (CNI_DIR / plugin).is_file():
+            missing.append(f"{CNI_DIR / plugin} (Debian package containernetworking-plugins)")
+    return missing
+
+
+def find_node_binaries() -> NodeBinaries:
+    """kubelet, kube-proxy and kube-scheduler from the kubernetes build, after checking that the
+    node's Debian programs are installed; a :class:`MissingBinaryError` names what is missing and
+    how to get it."""
+    missing = missing_node_programs()
+    if missing:
+        raise MissingBinaryError(
+            "the real node needs programs that are not installed: "
+            + "; ".join(missing)
+            + ". Install them with `make system-deps` (scripts/install-system-deps.sh)"
+        )
+    bin_dir = k8s_bin_dir()
+    found: dict[str, Path] = {}
+    absent = []
+    for name in ("kubelet", "kube-proxy", "kube-scheduler"):
+        path = bin_dir / name
+        if path.is_file() and os.access(path, os.X_OK):
+            found[name] = path
+        else:
+            absent.append(name)
+    if absent:
+        raise MissingBinaryError(
+            f"{', '.join(absent)} not found in {bin_dir}; build them once with "
+            f"`make control-plane` (scripts/build-control-plane.sh builds the control plane "
+            f"and the node programs, ~25 min cold) or point $ZETA_K8S_BIN_DIR at a directory "
+            f"holding kubelet, kube-proxy and kube-scheduler {K8S_VERSION}"
+        )
+    return NodeBinaries(found["kubelet"], found["kube-proxy"], found["kube-scheduler"])
+
+
+TOOLS_ENV = "ZETA_ROUTER_TOOLS_BIN"
+
+
+def tools_dir() -> Path:
+    """Where `make tools` (scripts/fetch-helm-kubectl.sh) puts helm and kubectl:
+    ``$ZETA_ROUTER_TOOLS_BIN`` when set, else ``<cache>/tools/bin``."""
+    explicit = os.environ.get(TOOLS_ENV)
+    return Path(explicit) if explicit else cache_root() / "tools" / "bin"
+
+
+def find_tool(name: str) -> Path:
+    """The path of ``helm`` or ``kubectl``; a :class:`MissingBinaryError` says how to get it."""
+    path = tools_dir() / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise MissingBinaryError(
+            f"{name} not found at {path}: run `make tools` (it fetches helm and kubectl), or "
+            f"point ${TOOLS_ENV} at a directory holding them"
+        )
+    return path

@@ -1,15 +1,18 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and
+"""A real Kubernetes control plane on this machine: etcd, kube-apiserver and
 kube-controller-manager as background processes, with their data, keys, logs, kubeconfig and
 PIDs under one state directory.
 
 ``LocalControlPlane(state_dir).up()`` is what `zeta-router cluster up` and the test fixtures
-call; ``down()`` stops the processes by PID. There is no kubelet and no scheduler: pods of
-ZetaRouters are bound and marked ready by ``zeta_router_dev.local.kubelet``, which ``up()`` starts
-when asked to.
+call; ``down()`` stops the processes by PID. By default everything listens on 127.0.0.1 and there
+is no kubelet and no scheduler: pods of ZetaRouters are bound and marked ready by
+``zeta_router_dev.local.kubelet``, which ``up()`` starts when asked to. For a real node
+(``zeta_router_dev.cluster.node``) the apiserver listens on the node's bridge address instead
+(``advertise_address``), so that pods reach it, directly and through the ``kubernetes`` Service.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -29,7 +32,9 @@ from zeta_router_dev.cluster.kubeconfig import build_kubeconfig, write_kubeconfi
 from zeta_router_dev.cluster.processes import ProcessRecord, free_port, log_tail, spawn
 
 STATE_FILE = "state.json"
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+# A range reserved for network testing (RFC 2544): no Service address can ever be a real
+# network's. Pods of a real node live in 198.18.0.0/24 (zeta_router_dev.cluster.nodeconfig).
+SERVICE_CLUSTER_IP_RANGE = "198.19.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KUBELET_NODE_NAME = "zeta-local-node"
 # Order matters: started in this order, stopped in the reverse one.
@@ -39,6 +44,11 @@ _PORT_RETRIES = 3
 
 def default_state_dir() -> Path:
     return cache_root() / "cluster"
+
+
+def kubernetes_service_ip(service_range: str = SERVICE_CLUSTER_IP_RANGE) -> str:
+    """The ClusterIP of the ``kubernetes`` Service: the first address of the Service range."""
+    return str(next(ipaddress.ip_network(service_range).hosts()))
 
 
 class ControlPlaneError(RuntimeError):
@@ -54,6 +64,8 @@ class ClusterState:
     admin_token: str
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, ProcessRecord] = field(default_factory=dict)
+    address: str = "127.0.0.1"
+    """Where the apiserver listens."""
 
     def save(self) -> None:
         data = {
@@ -61,6 +73,7 @@ class ClusterState:
             "server": self.server,
             "caCert": str(self.ca_cert),
             "adminToken": self.admin_token,
+            "address": self.address,
             "ports": self.ports,
             "processes": {k: v.to_json() for k, v in self.processes.items()},
         }
@@ -82,6 +95,7 @@ class ClusterState:
             server=str(data["server"]),
             ca_cert=Path(data["caCert"]),
             admin_token=str(data["adminToken"]),
+            address=str(data.get("address", "127.0.0.1")),
             ports={str(k): int(v) for k, v in data.get("ports", {}).items()},
             processes={
                 str(k): ProcessRecord.from_json(v) for k, v in data.get("processes", {}).items()
@@ -137,11 +151,25 @@ def _bind_failed(record: ProcessRecord) -> bool:
 class LocalControlPlane:
     """The control plane under ``state_dir`` (default ``~/.cache/zeta-router/cluster``)."""
 
-    def __init__(self, state_dir: Path | None = None, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        die_with_parent: bool = False,
+        advertise_address: str | None = None,
+    ) -> None:
         self.state_dir = (state_dir or default_state_dir()).resolve()
         # True: the processes get SIGTERM when the thread that started them exits (the demo,
         # which must leave nothing behind); False: they outlive `zeta-router cluster up`.
         self.die_with_parent = die_with_parent
+        # None: the apiserver listens on 127.0.0.1 only and the `kubernetes` Service has no
+        # endpoints (nothing in a pod could reach it). An address (a real node's bridge): the
+        # apiserver listens and advertises there, its certificate names it and the Service's
+        # ClusterIP, and it reaches kubelets with a client certificate on their InternalIP.
+        self.advertise_address = advertise_address
+
+    @property
+    def address(self) -> str:
+        return self.advertise_address or "127.0.0.1"
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -197,13 +225,15 @@ class LocalControlPlane:
         self.state_dir.chmod(0o700)
         deadline = time.monotonic() + timeout
         say("generating certificates and tokens")
-        keys = pki_mod.generate(self.state_dir / "pki")
+        extra_ips = [self.address, kubernetes_service_ip()] if self.advertise_address else []
+        keys = pki_mod.generate(self.state_dir / "pki", extra_ips)
         st = ClusterState(
             state_dir=self.state_dir,
             kubeconfig=self.state_dir / "kubeconfig",
             server="",
             ca_cert=keys.ca_cert,
             admin_token=keys.admin_token,
+            address=self.address,
         )
         st.save()
         try:
@@ -337,13 +367,36 @@ class LocalControlPlane:
     ) -> None:
         etcd_url = f"http://127.0.0.1:{st.ports['etcd-client']}"
         ctx = _ssl_context(keys.ca_cert)
+        address = self.address
+        if self.advertise_address:
+            kubelet_client = pki_mod.issue_client_cert(
+                keys.ca_cert,
+                keys.ca_key,
+                keys.ca_cert.parent,
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                "system:masters",
+            )
+            node_flags = [
+                # The kubelet checks this certificate (x509 authentication, Webhook
+                # authorization); it listens on the node's InternalIP, the bridge address.
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            node_flags = [
+                # Nothing can reach 127.0.0.1 from a pod, and Endpoints refuse loopback
+                # addresses: the `kubernetes` Service keeps no endpoints here.
+                "--endpoint-reconciler-type=none",
+            ]
 
         def argv(ports: dict[str, int]) -> list[str]:
             return [
                 str(b.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--secure-port={ports['apiserver']}",
                 "--insecure-port=0",
                 f"--cert-dir={keys.ca_cert.parent}",
@@ -356,9 +409,7 @@ class LocalControlPlane:
                 f"--service-account-signing-key-file={keys.sa_key}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                # Nothing can reach 127.0.0.1 from a pod, and Endpoints refuse loopback
-                # addresses: the `kubernetes` Service keeps no endpoints here.
-                "--endpoint-reconciler-type=none",
+                *node_flags,
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--event-ttl=1h",
@@ -366,11 +417,11 @@ class LocalControlPlane:
             ]
 
         def ready(ports: dict[str, int]) -> Callable[[], bool]:
-            url = f"https://127.0.0.1:{ports['apiserver']}/readyz"
+            url = f"https://{address}:{ports['apiserver']}/readyz"
             return lambda: _http_get(url, keys.admin_token, ctx)[0] == 200
 
         self._spawn_with_ports(st, "kube-apiserver", ["apiserver"], argv, ready, deadline)
-        st.server = f"https://127.0.0.1:{st.ports['apiserver']}"
+        st.server = f"https://{address}:{st.ports['apiserver']}"
         st.save()
 
     def _start_controller_manager(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,47 @@ _SERVER_SANS = (
     "DNS:kubernetes.default.svc",
     "DNS:kubernetes.default.svc.cluster.local",
 )
+
+
+def server_sans(extra_ips: Sequence[str] = ()) -> list[str]:
+    """The subjectAltName entries of the apiserver's serving certificate."""
+    extra = [f"IP:{ip}" for ip in extra_ips if f"IP:{ip}" not in _SERVER_SANS]
+    return [*_SERVER_SANS, *dict.fromkeys(extra)]
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    cert: Path
+    key: Path
+
+
+def issue_client_cert(
+    ca_cert: Path, ca_key: Path, directory: Path, name: str, common_name: str, org: str = ""
+) -> ClientCert:
+    """A client certificate signed by the cluster CA: the apiserver authenticates it as user
+    ``common_name`` in group ``org`` (``--client-ca-file``), so no token file changes and no
+    apiserver restart are needed. Files ``<name>.crt`` and ``<name>.key`` (mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    d = directory
+    subject = f"/O={org}/CN={common_name}" if org else f"/CN={common_name}"
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=d)
+    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
+    (d / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", str(ca_cert), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-CAserial", f"{name}.srl", "-days", "365", "-sha256",
+        "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d,
+    )  # fmt: skip
+    for suffix in ("crt", "key", "csr", "ext", "srl"):
+        path = d / f"{name}.{suffix}"
+        if path.exists():
+            path.chmod(0o600)
+    return ClientCert(d / f"{name}.crt", d / f"{name}.key")
 
 
 @dataclass(frozen=True)
@@ -45,9 +87,11 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
-def generate(directory: Path) -> Pki:
+def generate(directory: Path, extra_ips: Sequence[str] = ()) -> Pki:
     """Create a CA, an apiserver serving certificate signed by it, a service-account signing key
-    pair and a static token file, all under ``directory`` (mode 0700)."""
+    pair and a static token file, all under ``directory`` (mode 0700). ``extra_ips`` are more
+    addresses the serving certificate is valid for (a real node's pods reach the apiserver on
+    the node's bridge and through the ``kubernetes`` Service)."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     d = directory
@@ -65,7 +109,7 @@ def generate(directory: Path) -> Pki:
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={','.join(_SERVER_SANS)}\n"
+        f"subjectAltName={','.join(server_sans(extra_ips))}\n"
     )
     _openssl(
         "x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key",

@@ -21,15 +21,23 @@ from zeta_router_dev.demo import requirements
 _DESCRIPTION = """\
 Run ZetaRouter end to end on this machine, with nothing but the repository.
 
-Starts a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager and a
-kubelet stand-in), installs the ZetaRouter CRD, runs the operator, starts Prometheus, two
-llama.cpp servers (SmolLM2-135M, one CPU thread each) as the tiers "small" and "large", and one
-router per tier, standing in for the tiers' pods; the routing ConfigMap the operator writes is
-copied to the routers' config file as the kubelet would. Then it applies a CPU ZetaRouter and
-sends a mix of easy, medium and hard prompts in the contexts ZetaHRM and ZetaTRM through the
-official openai client, showing requests per tier and context, thresholds, replicas and
-latency as they change. At the end it prints a summary and writes it, with a PNG of the run,
-to --output.
+On a real local node (--node real, the default when one can run here: root, `make prepare`
+done, and no other real node running): starts the control plane with a real node (containerd,
+kubelet, kube-proxy, kube-scheduler, cluster DNS), a Prometheus that finds pods through the
+chart's monitors, installs the operator with the Helm chart as a pod, and applies a CPU
+ZetaRouter whose two tiers ("small" and "large": llama.cpp serving SmolLM2-135M, one CPU thread,
+plus the router sidecar) run as real pods from the images `make images` built. The workload
+goes through the ZetaRouter's entry Service.
+
+With the kubelet stand-in (--node standin): the control plane, the operator as a process, two
+llama.cpp servers and one router per tier as local processes standing in for the tiers' pods;
+the routing ConfigMap the operator writes is copied to the routers' config file as the kubelet
+would.
+
+Either way it sends a mix of easy, medium and hard prompts in the contexts ZetaHRM and ZetaTRM
+through the official openai client, showing requests per tier and context, thresholds, replicas
+and latency as they change. At the end it prints a summary (which says the kind of node) and
+writes it, with a PNG of the run, to --output.
 
 Ctrl-C (or SIGTERM) stops the workload, writes the summary and stops every process the demo
 started, by PID.
@@ -102,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the workload's prompt mix (default 0)"
     )
     parser.add_argument(
+        "--node",
+        choices=("auto", "real", "standin"),
+        default="auto",
+        help="where the tiers run: a real local node, the kubelet stand-in, or auto (real when "
+        "one can run here, else the stand-in, saying why; default)",
+    )
+    parser.add_argument(
         "--no-install",
         action="store_true",
         help="fail instead of installing missing Python packages",
@@ -151,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not _preflight(args, err):
         return 1
+    if not _choose_node(args, err):
+        return 1
 
     stop = StopRequest(lambda msg: err.print(f"[yellow]{msg}[/]"))
     stop.install()
@@ -175,6 +192,26 @@ def run(args: argparse.Namespace) -> int:
         else:
             _say(err, f"state and logs kept in {workdir}")
     return code
+
+
+def _choose_node(args: argparse.Namespace, err: Console) -> bool:
+    """Resolve ``--node auto``; a real node asked for that cannot run is an error."""
+    from zeta_router_dev.cluster.node import unavailable_reason
+
+    if args.node == "standin":
+        return True
+    reason = unavailable_reason()
+    if reason is None:
+        args.node = "real"
+        return True
+    if args.node == "real":
+        err.print(f"[red]error:[/] a real node cannot run here: {reason}")
+        return False
+    err.print(
+        f"[yellow]note:[/] running with the kubelet stand-in: a real node cannot run ({reason})"
+    )
+    args.node = "standin"
+    return True
 
 
 def _say(console: Console, msg: str) -> None:

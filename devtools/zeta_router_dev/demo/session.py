@@ -17,6 +17,7 @@ from rich.live import Live
 from zeta_router_dev.demo import view
 from zeta_router_dev.demo.observe import Sampler
 from zeta_router_dev.demo.prompts import mixed_workload
+from zeta_router_dev.demo.realstack import RealNodeStack, describe
 from zeta_router_dev.demo.resource import NAME, NAMESPACE, TIERS
 from zeta_router_dev.demo.stack import DemoStack, Interrupted, StackError
 from zeta_router_dev.demo.stats import aggregate, recent
@@ -38,7 +39,11 @@ class DemoRun:
         self.workdir = workdir
         self.stop = stop
         self.err = err
-        self.stack = DemoStack(workdir, interrupted=stop)
+        self.stack: DemoStack | RealNodeStack
+        if getattr(args, "node", "standin") == "real":
+            self.stack = RealNodeStack(workdir, interrupted=stop)
+        else:
+            self.stack = DemoStack(workdir, interrupted=stop)
         self.workload: Workload | None = None
         self.sampler: Sampler | None = None
         self.live = not args.headless and err.is_terminal
@@ -72,6 +77,7 @@ class DemoRun:
             "concurrency": self.args.concurrency,
             "max_tokens": self.args.max_tokens,
             "interrupted": interrupted,
+            "node": describe(self.stack),
             "processes": [{"name": p.name, "pid": p.pid} for p in self.stack.processes()],
             "workdir": str(self.workdir),
         }
@@ -121,12 +127,7 @@ class DemoRun:
             self.stack.start(on_step)
 
     def _endpoints(self) -> dict[str, str]:
-        out = {f"router {t}": r.base_url for t, r in self.stack.routers.items()}
-        if self.stack.prometheus is not None:
-            out["prometheus"] = self.stack.prometheus.url
-        if self.stack.kubeconfig is not None:
-            out["KUBECONFIG"] = str(self.stack.kubeconfig)
-        return out
+        return self.stack.endpoints()
 
     def _state(self, note: str = "") -> view.ViewState:
         assert self.workload is not None
@@ -157,6 +158,7 @@ class DemoRun:
             requests=mixed_workload(self.args.seed),
             concurrency=self.args.concurrency,
             max_tokens=self.args.max_tokens,
+            new_connections=self.stack.new_connections,
         )
         from zeta_router.kube import Kube
 

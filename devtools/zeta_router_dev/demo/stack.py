@@ -1,5 +1,6 @@
-"""The demo's processes: the local control plane (etcd, kube-apiserver,
-kube-controller-manager, the kubelet stand-in), the operator, Prometheus, one llama.cpp server
+"""The demo's processes with the kubelet stand-in (``--node standin``; the real node is
+``realstack``): the local control plane (etcd, kube-apiserver, kube-controller-manager, the
+kubelet stand-in), the operator, Prometheus, one llama.cpp server
 and one router per tier (standing in for each tier's pod: model server + router sidecar), and
 the copy of the routing ConfigMap the routers read (as the kubelet's ConfigMap volume).
 
@@ -73,6 +74,9 @@ class DemoStack:
     routers: dict[str, RouterProcess] = field(default_factory=dict)
     sync: ConfigMapSync | None = None
     steps: dict[str, float] = field(default_factory=dict)
+    kind: str = "standin"
+    # One client per router, kept-alive connections: each router is a process of its own here.
+    new_connections = False
 
     @property
     def logs(self) -> Path:
@@ -289,6 +293,14 @@ class DemoStack:
         return self.kube
 
     # ---- inspect and stop -------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, str]:
+        out = {f"router {t}": r.base_url for t, r in self.routers.items()}
+        if self.prometheus is not None:
+            out["prometheus"] = self.prometheus.url
+        if self.kubeconfig is not None:
+            out["KUBECONFIG"] = str(self.kubeconfig)
+        return out
 
     def processes(self) -> list[Started]:
         """Every process this stack started that it knows the PID of, in start order."""

@@ -97,6 +97,8 @@ def format_text(summary: Mapping[str, Any]) -> str:
         f"{req['errors']} errors, {req['throughput_rps']:.2f} req/s, "
         f"{req['completion_tokens']} tokens generated",
     ]
+    if summary.get("node"):
+        lines.append(f"  node: {summary['node']}")
     if summary.get("startup_s") is not None:
         lines.append(f"  startup: {summary['startup_s']:.1f} s")
 

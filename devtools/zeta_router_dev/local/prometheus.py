@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,16 +71,21 @@ def pod_labels(
 
 
 def build_config(
-    targets: Sequence[ScrapeTarget], scrape_interval: float = 1.0, job: str = "zeta-router"
+    targets: Sequence[ScrapeTarget],
+    scrape_interval: float = 1.0,
+    job: str = "zeta-router",
+    jobs: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
-    """A Prometheus config with one static job per metrics path; labels go on each target."""
+    """A Prometheus config with one static job per metrics path (labels go on each target),
+    followed by ``jobs`` as given (e.g. Kubernetes service discovery from the chart's monitors,
+    ``zeta_router_dev.local.monitors``)."""
     interval = f"{max(scrape_interval, 0.1):g}s"
     by_path: dict[str, list[dict[str, object]]] = {}
     for t in targets:
         by_path.setdefault(t.metrics_path, []).append(
             {"targets": [t.address], "labels": dict(t.labels)}
         )
-    jobs: list[dict[str, object]] = [
+    static_jobs: list[dict[str, object]] = [
         {
             "job_name": job if i == 0 else f"{job}-{i}",
             "metrics_path": path,
@@ -90,9 +95,10 @@ def build_config(
         }
         for i, (path, statics) in enumerate(sorted(by_path.items()))
     ]
+    static_jobs.extend(dict(j) for j in jobs)
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": jobs,
+        "scrape_configs": static_jobs,
     }
 
 
@@ -108,9 +114,37 @@ def find_binary() -> str:
     return found
 
 
-def free_port() -> int:
+def supports_kubernetes_sd(binary: str | None = None) -> bool:
+    """Whether this machine's Prometheus has Kubernetes service discovery (Debian's build does
+    not), asked of its ``promtool``."""
+    exe = binary or find_binary()
+    promtool = Path(exe).with_name("promtool")
+    if not promtool.exists():
+        found = shutil.which("promtool")
+        if found is None:
+            return False
+        promtool = Path(found)
+    config = {
+        "scrape_configs": [
+            {"job_name": "probe", "kubernetes_sd_configs": [{"role": "pod"}]},
+        ]
+    }
+    with tempfile.TemporaryDirectory(prefix="zeta-promtool-") as d:
+        path = Path(d) / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        proc = subprocess.run(
+            [str(promtool), "check", "config", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    return proc.returncode == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -123,10 +157,15 @@ class PrometheusServer:
     log_path: Path
     scrape_interval: float
     owns_data_dir: bool = False
+    host: str = "127.0.0.1"
+    jobs: tuple[Mapping[str, object], ...] = ()
+    """Scrape jobs kept as given across :meth:`set_targets`."""
+    companions: list[Callable[[], None]] = field(default_factory=list)
+    """Stopped with the server (e.g. the service discovery it reads)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -145,7 +184,9 @@ class PrometheusServer:
     def set_targets(self, targets: Sequence[ScrapeTarget]) -> None:
         """Rewrite the scrape config and make the running server load it."""
         self.config_path.write_text(
-            yaml.safe_dump(build_config(targets, self.scrape_interval), sort_keys=False)
+            yaml.safe_dump(
+                build_config(targets, self.scrape_interval, jobs=self.jobs), sort_keys=False
+            )
         )
         request = urllib.request.Request(self.url + "/-/reload", method="POST")
         with urllib.request.urlopen(request, timeout=10) as r:
@@ -163,6 +204,9 @@ class PrometheusServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
+        for stop in self.companions:
+            stop()
+        self.companions.clear()
         if self.owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -182,8 +226,11 @@ def start_prometheus(
     startup_timeout: float = 30.0,
     binary: str | None = None,
     die_with_parent: bool = False,
+    host: str = "127.0.0.1",
+    jobs: Sequence[Mapping[str, object]] = (),
 ) -> PrometheusServer:
-    """Start Prometheus on 127.0.0.1 and return once it reports ready.
+    """Start Prometheus on ``host`` (127.0.0.1 by default; a real node's bridge address lets
+    pods reach it) and return once it reports ready. ``jobs``: more scrape jobs, as given.
 
     ``port=0`` picks a free port (asked of the OS just before the start; retried if another
     process takes it in between). ``data_dir`` defaults to a new temporary directory that
@@ -195,15 +242,26 @@ def start_prometheus(
     directory = data_dir or Path(tempfile.mkdtemp(prefix="zeta-prometheus-"))
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(build_config(targets, scrape_interval), sort_keys=False))
+    config_path.write_text(
+        yaml.safe_dump(build_config(targets, scrape_interval, jobs=jobs), sort_keys=False)
+    )
     log_path = directory / "prometheus.log"
     attempts = 3 if port == 0 else 1
     last_error = ""
     for _ in range(attempts):
-        chosen = port or free_port()
+        chosen = port or free_port(host)
         server = _launch(
-            exe, chosen, config_path, directory, log_path, scrape_interval, owns, die_with_parent
+            exe,
+            chosen,
+            config_path,
+            directory,
+            log_path,
+            scrape_interval,
+            owns,
+            die_with_parent,
+            host,
         )
+        server.jobs = tuple(jobs)
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline and server.alive():
             if server.ready(timeout=1.0):
@@ -231,12 +289,13 @@ def _launch(
     scrape_interval: float,
     owns: bool,
     die_with_parent: bool = False,
+    host: str = "127.0.0.1",
 ) -> PrometheusServer:
     cmd = [
         exe,
         f"--config.file={config_path}",
         f"--storage.tsdb.path={data_dir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         "--web.enable-lifecycle",
         "--storage.tsdb.retention.time=2h",
         "--log.level=warn",
@@ -258,4 +317,5 @@ def _launch(
         log_path=log_path,
         scrape_interval=scrape_interval,
         owns_data_dir=owns,
+        host=host,
     )
