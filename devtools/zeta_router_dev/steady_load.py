@@ -35,6 +35,8 @@ class LoadReport:
     truncated: int = 0
     tiers: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    samples: list[str] = field(default_factory=list)
+    """What the first few failed or truncated requests said, for diagnosis."""
 
     @property
     def lost(self) -> int:
@@ -48,15 +50,17 @@ class LoadReport:
         self.failed.update(other.failed)
         self.truncated += other.truncated
         self.tiers.update(other.tiers)
+        self.samples.extend(other.samples[: max(0, 10 - len(self.samples))])
 
     def summary(self) -> str:
         causes = ", ".join(f"{c} {n}" for c, n in sorted(self.failed.items())) or "none"
         tiers = ", ".join(f"{t} {n}" for t, n in sorted(self.tiers.items()))
-        return (
+        text = (
             f"{self.sent} requests in {self.seconds:.0f} s ({self.streamed} streamed): "
             f"{self.answered} answered, {sum(self.failed.values())} failed ({causes}), "
             f"{self.truncated} truncated; by tier: {tiers}"
         )
+        return "\n".join([text, *(f"  - {s}" for s in self.samples)])
 
 
 def _cause(exc: BaseException) -> str:
@@ -78,6 +82,7 @@ def one_request(
 ) -> LoadReport:
     """Send one chat completion and count how it ended."""
     out = LoadReport(sent=1, streamed=int(stream))
+    began = time.strftime("%H:%M:%S")
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": prompt}]
     try:
         if not stream:
@@ -93,6 +98,7 @@ def one_request(
                 out.tiers[raw.headers.get("x-zeta-tier", "?")] += 1
             else:
                 out.truncated = 1
+                out.samples.append(f"{began} truncated answer (no finish_reason)")
             return out
         chunks = client.chat.completions.create(
             model=model,
@@ -114,8 +120,11 @@ def one_request(
             out.tiers[tier] += 1
         else:
             out.truncated = 1
+            out.samples.append(f"{began} stream from tier {tier} ended without finish_reason")
     except Exception as exc:  # every way a request can end badly is a count, never a crash
         out.failed[_cause(exc)] += 1
+        stream_or_not = "stream" if stream else "request"
+        out.samples.append(f"{began} {stream_or_not} failed: {_cause(exc)}: {str(exc)[:300]}")
     return out
 
 

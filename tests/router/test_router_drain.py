@@ -136,8 +136,9 @@ def test_the_model_server_is_released_only_after_the_stream_to_it_ended(
     events: list[tuple[str, float]] = []
     stream = stream_in_background(router, events)
     wait_event(events, "first-token")
-    # The model container's preStop, on the admin port.
-    status, body, _ = request(router.admin_url + MODEL_IDLE_PATH)
+    # The model container's preStop, on the admin port, as a kubelet before 1.23 asks for it
+    # ("http://host:port/" + the path) when the path keeps its slash.
+    status, body, _ = request(router.admin_url + "/" + MODEL_IDLE_PATH)
     events.append(("model-released", time.monotonic()))
     stream.join(300)
     assert status == 200, body

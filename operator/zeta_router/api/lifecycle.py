@@ -32,6 +32,11 @@ DRAIN_PATH: Final = "/drain"
 MODEL_IDLE_PATH: Final = "/drain/model-idle"
 """GET: answers after the drain delay, once the pod's model server holds no request (or cannot
 be reached); waits at most the router's total request timeout."""
+MODEL_IDLE_HOOK_PATH: Final = MODEL_IDLE_PATH.lstrip("/")
+"""The path as a pod's ``httpGet`` hook names it: without its leading slash, because kubelets
+before 1.23 put a slash of their own in front (``http://host:port/`` + path; measured on 1.20:
+``//drain/model-idle`` answered 404 and the model server was stopped at once), and later ones
+add the slash a path lacks."""
 GRACE_MARGIN_SECONDS: Final = 15
 """Time left for the processes to exit once their requests are done."""
 

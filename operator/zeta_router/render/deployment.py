@@ -30,7 +30,7 @@ import json
 from typing import Any, Final
 
 from zeta_router.api import defaults
-from zeta_router.api.lifecycle import MODEL_IDLE_PATH, termination_grace_seconds
+from zeta_router.api.lifecycle import MODEL_IDLE_HOOK_PATH, termination_grace_seconds
 from zeta_router.api.models import ResourceRequirements, TierSpec, ZetaRouterSpec
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.render import names
@@ -160,7 +160,7 @@ def model_container(spec: ZetaRouterSpec, tier: TierSpec) -> dict[str, Any]:
         # Not stopped while it holds requests: the kubelet asks the router in the same pod, on
         # its admin port (a number: a hook resolves port names in its own container only).
         "lifecycle": {
-            "preStop": {"httpGet": {"path": MODEL_IDLE_PATH, "port": spec.router.admin_port}}
+            "preStop": {"httpGet": {"path": MODEL_IDLE_HOOK_PATH, "port": spec.router.admin_port}}
         },
         "volumeMounts": mounts,
         "securityContext": _container_security(tier.run_as_user),

@@ -96,6 +96,8 @@ class Lifecycle:
         hooks = admin_app if admin_app is not None else app
         hooks.router.add_post(DRAIN_PATH, self.handle_drain)
         hooks.router.add_get(MODEL_IDLE_PATH, self.handle_model_idle)
+        # What a kubelet before 1.23 asks for when a hook's path starts with a slash.
+        hooks.router.add_get("/" + MODEL_IDLE_PATH, self.handle_model_idle)
         app.on_response_prepare.append(self._close_when_draining)
 
     async def released(self) -> None:
@@ -162,15 +164,20 @@ class Lifecycle:
             return True
         url, engine = local
         quiet = 0
-        timeout = aiohttp.ClientTimeout(total=2.0)
+        timeout = aiohttp.ClientTimeout(total=5.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.monotonic() < deadline:
                 try:
                     async with session.get(f"{url}/metrics") as resp:
-                        text = await resp.text() if resp.status == 200 else ""
+                        status, text = resp.status, await resp.text()
+                except aiohttp.ClientConnectorError:
+                    return True  # nothing listens any more: nothing left to protect
                 except (aiohttp.ClientError, TimeoutError):
-                    return True  # nothing left to protect
-                held = in_flight(text, engine)
+                    # A busy server answers its metrics late: busy is not idle.
+                    quiet = 0
+                    await asyncio.sleep(POLL_SECONDS)
+                    continue
+                held = in_flight(text, engine) if status == 200 else None
                 if held is None:
                     return True  # no gauge to wait on: the drain delay was all we could do
                 quiet = quiet + 1 if held <= 0 else 0
