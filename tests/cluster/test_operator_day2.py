@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,8 +42,18 @@ from zeta_router_dev.local.operator_proc import OperatorProcess
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
 
 ROLLOUT_TIMEOUT = 60.0
-# Long enough for the operator to have reacted to anything, several drift checks included.
-SETTLE = 3 * DRIFT_INTERVAL + 2
+
+
+def three_drift_checks(operator: OperatorProcess) -> None:
+    """Return once the operator has checked its ZetaRouter for drift three more times: by then
+    it has reacted to anything it would react to (counted, not waited out)."""
+    operator.wait_counted(
+        "zeta_operator_reconciles_total",
+        3,
+        3 * DRIFT_INTERVAL + TIMEOUT,
+        "three drift checks",
+        trigger="drift",
+    )
 
 
 def deployment(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
@@ -98,7 +107,7 @@ def test_fields_of_other_managers_survive_and_ours_are_put_back(
         )
 
     wait_for(repaired, 2 * DRIFT_INTERVAL + TIMEOUT, "our fields put back")
-    time.sleep(SETTLE)  # several drift checks more
+    three_drift_checks(operator)
     dep = kube.get(dep_path)
     assert dep["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] == "apps:Deployment/x"
     assert dep["metadata"]["labels"]["policy.example.com/owner"] == "team-a"
@@ -127,7 +136,7 @@ def test_an_object_of_someone_else_is_not_taken_over(
     degraded = wait_condition(kube, namespace, "chat", "Degraded", "True")
     message = conditions(degraded)["Degraded"]["message"]
     assert "ConfigMap chat-routing exists and is not managed by this ZetaRouter" in message
-    time.sleep(SETTLE)
+    three_drift_checks(operator)
     cm = kube.get(api_path("v1", "configmaps", namespace, "chat-routing"))
     assert cm["data"] == {"mine": "yes"}
     assert "ownerReferences" not in cm["metadata"]
@@ -136,7 +145,9 @@ def test_an_object_of_someone_else_is_not_taken_over(
 # ---- one tier's template at a time ------------------------------------------------------------
 
 
-def _one_tier_at_a_time(kube: Kube, namespace: str, change: Any, new_router_image: str) -> None:
+def _one_tier_at_a_time(
+    kube: Kube, namespace: str, operator: OperatorProcess, change: Any, new_router_image: str
+) -> None:
     """Both tiers Ready; pods held unready; ``change()`` changes every tier's template; the
     first tier rolls while the second waits; released, the second rolls too."""
     wait_condition(kube, namespace, "chat", "Ready", "True")
@@ -173,7 +184,7 @@ def _one_tier_at_a_time(kube: Kube, namespace: str, change: Any, new_router_imag
         {"spec": {"replicas": 2}},
         MERGE_PATCH,
     )
-    time.sleep(SETTLE)
+    three_drift_checks(operator)
     held = deployment(kube, namespace, large)
     assert held["spec"]["template"] == before["spec"]["template"]
     assert held["spec"]["replicas"] == 2
@@ -205,7 +216,7 @@ def test_a_change_of_every_tier_rolls_them_one_at_a_time(
     def change() -> None:
         patch_spec(kube, namespace, "chat", {"router": {"image": image}})
 
-    _one_tier_at_a_time(kube, namespace, change, image)
+    _one_tier_at_a_time(kube, namespace, operator, change, image)
 
 
 def test_an_operator_upgrade_rolls_the_tiers_one_at_a_time(
@@ -221,7 +232,7 @@ def test_an_operator_upgrade_rolls_the_tiers_one_at_a_time(
         operator.extra_args = [*operator.extra_args, f"--router-image={image}"]
         operator.start()
 
-    _one_tier_at_a_time(kube, namespace, upgrade, image)
+    _one_tier_at_a_time(kube, namespace, operator, upgrade, image)
 
 
 # ---- Prometheus credentials -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
-from zeta_router_dev.local.router_proc import start_router
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 REQUESTS = 2000
 CONCURRENCY = 64
@@ -69,6 +69,14 @@ def test_every_request_answered_exactly_once(upstream: FakeUpstream, tmp_path: P
         assert r.stop() == 0
 
 
+def wait_draining(r: RouterProcess, timeout: float = 10.0) -> None:
+    """Return once the router reports draining (its admin port's readiness fails)."""
+    deadline = time.monotonic() + timeout
+    while r.get("/readyz")[0] != 503:
+        assert time.monotonic() < deadline, f"the router did not start draining within {timeout}s"
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Path) -> None:
     upstream.control(chunks=15, chunk_delay=0.1)
     r = start_router(["--tier", f"small={upstream.url}", "--drain-seconds", "20"], tmp_path)
@@ -79,7 +87,7 @@ def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Pat
             async with s.post(r.base_url + "/chat/completions", json=body) as resp:
                 lines = [(await resp.content.readline()).decode()]
                 r.process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
+                await asyncio.to_thread(wait_draining, r)
                 try:  # no new connections once draining
                     async with aiohttp.ClientSession() as s2, s2.get(r.url + "/v1/models"):
                         refused = False

@@ -18,7 +18,8 @@ reconciliation, which renders the children with it, applies them and writes the 
   the last change (``zeta_router_config_generation``).
 - ``mode: advisory``: nothing is applied; the recommendation is in the status and the Events.
 - Feedback without autoscaling moves thresholds only; replicas stay the user's.
-- A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``.
+- A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``; every
+  interval that reads metrics counts in ``zeta_operator_loop_intervals_total{metrics}``.
 - No metrics (Prometheus unreachable, timing out, erroring, or no series), or a credential the
   policy refuses (`zeta_router.autoscale.credentials`): nothing changes, ``MetricsAvailable=False``
   says why, and the next interval tries again.
@@ -74,6 +75,12 @@ DECISIONS = Counter(
     "Changes decided by the control loop (applied, or recommended in advisory mode), by kind "
     "(replicas, thresholds) and direction (up, down).",
     ("kind", "direction"),
+)
+INTERVALS = Counter(
+    "zeta_operator_loop_intervals_total",
+    "Control-loop intervals run, by what Prometheus gave (metrics: ok, or why not: unreachable, "
+    "timeout, no-series, error, refused).",
+    ("metrics",),
 )
 DEFAULT_TICK = 5.0
 """How long a ZetaRouter's daemon waits before its first interval, and between two looks at a
@@ -210,6 +217,7 @@ class ControlLoop:
             mem.state = self.remembered_state(body) or self.rebuilt_state(settings, running)
         state = mem.state.with_current(policy, running.replicas, running.thresholds)
         snapshot = self.snapshot(body, settings, mem)
+        INTERVALS.labels(snapshot.status.value).inc()
         decision = decide(policy, snapshot, state, now)
         if not settings.scales_replicas:
             # Feedback without autoscaling: thresholds only, replicas stay the user's.
