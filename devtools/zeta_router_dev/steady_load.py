@@ -141,7 +141,11 @@ class SteadyLoad:
         max_tokens: int = 24,
         timeout: float = 300.0,
         pause: float = 0.0,
+        pinned: tuple[str | None, ...] = (None,),
     ) -> None:
+        """``pinned``: tiers the requests go to in turn (``X-Zeta-Tier``, which the ZetaRouter
+        must allow); ``None`` lets the router choose."""
+        self.pinned = pinned
         self.base_url = base_url
         self.model = model
         self.clients = clients
@@ -154,6 +158,8 @@ class SteadyLoad:
         self._reports: list[LoadReport] = []
         self._lock = threading.Lock()
         self._started = 0.0
+        self._answered = 0
+        self._answered_changed = threading.Condition(self._lock)
 
     def _run(self, index: int) -> None:
         client = openai.OpenAI(
@@ -164,7 +170,13 @@ class SteadyLoad:
         while not self._stop.is_set():
             stream = self.stream_every > 0 and (n + index) % self.stream_every == 0
             prompt = PROMPTS[(n + index) % len(PROMPTS)]
-            mine.add(one_request(client, self.model, prompt, stream, self.max_tokens))
+            tier = self.pinned[(n + index) % len(self.pinned)]
+            headers = {"X-Zeta-Tier": tier} if tier else None
+            one = one_request(client, self.model, prompt, stream, self.max_tokens, headers)
+            mine.add(one)
+            with self._answered_changed:
+                self._answered += one.answered
+                self._answered_changed.notify_all()
             n += 1
             if self.pause:
                 self._stop.wait(self.pause)
@@ -178,6 +190,17 @@ class SteadyLoad:
             t.start()
             self._threads.append(t)
         return self
+
+    def wait_answered(self, count: int, timeout: float = 300.0) -> None:
+        """Return once ``count`` more requests have been answered than when called (the load
+        is flowing); TimeoutError if not within ``timeout`` seconds."""
+        with self._answered_changed:
+            target = self._answered + count
+            if not self._answered_changed.wait_for(lambda: self._answered >= target, timeout):
+                raise TimeoutError(
+                    f"{count} requests were not answered within {timeout:g}s "
+                    f"({self._answered - target + count} were)"
+                )
 
     def stop(self) -> LoadReport:
         """Stop sending and wait for the requests in flight; the counts of everything sent."""

@@ -43,10 +43,12 @@ def stack(real_node: RealNodeHandle) -> Iterator[Stack]:
             s.kube.delete(api_path("v1", "namespaces", None, ns))
 
 
-def check(stack: Stack, outcome: Outcome, min_answered: int) -> None:
+def check(stack: Stack, outcome: Outcome, min_answered: int, tiers: tuple[str, ...] = ()) -> None:
     report = outcome.clients
     context = f"{outcome.summary()}\n{debug_dump(stack.kube, stack.namespace)}"
     assert report.answered >= min_answered, context
+    for tier in tiers:  # every tier served while it rolled
+        assert report.tiers[tier] > 0, context
     assert report.lost == 0, context
     assert report.sent == report.answered, context
 
@@ -57,14 +59,14 @@ def tiers_in_order(outcome: Outcome) -> list[str]:
 
 def test_a_template_change_of_every_tier_loses_no_request(stack: Stack) -> None:
     outcome = stack.template_change()
-    check(stack, outcome, min_answered=10)
+    check(stack, outcome, min_answered=10, tiers=("small", "large"))
     # One tier at a time, smallest first.
     assert tiers_in_order(outcome) == ["small", "large"], outcome.summary()
 
 
 def test_an_operator_upgrade_loses_no_request(stack: Stack) -> None:
     outcome = stack.operator_upgrade()
-    check(stack, outcome, min_answered=10)
+    check(stack, outcome, min_answered=10, tiers=("small", "large"))
     assert tiers_in_order(outcome) == ["small", "large"], outcome.summary()
     for tier in ("small", "large"):
         images = {

@@ -137,12 +137,15 @@ class Stack:
         """Steady load through the entry Service while ``change`` happens and the ZetaRouter
         rolls it out to the end."""
         started = time.time()
-        load = SteadyLoad(self.entry_url, NAME, clients=clients).start()
-        time.sleep(5)  # the load is flowing before anything changes
+        # A third of the requests routed as the router decides, a third pinned to each tier: both
+        # tiers carry load while they roll.
+        load = SteadyLoad(self.entry_url, NAME, clients=clients, pinned=(None, *TIERS)).start()
+        # The load is flowing (requests answered) before anything changes ...
+        load.wait_answered(2 * len(load.pinned))
         change()
         wait_until(lambda: not self.settled(), 60, "the change to start rolling out")
         self.wait_settled(timeout)
-        time.sleep(5)  # and still flowing after
+        load.wait_answered(2 * len(load.pinned))  # ... and still flowing after
         report = load.stop()
         return Outcome(name, report, time.time() - started, self.rolling_out_events(started))
 
@@ -206,6 +209,7 @@ class Stack:
         report = LoadReport()
         for r in running:
             report.add(r.join())
+        report.seconds = time.time() - started
         self.wait_settled()
         return Outcome(f"deletion of a pod of each tier, {streams} streams in flight", report,
                        time.time() - started)  # fmt: skip
