@@ -83,11 +83,12 @@ def import_time(venv: Path, runs: int) -> float:
 def router_rss(venv: Path) -> float:
     port = free_port()
     exe = venv / "bin" / "zeta-router"
-    proc = subprocess.Popen(
-        [str(exe), "router", "--tier", "small=http://127.0.0.1:9", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [str(exe), "router", "--tier", "small=http://127.0.0.1:9", "--port", str(port)]
+    helptext = subprocess.run([*argv[:2], "--help"], capture_output=True, text=True).stdout
+    if "--admin-port" in helptext:  # health on its own port (older releases served it on --port)
+        port = free_port()
+        argv += ["--admin-port", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -16,6 +16,7 @@ from zeta_router.autoscale.metrics import (
     LABEL_ROUTER,
     LABEL_TIER,
 )
+from zeta_router.render.deployment import ROUTER_ADMIN_PORT_NAME
 from zeta_router_dev.cluster.workloads import render_monitors
 from zeta_router_dev.local.kube_sd import (
     endpoints_target_groups,
@@ -77,7 +78,10 @@ def pod(name: str, tier: str, ip: str, phase: str = "Running") -> dict[str, Any]
                 {
                     "name": "router",
                     "image": "r",
-                    "ports": [{"name": "router", "containerPort": 8080}],
+                    "ports": [
+                        {"name": "router", "containerPort": 8080},
+                        {"name": ROUTER_ADMIN_PORT_NAME, "containerPort": 8081},
+                    ],
                 },
             ],
         },
@@ -128,9 +132,10 @@ def test_pods_get_the_label_contract_through_the_monitors_relabelling(
             )
             if labels is not None:
                 seen[(job["job_name"][-1], group["targets"][0])] = labels
-    # Endpoint 0 keeps the model port, endpoint 1 the router port: one target each.
-    assert set(seen) == {("0", "198.18.0.7:8000"), ("1", "198.18.0.7:8080")}
-    model, router = seen[("0", "198.18.0.7:8000")], seen[("1", "198.18.0.7:8080")]
+    # Endpoint 0 keeps the model port, endpoint 1 the router's admin port (the client port has
+    # no /metrics): one target each.
+    assert set(seen) == {("0", "198.18.0.7:8000"), ("1", "198.18.0.7:8081")}
+    model, router = seen[("0", "198.18.0.7:8000")], seen[("1", "198.18.0.7:8081")]
     for labels in (model, router):
         assert labels[LABEL_NAMESPACE] == "team-a"
         assert labels[LABEL_POD] == "chat-small-1"

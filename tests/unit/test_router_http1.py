@@ -220,3 +220,24 @@ def test_a_large_body_is_read_with_backpressure() -> None:
             assert len(pool.idle) == 1  # read to its end: kept for the next request
 
     run(main())
+
+
+def test_connections_are_renewed_after_their_maximum_age() -> None:
+    """A Service spreads connections over its pods, not requests: a connection kept for ever
+    would pin a router to the pods that existed when it connected."""
+
+    async def main() -> None:
+        async with server(lambda n: [LENGTH]) as seen:
+            kept = Pool(seen["url"], 1.0, max_age_seconds=3600)
+            for _ in range(3):
+                await call(kept)
+            assert seen["connections"] == 1
+            await kept.close()
+            renewed = Pool(seen["url"], 1.0, max_age_seconds=0)
+            for _ in range(3):
+                await call(renewed)
+            assert seen["connections"] == 1 + 3
+            assert not renewed.idle
+            await renewed.close()
+
+    run(main())

@@ -32,6 +32,12 @@ HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
 #: How long an unused pooled connection is kept.
 IDLE_SECONDS = 30.0
+#: How long a connection is reused at all. A tier's Service spreads connections, not requests,
+#: over its pods (kube-proxy picks a pod per connection): a router that kept its connections
+#: forever would never send a request to a replica added after it connected. Renewing them
+#: this often spreads traffic onto new replicas within seconds, for one TCP connect per
+#: connection per period.
+MAX_AGE_SECONDS = 10.0
 
 
 class ConnectError(OSError):
@@ -69,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_handle: asyncio.TimerHandle | None = None
         self.head_request = False  # a response to HEAD has no body
+        self.created = self.loop.time()
         self._reset()
 
     def _reset(self) -> None:
@@ -367,7 +374,9 @@ class Response:
 class Pool:
     """Keep-alive connections to one server (``scheme://host:port``)."""
 
-    def __init__(self, base_url: str, connect_seconds: float) -> None:
+    def __init__(
+        self, base_url: str, connect_seconds: float, max_age_seconds: float = MAX_AGE_SECONDS
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -381,6 +390,7 @@ class Pool:
         host_header = self.host if ":" not in self.host else f"[{self.host}]"
         self.host_header = (host_header if default else f"{host_header}:{self.port}").encode()
         self.connect_seconds = connect_seconds
+        self.max_age_seconds = max_age_seconds
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
@@ -473,7 +483,7 @@ class Pool:
 
     def release(self, conn: _Connection) -> None:
         self.busy.discard(conn)
-        if self.closing or conn.closed:
+        if self.closing or conn.closed or self.loop.time() - conn.created >= self.max_age_seconds:
             self.discard(conn)
             return
         conn.idle_handle = self.loop.call_later(IDLE_SECONDS, self._expire_idle, conn)
