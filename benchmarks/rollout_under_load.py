@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -91,6 +92,8 @@ def main() -> int:
                 kube.delete(api_path("v1", "namespaces", None, ns))
         if started_here:
             node.down()
+            if args.state_dir is None:  # the temporary folder made above
+                shutil.rmtree(state_dir.parent, ignore_errors=True)
     return 0
 
 
