@@ -7,7 +7,7 @@ docs/install.md may only name these; tests check both against this module.
 - the operator: the ``zeta_operator_*`` metrics its modules define (reconciliations, and the
   control loop's decisions);
 - the model servers: the engine metrics the control loop reads
-  (:data:`zeta_router.autoscale.metrics.ENGINE_METRICS`).
+  (:data:`zeta_router.api.engines.ENGINE_METRICS`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def operator_metrics() -> list[MetricFamily]:
 
 
 def engine_metrics() -> list[MetricFamily]:
-    from zeta_router.autoscale.metrics import ENGINE_METRICS
+    from zeta_router.api.engines import ENGINE_METRICS
 
     return [
         MetricFamily(name, "untyped", (), "", engine)

@@ -30,6 +30,9 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("operator", "zeta_router.controller.cli", "run the ZetaRouter operator (kopf)"),
     Subcommand("router", "zeta_router.router.cli", "run the routing sidecar / standalone router"),
+    Subcommand(
+        "drain", "zeta_router.router.drain_cli", "preStop hook: stop this pod's router, then wait"
+    ),
     Subcommand("crd", "zeta_router.api.cli", "print the ZetaRouter CRD generated from the models"),
     Subcommand("eval", "zeta_router.quality.eval_cli", "evaluate the scorer on labelled data"),
     Subcommand("fit", "zeta_router.quality.fit_cli", "fit scorer weights from labelled data"),

@@ -36,6 +36,9 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply (JSON is YAML, so the body is sent as JSON)."""
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""Accept header asking for an object's metadata only (its data never leaves the apiserver)."""
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Bound service-account tokens are rotated by the kubelet (hourly by default); re-reading the
@@ -376,8 +379,10 @@ class Kube:
         body: Any,
         content_type: str | None,
         timeout: float | tuple[float, float] | None,
+        accept: str = "application/json",
     ) -> urllib3.BaseHTTPResponse:
         headers = self._headers()
+        headers["Accept"] = accept
         data: bytes | None = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
@@ -415,8 +420,9 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
         timeout: float | None = None,
+        accept: str = "application/json",
     ) -> JSON:
-        resp = self._send(method, path, query, body, content_type, timeout)
+        resp = self._send(method, path, query, body, content_type, timeout, accept)
         try:
             raw = resp.read()
         finally:
@@ -437,6 +443,11 @@ class Kube:
                 return None
             raise
 
+    def get_metadata(self, path: str) -> JSON:
+        """The object's ``metadata`` only (a ``PartialObjectMetadata``): for deciding whether
+        to read an object at all, e.g. a Secret, without receiving its data."""
+        return self.request("GET", path, accept=METADATA_ONLY)
+
     def list(self, path: str, label_selector: str | None = None, **query: Any) -> JSON:
         return self.request("GET", path, {"labelSelector": label_selector, **query})
 
@@ -448,6 +459,16 @@ class Kube:
 
     def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH, **query: Any) -> JSON:
         return self.request("PATCH", path, query, body, content_type)
+
+    def apply(
+        self, path: str, body: Mapping[str, Any], field_manager: str, force: bool = True
+    ) -> JSON:
+        """Server-side apply of ``body`` (the whole intent of ``field_manager`` for this object)
+        at ``path`` (the object's own path: apply creates it when missing). ``force`` takes
+        over fields another manager set to another value, which is what a controller repairing
+        drift wants."""
+        query = {"fieldManager": field_manager, "force": force}
+        return self.request("PATCH", path, query, dict(body), APPLY_PATCH)
 
     def delete(self, path: str, body: Mapping[str, Any] | None = None, **query: Any) -> JSON:
         return self.request("DELETE", path, query, dict(body) if body is not None else None)

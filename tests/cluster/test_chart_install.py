@@ -177,6 +177,8 @@ def test_install_runs_the_operator_as_a_pod_that_reconciles_and_uninstall_remove
     assert can_i(real_node.kubeconfig, sa, "get", "secrets", "default")
     assert can_i(real_node.kubeconfig, sa, "create", "secrets", "default")  # the router key
     assert not can_i(real_node.kubeconfig, sa, "list", "secrets", "default")
+    # networkPolicy.enabled: a NetworkPolicy per ZetaRouter, so the operator may manage them.
+    assert can_i(real_node.kubeconfig, sa, "create", "networkpolicies.networking.k8s.io", "default")
     assert not can_i(real_node.kubeconfig, sa, "patch", "secrets", "default")
     assert not can_i(real_node.kubeconfig, sa, "update", "deployments.apps", "default")
     assert not can_i(real_node.kubeconfig, sa, "delete", "zetarouters.zeta.ai", "default")
@@ -202,6 +204,10 @@ def test_install_namespace_scope(
         k8s, "install", name, str(CHART), "--namespace", ns,
         "--set", "rbac.scope=namespace", "--set", "rbac.clusterRead=false",
         "--set", "replicaCount=2",
+        "--set", "prometheusAuth.policy=allowList",
+        "--set", f"prometheusAuth.allowedSecrets[0].namespace={ns}",
+        "--set", "prometheusAuth.allowedSecrets[0].name=prometheus-auth",
+        "--set", "prometheusAuth.allowedSecrets[0].url=http://prometheus.monitoring:9090",
     )  # fmt: skip
     installed.append(ns)
     operator = f"{name}-zeta-router-operator"
@@ -224,6 +230,12 @@ def test_install_namespace_scope(
     assert not can_i(
         k8s.kubeconfig, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", ns
     )
+    # Secrets: the one on the allow-list, nothing else.
+    assert can_i(k8s.kubeconfig, sa, "get", "secrets/prometheus-auth", ns)
+    assert not can_i(k8s.kubeconfig, sa, "get", "secrets/another", ns)
+    assert not can_i(k8s.kubeconfig, sa, "list", "secrets", ns)
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--prometheus-secrets=allow-list" in args
 
 
 def test_install_refuses_bad_values_before_touching_the_cluster(

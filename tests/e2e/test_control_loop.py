@@ -285,7 +285,14 @@ def test_apply_mode_scales_then_shifts_load_and_holds_without_metrics(
                 {t: deployment_replicas(kube, namespace, t) for t in ("small", "large")},
                 routing(kube, namespace),
             )
-            time.sleep(6)  # three intervals
+            # Three more intervals, each without metrics (counted by the operator itself).
+            loop_operator.wait_counted(
+                "zeta_operator_loop_intervals_total",
+                3,
+                60,
+                "three control-loop intervals without metrics",
+                metrics="unreachable",
+            )
             after = (
                 {t: deployment_replicas(kube, namespace, t) for t in ("small", "large")},
                 routing(kube, namespace),

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
-from zeta_router_dev.local.router_proc import start_router
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 REQUESTS = 2000
 CONCURRENCY = 64
@@ -69,6 +69,14 @@ def test_every_request_answered_exactly_once(upstream: FakeUpstream, tmp_path: P
         assert r.stop() == 0
 
 
+def wait_draining(r: RouterProcess, timeout: float = 10.0) -> None:
+    """Return once the router reports draining (its admin port's readiness fails)."""
+    deadline = time.monotonic() + timeout
+    while r.get("/readyz")[0] != 503:
+        assert time.monotonic() < deadline, f"the router did not start draining within {timeout}s"
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Path) -> None:
     # A stream long enough (6 s) to be in flight while the listener closes.
     upstream.control(chunks=60, chunk_delay=0.1)
@@ -80,6 +88,7 @@ def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Pat
             async with s.post(r.base_url + "/chat/completions", json=body) as resp:
                 lines = [(await resp.content.readline()).decode()]
                 r.process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(wait_draining, r)  # readiness fails first
                 # No new connections once draining: wait for the refusal, with a deadline.
                 refused = False
                 deadline = time.monotonic() + 10

@@ -124,7 +124,16 @@ def real_node(node_session: NodeSession) -> RealNodeHandle:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need the machine to themselves run last, after the session's node is down."""
+    """Tests that need the machine to themselves run last, after the session's node is down.
+    A test on the session's node may first wait up to LOCK_WAIT for another real node to
+    finish: its time limit (pytest-timeout) gains that wait, which is not the test's own."""
+    for item in items:
+        if "real_node" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "timeout"
+        ):
+            limit = float(item.config.getini("timeout") or 0)
+            if limit > 0:
+                item.add_marker(pytest.mark.timeout(limit + LOCK_WAIT))
     exclusive = [i for i in items if i.get_closest_marker("node_exclusive")]
     if exclusive:
         rest = [i for i in items if not i.get_closest_marker("node_exclusive")]

@@ -466,3 +466,85 @@ def test_namespace_patterns(tmp_path: Path) -> None:
     )
     assert "operator.watchNamespaces" in err
     assert "team-*" in err
+
+
+def test_zetarouter_network_policies_follow_the_chart(tmp_path: Path) -> None:
+    default = template(tmp_path)
+    assert "--network-policy" not in operator_args(default)
+    assert ("networking.k8s.io", "networkpolicies", "create") not in rule_set(
+        one(default, "ClusterRole")["rules"]
+    )
+    peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    objs = template(tmp_path, {"networkPolicy": {"enabled": True, "metricsFrom": [peer]}})
+    args = operator_args(objs)
+    assert "--network-policy" in args
+    (flag,) = [a for a in args if a.startswith("--metrics-from=")]
+    assert json.loads(flag.removeprefix("--metrics-from=")) == [peer]
+    # The operator's own pods (its learner reads the routers' admin port), by the Deployment's
+    # own selector in the release's namespace.
+    (flag,) = [a for a in args if a.startswith("--operator-from=")]
+    (me,) = json.loads(flag.removeprefix("--operator-from="))
+    deployment = one(objs, "Deployment")
+    assert me["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert me["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": deployment["metadata"]["namespace"]
+    }
+    rules = rule_set(one(objs, "ClusterRole")["rules"])
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        assert ("networking.k8s.io", "networkpolicies", verb) in rules
+    off = template(tmp_path, {"networkPolicy": {"enabled": True, "zetaRouters": False}})
+    assert "--network-policy" not in operator_args(off)
+    assert not any(r == "networkpolicies" for _, r, _ in rule_set(one(off, "ClusterRole")["rules"]))
+
+
+def test_prometheus_credentials_policies_and_their_rbac(tmp_path: Path) -> None:
+    default = template(tmp_path)
+    assert "--prometheus-secrets=annotated" in operator_args(default)
+    assert ("", "secrets", "get") in rule_set(one(default, "ClusterRole")["rules"])
+
+    none = template(tmp_path, {"prometheusAuth": {"policy": "none"}})
+    assert "--prometheus-secrets=none" in operator_args(none)
+    for role in kinds(none).get("ClusterRole", []) + kinds(none).get("Role", []):
+        # Only `create`, for the routers' signing key; nothing that reads a Secret.
+        assert {v for _, r, v in rule_set(role["rules"]) if r == "secrets"} <= {"create"}
+
+    allowed = [
+        {"namespace": "team-a", "name": "prom", "url": "http://prometheus.monitoring:9090"},
+        {"namespace": "team-b", "name": "tok", "url": "https://prom.example:9090"},
+    ]
+    values = {"prometheusAuth": {"policy": "allowList", "allowedSecrets": allowed}}
+    objs = template(tmp_path, values)
+    args = operator_args(objs)
+    assert "--prometheus-secrets=allow-list" in args
+    assert "--prometheus-secret=team-a/prom=http://prometheus.monitoring:9090" in args
+    assert "--prometheus-secret=team-b/tok=https://prom.example:9090" in args
+    # Cluster-wide, no Secret is read; per namespace, only the named Secrets.
+    cluster_rules = rule_set(one(objs, "ClusterRole")["rules"])
+    assert {v for _, r, v in cluster_rules if r == "secrets"} == {"create"}
+    roles = {r["metadata"]["namespace"]: r for r in kinds(objs)["Role"]}
+    assert set(roles) == {"team-a", "team-b"}
+    assert roles["team-a"]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prom"], "verbs": ["get"]}
+    ]
+    bindings = {b["metadata"]["namespace"]: b for b in kinds(objs)["RoleBinding"]}
+    assert bindings["team-b"]["roleRef"]["name"] == roles["team-b"]["metadata"]["name"]
+
+
+def test_prometheus_allow_list_mistakes_are_refused(tmp_path: Path) -> None:
+    entry = {"namespace": "elsewhere", "name": "prom", "url": "http://p:9090"}
+    message = template_fails(
+        tmp_path,
+        {
+            "rbac": {"scope": "namespace"},
+            "operator": {"watchNamespaces": ["team-a"]},
+            "prometheusAuth": {"policy": "allowList", "allowedSecrets": [entry]},
+        },
+    )
+    assert "elsewhere/prom is in a namespace the operator does not serve" in message
+    message = template_fails(tmp_path, {"prometheusAuth": {"allowedSecrets": [entry]}})
+    assert "policy is not allowList" in message
+    message = template_fails(
+        tmp_path,
+        {"prometheusAuth": {"policy": "allowList", "allowedSecrets": [{**entry, "url": "p:9"}]}},
+    )
+    assert "prometheusAuth" in message

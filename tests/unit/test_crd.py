@@ -30,6 +30,8 @@ FREE_FORM = {
     "spec.tiers[].env[].valueFrom",
     "spec.tiers[].readinessProbe",
     "spec.tiers[].modelCache",
+    "spec.tiers[].affinity",
+    "spec.tiers[].topologySpreadConstraints[]",
     "status.loopState",
 }
 

@@ -49,6 +49,7 @@ def test_the_names_come_from_the_exporting_code() -> None:
     assert "zeta_router_decision_score_bucket" in exported
     assert "zeta_router_threshold" in exported
     assert "zeta_operator_decisions_total" in exported
+    assert "zeta_operator_loop_intervals_total" in exported
     assert "vllm:num_requests_waiting" in exported
     assert "zeta_router_requests" not in exported
     assert "zeta_router_decision_score" not in exported  # a histogram has no bare series

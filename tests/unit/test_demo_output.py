@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from rich.console import Console
 
+from zeta_router.api.routing import RoutingConfig, routing_yaml
 from zeta_router_dev.demo import cli, requirements, view
 from zeta_router_dev.demo.observe import sample_from
 from zeta_router_dev.demo.requirements import PythonRequirement
@@ -156,7 +156,14 @@ def test_write_outputs_with_no_requests_still_draws(tmp_path: Path) -> None:
 
 
 def test_sample_from_reads_deployments_configmap_and_status() -> None:
-    routing = {"generation": 3, "contexts": [{"name": "ZetaHRM", "thresholds": [0.42]}]}
+    routing = RoutingConfig.model_validate(
+        {
+            "generation": 3,
+            "tiers": [{"name": t, "url": f"http://{t}:8000"} for t in TIERS],
+            "contexts": [{"name": "ZetaHRM", "thresholds": [0.42]}],
+            "defaultContext": "ZetaHRM",
+        }
+    )
     sample = sample_from(
         4.0,
         TIERS,
@@ -164,7 +171,7 @@ def test_sample_from_reads_deployments_configmap_and_status() -> None:
             "small": {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
             "large": {"spec": {"replicas": 2}, "status": {}},
         },
-        {"data": {"routing.yaml": yaml.safe_dump(routing)}},
+        {"data": {"routing.yaml": routing_yaml(routing)}},
         {
             "status": {
                 "conditions": [{"type": "Ready", "status": "True"}],

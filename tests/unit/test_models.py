@@ -60,7 +60,13 @@ def test_minimal_spec_gets_every_default() -> None:
     assert small.engine == "vllm"
     assert small.port == defaults.VLLM_PORT
     assert small.effective_image == defaults.VLLM_IMAGE
-    assert small.effective_resources.to_dict() == {"limits": {"nvidia.com/gpu": 1}}
+    assert small.effective_resources.to_dict() == {
+        "limits": {"nvidia.com/gpu": 1},
+        "requests": {"cpu": "4", "memory": "16Gi"},
+    }
+    assert small.tensor_parallel_size == 1
+    assert small.rollout_strategy == "Surge"
+    assert small.topology_spread_constraints is None
     assert small.gpus_per_replica == 1
     assert small.served_name == "a"
     assert small.cost_weight == 1.0
@@ -461,6 +467,45 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "context name with a slash",
         _set(base(), "router.contexts.0.name", "a/b"),
         "spec.router.contexts[0].name: must be letters, digits",
+    ),
+    (
+        "tensor parallel size larger than the GPUs",
+        _set(base(), "tiers.0.args", ["--tensor-parallel-size", "2"]),
+        "spec.tiers[0].args: vLLM's parallel sizes (tp 2) use 2 GPU(s) per replica, but "
+        "resources give each replica 1 (nvidia.com/gpu): make them agree",
+    ),
+    (
+        "parallel sizes whose product is not the GPUs",
+        _set(
+            _set(base(), "tiers.0.args", ["-tp", "2", "-pp", "2"]),
+            "tiers.0.resources",
+            {"limits": {"nvidia.com/gpu": 2}},
+        ),
+        "use 4 GPU(s) per replica, but resources give each replica 2",
+    ),
+    (
+        "pipeline parallel size that does not divide the GPUs",
+        _set(
+            _set(base(), "tiers.0.args", ["--pipeline-parallel-size=3"]),
+            "tiers.0.resources",
+            {"limits": {"nvidia.com/gpu": 4}},
+        ),
+        "spec.tiers[0].args: vLLM's parallel sizes (pp 3) use 3 GPU(s) per replica",
+    ),
+    (
+        "parallel size that is not a number",
+        _set(base(), "tiers.0.args", ["--tensor-parallel-size", "auto"]),
+        "spec.tiers[0].args: --tensor-parallel-size needs a positive integer (got 'auto')",
+    ),
+    (
+        "unknown rollout strategy",
+        _set(base(), "tiers.0.rolloutStrategy", "Recreate"),
+        "spec.tiers[0].rolloutStrategy: Input should be 'Surge' or 'Replace'",
+    ),
+    (
+        "drain delay that is not a duration",
+        _set(base(), "router.drainDelay", "5"),
+        "spec.router.drainDelay: must be a duration",
     ),
 ]
 

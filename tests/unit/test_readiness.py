@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from zeta_router.controller.readiness import readiness_conditions, ready_summary, tier_state
+from zeta_router.controller.rollout import TierRollout
 
 
 def dep(
@@ -48,7 +49,7 @@ def test_missing_deployment_is_not_ready_and_progressing() -> None:
     assert c["Ready"]["status"] == "False"
     assert "large 0/0" in c["Ready"]["message"]
     assert c["Progressing"]["status"] == "True"
-    assert "large (not created yet)" in c["Progressing"]["message"]
+    assert "tier large: being created" in c["Progressing"]["message"]
 
 
 def test_rollout_in_progress() -> None:
@@ -84,3 +85,29 @@ def test_apply_error_is_degraded() -> None:
 
 def test_ready_summary() -> None:
     assert ready_summary([tier_state("a", dep()), tier_state("b", dep(ready=0))]) == "1/2"
+
+
+def test_progressing_names_the_tier_rolling_out_what_changed_and_who_waits() -> None:
+    rolling = dep(desired=2, ready=2, updated=1, available=2, reason="ReplicaSetUpdated")
+    rolling["status"]["replicas"] = 3  # one surge pod of the new template, two old ones
+    small = tier_state("small", rolling, TierRollout("small", "current", "router image a -> b"))
+    large = tier_state(
+        "large", dep(), TierRollout("large", "hold", "router image a -> b", waiting_for="small")
+    )
+    c = conds([small, large])
+    assert c["Progressing"]["status"] == "True"
+    assert c["Progressing"]["reason"] == "RollingOut"
+    message = c["Progressing"]["message"]
+    rolling_says = "tier small: rolling out a new pod template (router image a -> b): 1/2 updated"
+    assert rolling_says in message
+    assert "tier large: new pod template (router image a -> b) waits until tier small" in message
+    assert small.status_entry()["rollout"] == "RollingOut"
+    assert large.status_entry()["rollout"] == "Waiting"
+    assert c["Ready"]["status"] == "True"  # serving capacity was never lost
+
+
+def test_pods_starting_without_a_new_template() -> None:
+    scaling = dep(desired=3, ready=2, available=2, reason="ReplicaSetUpdated")
+    c = conds([tier_state("small", scaling, TierRollout("small", "current"))])
+    assert c["Progressing"]["reason"] == "PodsStarting"
+    assert tier_state("small", scaling).status_entry()["rollout"] == "Current"

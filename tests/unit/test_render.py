@@ -212,9 +212,12 @@ def test_model_server_container_for_vllm() -> None:
     assert model["args"] == [
         "--model", "Qwen/Qwen2.5-14B-Instruct",
         "--served-model-name", "Qwen/Qwen2.5-14B-Instruct",
-        "--port", "8000",
+        "--port", "8000", "--tensor-parallel-size", "1",
     ]  # fmt: skip
-    assert model["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert model["resources"] == {
+        "limits": {"nvidia.com/gpu": "1"},  # strings: what server-side apply wants
+        "requests": {"cpu": "4", "memory": "16Gi"},
+    }
     assert model["ports"] == [{"name": "model", "containerPort": 8000, "protocol": "TCP"}]
     assert model["readinessProbe"]["httpGet"] == {"path": "/health", "port": "model"}
     assert {"name": "VLLM_NO_USAGE_STATS", "value": "1"} in model["env"]
@@ -228,7 +231,7 @@ def test_vllm_extra_args_and_served_name() -> None:
     )  # fmt: skip
     assert model_server_args(spec.tiers[0]) == [
         "--model", "org/m", "--served-model-name", "m", "--port", "8001",
-        "--max-model-len", "8192",
+        "--tensor-parallel-size", "1", "--max-model-len", "8192",
     ]  # fmt: skip
 
 
@@ -268,7 +271,8 @@ def test_router_sidecar() -> None:
     assert router["command"] == ["zeta-router"]
     assert router["args"] == [
         "router", "--config", "/etc/zeta-router/routing.yaml", "--local-tier", "small",
-        "--port", "9090", "--admin-port", "8081",
+        "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600",
+        "--admin-port", "8081",
         "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
     ]  # fmt: skip
     assert router["ports"] == [
@@ -369,10 +373,16 @@ def test_loop_desired_replicas_from_status() -> None:
     assert loop_desired_replicas(None) == {}
 
 
-def test_gpu_rollouts_never_surge() -> None:
+def test_rollouts_surge_first_unless_the_tier_chooses_replace() -> None:
     out = render("chat", NAMESPACE, two_tiers())
     for dep in by_kind(out.children, "Deployment").values():
-        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+        # A new pod is ready before an old one stops: capacity never drops.
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    spec = parse_zetarouter(
+        {"tiers": [{"name": "t", "model": "m", "rolloutStrategy": "Replace"}]}
+    )  # fmt: skip
+    dep = build_deployment("chat", spec, spec.tiers[0], 1)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 # ---- the routing ConfigMap --------------------------------------------------------------------
@@ -562,3 +572,132 @@ def test_a_spec_edit_of_a_context_wins_over_the_loops_older_choice() -> None:
     assert effective_thresholds(spec, edited) == {"ZetaHRM": [0.4], "default": [0.6]}
     # A status written before thresholdsFrom existed keeps the loop's values.
     assert effective_thresholds(spec, status_with(chosen)) == chosen
+
+
+# ---- placement, parallelism, stopping -------------------------------------------------------
+
+
+def test_placement_knobs_reach_the_pods() -> None:
+    spread = [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone",
+               "whenUnsatisfiable": "DoNotSchedule"}]  # fmt: skip
+    affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": {"matchExpressions": [
+            {"key": "gpu", "operator": "In", "values": ["h100"]}]}}]}}  # fmt: skip
+    spec = parse_zetarouter(
+        {
+            "imagePullSecrets": [{"name": "regcred"}],
+            "tiers": [
+                {"name": "small", "model": "m", "affinity": affinity,
+                 "topologySpreadConstraints": spread, "priorityClassName": "inference-high"},
+                {"name": "large", "model": "n", "topologySpreadConstraints": []},
+            ],
+        }
+    )  # fmt: skip
+    small = build_deployment("chat", spec, spec.tiers[0], 1)["spec"]["template"]["spec"]
+    assert small["imagePullSecrets"] == [{"name": "regcred"}]
+    assert small["affinity"] == affinity
+    assert small["topologySpreadConstraints"] == spread
+    assert small["priorityClassName"] == "inference-high"
+    large = build_deployment("chat", spec, spec.tiers[1], 1)["spec"]["template"]["spec"]
+    assert large["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "topologySpreadConstraints" not in large  # [] turns the default off
+    assert "priorityClassName" not in large
+    assert "affinity" not in large
+
+
+def test_replicas_of_a_tier_spread_over_nodes_by_default() -> None:
+    out = render("chat", NAMESPACE, two_tiers())
+    (constraint,) = pod_spec(out.children, "chat-small")["topologySpreadConstraints"]
+    assert constraint["topologyKey"] == "kubernetes.io/hostname"
+    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # never blocks scheduling
+    assert constraint["labelSelector"]["matchLabels"] == names.tier_selector("chat", "small")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "args", "tp_args"),
+    [
+        (1, [], ["--tensor-parallel-size", "1"]),
+        (4, [], ["--tensor-parallel-size", "4"]),
+        (4, ["--pipeline-parallel-size", "2"], ["--tensor-parallel-size", "2"]),
+        (4, ["-tp", "4"], []),  # given: kept as the user wrote it, not repeated
+        (2, ["--tensor-parallel-size=2"], []),
+    ],
+)
+def test_vllm_tensor_parallel_size_follows_the_gpus(
+    gpus: int, args: list[str], tp_args: list[str]
+) -> None:
+    spec = parse_zetarouter(
+        {"tiers": [{"name": "t", "model": "m", "args": args,
+                    "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}
+    )  # fmt: skip
+    assert model_server_args(spec.tiers[0]) == [
+        "--model", "m", "--served-model-name", "m", "--port", "8000", *tp_args, *args,
+    ]  # fmt: skip
+
+
+def test_gpu_tiers_get_cpu_and_memory_requests_per_gpu_unless_set() -> None:
+    spec = parse_zetarouter(
+        {"tiers": [
+            {"name": "a", "model": "m", "resources": {"limits": {"nvidia.com/gpu": 2}}},
+            {"name": "b", "model": "m",
+             "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "40Gi"},
+                           "requests": {"cpu": "8"}}},
+        ]}
+    )  # fmt: skip
+    a = containers(build_children("r", spec, build_routing_config("r", "ns", spec)), "r-a")
+    assert a["model"]["resources"] == {
+        "limits": {"nvidia.com/gpu": "2"},
+        "requests": {"cpu": "8", "memory": "32Gi"},
+    }
+    b = containers(build_children("r", spec, build_routing_config("r", "ns", spec)), "r-b")
+    # A set CPU request, or a memory limit (which is also the request), is the user's.
+    assert b["model"]["resources"] == {
+        "limits": {"nvidia.com/gpu": "1", "memory": "40Gi"},
+        "requests": {"cpu": "8"},
+    }
+
+
+def test_pods_stop_without_losing_requests() -> None:
+    out = render("chat", NAMESPACE, two_tiers(drainDelay="8s", timeouts={"totalSeconds": 300}))
+    spec = pod_spec(out.children, "chat-small")
+    # The drain delay, then the longest request, then a margin to exit.
+    assert spec["terminationGracePeriodSeconds"] == 8 + 300 + 15
+    by_name = {c["name"]: c for c in spec["containers"]}
+    router = by_name["router"]
+    # Both hooks talk to the admin port, which outlives the client port's drain.
+    assert router["lifecycle"]["preStop"] == {
+        "exec": {"command": ["zeta-router", "drain", "--port", "8081"]}
+    }
+    assert router["args"][7:11] == ["--drain-delay", "8", "--drain-seconds", "300"]
+    # The model server is not signalled while it holds requests: the router in the pod says when.
+    # No leading slash: kubelets before 1.23 add one (a "//" path would miss the endpoint).
+    assert by_name["model"]["lifecycle"]["preStop"] == {
+        "httpGet": {"path": "drain/model-idle", "port": 8081}
+    }
+
+
+def test_network_policy_admits_clients_to_routers_and_only_routers_to_models() -> None:
+    from zeta_router.render.networkpolicy import build_network_policy
+
+    scraper = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    policy = build_network_policy("chat", [scraper])
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["metadata"]["name"] == "chat"
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == names.router_selector("chat")
+    assert spec["policyTypes"] == ["Ingress"]
+    clients, routers, scrapers = spec["ingress"]
+    assert clients == {"ports": [{"port": "router", "protocol": "TCP"}]}  # from anywhere
+    assert routers == {
+        "from": [{"podSelector": {"matchLabels": names.router_selector("chat")}}],
+        "ports": [{"port": "model", "protocol": "TCP"}],
+    }
+    assert scrapers == {
+        "from": [scraper],
+        "ports": [{"port": "model", "protocol": "TCP"}, {"port": "admin", "protocol": "TCP"}],
+    }
+    assert len(build_network_policy("chat")["spec"]["ingress"]) == 2  # no scraper: routers only
+    # The operator's pods reach the routers' admin port (the learner's samples), nothing else.
+    me = {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}}}
+    *_, operators = build_network_policy("chat", [scraper], [me])["spec"]["ingress"]
+    assert operators == {"from": [me], "ports": [{"port": "admin", "protocol": "TCP"}]}

@@ -80,6 +80,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.serviceMonitor.operator (not .Values.metrics.service.enabled) -}}
 {{- fail "monitoring.serviceMonitor.operator scrapes the operator through its metrics Service: set metrics.service.enabled=true" -}}
 {{- end -}}
+{{- if and .Values.prometheusAuth.allowedSecrets (ne .Values.prometheusAuth.policy "allowList") -}}
+{{- fail "prometheusAuth.allowedSecrets is set but prometheusAuth.policy is not allowList: set policy=allowList (or empty the list)" -}}
+{{- end -}}
+{{- $served := include "zeta-router.watchNamespaces" . | fromJsonArray -}}
+{{- if and $served (eq .Values.prometheusAuth.policy "allowList") -}}
+{{- range .Values.prometheusAuth.allowedSecrets -}}
+{{- if not (has .namespace $served) -}}
+{{- fail (printf "prometheusAuth.allowedSecrets: Secret %s/%s is in a namespace the operator does not serve (%s)" .namespace .name (join ", " $served)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .Values.rbac.scope "namespace" -}}
 {{- range .Values.operator.watchNamespaces -}}
 {{- if regexMatch "[*?\\[!]" . -}}

@@ -396,16 +396,20 @@ class RealNode:
         if wait > 0:
             say(f"waiting up to {wait:g}s for the real node lock {lock.LOCK_PATH}")
         deadline = time.monotonic() + wait + 30
-        while time.monotonic() < deadline:
-            text = log_path.read_text()
-            if text.startswith("locked"):
-                return rec
-            if not rec.alive():
-                rec.stop()
-                raise lock.NodeLockBusyError(text.strip() or lock.busy_message())
-            time.sleep(0.1)
-        rec.stop()
-        raise NodeError(f"the lock holder did not report in time; see {log_path}")
+        try:
+            while time.monotonic() < deadline:
+                text = log_path.read_text()
+                if text.startswith("locked"):
+                    return rec
+                if not rec.alive():
+                    raise lock.NodeLockBusyError(text.strip() or lock.busy_message())
+                time.sleep(0.1)
+            raise NodeError(f"the lock holder did not report in time; see {log_path}")
+        except BaseException:
+            # Whatever ends the wait (busy, too slow, a test's timeout, Ctrl-C), the holder we
+            # started must not live on and take the lock for a node nobody starts.
+            rec.stop()
+            raise
 
     def clean_after_stale_node(self, say: Say) -> None:
         """A node that crashed or was never brought down left its changes: undo them first

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import yaml
-
-from zeta_router.api.routing import CONFIGMAP_KEY
+from zeta_router.api.routing import configmap_routing
+from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
 from zeta_router_dev.demo.stats import ClusterSample
 
 
@@ -35,12 +35,10 @@ def sample_from(
         ready[tier] = int((dep.get("status") or {}).get("readyReplicas") or 0)
     thresholds: dict[str, list[float]] = {}
     generation = 0
-    text = ((configmap or {}).get("data") or {}).get(CONFIGMAP_KEY)
-    if text:
-        doc = yaml.safe_load(text) or {}
-        generation = int(doc.get("generation") or 0)
-        for ctx in doc.get("contexts") or []:
-            thresholds[str(ctx["name"])] = [float(t) for t in ctx.get("thresholds") or []]
+    routing = configmap_routing(configmap)
+    if routing is not None:
+        generation = routing.generation
+        thresholds = {c.name: list(c.thresholds) for c in routing.contexts}
     status = (zetarouter or {}).get("status") or {}
     conditions = {str(c.get("type")): str(c.get("status")) for c in status.get("conditions") or []}
     decision = status.get("lastDecision") or {}
@@ -92,11 +90,13 @@ class Sampler:
 
     def sample_once(self) -> ClusterSample:
         ns, name = self.namespace, self.name
+        dep = names.DEPLOYMENT
         deployments = {
-            t: self._get(api_path("apps/v1", "deployments", ns, f"{name}-{t}")) for t in self.tiers
+            t: self._get(api_path(dep.api_version, dep.plural, ns, names.tier_object_name(name, t)))
+            for t in self.tiers
         }
-        cm = self._get(api_path("v1", "configmaps", ns, f"{name}-routing"))
-        zr = self._get(api_path("zeta.ai/v1alpha1", "zetarouters", ns, name))
+        cm = self._get(api_path("v1", "configmaps", ns, names.routing_configmap_name(name)))
+        zr = self._get(zetarouter_path(ns, name))
         sample = sample_from(self.clock(), self.tiers, deployments, cm, zr)
         with self._lock:
             self._samples.append(sample)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeta_router.api.models import API_VERSION, KIND
 from zeta_router_dev.local.llama import DEFAULT_ALIAS
 
 NAME = "chat-cpu"
@@ -28,8 +29,8 @@ def zetarouter(prometheus_url: str, interval_seconds: int = 2) -> dict[str, Any]
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     }
     return {
-        "apiVersion": "zeta.ai/v1alpha1",
-        "kind": "ZetaRouter",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {
             "tiers": [

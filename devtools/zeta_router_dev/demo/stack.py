@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zeta_router.api.models import API_VERSION, PLURAL
+from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.autoscale.loop import TICK_ENV
+from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router.render.names import ROUTER_KEY_FIELD, router_key_secret_name
 from zeta_router_dev.cluster.controlplane import LocalControlPlane
@@ -37,7 +40,7 @@ from zeta_router_dev.local.prometheus import (
 )
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
-ZR_PATH = api_path("zeta.ai/v1alpha1", "zetarouters", NAMESPACE, NAME)
+ZR_PATH = zetarouter_path(NAMESPACE, NAME)
 
 
 class StackError(RuntimeError):
@@ -216,14 +219,12 @@ class DemoStack:
         assert self.prometheus is not None
         kube = self._kube()
         body = zetarouter(self.prometheus.url)
-        _create_or_replace(
-            kube, api_path("zeta.ai/v1alpha1", "zetarouters", NAMESPACE), ZR_PATH, body
-        )
+        _create_or_replace(kube, api_path(API_VERSION, PLURAL, NAMESPACE), ZR_PATH, body)
         self.sync = ConfigMapSync(
             kube,
             NAMESPACE,
             NAME,
-            self.workdir / "routing.yaml",
+            self.workdir / CONFIGMAP_KEY,
             {t: s.url for t, s in self.llamas.items()},
         )
         _wait(

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from zeta_router.api.routing import CONFIGMAP_KEY, RoutingConfig
+from zeta_router.api.routing import CONFIGMAP_KEY, configmap_routing
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
 
 
 class ConfigMapSync:
@@ -28,7 +29,7 @@ class ConfigMapSync:
         interval: float = 0.3,
     ) -> None:
         self.kube = kube
-        self.cm_path = api_path("v1", "configmaps", namespace, f"{name}-routing")
+        self.cm_path = api_path("v1", "configmaps", namespace, names.routing_configmap_name(name))
         self.path = path
         self.tier_urls = dict(tier_urls)
         self.interval = interval
@@ -48,7 +49,9 @@ class ConfigMapSync:
         text = (cm.get("data") or {}).get(CONFIGMAP_KEY)
         if text is None or text == self._last:
             return False
-        config = RoutingConfig.model_validate(yaml.safe_load(text))
+        config = configmap_routing(cm)
+        if config is None:
+            raise ValueError(f"{self.cm_path}: not a routing configuration")
         tiers = [
             t.model_copy(
                 update={"url": self.tier_urls[t.name], "local_url": self.tier_urls[t.name]}

@@ -5,7 +5,9 @@ Endpoints and the operator's status behave as on a real cluster.
 
 A namespace labelled ``zeta.ai/kubelet-hold=true`` has its pods bound and Running but not
 Ready, like model servers still loading; removing the label makes them Ready. Tests use it to
-watch a ZetaRouter go from Progressing to Ready.
+watch a ZetaRouter go from Progressing to Ready. With ``zeta.ai/kubelet-hold=new`` only pods
+not Ready yet are held (those that serve keep serving), as during a rollout whose new pods are
+still loading.
 
 Run it as ``python -m zeta_router_dev.local.kubelet --kubeconfig FILE`` (what `zeta-router cluster
 up` and the test fixtures do, through :class:`KubeletProcess`), or in-process with
@@ -29,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from zeta_router.kube import STRATEGIC_MERGE_PATCH, ApiError, Kube, api_path
+from zeta_router.render import names
 
 log = logging.getLogger("zeta_router.kubelet")
 
-MANAGED_SELECTOR = "app.kubernetes.io/managed-by=zeta-router"
+MANAGED_SELECTOR = names.MANAGED_SELECTOR
 HOLD_LABEL = "zeta.ai/kubelet-hold"
 DEFAULT_NODE_NAME = "zeta-local-node"
 NODE_IP = "127.0.0.1"
@@ -219,6 +222,7 @@ class KubeletStandIn:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        self._held_new: set[str] = set()  # namespaces where only pods not yet Ready are held
         self._ips: dict[str, str] = {}  # pod uid -> address
         self._acted_rv: dict[str, int] = {}  # pod uid -> resourceVersion our last write made
         self._threads: list[threading.Thread] = []
@@ -284,12 +288,11 @@ class KubeletStandIn:
         while not self._stop.is_set():
             try:
                 listing = self.kube.list(path, label_selector=HOLD_LABEL)
-                held = {
-                    ns["metadata"]["name"]
+                modes = {
+                    ns["metadata"]["name"]: (ns["metadata"].get("labels") or {}).get(HOLD_LABEL)
                     for ns in listing.get("items", [])
-                    if (ns["metadata"].get("labels") or {}).get(HOLD_LABEL) == "true"
                 }
-                self._set_held(held)
+                self._set_held(modes)
                 rv = listing["metadata"]["resourceVersion"]
                 while not self._stop.is_set():
                     for kind, obj in self.kube.watch(path, rv):
@@ -297,22 +300,27 @@ class KubeletStandIn:
                         if kind == "BOOKMARK":
                             continue
                         name = obj["metadata"]["name"]
-                        is_held = (
-                            kind != "DELETED"
-                            and (obj["metadata"].get("labels") or {}).get(HOLD_LABEL) == "true"
+                        mode = (
+                            None
+                            if kind == "DELETED"
+                            else (obj["metadata"].get("labels") or {}).get(HOLD_LABEL)
                         )
-                        if is_held != (name in held):
-                            held = held ^ {name}
-                            self._set_held(set(held))
+                        if mode != modes.get(name):
+                            modes = {**modes, name: mode}
+                            self._set_held(modes)
             except Exception as e:
                 if not self._stop.is_set():
                     log.warning("namespace watch restarting: %s", e)
                     self._stop.wait(1.0)
 
-    def _set_held(self, held: set[str]) -> None:
+    def _set_held(self, modes: Mapping[str, str | None]) -> None:
+        held = {ns for ns, mode in modes.items() if mode == "true"}
+        held_new = {ns for ns, mode in modes.items() if mode == "new"}
         with self._lock:
-            changed = held.symmetric_difference(self._held)
-            self._held = held
+            changed = held.symmetric_difference(self._held) | held_new.symmetric_difference(
+                self._held_new
+            )
+            self._held, self._held_new = held, held_new
         for ns in sorted(changed):
             self._resync_namespace(ns)
 
@@ -364,7 +372,9 @@ class KubeletStandIn:
         meta = pod["metadata"]
         uid = meta["uid"]
         with self._lock:
-            held = meta["namespace"] in self._held
+            held = meta["namespace"] in self._held or (
+                meta["namespace"] in self._held_new and not pod_is_ready(pod)
+            )
             seen = self._acted_rv.get(uid)
         rv = _rv(meta.get("resourceVersion"))
         if seen is not None and rv is not None and rv < seen:

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from zeta_router_dev.cluster.processes import free_port, log_tail
 from zeta_router_dev.local.llama import set_parent_death_signal
 
@@ -107,6 +109,30 @@ class OperatorProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
             text: str = resp.read().decode()
             return text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples called ``name`` whose labels include ``labels`` (0 if none)."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def wait_counted(self, name: str, count: int, timeout: float, what: str, **labels: str) -> None:
+        """Wait until the counter ``name`` (with ``labels``) has grown by ``count`` from now:
+        the way to know that the operator has looked ``count`` more times (a drift check, a
+        control-loop interval) without guessing how long that takes. TimeoutError with
+        ``what`` after ``timeout`` seconds."""
+        target = self.metric(name, **labels) + count
+        deadline = time.monotonic() + timeout
+        while (now := self.metric(name, **labels)) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"timed out after {timeout:g}s waiting for {what} "
+                    f"({name} at {now:g}, waiting for {target:g})"
+                )
+            time.sleep(0.2)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM by PID, SIGKILL if it has not exited after ``timeout`` seconds."""

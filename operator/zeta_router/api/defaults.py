@@ -16,11 +16,14 @@ from typing import Final
 
 from zeta_router import __version__
 
-VLLM_IMAGE: Final = "vllm/vllm-openai:v0.8.5"
-"""Model-server image for ``engine: vllm`` (its entrypoint is vLLM's OpenAI server)."""
+VLLM_IMAGE: Final = "vllm/vllm-openai:v0.30.0"
+"""Model-server image for ``engine: vllm`` (its entrypoint is vLLM's OpenAI server): a released
+tag, never a moving one. Its KV-cache gauge is ``vllm:kv_cache_usage_perc``; releases before
+0.9 export ``vllm:gpu_cache_usage_perc`` instead, and the control loop reads either."""
 
-LLAMACPP_IMAGE: Final = "ghcr.io/ggml-org/llama.cpp:server"
-"""Model-server image for ``engine: llamacpp`` (its entrypoint is ``llama-server``)."""
+LLAMACPP_IMAGE: Final = "ghcr.io/ggml-org/llama.cpp:server-b10760"
+"""Model-server image for ``engine: llamacpp`` (its entrypoint is ``llama-server``): the server
+image of llama.cpp release b10760, pinned (``:server`` alone moves with every build)."""
 
 ROUTER_IMAGE: Final = f"zeta-router:{__version__}"
 """Router sidecar image: this release's image (entrypoint ``zeta-router``), the same one the
@@ -30,6 +33,17 @@ VLLM_PORT: Final = 8000
 ROUTER_PORT: Final = 8080
 ROUTER_ADMIN_PORT: Final = 8081
 """The router's /healthz, /readyz and /metrics: apart from the client API (entry Service)."""
+
+VLLM_CPU_PER_GPU: Final = 4
+"""CPU request of a vLLM replica per GPU it uses, when the tier sets none: tokenisation, the
+scheduler and the API server run on CPUs, and starving them slows every GPU of the replica."""
+VLLM_MEMORY_PER_GPU_GI: Final = 16
+"""Memory request (GiB) of a vLLM replica per GPU, when the tier sets none: weights pass through
+host memory while loading, and CUDA graphs, the tokenizer and the API server live there."""
+
+DRAIN_DELAY: Final = "5s"
+"""How long a stopping pod keeps serving, after it stopped being ready, before its router stops
+accepting connections: the time Services on every node need to stop sending it requests."""
 
 BUILTIN_CONTEXTS: Final[dict[str, float]] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
 """Built-in contexts and their reference threshold for two tiers (the score from which a request

@@ -155,3 +155,9 @@ class SecretKeyRef(SpecModel):
 
     name: str = Field(min_length=1, max_length=253, description="Secret name.")
     key: str = Field(default="token", min_length=1, description="Key within the Secret.")
+
+
+class LocalObjectReference(SpecModel):
+    """A reference to an object by name in the ZetaRouter's namespace (as in a Pod spec)."""
+
+    name: str = Field(min_length=1, max_length=253, description="Object name.")

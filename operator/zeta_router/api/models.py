@@ -41,6 +41,7 @@ from zeta_router.api.fields import (
     SHA256_HEX,
     EnvVar,
     FreeForm,
+    LocalObjectReference,
     ProblemsError,
     ResourceRequirements,
     SecretKeyRef,
@@ -78,6 +79,7 @@ __all__ = [
     "EnvVar",
     "FeedbackSpec",
     "LearningSpec",
+    "LocalObjectReference",
     "PrometheusSpec",
     "ReplicaRange",
     "ResourceRequirements",
@@ -172,6 +174,17 @@ class ReplicaRange(SpecModel):
 
 
 Engine = Literal["vllm", "llamacpp"]
+RolloutStrategy = Literal["Surge", "Replace"]
+
+# vLLM's parallelism flags (long and short forms): one replica uses tp x pp x dp GPUs.
+_VLLM_PARALLEL_FLAGS: Final[dict[str, str]] = {
+    "--tensor-parallel-size": "tp",
+    "-tp": "tp",
+    "--pipeline-parallel-size": "pp",
+    "-pp": "pp",
+    "--data-parallel-size": "dp",
+    "-dp": "dp",
+}
 
 # Flags the operator sets from other fields; also setting them in ``args`` would make the pod's
 # probes, Services and routing config disagree with the server.
@@ -246,7 +259,9 @@ class TierSpec(SpecModel):
     )
     resources: ResourceRequirements | None = Field(
         default=None,
-        description="Model-server resources. Default for vllm: limits {nvidia.com/gpu: 1}; for "
+        description="Model-server resources. Default for vllm: limits {nvidia.com/gpu: 1}, "
+        f"and a vllm tier that sets no CPU or memory gets requests of "
+        f"{defaults.VLLM_CPU_PER_GPU} CPUs and {defaults.VLLM_MEMORY_PER_GPU_GI}Gi per GPU; for "
         "llamacpp: requests {cpu: '1', memory: 2Gi}.",
     )
     replicas: ReplicaRange = Field(
@@ -270,6 +285,37 @@ class TierSpec(SpecModel):
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=50, description="Tolerations of the tier's pods."
+    )
+    affinity: FreeForm | None = Field(
+        default=None,
+        description="Affinity of the tier's pods (nodeAffinity, podAffinity, podAntiAffinity), "
+        "as in a Pod spec, e.g. to prefer nodes with a given GPU model.",
+    )
+    topology_spread_constraints: list[FreeForm] | None = Field(
+        default=None,
+        max_length=20,
+        description="Topology spread constraints of the tier's pods, as in a Pod spec. "
+        "Default: spread the tier's replicas over nodes where possible (maxSkew 1 on "
+        "kubernetes.io/hostname, whenUnsatisfiable ScheduleAnyway), so that losing a node "
+        "loses as few of them as possible. [] turns the default off.",
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="PriorityClass of the tier's pods: a high one lets the scheduler preempt "
+        "less important pods to place them (and keeps them from being preempted).",
+    )
+    rollout_strategy: RolloutStrategy = Field(
+        default="Surge",
+        description="How a new pod template (a new image, new arguments, an operator upgrade) "
+        "replaces the tier's pods. Surge: a new pod starts first and an old one stops only when "
+        "the new one is ready, so the tier never has fewer ready replicas; it needs room for one "
+        "more replica (its GPUs) while it rolls, and without that room the new pod stays "
+        "Pending and the rollout waits (the old pods keep serving; Degraded says the rollout "
+        "stalled). Replace: an old pod stops first, then its replacement starts: no spare GPU "
+        "needed, but the tier has one replica fewer while the new one loads its model, and a "
+        "one-replica tier serves nothing meanwhile (routers send its requests to other tiers).",
     )
     readiness_probe: FreeForm | None = Field(
         default=None,
@@ -303,21 +349,55 @@ class TierSpec(SpecModel):
 
     @property
     def effective_resources(self) -> ResourceRequirements:
-        """The resources as given, else the engine's default."""
-        if self.resources is not None:
-            return self.resources
-        if self.engine == "vllm":
-            return ResourceRequirements(limits={GPU_RESOURCE: 1})
-        return ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"})
+        """The resources as given, else the engine's default; a vllm tier's CPU and memory
+        requests default to a share per GPU when neither a request nor a limit sets them."""
+        if self.engine != "vllm":
+            if self.resources is not None:
+                return self.resources
+            return ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"})
+        res = self.resources or ResourceRequirements(limits={GPU_RESOURCE: 1})
+        gpus = max(self.gpus_per_replica, 1)
+        requests = dict(res.requests or {})
+        limits = dict(res.limits or {})
+        if "cpu" not in requests and "cpu" not in limits:
+            requests["cpu"] = str(defaults.VLLM_CPU_PER_GPU * gpus)
+        if "memory" not in requests and "memory" not in limits:
+            requests["memory"] = f"{defaults.VLLM_MEMORY_PER_GPU_GI * gpus}Gi"
+        return ResourceRequirements(requests=requests, limits=limits or None)
 
     @property
     def gpus_per_replica(self) -> int:
         """GPUs one replica uses (its ``nvidia.com/gpu`` limit, else request; 0 without)."""
-        res = self.effective_resources
+        res = self.resources or ResourceRequirements(limits={GPU_RESOURCE: 1})
+        if self.engine != "vllm" and self.resources is None:
+            return 0
         for part in (res.limits, res.requests):
             if part and GPU_RESOURCE in part:
                 return int(quantity_value(part[GPU_RESOURCE]))
         return 0
+
+    def parallelism(self) -> dict[str, int]:
+        """vLLM's parallel sizes given in ``args`` (``tp``, ``pp``, ``dp``), as integers; a
+        size that is not a positive integer is left out (the validator reports it)."""
+        found: dict[str, int] = {}
+        for flag, value in _flag_values(self.args):
+            key = _VLLM_PARALLEL_FLAGS.get(flag)
+            if key is not None and value is not None and value.isdigit() and int(value) > 0:
+                found[key] = int(value)
+        return found
+
+    @property
+    def tensor_parallel_size(self) -> int | None:
+        """The ``--tensor-parallel-size`` a vllm tier runs with: as given in ``args``, else
+        derived from the GPUs per replica (divided by the pipeline and data parallel sizes);
+        ``None`` for llama.cpp and for a tier without GPUs."""
+        if self.engine != "vllm" or self.gpus_per_replica == 0:
+            return None
+        given = self.parallelism()
+        if "tp" in given:
+            return given["tp"]
+        rest = given.get("pp", 1) * given.get("dp", 1)
+        return max(1, self.gpus_per_replica // rest)
 
     @model_validator(mode="after")
     def _check_args(self) -> Self:
@@ -329,9 +409,36 @@ class TierSpec(SpecModel):
                 problems.append(
                     (f"args[{i}]", f"{flag} is set by the operator from the tier's {owned[flag]}")
                 )
+        if self.engine == "vllm":
+            problems += self._parallelism_problems()
         if problems:
             raise ProblemsError(problems)
         return self
+
+    def _parallelism_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        for flag, value in _flag_values(self.args):
+            if flag in _VLLM_PARALLEL_FLAGS and not (value and value.isdigit() and int(value)):
+                problems.append(("args", f"{flag} needs a positive integer (got {value!r})"))
+        if problems:
+            return problems
+        sizes = self.parallelism()
+        gpus = self.gpus_per_replica
+        if not sizes or gpus == 0:
+            return []
+        product = sizes.get("tp", 1) * sizes.get("pp", 1) * sizes.get("dp", 1)
+        if "tp" not in sizes and gpus % product == 0:
+            return []  # the tensor parallel size is derived from what is left
+        if product != gpus:
+            shown = " x ".join(f"{k} {v}" for k, v in sizes.items())
+            return [
+                (
+                    "args",
+                    f"vLLM's parallel sizes ({shown}) use {product} GPU(s) per replica, but "
+                    f"resources give each replica {gpus} ({GPU_RESOURCE}): make them agree",
+                )
+            ]
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,6 +570,19 @@ class RouterSpec(SpecModel):
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )
+    drain_delay: str = Field(
+        default=defaults.DRAIN_DELAY,
+        pattern=DURATION,
+        description="When a pod stops (scale-down, rollout, node drain), how long it keeps "
+        "serving after it stopped being ready, while Services on every node stop sending it "
+        "requests; then its router stops accepting and finishes what is in flight. Raise it on "
+        "large clusters where endpoint changes take longer to reach every node. The pods' "
+        "termination grace period is this plus timeouts.totalSeconds plus a margin.",
+    )
+
+    @property
+    def drain_delay_seconds(self) -> float:
+        return duration_seconds(self.drain_delay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +600,12 @@ class PrometheusSpec(SpecModel):
     )
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret holding a bearer token for Prometheus (key defaults to 'token').",
+        description="Secret holding a bearer token for Prometheus (key defaults to 'token'). "
+        "The operator sends a token only where the Secret allows: by default the Secret's "
+        "annotation zeta.ai/prometheus-urls must list this url (the operator's "
+        "--prometheus-secrets policy may instead require an allow-list, or forbid Secrets); "
+        "otherwise MetricsAvailable=False (CredentialsRefused) names the rule and Prometheus "
+        "is not queried.",
     )
     timeout: str = Field(
         default="10s", pattern=DURATION, description="Timeout of one Prometheus query."
@@ -605,6 +730,12 @@ class ZetaRouterSpec(SpecModel):
         max_length=MAX_TIERS,
         description="Model tiers, smallest (cheapest) first; normally two, e.g. a 7B and a 14B.",
     )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Secrets for pulling the images of every pod of this ZetaRouter (model "
+        "servers and routers), as in a Pod spec, e.g. [{name: regcred}].",
+    )
     router: RouterSpec = Field(
         default_factory=RouterSpec, description="Router sidecar and routing contexts."
     )
@@ -664,6 +795,21 @@ class ZetaRouterSpec(SpecModel):
     def spec_thresholds(self) -> dict[str, list[float]]:
         """Cut points per context as the spec sets them (defaults resolved)."""
         return {c.name: list(c.thresholds or []) for c in self.contexts}
+
+
+def _flag_values(args: list[str]) -> list[tuple[str, str | None]]:
+    """``(flag, value)`` for each flag in a command line (``--x=1`` or ``--x 1``)."""
+    out: list[tuple[str, str | None]] = []
+    for i, arg in enumerate(args):
+        if not arg.startswith("-"):
+            continue
+        flag, sep, value = arg.partition("=")
+        if sep:
+            out.append((flag, value))
+        else:
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            out.append((flag, nxt if nxt is not None and not nxt.startswith("-") else None))
+    return out
 
 
 def _duplicates(names: list[str], path: str) -> list[tuple[str, str]]:

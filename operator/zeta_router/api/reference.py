@@ -33,6 +33,8 @@ cut point it does not reach. For each ZetaRouter `<name>` the operator keeps:
 | Service per tier: the tier's model servers | `<name>-<tier>` |
 | entry Service: the router port of every pod, all tiers (clients use this) | `<name>` |
 | ConfigMap: `routing.yaml`, which every router hot-reloads | `<name>-routing` |
+| NetworkPolicy (operator flag `--network-policy`): only the ZetaRouter's own routers \
+and the metrics scrapers reach its model servers | `<name>` |
 
 The smallest useful object (two vLLM tiers on one GPU each, the built-in contexts):
 
@@ -68,6 +70,9 @@ Two layers, both with a message that names the field:
      set what the operator derives from other fields (vLLM `--model`, `--served-model-name`,
      `--port`; llama.cpp `-m`/`--model`, `-hf`/`--hf-repo`, `--alias`, `--host`, `--port`,
      `--metrics`);
+   - vLLM parallel sizes given in `tiers[].args` (`--tensor-parallel-size`/`-tp`,
+     `--pipeline-parallel-size`/`-pp`, `--data-parallel-size`/`-dp`) are positive integers
+     whose product is the GPUs a replica requests (`nvidia.com/gpu`);
    - `metadata.name` is a DNS-1035 label and `<name>-<tier>` fits in 63 characters (they name
      Services);
    - context names unique; each context has exactly `len(tiers) - 1` thresholds, strictly
@@ -89,8 +94,14 @@ The operator resolves these when it reads the object (the stored object keeps wh
 - `tiers[].replicas.max` = `min` (at least 1); `tiers[].replicas.initial` = `min` (at least 1,
   at most `max`).
 - `tiers[].servedModelName` = `model`; `tiers[].image` = `{defaults.VLLM_IMAGE}` (vllm) or
-  `{defaults.LLAMACPP_IMAGE}` (llamacpp); `tiers[].resources` = limits
-  `{{nvidia.com/gpu: 1}}` (vllm) or requests `{{cpu: "1", memory: 2Gi}}` (llamacpp).
+  `{defaults.LLAMACPP_IMAGE}` (llamacpp), both released tags; `tiers[].resources` = limits
+  `{{nvidia.com/gpu: 1}}` (vllm) or requests `{{cpu: "1", memory: 2Gi}}` (llamacpp). A vllm
+  tier that sets neither a request nor a limit for CPU (memory) gets a CPU (memory) request of
+  {defaults.VLLM_CPU_PER_GPU} CPUs ({defaults.VLLM_MEMORY_PER_GPU_GI}Gi) per GPU of a replica.
+- vLLM's `--tensor-parallel-size` = the GPUs of a replica (divided by the pipeline and data
+  parallel sizes given in `args`), unless `args` sets it.
+- `tiers[].topologySpreadConstraints` = spread the tier's replicas over nodes where possible
+  (`maxSkew: 1`, `topologyKey: kubernetes.io/hostname`, `whenUnsatisfiable: ScheduleAnyway`).
 - `router.contexts` = the built-in contexts `ZetaHRM` (0.4: reasoning-heavy traffic, leans to
   the larger tier), `ZetaTRM` (0.6: high-volume, mostly simple traffic, leans to the smaller
   tier) and `default` (0.5) — the same as the standalone router's. A context without
@@ -106,21 +117,45 @@ Each tier's pods hold two containers:
 
 - `model`: the model server, started by the image's entrypoint with the arguments the operator
   derives from the tier, then `args`. vLLM: `--model <model> --served-model-name <name>
-  --port <port>`; llama.cpp: `--model <file>` (a `.gguf` or absolute path) or `--hf-repo
-  <repo>`, then `--alias <name> --host 0.0.0.0 --port <port> --metrics`. HOME is the writable
-  `/cache` volume (`modelCache`, else an emptyDir); vLLM also gets a memory-backed `/dev/shm`
-  and `VLLM_NO_USAGE_STATS=1`. Probes on `GET /health`: a startup probe allowing 30 minutes for
-  the first download and load, then readiness (or `readinessProbe`) and liveness.
+  --port <port> --tensor-parallel-size <n>`; llama.cpp: `--model <file>` (a `.gguf` or
+  absolute path) or `--hf-repo <repo>`, then `--alias <name> --host 0.0.0.0 --port <port>
+  --metrics`. HOME is the writable `/cache` volume (`modelCache`, else an emptyDir); vLLM also
+  gets a memory-backed `/dev/shm` and `VLLM_NO_USAGE_STATS=1`. Probes on `GET /health`: a
+  startup probe allowing 30 minutes for the first download and load, then readiness (or
+  `readinessProbe`) and liveness. Its preStop hook waits until the model server holds no
+  request (below).
 - `router`: `zeta-router router --config /etc/zeta-router/routing.yaml --local-tier <tier>
-  --port <router.port>`, then `router.args`; the ConfigMap is mounted read-only at
-  `/etc/zeta-router/`; liveness `GET /healthz`, readiness `GET /readyz`.
+  --port <router.port> --drain-delay <router.drainDelay> --drain-seconds
+  <router.timeouts.totalSeconds>`, then `router.args`; the ConfigMap is mounted read-only at
+  `/etc/zeta-router/`; liveness `GET /healthz`, readiness `GET /readyz`; preStop `zeta-router
+  drain`.
+
+Placement: `nodeSelector`, `affinity`, `tolerations`, `topologySpreadConstraints` and
+`priorityClassName` per tier; `imagePullSecrets` for every pod of the ZetaRouter.
 
 Security: no service-account token, the RuntimeDefault seccomp profile, no privilege
 escalation and every capability dropped in both containers; the router runs as UID 65532 with
 a read-only root filesystem, the model server as `runAsUser` (non-root unless it is 0).
-vLLM tiers roll out one pod at a time without a surge pod (a surge pod would wait for a free
-GPU); llama.cpp tiers surge one pod. Thresholds, weights and the generation live only in the
-ConfigMap, so changing them never restarts a pod.
+Thresholds, weights and the generation live only in the ConfigMap, so changing them never
+restarts a pod.
+
+## Rollouts and stopping pods
+
+A new pod template (new image or arguments, new resources, an operator upgrade that changes the
+router image) replaces a tier's pods according to `tiers[].rolloutStrategy`: `Surge` (default)
+starts a new pod before stopping an old one, so serving capacity never drops, at the price of
+room for one more replica (its GPUs) during the rollout; `Replace` needs no spare GPU but runs
+the tier one replica short meanwhile (a one-replica tier serves nothing until the new pod has
+loaded its model). When one change touches several tiers, they roll one at a time, smallest
+first: a tier keeps its current template until every other tier is rolled out and ready;
+`status.tiers[].rollout` (`Current`, `RollingOut`, `Waiting`) and the `Progressing` condition
+say which tier rolls, what changed and which tiers wait.
+
+A pod that stops (rollout, scale-down, node drain) first stops being ready and keeps serving for
+`router.drainDelay` while Services stop sending it requests, then its router finishes the
+requests and streams in flight; the model server is stopped only once it holds no request. The
+grace period (`terminationGracePeriodSeconds`) is `router.drainDelay` +
+`router.timeouts.totalSeconds` + 15 s.
 
 ## Who sets replicas and thresholds
 
@@ -152,7 +187,9 @@ OUTRO = """\
 |---|---|---|
 | `SpecValid` | operator | the spec passed the semantic checks (else: the message says why) |
 | `Ready` | operator | every tier has at least one ready replica |
-| `Progressing` | operator | some tier is rolling out, scaling up or has pods starting |
+| `Progressing` | operator | some tier is rolling out a new pod template, or waits for its \
+turn (reason `RollingOut`, with the tier and what changed), or has pods starting \
+(`PodsStarting`) |
 | `Degraded` | operator | a child could not be applied, a rollout stalled or cannot create \
 pods, or a rolled-out tier has no ready replica left |
 | `MetricsAvailable` | control loop | Prometheus answered with the series the loop needs |

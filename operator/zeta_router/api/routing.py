@@ -7,9 +7,11 @@ serialised as YAML under the ConfigMap key ``routing.yaml`` with camelCase field
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from zeta_router.api.fields import SHA256_HEX
@@ -19,7 +21,15 @@ from zeta_router.scoring.weights import ScorerWeights
 
 CONFIGMAP_KEY = "routing.yaml"
 
-__all__ = ["CONFIGMAP_KEY", "LearnedCorrection", "ScorerWeights"]
+__all__ = [
+    "CONFIGMAP_KEY",
+    "LearnedCorrection",
+    "RoutingConfig",
+    "ScorerWeights",
+    "configmap_routing",
+    "parse_routing_yaml",
+    "routing_yaml",
+]
 
 
 class _Model(BaseModel):
@@ -160,3 +170,25 @@ class RoutingConfig(_Model):
                     f"context {ctx.name!r} thresholds {ctx.thresholds} are not strictly increasing"
                 )
         return self
+
+
+def routing_yaml(config: RoutingConfig) -> str:
+    """The ``routing.yaml`` text of a configuration (camelCase, stable order)."""
+    data = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
+
+
+def parse_routing_yaml(text: str) -> RoutingConfig | None:
+    """A ``routing.yaml`` text as a configuration; ``None`` when it is not a valid one."""
+    try:
+        return RoutingConfig.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError, TypeError, ValueError):
+        return None
+
+
+def configmap_routing(configmap: Mapping[str, Any] | None) -> RoutingConfig | None:
+    """The configuration held by a live routing ConfigMap (``None``: absent or not valid)."""
+    if configmap is None:
+        return None
+    text = (configmap.get("data") or {}).get(CONFIGMAP_KEY)
+    return parse_routing_yaml(text) if isinstance(text, str) else None

@@ -44,6 +44,15 @@ class TierStatus(_Status):
     name: str = Field(description="Tier name.")
     replicas: int | None = Field(default=None, description="Replicas of the tier's Deployment.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas.")
+    updated_replicas: int | None = Field(
+        default=None, description="Replicas that run the tier's current pod template."
+    )
+    rollout: str | None = Field(
+        default=None,
+        description="Current: every pod runs the tier's current pod template. RollingOut: its "
+        "pods are being replaced by pods of a new template. Waiting: a new template waits until "
+        "the tier rolling out now is rolled out and ready (tiers change one at a time).",
+    )
     desired_replicas: int | None = Field(
         default=None,
         description="Replicas the control loop chose (applied in apply mode, only reported in "

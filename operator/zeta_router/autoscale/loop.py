@@ -1,64 +1,65 @@
-"""The control loop in the operator: a kopf timer that, for every ZetaRouter whose autoscaling or
-feedback is enabled, reads its metrics from Prometheus every ``spec.autoscaling.interval``, asks
-the policy (`zeta_router.autoscale.policy.decide`) what to do, and records or applies the answer.
+"""The control loop in the operator: a kopf daemon per ZetaRouter that, while its autoscaling or
+feedback is enabled, reads its metrics from Prometheus every ``spec.autoscaling.interval``,
+asks the policy (`zeta_router.autoscale.policy.decide`) what to do, and applies or reports the
+answer. The daemon's own variables are the loop's memory of that object between intervals; it
+ends with the object (or when this operator replica stands by).
+
+Data flows one way: the loop decides; in ``apply`` mode a decision that changes something is
+handed, as a :class:`~zeta_router.controller.desired.LoopChoice`, to the controller's
+reconciliation, which renders the children with it, applies them and writes the status once
+(the loop's fields included). Nothing is written first and read back.
 
 - Status, in either mode: ``tiers[].desiredReplicas`` (with autoscaling), ``lastDecision``
   {time, action, reason}, ``loopState`` and the ``MetricsAvailable`` condition, merged through
   `zeta_router.controller.status` (the controller's conditions and fields are never
-  overwritten). In ``apply`` mode also ``thresholds`` (what the routers will run).
-- ``mode: apply``: the status is the record of what the loop chose, and the controller's render
-  takes replicas and thresholds from it (so its drift repair keeps them); the loop then asks the
-  controller to reconcile at once, which patches the Deployments and the routing ConfigMap
-  (bumping its generation). Thresholds do not move again until every router reports that
-  generation (``zeta_router_config_generation``).
+  overwritten). In ``apply`` mode also ``thresholds`` and ``thresholdsFrom``: the record of what
+  the loop chose, from which the controller's drift repair renders between intervals.
+  Thresholds do not move again until every router reports the routing generation that carries
+  the last change (``zeta_router_config_generation``).
 - ``mode: advisory``: nothing is applied; the recommendation is in the status and the Events.
 - Feedback without autoscaling moves thresholds only; replicas stay the user's.
-- A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``.
-- No metrics (Prometheus unreachable, timing out, erroring, or no series): nothing changes,
-  ``MetricsAvailable=False`` says why, and the next interval tries again.
+- A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``; every
+  interval that reads metrics counts in ``zeta_operator_loop_intervals_total{metrics}``.
+- No metrics (Prometheus unreachable, timing out, erroring, or no series), or a credential the
+  policy refuses (`zeta_router.autoscale.credentials`): nothing changes, ``MetricsAvailable=False``
+  says why, and the next interval tries again.
 
-The policy's memory between intervals (low-load clocks, pressure points, load-shift offsets,
-the generation being waited for) is kept in memory and saved in ``status.loopState``, so a
-restarted operator carries on. Without a saved state it is rebuilt from what runs: replicas
-from the Deployments, thresholds from the routing ConfigMap (with feedback off, the part above
-the spec's thresholds counts as load shift, so it is taken back when pressure is gone).
+The policy's memory (low-load clocks, pressure points, load-shift offsets, the generation being
+waited for) is also saved in ``status.loopState``, so a restarted operator carries on. Without a
+saved state it is rebuilt from what runs: replicas from the Deployments, thresholds from the
+routing ConfigMap (with feedback off, the part above the spec's thresholds counts as load
+shift, so it is taken back when pressure is gone).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from prometheus_client import Counter
 
-from zeta_router.api.models import SpecError, parse_zetarouter
+from zeta_router.api.models import GROUP, PLURAL, VERSION, SpecError, parse_zetarouter
+from zeta_router.api.routing import configmap_routing
 from zeta_router.autoscale.config import LoopSettings, settings_from_spec
+from zeta_router.autoscale.credentials import CredentialsRefusedError, SecretPolicy, read_token
 from zeta_router.autoscale.metrics import PrometheusSource
-from zeta_router.autoscale.policy import (
-    ContextState,
-    Decision,
-    PolicyState,
-    decide,
-)
+from zeta_router.autoscale.policy import ContextState, Decision, PolicyState, decide
 from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
+from zeta_router.controller.desired import LoopChoice
 from zeta_router.controller.status import (
-    GROUP,
     METRICS_AVAILABLE,
-    PLURAL,
-    VERSION,
     condition,
     find_condition,
     patch_status,
 )
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
 
 if TYPE_CHECKING:
     import kopf
@@ -75,11 +76,20 @@ DECISIONS = Counter(
     "(replicas, thresholds) and direction (up, down).",
     ("kind", "direction"),
 )
+INTERVALS = Counter(
+    "zeta_operator_loop_intervals_total",
+    "Control-loop intervals run, by what Prometheus gave (metrics: ok, or why not: unreachable, "
+    "timeout, no-series, error, refused).",
+    ("metrics",),
+)
 DEFAULT_TICK = 5.0
-"""How often the timer wakes up; each ZetaRouter is handled at its own interval (so intervals
-shorter than the tick run at the tick). Tests and the demo shorten it with the variable below."""
+"""How long a ZetaRouter's daemon waits before its first interval, and between two looks at a
+spec whose loop is disabled. Tests and the demo shorten it with the variable below."""
 TICK_ENV = "ZETA_ROUTER_AUTOSCALE_TICK"
-ROUTING_KEY = "routing.yaml"
+SECRETS_POLICY_SETTING = "prometheus_secrets"
+"""``OperatorConfig.extra`` key: the credential policy (``--prometheus-secrets``)."""
+SECRETS_ALLOWED_SETTING = "prometheus_secret_allow"
+"""``OperatorConfig.extra`` key: allowed Secrets, one ``NAMESPACE/NAME=URL`` per line."""
 
 _REASONS = {
     ("replicas", "up"): "ScaledUp",
@@ -92,6 +102,7 @@ _METRICS_REASONS = {
     MetricsStatus.TIMEOUT: "PrometheusTimeout",
     MetricsStatus.NO_SERIES: "NoSeries",
     MetricsStatus.ERROR: "PrometheusError",
+    MetricsStatus.REFUSED: "CredentialsRefused",
 }
 
 SourceFactory = Callable[[str, float, float, Mapping[str, str] | None], Any]
@@ -105,10 +116,10 @@ def _prometheus_source(
 
 
 @dataclass
-class _Memory:
-    uid: str
+class Memory:
+    """One ZetaRouter's loop between intervals (a daemon's local state)."""
+
     state: PolicyState | None = None
-    due: float = 0.0
     last_summary: str | None = None
     sources: dict[tuple[str, float, float, tuple[tuple[str, str], ...]], Any] = field(
         default_factory=dict
@@ -129,6 +140,8 @@ def _rfc3339(ts: float) -> str:
 
 
 class ControlLoop:
+    """What every ZetaRouter's loop shares: clients, the controller, the credential policy."""
+
     def __init__(
         self,
         kube: Kube,
@@ -136,56 +149,62 @@ class ControlLoop:
         reconciler: Reconciler | None = None,
         source_factory: SourceFactory = _prometheus_source,
         clock: Callable[[], float] = time.time,
+        secrets: SecretPolicy | None = None,
+        tick: float = DEFAULT_TICK,
     ) -> None:
         self.kube = kube
         self.events = events
         self.reconciler = reconciler
         self.source_factory = source_factory
         self.clock = clock
-        self._memory: dict[tuple[str, str], _Memory] = {}
-        self._lock = threading.Lock()
+        self.secrets = secrets or SecretPolicy()
+        self.tick = tick
 
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._memory.pop((namespace, name), None)
+    # ---- the daemon ---------------------------------------------------------------------------
 
-    def _memory_for(self, namespace: str, name: str, uid: str) -> _Memory:
-        with self._lock:
-            mem = self._memory.get((namespace, name))
-            if mem is None or mem.uid != uid:
-                mem = self._memory[(namespace, name)] = _Memory(uid=uid)
-            return mem
+    async def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
+        """A ZetaRouter's daemon: one interval, then sleep until the next, until stopped.
+        ``body`` is kopf's live view of the object (the latest spec and status). The interval's
+        work (blocking: Prometheus and the apiserver) runs in a worker thread; the sleep holds
+        no thread, so any number of ZetaRouters never starve the handlers' threads."""
+        mem = Memory()
+        while not stopped:
+            delay = await asyncio.to_thread(self.step_logged, body, mem)
+            await stopped.wait(delay)
 
-    # ---- the timer ----------------------------------------------------------------------------
+    def step_logged(self, body: Mapping[str, Any], mem: Memory) -> float:
+        try:
+            return self.step(body, mem)
+        except ApiError as e:
+            # Logged, not raised: the next interval tries again.
+            meta = body.get("metadata") or {}
+            log.warning("%s/%s: control loop: %s", meta.get("namespace"), meta.get("name"), e)
+            return self.tick
 
-    def tick(self, body: Mapping[str, Any]) -> Decision | None:
-        """Called by the timer for every ZetaRouter; runs the loop when its interval is due."""
+    def step(self, body: Mapping[str, Any], mem: Memory) -> float:
+        """One look at the ZetaRouter; returns the seconds until the next."""
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
-            return None
+            return self.tick
         namespace, name = str(meta["namespace"]), str(meta["name"])
         try:
             spec = parse_zetarouter(body)
         except SpecError as e:
             # The controller reports invalid specs (SpecValid=False); the loop just waits.
             log.debug("%s/%s: not running the control loop: %s", namespace, name, e)
-            return None
+            return self.tick
         settings = settings_from_spec(namespace, name, spec)
-        mem = self._memory_for(namespace, name, str(meta.get("uid") or ""))
         if not settings.enabled:
             mem.state = None
             self._mark_disabled(body)
-            return None
-        now = self.clock()
-        if now < mem.due:
-            return None
-        mem.due = now + settings.interval_seconds
-        return self.run_once(body, settings, mem, now)
+            return self.tick
+        self.run_once(body, settings, mem, self.clock())
+        return settings.interval_seconds
 
     # ---- one interval -------------------------------------------------------------------------
 
     def run_once(
-        self, body: Mapping[str, Any], settings: LoopSettings, mem: _Memory, now: float
+        self, body: Mapping[str, Any], settings: LoopSettings, mem: Memory, now: float
     ) -> Decision | None:
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
@@ -197,7 +216,8 @@ class ControlLoop:
         if mem.state is None:
             mem.state = self.remembered_state(body) or self.rebuilt_state(settings, running)
         state = mem.state.with_current(policy, running.replicas, running.thresholds)
-        snapshot = self.snapshot(namespace, settings, mem)
+        snapshot = self.snapshot(body, settings, mem)
+        INTERVALS.labels(snapshot.status.value).inc()
         decision = decide(policy, snapshot, state, now)
         if not settings.scales_replicas:
             # Feedback without autoscaling: thresholds only, replicas stay the user's.
@@ -206,18 +226,11 @@ class ControlLoop:
                 replicas=dict(running.replicas),
                 changes=tuple(c for c in decision.changes if c.kind != "replicas"),
             )
-        next_state = decision.state
         if settings.applies:
-            self._apply(body, settings, decision, snapshot, now, mem, next_state)
-            if decision.thresholds_changed:
-                generation = self.read_running(namespace, name, settings)
-                after = generation.generation if generation is not None else None
-                floor = (running.generation or 0) + 1
-                next_state = next_state.awaiting(max(after or 0, floor))
-                self._save_state(namespace, name, next_state)
+            mem.state = self._apply(body, settings, decision, snapshot, now, mem, running)
         else:
-            self._advise(body, settings, decision, snapshot, now, mem, next_state)
-        mem.state = next_state
+            self._advise(body, settings, decision, snapshot, now, mem)
+            mem.state = decision.state
         for change in decision.changes:
             DECISIONS.labels(change.kind, change.direction).inc()
         if decision.changes:
@@ -242,9 +255,6 @@ class ControlLoop:
             log.warning("ignoring status.loopState: %s", e)
             return None
 
-    def _save_state(self, namespace: str, name: str, state: PolicyState) -> None:
-        patch_status(self.kube, namespace, name, fields={"loopState": state.to_dict()})
-
     def rebuilt_state(self, settings: LoopSettings, running: Running) -> PolicyState:
         """A state for a ZetaRouter the loop has no memory of (new, or after a restart)."""
         state = PolicyState.initial(settings.policy, running.replicas, running.thresholds)
@@ -263,37 +273,45 @@ class ControlLoop:
 
     def read_running(self, namespace: str, name: str, settings: LoopSettings) -> Running | None:
         replicas: dict[str, int] = {}
+        dep = names.DEPLOYMENT
         for tier in settings.policy.tiers:
-            dep = self.kube.get_or_none(
-                api_path("apps/v1", "deployments", namespace, f"{name}-{tier.name}")
+            obj = self.kube.get_or_none(
+                api_path(
+                    dep.api_version, dep.plural, namespace, names.tier_object_name(name, tier.name)
+                )
             )
-            if dep is None:
+            if obj is None:
                 return None
-            replicas[tier.name] = int((dep.get("spec") or {}).get("replicas") or 0)
-        cm = self.kube.get_or_none(api_path("v1", "configmaps", namespace, f"{name}-routing"))
+            replicas[tier.name] = int((obj.get("spec") or {}).get("replicas") or 0)
+        cm = self.kube.get_or_none(
+            api_path("v1", names.CONFIGMAP.plural, namespace, names.routing_configmap_name(name))
+        )
         if cm is None:
             return None
-        thresholds: dict[str, tuple[float, ...]] = {}
-        generation: int | None = None
-        try:
-            routing = yaml.safe_load((cm.get("data") or {}).get(ROUTING_KEY) or "") or {}
-            generation = int(routing.get("generation", 0))
-            for ctx in routing.get("contexts") or []:
-                cuts = ctx.get("thresholds")
-                if cuts is not None:
-                    thresholds[str(ctx["name"])] = tuple(float(x) for x in cuts)
-        except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as e:
-            log.warning("%s/%s: unreadable routing ConfigMap: %s", namespace, name, e)
-        return Running(replicas=replicas, thresholds=thresholds, generation=generation)
+        routing = configmap_routing(cm)
+        if routing is None:
+            log.warning("%s/%s: unreadable routing ConfigMap", namespace, name)
+            return Running(replicas=replicas, thresholds={}, generation=None)
+        return Running(
+            replicas=replicas,
+            thresholds={c.name: tuple(c.thresholds) for c in routing.contexts},
+            generation=routing.generation,
+        )
 
-    def snapshot(self, namespace: str, settings: LoopSettings, mem: _Memory) -> MetricsSnapshot:
+    def snapshot(
+        self, body: Mapping[str, Any], settings: LoopSettings, mem: Memory
+    ) -> MetricsSnapshot:
         if not settings.prometheus_url:
             return MetricsSnapshot.unavailable(
                 MetricsStatus.ERROR, "spec.autoscaling.prometheus.url is not set"
             )
+        namespace = str(body["metadata"]["namespace"])
         try:
             headers = self._auth_headers(namespace, settings)
-        except (ApiError, KeyError, ValueError) as e:
+        except CredentialsRefusedError as e:
+            self.events.warning(body, "CredentialsRefused", f"{e}; Prometheus not queried")
+            return MetricsSnapshot.unavailable(MetricsStatus.REFUSED, str(e))
+        except (ApiError, ValueError) as e:
             return MetricsSnapshot.unavailable(
                 MetricsStatus.ERROR, f"cannot read the Prometheus auth secret: {e}"
             )
@@ -317,13 +335,11 @@ class ControlLoop:
 
     def _auth_headers(self, namespace: str, settings: LoopSettings) -> dict[str, str] | None:
         ref = settings.auth_secret
-        if ref is None:
+        if ref is None or settings.prometheus_url is None:
             return None
-        secret = self.kube.get(api_path("v1", "secrets", namespace, ref.name))
-        data = secret.get("data") or {}
-        if ref.key not in data:
-            raise ValueError(f"secret {ref.name} has no key {ref.key!r}")
-        token = base64.b64decode(data[ref.key]).decode().strip()
+        token = read_token(
+            self.kube, self.secrets, namespace, ref.name, ref.key, settings.prometheus_url
+        )
         return {"Authorization": f"Bearer {token}"}
 
     # ---- recording ----------------------------------------------------------------------------
@@ -346,7 +362,7 @@ class ControlLoop:
         )
 
     def _last_decision(
-        self, decision: Decision, now: float, mem: _Memory, advisory: bool
+        self, decision: Decision, now: float, mem: Memory, advisory: bool
     ) -> dict[str, Any] | None:
         summary = ("advisory, not applied: " if advisory else "") + decision.summary
         if not decision.changes and summary == mem.last_summary:
@@ -366,35 +382,61 @@ class ControlLoop:
         decision: Decision,
         snapshot: MetricsSnapshot,
         now: float,
-        mem: _Memory,
-        state: PolicyState,
-    ) -> None:
+        mem: Memory,
+        running: Running,
+    ) -> PolicyState:
+        """Record the decision and, when it changes something, have the controller apply it.
+        Returns the state to carry on with."""
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
         generation = int(meta.get("generation") or 0)
-        fields: dict[str, Any] = {
-            "thresholds": {k: list(v) for k, v in decision.thresholds.items()},
-            # What the spec said when these were chosen: a later spec edit wins (see render).
-            "thresholdsFrom": {k: list(v) for k, v in settings.spec_thresholds.items()},
-            "loopState": state.to_dict(),
-        }
         last = self._last_decision(decision, now, mem, advisory=False)
-        if last is not None:
-            fields["lastDecision"] = last
-        patch_status(
-            self.kube,
-            namespace,
-            name,
-            fields=fields,
-            conditions=[self._metrics_condition(snapshot, generation)],
-            tiers=_desired(settings, decision),
-        )
+        chosen = {k: list(v) for k, v in decision.thresholds.items()}
+        started_from = {k: list(v) for k, v in settings.spec_thresholds.items()}
+
+        def next_state(routing_generation: int | None) -> PolicyState:
+            if not decision.thresholds_changed:
+                return decision.state
+            # Thresholds wait until every router runs the generation carrying this change.
+            floor = (running.generation or 0) + 1
+            return decision.state.awaiting(max(routing_generation or 0, floor))
+
+        def status_fields(routing_generation: int | None) -> dict[str, Any]:
+            fields: dict[str, Any] = {
+                "thresholds": chosen,
+                # What the spec said when these were chosen: a later spec edit wins (render).
+                "thresholdsFrom": started_from,
+                "loopState": next_state(routing_generation).to_dict(),
+            }
+            if last is not None:
+                fields["lastDecision"] = last
+            return fields
+
+        metrics = self._metrics_condition(snapshot, generation)
+        replicas = dict(decision.replicas) if settings.scales_replicas else None
         if decision.changes and self.reconciler is not None:
-            # The controller renders from the status just written: replicas and thresholds
-            # reach the Deployments and the routing ConfigMap now, not at the next drift check.
-            self.reconciler.reconcile_named(namespace, name, "autoscale")
+            choice = LoopChoice(
+                replicas=replicas,
+                thresholds=chosen,
+                thresholds_from=started_from,
+                status_fields=status_fields,
+                conditions=(metrics,),
+            )
+            outcome = self.reconciler.reconcile(body, "autoscale", choice)
+            routing_generation = outcome.routing_generation
+        else:
+            routing_generation = None
+            patch_status(
+                self.kube,
+                namespace,
+                name,
+                fields=status_fields(None),
+                conditions=[metrics],
+                tiers=_desired(replicas),
+            )
         for change in decision.changes:
             self.events.normal(body, _REASONS[change.kind, change.direction], change.reason)
+        return next_state(routing_generation)
 
     def _advise(
         self,
@@ -403,12 +445,11 @@ class ControlLoop:
         decision: Decision,
         snapshot: MetricsSnapshot,
         now: float,
-        mem: _Memory,
-        state: PolicyState,
+        mem: Memory,
     ) -> None:
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        fields: dict[str, Any] = {"loopState": state.to_dict()}
+        fields: dict[str, Any] = {"loopState": decision.state.to_dict()}
         last = self._last_decision(decision, now, mem, advisory=True)
         if last is not None:
             fields["lastDecision"] = last
@@ -418,7 +459,7 @@ class ControlLoop:
             str(meta["name"]),
             fields=fields,
             conditions=[self._metrics_condition(snapshot, generation)],
-            tiers=_desired(settings, decision),
+            tiers=_desired(dict(decision.replicas) if settings.scales_replicas else None),
         )
         for change in decision.changes:
             self.events.normal(
@@ -450,41 +491,40 @@ class ControlLoop:
         )
 
 
-def _desired(settings: LoopSettings, decision: Decision) -> dict[str, dict[str, Any]] | None:
-    if not settings.scales_replicas:
+def _desired(replicas: Mapping[str, int] | None) -> dict[str, dict[str, Any]] | None:
+    if replicas is None:
         return None
-    return {t: {"desiredReplicas": n} for t, n in decision.replicas.items()}
+    return {t: {"desiredReplicas": n} for t, n in replicas.items()}
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
-    """Called by the controller (`zeta_router.controller.handlers`) to add the loop's timer."""
+    """Called by the controller (`zeta_router.controller.handlers`) to add the loop's daemon."""
     import kopf
 
     tick = float(
         context.config.extra.get("autoscale_tick") or os.environ.get(TICK_ENV) or DEFAULT_TICK
     )
-    loop = ControlLoop(context.kube, context.events, context.reconciler)
+    extra = context.config.extra
+    loop = ControlLoop(
+        context.kube,
+        context.events,
+        context.reconciler,
+        secrets=SecretPolicy.parse(
+            extra.get(SECRETS_POLICY_SETTING) or "annotated",
+            [s for s in (extra.get(SECRETS_ALLOWED_SETTING) or "").split("\n") if s],
+        ),
+        tick=tick,
+    )
 
-    def on_tick(body: kopf.Body, **_: Any) -> None:
-        try:
-            loop.tick(body)
-        except ApiError as e:
-            # Logged, not raised: kopf would retry at once; the next tick retries anyway.
-            log.warning("%s/%s: control loop: %s", body.metadata.namespace, body.metadata.name, e)
+    async def daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await loop.run(body, stopped)
 
-    def on_delete(meta: kopf.Meta, **_: Any) -> None:
-        loop.forget(str(meta.get("namespace")), str(meta.get("name")))
-
-    kopf.timer(
+    kopf.daemon(
         GROUP,
         VERSION,
         PLURAL,
         registry=registry,
         id="autoscale",
-        interval=tick,
         initial_delay=tick,
-        sharp=False,
-    )(on_tick)
-    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="autoscale-forget", optional=True)(
-        on_delete
-    )
+        cancellation_timeout=60.0,
+    )(daemon)

@@ -28,6 +28,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zeta_router.api.engines import (
+    LLAMACPP_RUNNING,
+    LLAMACPP_WAITING,
+    VLLM_KV_CACHE,
+    VLLM_KV_CACHE_OLD,
+    VLLM_RUNNING,
+    VLLM_TTFT_BUCKET,
+    VLLM_WAITING,
+)
 from zeta_router.autoscale.snapshot import (
     ContextSample,
     MetricsSnapshot,
@@ -44,19 +53,6 @@ LABEL_TIER = "zeta_ai_tier"
 
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_ROUTER = "router"
-
-# The model servers' metrics the loop reads (and the dashboard shows), by engine.
-VLLM_WAITING = "vllm:num_requests_waiting"
-VLLM_RUNNING = "vllm:num_requests_running"
-VLLM_KV_CACHE = "vllm:kv_cache_usage_perc"
-VLLM_KV_CACHE_OLD = "vllm:gpu_cache_usage_perc"
-VLLM_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
-LLAMACPP_WAITING = "llamacpp:requests_deferred"
-LLAMACPP_RUNNING = "llamacpp:requests_processing"
-ENGINE_METRICS: dict[str, tuple[str, ...]] = {
-    "vllm": (VLLM_WAITING, VLLM_RUNNING, VLLM_KV_CACHE, VLLM_KV_CACHE_OLD, VLLM_TTFT_BUCKET),
-    "llamacpp": (LLAMACPP_WAITING, LLAMACPP_RUNNING),
-}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class MetricsStatus(enum.Enum):
     TIMEOUT = "timeout"
     NO_SERIES = "no-series"
     ERROR = "error"
+    REFUSED = "refused"
+    """The credentials named for Prometheus may not be used (the operator's Secret policy)."""
 
 
 @dataclass(frozen=True)

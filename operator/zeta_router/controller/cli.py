@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import socket
 import sys
+from typing import Any
 
 from zeta_router.api.defaults import ROUTER_IMAGE
 from zeta_router.controller.config import DEFAULT_PEERING, OperatorConfig
@@ -28,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  zeta-router operator -n team-a -n team-b --drift-interval 10 --log-format text\n"
         "  zeta-router operator -A --liveness http://0.0.0.0:8080/healthz "
         "--metrics-address 0.0.0.0:9090   # in a pod\n"
+        "  zeta-router operator -A --network-policy "
+        '--metrics-from \'[{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]\'\n'
+        "  zeta-router operator -n team-a --prometheus-secrets allow-list "
+        "--prometheus-secret team-a/prom-token=http://prometheus.monitoring:9090\n"
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -101,6 +107,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "image (default: $ZETA_ROUTER_IMAGE, else %(default)s)",
     )
     parser.add_argument(
+        "--network-policy",
+        action="store_true",
+        help="give every ZetaRouter a NetworkPolicy: its model servers can be reached only "
+        "from its own pods (the routers) and from --metrics-from",
+    )
+    parser.add_argument(
+        "--metrics-from",
+        default="[]",
+        metavar="JSON",
+        help="with --network-policy: who scrapes the model servers' and routers' metrics, as a "
+        "JSON list of NetworkPolicy peers (the `from` of a NetworkPolicy rule); default: nobody",
+    )
+    parser.add_argument(
+        "--operator-from",
+        default="[]",
+        metavar="JSON",
+        help="with --network-policy: this operator's own pods, as a JSON list of NetworkPolicy "
+        "peers, admitted to the routers' admin port (the learner collects hashed samples "
+        "there, spec.learning); the chart sets it; default: nobody",
+    )
+    parser.add_argument(
+        "--prometheus-secrets",
+        choices=("annotated", "allow-list", "none"),
+        default="annotated",
+        help="which Secrets a ZetaRouter may name for its Prometheus token: annotated (default: "
+        "only Secrets whose annotation zeta.ai/prometheus-urls lists the ZetaRouter's "
+        "Prometheus URL), allow-list (only those given with --prometheus-secret), none",
+    )
+    parser.add_argument(
+        "--prometheus-secret",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME=URL",
+        help="with --prometheus-secrets allow-list: a Secret whose token may be sent to the "
+        "Prometheus at URL (repeatable)",
+    )
+    parser.add_argument(
         "--kubeconfig",
         default=None,
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
@@ -117,11 +160,31 @@ def _host_port(value: str) -> tuple[str, int] | None:
     return host or "127.0.0.1", int(port)
 
 
+def _peers(value: str, flag: str = "--metrics-from") -> tuple[dict[str, Any], ...]:
+    try:
+        peers = json.loads(value)
+    except ValueError as e:
+        raise SystemExit(f"error: {flag} is not JSON: {e}") from None
+    if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):
+        raise SystemExit(
+            f"error: {flag} must be a JSON list of NetworkPolicy peers, e.g. "
+            '[{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]'
+        )
+    return tuple(peers)
+
+
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    from zeta_router.autoscale.credentials import SecretPolicy
+    from zeta_router.autoscale.loop import SECRETS_ALLOWED_SETTING, SECRETS_POLICY_SETTING
+
     if args.drift_interval <= 0:
         raise SystemExit("error: --drift-interval must be positive")
     if args.workers < 1:
         raise SystemExit("error: --workers must be at least 1")
+    try:
+        SecretPolicy.parse(args.prometheus_secrets, args.prometheus_secret)
+    except ValueError as e:
+        raise SystemExit(f"error: --prometheus-secret: {e}") from None
     metrics = _host_port(args.metrics_address)
     return OperatorConfig(
         namespaces=tuple(args.namespace),
@@ -138,6 +201,13 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         workers=int(args.workers),
         kubeconfig=args.kubeconfig,
         router_image=args.router_image,
+        network_policy=bool(args.network_policy),
+        metrics_from=_peers(args.metrics_from),
+        operator_from=_peers(args.operator_from, "--operator-from"),
+        extra={
+            SECRETS_POLICY_SETTING: args.prometheus_secrets,
+            SECRETS_ALLOWED_SETTING: "\n".join(args.prometheus_secret),
+        },
     )
 
 
@@ -160,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
+    from zeta_router.controller.desired import RenderSettings
     from zeta_router.controller.events import EventRecorder
     from zeta_router.controller.handlers import OperatorContext, build_registry
     from zeta_router.controller.reconcile import Reconciler
@@ -178,7 +249,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no Kubernetes credentials: {e}", file=sys.stderr)
         return 1
     events = EventRecorder(kube, instance=socket.gethostname())
-    ctx = OperatorContext(cfg, kube, events, Reconciler(kube, events, cfg.router_image))
+    render_settings = RenderSettings(
+        router_image=cfg.router_image,
+        network_policy=cfg.network_policy,
+        scrapers=cfg.metrics_from,
+        operators=cfg.operator_from,
+    )
+    ctx = OperatorContext(cfg, kube, events, Reconciler(kube, events, render_settings))
     registry = build_registry(ctx)
     if cfg.metrics_port is not None:
         start_http_server(cfg.metrics_port, cfg.metrics_host)

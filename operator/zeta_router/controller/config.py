@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 FINALIZER_PREFIX = "zeta.ai"
 DEFAULT_PEERING = "zeta-router"
@@ -24,6 +25,9 @@ class OperatorConfig:
     workers: int = 8
     kubeconfig: str | None = None
     router_image: str = ""
+    network_policy: bool = False
+    metrics_from: tuple[dict[str, Any], ...] = ()
+    operator_from: tuple[dict[str, Any], ...] = ()
     # Settings of handlers registered by other modules (see controller.handlers), by name.
     extra: dict[str, str] = field(default_factory=dict)
 

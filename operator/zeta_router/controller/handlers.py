@@ -19,16 +19,13 @@ from typing import Any
 
 import kopf
 
+from zeta_router.api.models import GROUP, PLURAL, VERSION
+from zeta_router.controller.apply import owner_name
 from zeta_router.controller.config import FINALIZER_PREFIX, OperatorConfig
 from zeta_router.controller.events import EventRecorder
-from zeta_router.controller.reconcile import (
-    MANAGED_BY,
-    MANAGED_BY_VALUE,
-    Reconciler,
-    owner_name,
-)
-from zeta_router.controller.status import GROUP, PLURAL, VERSION
+from zeta_router.controller.reconcile import Reconciler
 from zeta_router.kube import ApiError, Kube, api_path, load_credentials
+from zeta_router.render import names
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +34,6 @@ LEARNING_LOOP_MODULE = "zeta_router.learning.loop"
 #: Modules that add handlers of their own (the control loop, the learner).
 EXTENSION_MODULES = (AUTOSCALE_LOOP_MODULE, LEARNING_LOOP_MODULE)
 PEERING_API = "kopf.dev/v1"
-# (apiVersion, plural) of the children, as kopf selects resources.
-_CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "configmaps"))
 
 
 @dataclass(frozen=True)
@@ -56,6 +51,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     cfg = ctx.config
     reconciler = ctx.reconciler
     zr = (GROUP, VERSION, PLURAL)
+    child_kinds = reconciler.child_kinds()
 
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # All kopf settings in one place.
@@ -89,9 +85,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 60
         # Only our children are watched, filtered by the apiserver, not in the operator.
-        for api_version, plural in _CHILD_RESOURCES:
-            settings.watching.label_selectors[api_version, plural] = (
-                f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+        for kind in child_kinds:
+            settings.watching.label_selectors[kind.api_version, kind.plural] = (
+                names.MANAGED_SELECTOR
             )
 
     kopf.on.startup(registry=registry)(configure)
@@ -146,18 +142,18 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
             # which reconcile_named sees and skips): put it back now, not at the next drift check.
             reconciler.reconcile_named(namespace, owner, "child-deleted")
-        elif type is not None and body.get("kind") == "Deployment":
+        elif type is not None and body.get("kind") == names.DEPLOYMENT.kind:
             # Readiness changes flow into the ZetaRouter's status promptly. (type None: the
             # initial listing, after which the resume handlers reconcile anyway.)
             reconciler.refresh_status(namespace, owner)
 
-    for api_version, plural in _CHILD_RESOURCES:
+    for kind in child_kinds:
         kopf.on.event(
-            api_version,
-            plural,
+            kind.api_version,
+            kind.plural,
             registry=registry,
-            id=f"child-{plural}",
-            labels={MANAGED_BY: MANAGED_BY_VALUE},
+            id=f"child-{kind.plural}",
+            labels={names.MANAGED_BY: names.MANAGED_BY_VALUE},
         )(on_child_event)
 
     def liveness(**_: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""From the tiers' Deployments to the ZetaRouter's per-tier status and its ``Ready``,
-``Progressing`` and ``Degraded`` conditions (pure)."""
+"""From the tiers' Deployments (and the rollout plan) to the ZetaRouter's per-tier status and its
+``Ready``, ``Progressing`` and ``Degraded`` conditions (pure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zeta_router.controller.rollout import TierRollout
 from zeta_router.controller.status import DEGRADED, PROGRESSING, READY, Condition, condition
+
+# status.tiers[].rollout
+CURRENT = "Current"
+ROLLING_OUT = "RollingOut"
+WAITING = "Waiting"
 
 
 @dataclass(frozen=True)
@@ -23,19 +29,45 @@ class TierState:
     available: int
     rolled_out: bool  # the Deployment controller finished rolling out the current template
     failure: str | None  # ProgressDeadlineExceeded / ReplicaFailure message, if any
+    plan: TierRollout | None = None
 
     @property
     def progressing(self) -> bool:
-        """A rollout, a scale-up or pods (re)starting: not every wanted replica is available."""
-        return not self.exists or not self.rolled_out or self.available < self.desired
+        """A rollout, a scale-up or pods (re)starting: not every wanted replica is available;
+        or a new template is waiting for its turn."""
+        return (
+            not self.exists or not self.rolled_out or self.available < self.desired or self.waiting
+        )
+
+    @property
+    def replacing(self) -> bool:
+        """Pods of an older template are being replaced (as opposed to pods only starting)."""
+        return self.exists and (self.updated < self.desired or self.replicas > self.updated)
+
+    @property
+    def waiting(self) -> bool:
+        return self.plan is not None and self.plan.action == "hold"
 
     @property
     def down(self) -> bool:
         """Rolled out once, wants replicas, has none ready: the tier stopped serving."""
         return self.rolled_out and self.desired > 0 and self.ready == 0
 
-    def status_entry(self) -> dict[str, int]:
-        return {"replicas": self.replicas, "readyReplicas": self.ready}
+    @property
+    def rollout(self) -> str:
+        if self.waiting:
+            return WAITING
+        if self.replacing or (self.plan is not None and self.plan.action == "update"):
+            return ROLLING_OUT
+        return CURRENT
+
+    def status_entry(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "readyReplicas": self.ready,
+            "updatedReplicas": self.updated,
+            "rollout": self.rollout,
+        }
 
 
 def _deployment_condition(dep: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -46,9 +78,11 @@ def _deployment_condition(dep: Mapping[str, Any], kind: str) -> Mapping[str, Any
     return None
 
 
-def tier_state(name: str, deployment: Mapping[str, Any] | None) -> TierState:
+def tier_state(
+    name: str, deployment: Mapping[str, Any] | None, plan: TierRollout | None = None
+) -> TierState:
     if deployment is None:
-        return TierState(name, False, 0, 0, 0, 0, 0, False, None)
+        return TierState(name, False, 0, 0, 0, 0, 0, False, None, plan)
     spec = deployment.get("spec") or {}
     st = deployment.get("status") or {}
     desired = int(spec.get("replicas", 1))
@@ -73,7 +107,24 @@ def tier_state(name: str, deployment: Mapping[str, Any] | None) -> TierState:
     replica_failure = _deployment_condition(deployment, "ReplicaFailure")
     if replica_failure is not None and replica_failure.get("status") == "True":
         failure = f"cannot create pods: {replica_failure.get('message', '')}".strip()
-    return TierState(name, True, desired, replicas, ready, updated, available, rolled_out, failure)
+    return TierState(
+        name, True, desired, replicas, ready, updated, available, rolled_out, failure, plan
+    )
+
+
+def _progress_detail(t: TierState) -> str:
+    if not t.exists:
+        return f"tier {t.name}: being created"
+    change = f" ({t.plan.change})" if t.plan is not None and t.plan.change else ""
+    if t.waiting and t.plan is not None:
+        return (
+            f"tier {t.name}: new pod template{change} waits until tier {t.plan.waiting_for} "
+            "is rolled out and ready (one tier at a time)"
+        )
+    counts = f"{t.updated}/{t.desired} updated, {t.available} available"
+    if t.rollout == ROLLING_OUT:
+        return f"tier {t.name}: rolling out a new pod template{change}: {counts}"
+    return f"tier {t.name}: {t.available}/{t.desired} replicas available, pods starting"
 
 
 def readiness_conditions(
@@ -81,9 +132,11 @@ def readiness_conditions(
     observed_generation: int | None,
     apply_error: str | None = None,
 ) -> list[Condition]:
-    """``Ready``: every tier has a ready replica. ``Progressing``: some tier is rolling out,
-    scaling up or has pods starting. ``Degraded``: objects could not be applied, a rollout
-    failed or cannot create pods, or a rolled-out tier has no ready replica left."""
+    """``Ready``: every tier has a ready replica. ``Progressing``: some tier is rolling out a
+    new pod template (reason ``RollingOut``, with which tier, what changed and which tiers
+    wait their turn) or has pods starting (``PodsStarting``). ``Degraded``: objects could not
+    be applied, a rollout failed or cannot create pods, or a rolled-out tier has no ready
+    replica left."""
     gen = observed_generation
     not_ready = [t for t in tiers if t.ready < 1]
     if not tiers:
@@ -98,15 +151,16 @@ def readiness_conditions(
             READY, True, "AllTiersReady", f"{len(tiers)}/{len(tiers)} tiers ready", gen
         )
 
-    rolling = [t for t in tiers if t.progressing]
-    if rolling:
-        detail = ", ".join(
-            f"{t.name} (not created yet)"
-            if not t.exists
-            else f"{t.name} {t.updated}/{t.desired} updated, {t.available} available"
-            for t in rolling
+    moving = [t for t in tiers if t.progressing]
+    if moving:
+        rolling = any(t.rollout != CURRENT for t in moving)
+        progressing = condition(
+            PROGRESSING,
+            True,
+            "RollingOut" if rolling else "PodsStarting",
+            "; ".join(_progress_detail(t) for t in moving),
+            gen,
         )
-        progressing = condition(PROGRESSING, True, "RollingOut", f"rolling out: {detail}", gen)
     else:
         progressing = condition(PROGRESSING, False, "RolledOut", "every tier is rolled out", gen)
 

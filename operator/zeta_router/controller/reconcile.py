@@ -1,14 +1,16 @@
 """Reconciliation of one ZetaRouter: parse, render, apply the children, write the status.
 
-The kopf handlers (``controller.handlers``) only call into :class:`Reconciler`. Everything that
-decides is pure and lives elsewhere (``controller.desired``: what the children should be;
-``controller.ownership``: whether a live child still matches; ``controller.readiness``: the
-conditions); this module does the I/O in between.
+The kopf handlers (``controller.handlers``) and the control loop (``autoscale.loop``) only call
+into :class:`Reconciler`. Everything that decides is pure and lives elsewhere
+(``controller.desired``: what the children should be, the loop's choice included;
+``controller.rollout``: which tier gets a new template now; ``controller.readiness``: the
+conditions); this module does the I/O in between: one path lists, renders, applies (server-side,
+``controller.apply``) and writes the status once.
 
 Reconciliations of the same ZetaRouter never overlap: kopf serialises the handlers of one
-object, but child events and the drift timer arrive on other tasks, so a lock per ZetaRouter
-orders them. Status refreshes caused by child events are coalesced: a burst of Deployment
-updates causes one refresh after the burst, not one per event.
+object, but child events, the drift timer and the control loop arrive on other tasks, so a lock
+per ZetaRouter orders them. Status refreshes caused by child events are coalesced: a burst of
+Deployment updates causes one refresh after the burst, not one per event.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
 from prometheus_client import Counter, Histogram
 
 from zeta_router.api.models import SpecError
 from zeta_router.controller import desired as desired_mod
+from zeta_router.controller.apply import Applier, adopted, controller_uid, owner_view
+from zeta_router.controller.desired import LoopChoice, RenderSettings
 from zeta_router.controller.events import EventRecorder
-from zeta_router.controller.ownership import drifted_paths, needs_patch, owned_fields
 from zeta_router.controller.readiness import (
     TierState,
     readiness_conditions,
@@ -35,30 +39,18 @@ from zeta_router.controller.readiness import (
     tier_state,
 )
 from zeta_router.controller.status import (
-    API_VERSION,
     SPEC_VALID,
     condition,
     patch_status,
     zetarouter_path,
 )
-from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
+from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
 from zeta_router.render.learned import model_store_name, parse_model_store
 from zeta_router.render.router_key import build_router_key_secret
 from zeta_router.scoring.learned import LearnedCorrection
 
 log = logging.getLogger(__name__)
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-INSTANCE = "app.kubernetes.io/instance"
-MANAGED_BY_VALUE = "zeta-router"
-KIND = "ZetaRouter"
-
-# kind -> (apiVersion, plural); the kinds of children the operator creates.
-CHILD_KINDS: dict[str, tuple[str, str]] = {
-    "Deployment": ("apps/v1", "deployments"),
-    "Service": ("v1", "services"),
-    "ConfigMap": ("v1", "configmaps"),
-}
 
 RECONCILES = Counter(
     "zeta_operator_reconciles_total",
@@ -73,9 +65,21 @@ RECONCILE_SECONDS = Histogram(
 )
 CHILD_CHANGES = Counter(
     "zeta_operator_child_changes_total",
-    "Child objects created, patched or deleted by the operator.",
+    "Child objects created, changed or deleted by the operator.",
     ["kind", "action"],
 )
+
+Live = dict[str, dict[str, dict[str, Any]]]  # kind -> name -> object
+
+# Event reason by trigger; other triggers (drift, child-deleted) repair. On resume (operator
+# start), changes are those of a new operator release, or of edits made while it was down.
+_EVENT_REASONS = {
+    "create": "Created",
+    "update": "Updated",
+    "resume": "Updated",
+    "autoscale": "Updated",
+    "rollout": "Updated",
+}
 
 
 @dataclass
@@ -88,39 +92,13 @@ class Outcome:
     patched: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    """Tiers that got a new pod template."""
+    routing_generation: int | None = None
 
     @property
     def changed(self) -> bool:
         return bool(self.created or self.patched or self.deleted)
-
-
-def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta = body["metadata"]
-    return {
-        "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": body.get("kind", KIND),
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            uid = ref.get("uid")
-            return str(uid) if uid is not None else None
-    return None
-
-
-def owner_name(obj: Mapping[str, Any]) -> str | None:
-    """The ZetaRouter that controls ``obj``, if one does."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == KIND:
-            name = ref.get("name")
-            return str(name) if name is not None else None
-    return None
 
 
 def _ref(obj: Mapping[str, Any]) -> str:
@@ -128,10 +106,13 @@ def _ref(obj: Mapping[str, Any]) -> str:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, events: EventRecorder, router_image: str) -> None:
+    def __init__(
+        self, kube: Kube, events: EventRecorder, settings: RenderSettings | None = None
+    ) -> None:
         self.kube = kube
         self.events = events
-        self.router_image = router_image
+        self.settings = settings or RenderSettings()
+        self.applier = Applier(kube)
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._dirty: set[tuple[str, str]] = set()
@@ -175,17 +156,22 @@ class Reconciler:
         with self._guard:
             self._locks.pop((namespace, name), None)
             self._dirty.discard((namespace, name))
+        self.applier.forget(namespace, name)
 
     # ---- entry points -------------------------------------------------------------------------
 
-    def reconcile(self, body: Mapping[str, Any], trigger: str) -> Outcome:
+    def reconcile(
+        self, body: Mapping[str, Any], trigger: str, loop: LoopChoice | None = None
+    ) -> Outcome:
+        """Bring the children of ``body`` to what they should be and write the status.
+        ``loop``: the control loop's choice of this interval, applied and recorded here."""
         meta = body["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         started = time.monotonic()
         result = "error"
         try:
             with self._exclusive(key):
-                outcome = self._reconcile_locked(body, trigger)
+                outcome = self._reconcile_locked(body, trigger, loop)
             result = (
                 "ok"
                 if outcome.valid and not outcome.errors
@@ -196,15 +182,18 @@ class Reconciler:
             RECONCILES.labels(trigger, result).inc()
             RECONCILE_SECONDS.labels(trigger).observe(time.monotonic() - started)
 
-    def reconcile_named(self, namespace: str, name: str, trigger: str) -> Outcome | None:
+    def reconcile_named(
+        self, namespace: str, name: str, trigger: str, loop: LoopChoice | None = None
+    ) -> Outcome | None:
         """Reconcile the ZetaRouter ``namespace/name`` as it is now (None: gone or deleting)."""
         body = self.kube.get_or_none(zetarouter_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        return self.reconcile(body, trigger)
+        return self.reconcile(body, trigger, loop)
 
     def refresh_status(self, namespace: str, name: str) -> None:
-        """Recompute the readiness part of the status from the Deployments (coalesced)."""
+        """Recompute the readiness part of the status from the Deployments (coalesced); when a
+        tier waiting for its new template may now have it, reconcile instead."""
         key = (namespace, name)
         with self._guard:
             self._dirty.add(key)
@@ -212,77 +201,101 @@ class Reconciler:
 
     # ---- the work -----------------------------------------------------------------------------
 
-    def _list_children(self, namespace: str, name: str) -> dict[str, dict[str, dict[str, Any]]]:
-        selector = f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={name}"
-        live: dict[str, dict[str, dict[str, Any]]] = {}
-        for kind, (api_version, plural) in CHILD_KINDS.items():
-            items = self.kube.list(api_path(api_version, plural, namespace), selector).get("items")
-            live[kind] = {o["metadata"]["name"]: o for o in items or []}
+    def child_kinds(self) -> tuple[names.ChildKind, ...]:
+        """The kinds of children this operator makes (NetworkPolicies only when enabled)."""
+        if self.settings.network_policy:
+            return names.CHILD_KINDS
+        return tuple(k for k in names.CHILD_KINDS if k is not names.NETWORK_POLICY)
+
+    def _list_children(
+        self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
+    ) -> Live:
+        """This ZetaRouter's children by kind and name (only those it controls)."""
+        selector = names.children_selector(name)
+        live: Live = {}
+        for kind in kinds or self.child_kinds():
+            items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
+            live[kind.kind] = {
+                o["metadata"]["name"]: o
+                for o in items.get("items") or []
+                if controller_uid(o) == uid
+            }
         return live
 
-    def _reconcile_locked(self, body: Mapping[str, Any], trigger: str) -> Outcome:
+    def _reconcile_locked(
+        self, body: Mapping[str, Any], trigger: str, loop: LoopChoice | None
+    ) -> Outcome:
         meta = body["metadata"]
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         generation = int(meta.get("generation") or 0)
         if meta.get("deletionTimestamp"):
             return Outcome(valid=True, message="being deleted")
-        live = self._list_children(namespace, name)
-        owned_live = {
-            kind: {n: o for n, o in objs.items() if controller_uid(o) == uid}
-            for kind, objs in live.items()
-        }
+        live = self._list_children(namespace, name, uid)
         try:
             want = desired_mod.compute(
                 body,
-                owned_live["Deployment"],
-                owned_live["ConfigMap"],
-                self.router_image,
+                live[names.DEPLOYMENT.kind],
+                live[names.CONFIGMAP.kind],
+                self.settings,
+                loop,
                 learned=self._learned(body, namespace, name),
             )
         except SpecError as e:
-            message = str(e)
-            log.warning("%s/%s: invalid spec: %s", namespace, name, message)
-            patch_status(
-                self.kube,
-                namespace,
-                name,
-                fields={"observedGeneration": generation},
-                conditions=[condition(SPEC_VALID, False, "InvalidSpec", message, generation)],
-                current=body,
-            )
-            self.events.warning(body, "InvalidSpec", f"{message} (children left unchanged)")
-            return Outcome(valid=False, message=message)
+            return self._invalid(body, str(e), generation)
 
-        outcome = Outcome(valid=True)
-        owner = owner_reference(body)
+        outcome = Outcome(valid=True, routing_generation=want.routing_generation)
+        owner = owner_view(body)
         self._create_router_key(namespace, name, owner, outcome)
         applied: dict[str, dict[str, Any]] = {}
-        wanted_names: dict[str, set[str]] = {kind: set() for kind in CHILD_KINDS}
+        wanted: set[tuple[str, str]] = set()
         for child in want.children:
-            obj = _with_owner(child, namespace, owner)
+            obj = adopted(child, owner)
             kind = str(obj["kind"])
-            wanted_names.setdefault(kind, set()).add(obj["metadata"]["name"])
-            current = owned_live.get(kind, {}).get(obj["metadata"]["name"])
+            child_name = str(obj["metadata"]["name"])
+            wanted.add((kind, child_name))
             try:
-                applied[f"{kind}/{obj['metadata']['name']}"] = self._apply(
-                    obj, current, uid, outcome
-                )
+                result = self.applier.apply(obj, live.get(kind, {}).get(child_name))
             except ApiError as e:
                 outcome.errors.append(f"{_ref(obj)}: {e.message or e.reason}")
-        for kind, objs in owned_live.items():
-            for child_name, obj in objs.items():
-                if child_name not in wanted_names.get(kind, set()):
-                    self._prune(kind, obj, outcome)
+                continue
+            applied[f"{kind}/{child_name}"] = result.obj
+            if result.created:
+                outcome.created.append(_ref(obj))
+                CHILD_CHANGES.labels(kind, "create").inc()
+            elif result.changed:
+                outcome.patched.append(f"{_ref(obj)} ({', '.join(result.changed[:6])})")
+                CHILD_CHANGES.labels(kind, "patch").inc()
+        for child_kind in self.child_kinds():
+            for child_name, obj in live.get(child_kind.kind, {}).items():
+                if (child_kind.kind, child_name) in wanted:
+                    continue
+                ref = f"{child_kind.kind} {child_name}"
+                try:
+                    self.applier.prune(child_kind, obj)
+                    outcome.deleted.append(ref)
+                    CHILD_CHANGES.labels(child_kind.kind, "delete").inc()
+                except ApiError as e:
+                    outcome.errors.append(f"deleting {ref}: {e.message}")
 
-        deployments = {
-            o["metadata"]["name"]: o for k, o in applied.items() if k.startswith("Deployment/")
-        }
-        tiers = [
-            tier_state(tier, deployments.get(dep_name))
-            for tier, dep_name in want.tier_deployments.items()
-        ]
+        tiers = []
+        for tier, dep_name in want.tier_deployments.items():
+            plan = want.rollout.get(tier)
+            if plan is not None and plan.action == "update":
+                outcome.released.append(tier)
+            dep = applied.get(f"Deployment/{dep_name}") or live["Deployment"].get(dep_name)
+            tiers.append(tier_state(tier, dep, plan))
         apply_error = "; ".join(outcome.errors) or None
-        self._write_status(body, tiers, generation, want.status_fields, apply_error, spec_ok=True)
+        fields = dict(want.status_fields)
+        conditions: list[Mapping[str, Any]] = []
+        tier_fields: dict[str, dict[str, Any]] = {}
+        if loop is not None:
+            fields.update(loop.status_fields(want.routing_generation))
+            conditions += loop.conditions
+            for tier, n in (loop.replicas or {}).items():
+                tier_fields[tier] = {"desiredReplicas": n}
+        self._write_status(
+            body, tiers, generation, fields, apply_error, True, conditions, tier_fields
+        )
         self._post_events(body, trigger, outcome, want)
         if outcome.changed or outcome.errors:
             log.info(
@@ -303,58 +316,27 @@ class Reconciler:
             self.kube.get_or_none(api_path("v1", "configmaps", namespace, model_store_name(name)))
         )
 
-    def _apply(
-        self,
-        obj: dict[str, Any],
-        current: Mapping[str, Any] | None,
-        uid: str,
-        outcome: Outcome,
-    ) -> dict[str, Any]:
-        kind = str(obj["kind"])
-        api_version, plural = CHILD_KINDS[kind]
-        ns, child = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        if current is None:
-            try:
-                created = self.kube.create(api_path(api_version, plural, ns), obj)
-                outcome.created.append(_ref(obj))
-                CHILD_CHANGES.labels(kind, "create").inc()
-                return created
-            except ApiError as e:
-                if not e.conflict:
-                    raise
-                existing = self.kube.get_or_none(api_path(api_version, plural, ns, child))
-                if existing is None:
-                    raise
-                owner = controller_uid(existing)
-                if owner != uid:
-                    # Not ours: an object of a deleted ZetaRouter of the same name still being
-                    # garbage-collected, or one somebody else made. Never take it over.
-                    why = (
-                        "belongs to an earlier ZetaRouter of this name and is being removed"
-                        if owner_name(existing) == obj["metadata"]["ownerReferences"][0]["name"]
-                        else "exists and is not managed by this ZetaRouter"
-                    )
-                    raise ApiError(409, "AlreadyExists", f"{_ref(obj)} {why}") from e
-                current = existing
-        if not needs_patch(obj, current):
-            return dict(current)
-        paths = drifted_paths(obj, current)
-        patched = self.kube.patch(
-            api_path(api_version, plural, ns, child), owned_fields(obj), MERGE_PATCH
+    def _invalid(self, body: Mapping[str, Any], message: str, generation: int) -> Outcome:
+        meta = body["metadata"]
+        log.warning("%s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
+        patch_status(
+            self.kube,
+            str(meta["namespace"]),
+            str(meta["name"]),
+            fields={"observedGeneration": generation},
+            conditions=[condition(SPEC_VALID, False, "InvalidSpec", message, generation)],
+            current=body,
         )
-        outcome.patched.append(f"{_ref(obj)} ({', '.join(paths[:6])})")
-        CHILD_CHANGES.labels(kind, "patch").inc()
-        return patched
+        self.events.warning(body, "InvalidSpec", f"{message} (children left unchanged)")
+        return Outcome(valid=False, message=message)
 
     def _create_router_key(
-        self, namespace: str, name: str, owner: dict[str, Any], outcome: Outcome
+        self, namespace: str, name: str, owner: kopf.Body, outcome: Outcome
     ) -> None:
         """Create the routers' signing key Secret once, before the pods that mount it. Only
-        ``create``: an existing Secret (ours, or one a user made to choose the key) is kept, so
-        a reconcile never rotates the key and the operator never reads Secrets."""
-        secret = _with_owner(
-            build_router_key_secret(name, secrets.token_urlsafe(32)), namespace, owner
-        )
+        ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
+        key) is kept, so a reconcile never rotates the key and the operator never reads it."""
+        secret = adopted(build_router_key_secret(name, secrets.token_urlsafe(32)), owner)
         try:
             self.kube.create(api_path("v1", "secrets", namespace), secret)
         except ApiError as e:
@@ -364,20 +346,6 @@ class Reconciler:
         outcome.created.append(_ref(secret))
         CHILD_CHANGES.labels("Secret", "create").inc()
 
-    def _prune(self, kind: str, obj: Mapping[str, Any], outcome: Outcome) -> None:
-        api_version, plural = CHILD_KINDS[kind]
-        meta = obj["metadata"]
-        try:
-            self.kube.delete(
-                api_path(api_version, plural, meta["namespace"], meta["name"]),
-                {"preconditions": {"uid": meta["uid"]}, "propagationPolicy": "Background"},
-            )
-            outcome.deleted.append(f"{kind} {meta['name']}")
-            CHILD_CHANGES.labels(kind, "delete").inc()
-        except ApiError as e:
-            if not e.not_found:
-                outcome.errors.append(f"deleting {kind} {meta['name']}: {e.message}")
-
     def _write_status(
         self,
         body: Mapping[str, Any],
@@ -386,20 +354,26 @@ class Reconciler:
         extra_fields: Mapping[str, Any],
         apply_error: str | None,
         spec_ok: bool,
+        extra_conditions: list[Mapping[str, Any]] | None = None,
+        tier_fields: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         meta = body["metadata"]
-        conds = readiness_conditions(tiers, generation, apply_error)
+        conds: list[Mapping[str, Any]] = list(readiness_conditions(tiers, generation, apply_error))
         fields: dict[str, Any] = {"readySummary": ready_summary(tiers), **extra_fields}
         if spec_ok:
             conds.insert(0, condition(SPEC_VALID, True, "Valid", "spec accepted", generation))
             fields["observedGeneration"] = generation
+        conds += extra_conditions or []
+        entries = {t.name: t.status_entry() for t in tiers}
+        for tier, more in (tier_fields or {}).items():
+            entries.setdefault(tier, {}).update(more)
         patch_status(
             self.kube,
             meta["namespace"],
             meta["name"],
             fields=fields,
             conditions=conds,
-            tiers={t.name: t.status_entry() for t in tiers},
+            tiers=entries,
             tier_order=[t.name for t in tiers],
             current=body,
         )
@@ -408,21 +382,38 @@ class Reconciler:
         body = self.kube.get_or_none(zetarouter_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
+        uid = str(body["metadata"]["uid"])
         status = body.get("status") or {}
+        deployments = self._list_children(namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP))
+        try:
+            want = desired_mod.compute(
+                body,
+                deployments[names.DEPLOYMENT.kind],
+                deployments[names.CONFIGMAP.kind],
+                self.settings,
+            )
+        except SpecError:
+            want = None
+        actions = {p.action for p in want.rollout.values()} if want is not None else set()
+        if "create" in actions:
+            # A tier's Deployment is gone: put it back now.
+            self._reconcile_locked(body, "child-deleted", None)
+            return
+        if "update" in actions:
+            # The tier a new template waited for is settled: the next one gets its own.
+            self._reconcile_locked(body, "rollout", None)
+            return
         # The tiers as last reconciled (they stay while a new spec is invalid, and so do their
         # Deployments, whose readiness is still worth reporting).
         tier_names = [t["name"] for t in status.get("tiers") or [] if "name" in t]
         if not tier_names:
             return
-        selector = f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={name}"
-        items = self.kube.list(api_path("apps/v1", "deployments", namespace), selector)["items"]
-        uid = body["metadata"]["uid"]
         by_tier = {
-            (d["metadata"].get("labels") or {}).get(desired_mod.TIER_LABEL): d
-            for d in items
-            if controller_uid(d) == uid
+            (d["metadata"].get("labels") or {}).get(names.TIER): d
+            for d in deployments[names.DEPLOYMENT.kind].values()
         }
-        tiers = [tier_state(t, by_tier.get(t)) for t in tier_names]
+        plans = want.rollout if want is not None else {}
+        tiers = [tier_state(t, by_tier.get(t), plans.get(t)) for t in tier_names]
         degraded = next(
             (c for c in status.get("conditions") or [] if c.get("type") == "Degraded"), None
         )
@@ -442,30 +433,23 @@ class Reconciler:
         if outcome.created:
             verb = "created" if trigger == "create" else "recreated"
             parts.append(f"{verb} {', '.join(outcome.created)}")
+        reason = _EVENT_REASONS.get(trigger, "Repaired")
         if outcome.patched:
-            verb = "updated" if trigger in ("create", "update") else "put back"
+            verb = "put back" if reason == "Repaired" else "updated"
             parts.append(f"{verb} {', '.join(outcome.patched)}")
         if outcome.deleted:
             parts.append(f"removed {', '.join(outcome.deleted)}")
         if parts:
-            reason = {"create": "Created", "update": "Updated"}.get(trigger, "Repaired")
             touched = outcome.created + outcome.patched
             if any(ref.startswith("ConfigMap ") for ref in touched):
                 parts.append(f"routing config generation {want.routing_generation}")
             self.events.normal(body, reason, "; ".join(parts))
+        for tier in outcome.released:
+            plan = want.rollout[tier]
+            waiting = [t for t, p in want.rollout.items() if p.action == "hold"]
+            then = f"; then: {', '.join(waiting)}" if waiting else ""
+            self.events.normal(
+                body, "RollingOut", f"tier {tier}: new pod template ({plan.change}){then}"
+            )
         if outcome.errors:
             self.events.warning(body, "ApplyFailed", "; ".join(outcome.errors))
-
-
-def _with_owner(child: Mapping[str, Any], namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
-    obj = dict(child)
-    meta = dict(obj.get("metadata") or {})
-    meta["namespace"] = namespace
-    meta["ownerReferences"] = [owner]
-    labels = dict(meta.get("labels") or {})
-    # The operator finds its children by these two labels; render sets them, this makes sure.
-    labels.setdefault(MANAGED_BY, MANAGED_BY_VALUE)
-    labels.setdefault(INSTANCE, owner["name"])
-    meta["labels"] = labels
-    obj["metadata"] = meta
-    return obj

@@ -17,12 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from zeta_router.api.models import API_VERSION, PLURAL
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
-
-GROUP = "zeta.ai"
-VERSION = "v1alpha1"
-PLURAL = "zetarouters"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 SPEC_VALID = "SpecValid"
 READY = "Ready"

@@ -27,8 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from zeta_router.api.models import SpecError, ZetaRouterSpec, parse_status, parse_zetarouter
-from zeta_router.controller.status import GROUP, PLURAL, VERSION, patch_status
+from zeta_router.api.models import (
+    API_VERSION,
+    GROUP,
+    PLURAL,
+    VERSION,
+    SpecError,
+    ZetaRouterSpec,
+    parse_status,
+    parse_zetarouter,
+)
+from zeta_router.controller.status import patch_status
 from zeta_router.kube import APPLY_PATCH, ApiError, Kube, api_path
 from zeta_router.learning import collect, cycle
 from zeta_router.render.configmap import effective_thresholds
@@ -307,7 +316,7 @@ class LearningLoop:
         # controller: the controller neither lists nor prunes it.
         cm["metadata"]["ownerReferences"] = [
             {
-                "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "apiVersion": body.get("apiVersion", API_VERSION),
                 "kind": body.get("kind", "ZetaRouter"),
                 "name": meta["name"],
                 "uid": meta["uid"],

@@ -13,13 +13,24 @@ model server runs as ``spec.tiers[].runAsUser`` (1000 by default, so non-root, w
 model cache on the writable ``/cache`` volume; 0 for images that need root). Every container
 has privilege escalation off and all capabilities dropped, the pod uses the RuntimeDefault
 seccomp profile, and no service-account token is mounted.
+
+Stopping: see ``zeta_router.api.lifecycle`` (preStop hooks of both containers, the router's
+``--drain-delay``/``--drain-seconds`` and the grace period that covers them).
+
+Rollouts: ``spec.tiers[].rolloutStrategy`` (surge first by default). The Deployment carries the
+digest of the template it was rendered with (``zeta.ai/template-hash``, and per part in
+``zeta.ai/template-parts``) so the controller can roll one tier at a time
+(``zeta_router.controller.rollout``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from zeta_router.api import defaults
+from zeta_router.api.lifecycle import MODEL_IDLE_HOOK_PATH, termination_grace_seconds
 from zeta_router.api.models import ResourceRequirements, TierSpec, ZetaRouterSpec
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.render import names
@@ -43,7 +54,11 @@ STARTUP_PERIOD: Final = 10
 
 
 def _resources(res: ResourceRequirements) -> dict[str, Any]:
-    return res.to_dict()
+    # Quantities as strings: server-side apply on Kubernetes 1.20 refuses a number there.
+    return {
+        part: {name: str(value) for name, value in amounts.items()}
+        for part, amounts in res.to_dict().items()
+    }
 
 
 def _http_probe(path: str, port: str, period: int, timeout: int, failures: int) -> dict[str, Any]:
@@ -64,7 +79,10 @@ def _llamacpp_model_flag(model: str) -> list[str]:
 
 
 def model_server_args(tier: TierSpec) -> list[str]:
-    """Command-line arguments of the tier's model server (the image's entrypoint is the server)."""
+    """Command-line arguments of the tier's model server (the image's entrypoint is the server).
+
+    vLLM gets ``--tensor-parallel-size`` from the GPUs of a replica unless ``args`` set it
+    (the API checks that the parallel sizes given use exactly the GPUs requested)."""
     if tier.engine == "vllm":
         base = [
             "--model",
@@ -74,6 +92,9 @@ def model_server_args(tier: TierSpec) -> list[str]:
             "--port",
             str(tier.port),
         ]
+        tp = tier.tensor_parallel_size
+        if tp is not None and "tp" not in tier.parallelism():
+            base += ["--tensor-parallel-size", str(tp)]
     else:
         base = [
             *_llamacpp_model_flag(tier.model),
@@ -115,7 +136,7 @@ def _container_security(uid: int, read_only_root: bool = False) -> dict[str, Any
     return ctx
 
 
-def model_container(tier: TierSpec) -> dict[str, Any]:
+def model_container(spec: ZetaRouterSpec, tier: TierSpec) -> dict[str, Any]:
     mounts = [{"name": "cache", "mountPath": CACHE_DIR}]
     if tier.engine == "vllm":
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
@@ -136,6 +157,11 @@ def model_container(tier: TierSpec) -> dict[str, Any]:
         ),
         "readinessProbe": readiness,
         "livenessProbe": _http_probe("/health", MODEL_PORT_NAME, period=20, timeout=10, failures=3),
+        # Not stopped while it holds requests: the kubelet asks the router in the same pod, on
+        # its admin port (a number: a hook resolves port names in its own container only).
+        "lifecycle": {
+            "preStop": {"httpGet": {"path": MODEL_IDLE_HOOK_PATH, "port": spec.router.admin_port}}
+        },
         "volumeMounts": mounts,
         "securityContext": _container_security(tier.run_as_user),
     }
@@ -158,6 +184,10 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             tier.name,
             "--port",
             str(r.port),
+            "--drain-delay",
+            _seconds(r.drain_delay_seconds),
+            "--drain-seconds",
+            _seconds(r.timeouts.total_seconds),
             "--admin-port",
             str(r.admin_port),
             "--request-key-file",
@@ -176,6 +206,11 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         "livenessProbe": _http_probe(
             "/healthz", ROUTER_ADMIN_PORT_NAME, period=10, timeout=3, failures=3
         ),
+        # Stop being ready, and keep serving for the drain delay (see api.lifecycle); the
+        # hooks are served on the admin port, which outlives the client port's drain.
+        "lifecycle": {
+            "preStop": {"exec": {"command": ["zeta-router", "drain", "--port", str(r.admin_port)]}}
+        },
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
             {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},
@@ -191,12 +226,51 @@ def _cache_source(tier: TierSpec) -> dict[str, Any]:
     return {k: v for k, v in tier.model_cache.items() if k != "name"}
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
 def _strategy(tier: TierSpec) -> dict[str, Any]:
-    if tier.engine == "vllm":
-        # GPUs are scarce: a surge pod would wait for a free GPU and stall the rollout. Replace
-        # one pod at a time instead; the routers fail over to other tiers meanwhile.
+    if tier.rollout_strategy == "Replace":
+        # No spare GPU: an old pod goes first (the tier runs one replica short meanwhile).
         return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    # Capacity first: a new pod must be ready before an old one stops.
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def _spread(name: str, tier: TierSpec) -> list[dict[str, Any]]:
+    if tier.topology_spread_constraints is not None:
+        return [dict(c) for c in tier.topology_spread_constraints]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": names.tier_selector(name, tier.name)},
+        }
+    ]
+
+
+def digest(value: Any) -> str:
+    """A short, stable digest of a JSON-like value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def template_annotations(template: dict[str, Any]) -> dict[str, str]:
+    """The Deployment annotations describing its pod template (``zeta.ai/template-hash`` and
+    ``zeta.ai/template-parts``: model, router, pod)."""
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    pod = {**template, "spec": {k: v for k, v in template["spec"].items() if k != "containers"}}
+    parts = {
+        "model": digest(containers.get(MODEL_CONTAINER)),
+        "router": digest(containers.get(ROUTER_CONTAINER)),
+        "pod": digest(pod),
+    }
+    return {
+        names.TEMPLATE_HASH: digest(template),
+        names.TEMPLATE_PARTS: ",".join(f"{k}={v}" for k, v in parts.items()),
+    }
 
 
 def build_deployment(
@@ -224,24 +298,38 @@ def build_deployment(
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if tier.run_as_user != 0:
         pod_security["fsGroup"] = tier.run_as_user  # a mounted cache volume must be writable
+    r = spec.router
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        "terminationGracePeriodSeconds": termination_grace_seconds(
+            r.drain_delay_seconds, r.timeouts.total_seconds
+        ),
         "securityContext": pod_security,
-        "containers": [model_container(tier), router_container(spec, tier, router_image)],
+        "containers": [model_container(spec, tier), router_container(spec, tier, router_image)],
         "volumes": volumes,
     }
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [s.to_dict() for s in spec.image_pull_secrets]
+    if tier.priority_class_name:
+        pod_spec["priorityClassName"] = tier.priority_class_name
     if tier.node_selector:
         pod_spec["nodeSelector"] = dict(tier.node_selector)
+    if tier.affinity:
+        pod_spec["affinity"] = dict(tier.affinity)
     if tier.tolerations:
         pod_spec["tolerations"] = [t.to_dict() for t in tier.tolerations]
+    spread = _spread(name, tier)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
+    template = {"metadata": {"labels": dict(pod_labels)}, "spec": pod_spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             "name": names.tier_object_name(name, tier.name),
             "labels": pod_labels,
+            "annotations": template_annotations(template),
         },
         "spec": {
             "replicas": replicas,
@@ -249,9 +337,6 @@ def build_deployment(
             "strategy": _strategy(tier),
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 1800 if tier.engine == "vllm" else 600,
-            "template": {
-                "metadata": {"labels": dict(pod_labels)},
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }

@@ -1,15 +1,17 @@
-"""Names, labels and selectors of a ZetaRouter's children (pure).
+"""Names, labels, selectors and kinds of a ZetaRouter's children (pure): the one place these
+facts live; the controller, the control loop, the tests and the development tooling import them.
 
 Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>`` for the entry
-Service, ``<router>-routing`` for the routing ConfigMap, ``<router>-router-key`` for the Secret
-that signs the routers' request ids. Labels (every child and pod):
-``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance: <router>``,
-``app.kubernetes.io/component: model-server|router``, ``app.kubernetes.io/managed-by:
-zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
+Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap,
+``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
+child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance:
+<router>``, ``app.kubernetes.io/component: model-server|router``,
+``app.kubernetes.io/managed-by: zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Literal
 
 NAME: Final = "app.kubernetes.io/name"
@@ -18,6 +20,20 @@ COMPONENT: Final = "app.kubernetes.io/component"
 MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 TIER: Final = "zeta.ai/tier"
 APP: Final = "zeta-router"
+MANAGED_BY_VALUE: Final = APP
+"""Value of ``app.kubernetes.io/managed-by`` on every child."""
+FIELD_MANAGER: Final = "zeta-router"
+"""The operator's server-side apply field manager: ``managedFields`` entries of this manager
+are the fields of a child the operator owns."""
+
+TEMPLATE_HASH: Final = "zeta.ai/template-hash"
+"""Deployment annotation: digest of the pod template the operator rendered for the tier."""
+TEMPLATE_PARTS: Final = "zeta.ai/template-parts"
+"""Deployment annotation: digests of the template's parts (``model``, ``router``, ``pod``), so
+a rollout can say what changed."""
+TEMPLATE_CHANGE: Final = "zeta.ai/template-change"
+"""Deployment annotation: what its last template change changed, in words (set by the
+controller when it gives the tier a new template)."""
 
 CONFIG_DIR: Final = "/etc/zeta-router"
 """Where the routing ConfigMap is mounted (read-only) in every router container."""
@@ -36,6 +52,10 @@ def tier_object_name(router: str, tier: str) -> str:
 
 
 def entry_service_name(router: str) -> str:
+    return router
+
+
+def network_policy_name(router: str) -> str:
     return router
 
 
@@ -68,4 +88,32 @@ def tier_selector(router: str, tier: str) -> dict[str, str]:
 
 def children_selector(router: str) -> str:
     """Label selector (string form) listing every child of a ZetaRouter."""
-    return f"{MANAGED_BY}={APP},{INSTANCE}={router}"
+    return f"{MANAGED_BY}={MANAGED_BY_VALUE},{INSTANCE}={router}"
+
+
+MANAGED_SELECTOR: Final = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+"""Label selector (string form) of every object the operator manages, all ZetaRouters."""
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of child object and where the API serves it."""
+
+    kind: str
+    api_version: str
+    plural: str
+
+
+DEPLOYMENT: Final = ChildKind("Deployment", "apps/v1", "deployments")
+SERVICE: Final = ChildKind("Service", "v1", "services")
+CONFIGMAP: Final = ChildKind("ConfigMap", "v1", "configmaps")
+NETWORK_POLICY: Final = ChildKind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies")
+CHILD_KINDS: Final = (DEPLOYMENT, SERVICE, CONFIGMAP, NETWORK_POLICY)
+"""Every kind of child a ZetaRouter may have."""
+
+
+def child_kind(kind: str) -> ChildKind:
+    for k in CHILD_KINDS:
+        if k.kind == kind:
+            return k
+    raise KeyError(f"{kind} is not a kind of ZetaRouter child")

@@ -267,6 +267,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, how long requests in flight may take to finish (default: %(default)s)",
     )
     net.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="in a pod: after the preStop hook (`zeta-router drain`) asks to drain, keep "
+        "serving this long, not ready, while Services stop sending requests (default: "
+        "%(default)s)",
+    )
+    net.add_argument(
         "--event-loop",
         default="uvloop",
         choices=["uvloop", "asyncio"],
@@ -463,6 +472,8 @@ def run(args: argparse.Namespace) -> int:
                 limits=limits,
                 watcher=watcher,
                 drain_seconds=args.drain_seconds,
+                drain_delay=args.drain_delay,
+                local_tier=args.local_tier,
             )
         )
     finally:

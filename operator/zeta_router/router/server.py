@@ -15,6 +15,7 @@ from aiohttp import web
 
 from zeta_router.router.app import Router
 from zeta_router.router.connections import Guard, Limits, Listener
+from zeta_router.router.lifecycle import Lifecycle
 from zeta_router.router.reload import ConfigWatcher
 from zeta_router.router.routes import build_admin_app, build_app
 
@@ -40,17 +41,22 @@ async def serve(
     limits: Limits | None = None,
     watcher: ConfigWatcher | None = None,
     drain_seconds: float = 30.0,
+    drain_delay: float = 0.0,
+    local_tier: str | None = None,
     on_listening: Callable[[int, int], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting clients, let requests in flight
     finish for up to ``drain_seconds`` (``/readyz`` answers 503 meanwhile), cancel what is left,
-    and stop. SIGHUP re-reads the config file at once."""
+    and stop. SIGHUP re-reads the config file at once. In a pod, the preStop hooks begin the
+    drain earlier, on the admin port (``zeta_router.router.lifecycle``; ``drain_delay``), and
+    the router outlives the model server's preStop that waits on it."""
     limits = limits or Limits()
-    runner = web.AppRunner(
-        build_app(router), handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS
-    )
+    app, admin_app = build_app(router), build_admin_app(router)
+    lifecycle = Lifecycle(router, drain_delay, drain_seconds, local_tier)
+    lifecycle.install(app, admin_app)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS)
     admin_runner = web.AppRunner(
-        build_admin_app(router), handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS
+        admin_app, handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS
     )
     await runner.setup()
     await admin_runner.setup()
@@ -113,6 +119,10 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        # A model server's preStop may still wait on the admin port for its last requests.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_delay + drain_seconds):
+                await lifecycle.released()
         admin_listener.stop_accepting()
         await admin_runner.cleanup()
         log.info("router stopped", extra={"event": "stopped"})

@@ -1,0 +1,203 @@
+"""A stopping pod's router, as the preStop hooks drive it, in front of a real llama.cpp server:
+it stops being ready but keeps serving, refuses drain requests from outside the pod, releases
+the model server only once nothing is in flight there, and finishes a stream after SIGTERM."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH
+from zeta_router.api.routing import RoutingConfig, routing_yaml
+from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.router_proc import RouterProcess, start_router
+
+pytestmark = pytest.mark.llama
+
+LONG_ANSWER = "Write a long story about a lighthouse keeper, at least twenty sentences."
+
+
+def config_file(path: Path, small: LlamaServer, large: LlamaServer) -> Path:
+    config = RoutingConfig.model_validate(
+        {
+            "router": "zeta",
+            "tiers": [
+                {"name": "small", "url": small.url, "localUrl": small.url, "engine": "llamacpp"},
+                {"name": "large", "url": large.url, "engine": "llamacpp"},
+            ],
+            # Every score is below 1: every request goes to the small tier, this pod's own.
+            "contexts": [{"name": "default", "thresholds": [1.0]}],
+            "defaultContext": "default",
+        }
+    )
+    path.write_text(routing_yaml(config))
+    return path
+
+
+@pytest.fixture
+def router(llama_tiers: dict[str, LlamaServer], tmp_path: Path) -> Iterator[RouterProcess]:
+    cfg = config_file(tmp_path / "routing.yaml", llama_tiers["small"], llama_tiers["large"])
+    r = start_router(
+        # A short drain delay: the model-idle wait then meets the stream while it runs.
+        ["--config", str(cfg), "--local-tier", "small", "--drain-delay", "0.2",
+         "--drain-seconds", "120"],
+        tmp_path,
+    )  # fmt: skip
+    yield r
+    r.stop()
+
+
+def request(
+    url: str, method: str = "GET", source: str | None = None
+) -> tuple[int, str, dict[str, str]]:
+    """An HTTP request, optionally from a given local address (another loopback address stands
+    for a peer outside the pod)."""
+    host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+    path = "/" + url.removeprefix("http://").split("/", 1)[1]
+    sock = socket.create_connection(
+        (host, int(port)), timeout=180, source_address=(source, 0) if source else None
+    )
+    try:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, body.decode(errors="replace"), headers
+    finally:
+        sock.close()
+
+
+def stream_in_background(
+    router: RouterProcess, events: list[tuple[str, float]]
+) -> threading.Thread:
+    client = openai.OpenAI(base_url=router.base_url, api_key="unused", max_retries=0, timeout=300)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        finish = None
+        text = ""
+        for chunk in client.chat.completions.create(
+            model="zeta",
+            messages=[{"role": "user", "content": LONG_ANSWER}],
+            max_tokens=120,
+            stream=True,
+        ):
+            if chunk.choices:
+                content = chunk.choices[0].delta.content or ""
+                if content and not text:
+                    events.append(("first-token", time.monotonic()))
+                text += content
+                finish = chunk.choices[0].finish_reason or finish
+        result["finish"], result["text"] = finish, text
+        events.append(("stream-end", time.monotonic()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.result = result  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+def wait_event(events: list[tuple[str, float]], name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e == name for e, _ in events):
+        assert time.monotonic() < deadline, f"no {name} within {timeout}s"
+        time.sleep(0.05)
+
+
+def test_the_model_server_is_released_only_after_the_stream_to_it_ended(
+    router: RouterProcess,
+) -> None:
+    events: list[tuple[str, float]] = []
+    stream = stream_in_background(router, events)
+    wait_event(events, "first-token")
+    # The model container's preStop, on the admin port, as a kubelet before 1.23 asks for it
+    # ("http://host:port/" + the path) when the path keeps its slash.
+    status, body, _ = request(router.admin_url + "/" + MODEL_IDLE_PATH)
+    events.append(("model-released", time.monotonic()))
+    stream.join(300)
+    assert status == 200, body
+    assert '"idle": true' in body
+    assert stream.result["finish"] is not None  # type: ignore[attr-defined]
+    assert stream.result["text"].strip()  # type: ignore[attr-defined]
+    order = [name for name, _ in sorted(events, key=lambda e: e[1])]
+    assert order == ["first-token", "stream-end", "model-released"]
+
+
+def test_drain_stops_readiness_keeps_serving_and_is_refused_from_outside(
+    router: RouterProcess,
+) -> None:
+    assert router.get("/readyz")[0] == 200
+    # From another address than 127.0.0.1: the kubelet or a client, never the preStop hook.
+    status, body, _ = request(router.admin_url + DRAIN_PATH, "POST", source="127.0.0.2")
+    assert status == 403, body
+    assert router.get("/readyz")[0] == 200
+    drained = subprocess.run(
+        [sys.executable, "-m", "zeta_router", "drain", "--port", str(router.admin_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert drained.returncode == 0, drained.stderr
+    status, ready, _ = router.get("/readyz")
+    assert status == 503
+    assert ready["status"] == "draining"
+    # Still serving, but every response tells the client to reconnect elsewhere.
+    client = openai.OpenAI(base_url=router.base_url, api_key="unused", max_retries=0, timeout=120)
+    raw = client.chat.completions.with_raw_response.create(
+        model="zeta", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
+    )
+    assert raw.http_response.status_code == 200
+    assert raw.headers["connection"] == "close"
+
+
+def test_sigterm_finishes_the_stream_in_flight(router: RouterProcess) -> None:
+    events: list[tuple[str, float]] = []
+    stream = stream_in_background(router, events)
+    wait_event(events, "first-token")
+    assert router.stop(timeout=180) == 0
+    stream.join(60)
+    assert stream.result["finish"] is not None  # type: ignore[attr-defined]
+    # Gone now: no new connection is accepted, on either port.
+    for url in (router.url + "/v1/models", router.admin_url + "/healthz"):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
+
+
+def test_drain_without_a_router_is_not_an_error(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "zeta_router", "drain", "--port", str(free)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert "nothing to drain" in done.stderr

@@ -1,0 +1,54 @@
+"""The pure parts of applying children: ownership through kopf.adopt, and what an apply changed
+(only among the fields we state). The apply itself is tested against the apiserver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zeta_router.controller.apply import adopted, changed_paths, controller_uid, owner_view
+
+ZR = {
+    "apiVersion": "zeta.ai/v1alpha1",
+    "kind": "ZetaRouter",
+    "metadata": {
+        "name": "chat",
+        "namespace": "team-a",
+        "uid": "u-1",
+        "labels": {"argocd.argoproj.io/instance": "apps", "team": "a"},
+    },
+}
+
+
+def test_children_are_adopted_with_a_controller_reference_and_no_owner_labels() -> None:
+    child: dict[str, Any] = {"kind": "Service", "metadata": {"name": "chat", "labels": {"x": "1"}}}
+    obj = adopted(child, owner_view(ZR))
+    assert obj["metadata"]["namespace"] == "team-a"
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": "zeta.ai/v1alpha1",
+        "kind": "ZetaRouter",
+        "name": "chat",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert controller_uid(obj) == "u-1"
+    # The ZetaRouter's own labels (a GitOps tool's tracking label, say) stay on it.
+    assert obj["metadata"]["labels"] == {"x": "1"}
+    assert "ownerReferences" not in child["metadata"]  # the input is not modified
+
+
+def test_changed_paths_name_only_fields_we_state() -> None:
+    intent = {"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 2, "template": {"x": 1}}}
+    before = {
+        "metadata": {"labels": {"a": "0"}, "annotations": {"rev": "1"}, "resourceVersion": "1"},
+        "spec": {"replicas": 1, "template": {"x": 1}, "paused": False},
+        "status": {"replicas": 1},
+    }
+    after = {
+        "metadata": {"labels": {"a": "1"}, "annotations": {"rev": "2"}, "resourceVersion": "2"},
+        "spec": {"replicas": 2, "template": {"x": 1}, "paused": True},
+        "status": {"replicas": 2},
+    }
+    assert changed_paths(before, after, intent) == ["metadata.labels.a", "spec.replicas"]
+    assert changed_paths(after, after, intent) == []
