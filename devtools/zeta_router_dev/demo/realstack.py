@@ -11,12 +11,12 @@ Same interface as :class:`~zeta_router_dev.demo.stack.DemoStack` (``start``, ``s
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zeta_router.api.models import API_VERSION, PLURAL
 from zeta_router.kube import Kube, api_path
 from zeta_router_dev.cluster.binaries import MissingBinaryError
 from zeta_router_dev.cluster.node import NodeError, RealNode
@@ -31,13 +31,13 @@ from zeta_router_dev.cluster.workloads import (
 from zeta_router_dev.demo.resource import NAME, NAMESPACE, zetarouter
 from zeta_router_dev.demo.stack import (
     ZR_PATH,
-    Interrupted,
     StackError,
     Started,
     StepCallback,
     _create_or_replace,
     _wait,
     pid_alive,
+    timed_step,
 )
 from zeta_router_dev.local.prometheus import PrometheusError, PrometheusServer
 
@@ -69,15 +69,8 @@ class RealNodeStack:
     # The Service spreads connections, not requests: the workload opens one per request.
     new_connections = True
 
-    @contextlib.contextmanager
-    def _step(self, name: str, on_step: StepCallback) -> Iterator[None]:
-        if self.interrupted():
-            raise Interrupted(name)
-        on_step(name, None)
-        t0 = time.monotonic()
-        yield
-        self.steps[name] = time.monotonic() - t0
-        on_step(name, self.steps[name])
+    def _step(self, name: str, on_step: StepCallback) -> contextlib.AbstractContextManager[None]:
+        return timed_step(name, on_step, self.steps, self.interrupted)
 
     def start(self, on_step: StepCallback) -> RealNodeStack:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -128,9 +121,7 @@ class RealNodeStack:
         body = localize_zetarouter(zetarouter(self.prometheus.url), namespace=NAMESPACE)
         # The demo's own loop settings (scale-down delay, bounds) stay as the demo sets them.
         body["spec"]["autoscaling"] = zetarouter(self.prometheus.url)["spec"]["autoscaling"]
-        _create_or_replace(
-            self.kube, api_path("zeta.ai/v1alpha1", "zetarouters", NAMESPACE), ZR_PATH, body
-        )
+        _create_or_replace(self.kube, api_path(API_VERSION, PLURAL, NAMESPACE), ZR_PATH, body)
 
     def _ready(self) -> bool:
         assert self.kube is not None

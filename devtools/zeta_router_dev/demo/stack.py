@@ -61,6 +61,21 @@ class Started:
 StepCallback = Callable[[str, float | None], None]
 
 
+@contextlib.contextmanager
+def timed_step(
+    name: str, on_step: StepCallback, steps: dict[str, float], interrupted: Callable[[], bool]
+) -> Iterator[None]:
+    """One start-up step of a demo stack: refused once interrupted, announced to ``on_step``
+    before and after, its duration kept in ``steps``."""
+    if interrupted():
+        raise Interrupted(name)
+    on_step(name, None)
+    t0 = time.monotonic()
+    yield
+    steps[name] = time.monotonic() - t0
+    on_step(name, steps[name])
+
+
 @dataclass
 class DemoStack:
     workdir: Path
@@ -89,15 +104,8 @@ class DemoStack:
 
     # ---- start ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _step(self, name: str, on_step: StepCallback) -> Iterator[None]:
-        if self.interrupted():
-            raise Interrupted(name)
-        on_step(name, None)
-        t0 = time.monotonic()
-        yield
-        self.steps[name] = time.monotonic() - t0
-        on_step(name, self.steps[name])
+    def _step(self, name: str, on_step: StepCallback) -> contextlib.AbstractContextManager[None]:
+        return timed_step(name, on_step, self.steps, self.interrupted)
 
     def start(self, on_step: StepCallback) -> DemoStack:
         """Start everything, in order; raises StackError (or Interrupted between steps)."""
