@@ -99,16 +99,34 @@ def test_too_few_labels_and_no_gain_are_reported_not_fitted() -> None:
     assert "does no better" in step.reason
 
 
-def test_refit_is_deterministic_and_regularised_towards_the_model_in_use() -> None:
+def test_refit_is_deterministic_and_regularised_towards_no_correction() -> None:
     prior = default_scorer()
     data = synthetic(400, seed=7)
     cfg = LearnerConfig()
+    assert cfg.shrink_to == "zero"
     a = fit(data, prior, CompiledCorrection.zero(), cfg)
     b = fit(data, prior, CompiledCorrection.zero(), cfg)
     assert np.array_equal(a.keys, b.keys)
     assert np.array_equal(a.values, b.values)
-    # With a heavy penalty the fit stays at the model it starts from.
+    assert np.abs(a.values).max() > 0.05
+    # The fit is the same whichever correction it starts from: the penalty is centred on no
+    # correction, not on the model in use (which would let refits drift towards overfitting).
+    again = fit(data, prior, a, cfg)
+    wa = dict(zip(a.keys.tolist(), a.values, strict=True))
+    wg = dict(zip(again.keys.tolist(), again.values, strict=True))
+    assert max(abs(wa.get(k, 0.0) - wg.get(k, 0.0)) for k in wa.keys() | wg.keys()) < 0.02
+    # With a heavy penalty the hashed and feature weights shrink to nothing.
     stiff = fit(data, prior, a, LearnerConfig(l2=1e6, l2_features=1e6))
+    assert np.abs(stiff.values).max() < 1e-3
+    # (feature weights in standardised units: the penalty's own scale)
+    assert np.abs(stiff.coef * data.x.std(axis=0)).max() < 1e-3
+
+
+def test_shrink_to_current_stays_at_the_model_in_use_under_a_heavy_penalty() -> None:
+    prior = default_scorer()
+    data = synthetic(400, seed=7)
+    a = fit(data, prior, CompiledCorrection.zero(), LearnerConfig())
+    stiff = fit(data, prior, a, LearnerConfig(l2=1e6, l2_features=1e6, shrink_to="current"))
     common = np.intersect1d(a.keys, stiff.keys)
     wa = dict(zip(a.keys.tolist(), a.values, strict=True))
     ws = dict(zip(stiff.keys.tolist(), stiff.values, strict=True))
@@ -146,5 +164,7 @@ def test_config_is_checked() -> None:
         LearnerConfig(min_labels=40, min_held_out=50)
     with pytest.raises(LearnError, match="l2"):
         LearnerConfig(l2=0.0)
+    with pytest.raises(LearnError, match="shrink_to"):
+        LearnerConfig(shrink_to="anchor")  # type: ignore[arg-type]
     with pytest.raises(LearnError, match="disagree"):
         Labelled(np.zeros((2, len(FEATURE_NAMES))), [], np.zeros(2))

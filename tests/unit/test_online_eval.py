@@ -109,3 +109,17 @@ def test_on_shuffled_labels_the_learner_stays_at_chance() -> None:
     leaky = fit(stream, default_scorer(), CompiledCorrection.zero(), cfg)
     z = decisions(default_scorer(), leaky, stream)
     assert metrics.curve(z, shuffled.weak, shuffled.strong).apgr() > 0.5 + band
+
+
+def test_shrink_to_is_reported_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--data", str(SMALL), "--refit-every", "20", "--min-labels", "60"]
+    stream = run_json(capsys, *args)["stream"]
+    assert isinstance(stream, dict)
+    assert stream["shrink_to"] == "zero"
+    stream = run_json(capsys, *args, "--shrink-to", "current")["stream"]
+    assert isinstance(stream, dict)
+    assert stream["shrink_to"] == "current"
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--online", *args, "--shrink-to", "anchor"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'anchor'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from zeta_router.quality.online import (
 from zeta_router.quality.report import plot, table
 from zeta_router.quality.scoring import load_scorer, score_prompts
 from zeta_router.scoring.features import FEATURE_INDEX, matrix
-from zeta_router.scoring.learner import LearnerConfig, LearnError
+from zeta_router.scoring.learner import SHRINK_TO, LearnerConfig, LearnError
 from zeta_router.scoring.scorer import Scorer
 from zeta_router.scoring.weights import ScorerWeights
 
@@ -117,8 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--l2",
         type=float,
         default=LearnerConfig.l2,
-        help="penalty on the hashed weights' departure from the model in use "
+        help="L2 penalty on the hashed weights, towards --shrink-to "
         f"(default: {LearnerConfig.l2:g})",
+    )
+    online.add_argument(
+        "--shrink-to",
+        choices=SHRINK_TO,
+        default=LearnerConfig.shrink_to,
+        help="what the penalty pulls the weights towards: zero (no correction, the prior) or "
+        "current (the model in use; successive refits then drift towards an unpenalised fit) "
+        f"(default: {LearnerConfig.shrink_to})",
     )
     online.add_argument(
         "--shuffle-labels",
@@ -197,7 +205,7 @@ def _sigmoid(z: float) -> float:
 def _run_online(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) -> int:
     try:
         # The operator's configuration for the same minLabels (spec.learning).
-        cfg = LearnerConfig.for_labels(args.min_labels, l2=args.l2)
+        cfg = LearnerConfig.for_labels(args.min_labels, l2=args.l2, shrink_to=args.shrink_to)
     except LearnError as exc:
         raise MetricError(str(exc)) from None
     result = replay(
@@ -246,6 +254,7 @@ def _run_online(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) -
         "max_labels": args.max_labels,
         "min_labels": cfg.min_labels,
         "l2": cfg.l2,
+        "shrink_to": cfg.shrink_to,
         "shuffled_labels": args.shuffle_labels,
         "refits": len(result.refits),
         "adopted": result.adopted,
