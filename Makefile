@@ -14,6 +14,8 @@ KIND ?= kind
 KIND_CLUSTER ?= zeta-router
 # make cluster NODE=real: a real node (containerd, kubelet, kube-proxy) instead of the stand-in.
 NODE ?= standin
+# buildah and runc need "/" to be a mount point; in a plain chroot this gives them one.
+ROOT_MOUNT := scripts/with-root-mount.sh
 
 .PHONY: help system-deps venv lint fmt test test-unit prepare control-plane tools images crd cluster \
 	cluster-down demo bench clean image chart-lint kind lock
@@ -54,12 +56,12 @@ tools: $(STAMP) ## fetch helm and kubectl (once, cached)
 	PYTHON=$(PY) scripts/fetch-helm-kubectl.sh
 
 images: system-deps $(STAMP) control-plane ## build the real node's images with buildah (cached by content)
-	$(BIN)/zeta-router images build
+	$(ROOT_MOUNT) $(BIN)/zeta-router images build
 
 prepare: system-deps $(STAMP) control-plane tools images ## everything the tests and the demo need
 
 test: prepare lint ## install and build what is missing, lint, then the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(ROOT_MOUNT) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -72,13 +74,13 @@ crd: $(STAMP) ## regenerate the checked-in CRDs, docs/api.md and README's CR ref
 	$(BIN)/zeta-router crd --readme README.md
 
 cluster: prepare ## start the local cluster, NODE=standin (default) or real (prints the KUBECONFIG)
-	$(BIN)/zeta-router cluster up --node $(NODE)
+	$(ROOT_MOUNT) $(BIN)/zeta-router cluster up --node $(NODE)
 
 cluster-down: $(STAMP) ## stop the local cluster (either kind) and restore the machine
 	$(BIN)/zeta-router cluster down
 
 demo: prepare ## the whole thing on this machine, with a live view
-	$(BIN)/zeta-router demo
+	$(ROOT_MOUNT) $(BIN)/zeta-router demo
 
 bench: prepare ## run every benchmark (prints figures; never fails on timings)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,67 @@ def test_system_deps_with_everything_installed_run_no_apt(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "all" in result.stdout
     assert not (tmp_path / "calls.log").exists()
+
+
+def _mounts_under(path: Path) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [f.split()[4] for f in lines if f.split()[4].startswith(str(path))]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a chroot needs root (CI runs as root)")
+def test_with_root_mount_gives_a_plain_chroot_a_root_mount_point() -> None:
+    """In a plain chroot "/" is not a mount point (buildah and runc fail there); through the
+    wrapper the command sees one, from the folder it was started in, and nothing stays mounted."""
+    # Not in pytest's temporary folders, which pytest removes on its own: the host's folders are
+    # bound into this one (read-only), and it is removed only once none is.
+    root = Path(tempfile.mkdtemp(prefix="zeta-chroot-"))
+    binds: list[Path] = []
+    (root / "tmp").mkdir(parents=True)
+    (root / "work").mkdir()
+    try:
+        for name in ("usr", "bin", "sbin", "lib", "lib64", "etc", "dev", "proc"):
+            host = Path("/") / name
+            if host.is_symlink():  # merged /usr: /bin -> usr/bin
+                (root / name).symlink_to(os.readlink(host))
+            elif host.is_dir():
+                (root / name).mkdir()
+                subprocess.run(["mount", "--rbind", str(host), str(root / name)], check=True)
+                binds.append(root / name)
+                subprocess.run(["mount", "-o", "remount,bind,ro", str(root / name)], check=True)
+        shutil.copy(SCRIPTS / "with-root-mount.sh", root / "with-root-mount.sh")
+        (root / "probe.sh").write_text(
+            'pwd\nawk \'$5 == "/" { print "root is mounted" }\' /proc/self/mountinfo\n'
+        )
+        plain = subprocess.run(
+            ["chroot", str(root), "/bin/sh", "/probe.sh"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "root is mounted" not in plain.stdout  # the case the wrapper is for
+        before = sorted(_mounts_under(root))
+        wrapped = subprocess.run(
+            ["chroot", str(root), "/bin/sh", "-c",
+             "cd /work && /bin/bash /with-root-mount.sh /bin/sh /probe.sh"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert wrapped.returncode == 0, wrapped.stderr
+        assert wrapped.stdout.splitlines() == ["/work", "root is mounted"], wrapped
+        assert "not a mount point here" in wrapped.stderr
+        # The wrapper's mounts lived in its own namespace: nothing of it is left here.
+        assert sorted(_mounts_under(root)) == before
+    finally:
+        for b in reversed(binds):
+            subprocess.run(["umount", "-l", str(b)], check=False)
+    assert _mounts_under(root) == []
+    shutil.rmtree(root)
+
+
+def test_with_root_mount_runs_the_command_as_it_is_where_root_is_mounted(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [str(SCRIPTS / "with-root-mount.sh"), "sh", "-c", 'pwd; echo "$1"; exit 3', "sh", "a b"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert out.stdout.splitlines() == [str(tmp_path), "a b"]
+    assert out.stderr == ""
