@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support import zetarouters
 from support.cluster import (
     REPO,
     apply,
@@ -25,6 +26,14 @@ from support.cluster import (
     wait_for,
 )
 from support.fixtures_cluster import DRIFT_INTERVAL
+from support.zetarouters import (
+    TIMEOUT,
+    create_zr,
+    get_zr,
+    patch_spec,
+    sample,
+    wait_condition,
+)
 from zeta_router.api.models import parse_zetarouter
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
@@ -32,8 +41,6 @@ from zeta_router_dev.local.operator_proc import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
 
-SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
-TIMEOUT = 60.0  # a deadline: a busy machine may take this long; nothing waits for it
 # How many of the operator's drift checks must pass after a change before a test may conclude
 # that something did not happen: the first may have started before the change.
 SETTLE_DRIFT_CHECKS = 2
@@ -44,27 +51,8 @@ MANAGED = {
 }
 
 
-def sample(name: str = "chat") -> dict[str, Any]:
-    (doc,) = [d for d in load_yaml_docs(SAMPLE) if d.get("kind") == "ZetaRouter"]
-    doc = copy.deepcopy(doc)
-    doc["metadata"] = {"name": name}
-    return doc
-
-
 def zr_path(namespace: str, name: str | None = None) -> str:
     return api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
-
-
-def create_zr(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    return kube.create(zr_path(namespace), body)
-
-
-def get_zr(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    return kube.get(zr_path(namespace, name))
-
-
-def patch_spec(kube: Kube, namespace: str, name: str, spec_patch: dict[str, Any]) -> None:
-    kube.patch(zr_path(namespace, name), {"spec": spec_patch}, MERGE_PATCH)
 
 
 def tier_names(body: dict[str, Any]) -> list[str]:
@@ -82,25 +70,8 @@ def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def wait_children(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    want = expected_names(body)
-
-    def present() -> dict[str, Any] | None:
-        have = children(kube, namespace, body["metadata"]["name"])
-        return have if {k: set(v) for k, v in have.items()} == want else None
-
-    result: dict[str, Any] = wait_for(present, TIMEOUT, f"children {want}")
-    return result
-
-
-def wait_condition(
-    kube: Kube, namespace: str, name: str, kind: str, status: str, timeout: float = TIMEOUT
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        zr = get_zr(kube, namespace, name)
-        return zr if condition_is(zr, kind, status) else None
-
-    result: dict[str, Any] = wait_for(check, timeout, f"{kind}={status} on {namespace}/{name}")
-    return result
+    # Against the object names spelled out here, not the renderer's own naming functions.
+    return zetarouters.wait_children(kube, namespace, body, expected_names(body))
 
 
 def routing(cm: dict[str, Any]) -> dict[str, Any]:

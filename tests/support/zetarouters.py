@@ -47,8 +47,11 @@ def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
     }
 
 
-def wait_children(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    want = expected_names(body)
+def wait_children(
+    kube: Kube, namespace: str, body: dict[str, Any], want: dict[str, set[str]] | None = None
+) -> dict[str, Any]:
+    """The ZetaRouter's children once they are exactly ``want`` (default: its expected names)."""
+    want = want if want is not None else expected_names(body)
 
     def present() -> dict[str, Any] | None:
         have = children(kube, namespace, body["metadata"]["name"])
