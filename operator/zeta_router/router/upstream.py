@@ -220,7 +220,10 @@ class Upstreams:
             if chosen is None:
                 raise TierError("no_replica", "the tier has no replica")
             replica = chosen[0]
-        pool = self.pool(replica.url)
+        try:
+            pool = self.pool(replica.url)
+        except ValueError as exc:  # (URLs are checked where they enter: a last guard)
+            raise TierError("error", f"unusable replica URL: {exc}") from None
         wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
         try:
             return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
@@ -259,9 +262,9 @@ class Upstreams:
 
     async def metrics_text(self, url: str) -> str | None:
         """A replica's /metrics (its own load gauges), or None when it does not answer."""
-        pool = self.pool(url)
-        deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
         try:
+            pool = self.pool(url)
+            deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
             resp = await pool.request("GET", "/metrics", {}, b"", deadline)
             async with resp:
                 body = await resp.read(deadline, limit=1 << 20)
@@ -270,7 +273,10 @@ class Upstreams:
             return None
 
     async def _probe(self, url: str) -> bool:
-        pool = self.pool(url)
+        try:
+            pool = self.pool(url)
+        except ValueError:
+            return False
         deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
         # llama.cpp and vLLM answer /health; other OpenAI-compatible servers at least /v1/models.
         for path in ("/health", "/v1/models"):
