@@ -219,8 +219,11 @@ def run_one(
     salt = f"{workload}-{strategy}-{time.monotonic_ns()}"
     jobs = shared_jobs(salt, args) if workload != "unique" else unique_jobs(salt, args)
     urls = ",".join(s.url for s in servers)
+    # "prefix:loadFactor=1.5,prefixChars=4096": a strategy with balancing options.
+    name, _, options = strategy.partition(":")
+    extra = [a for o in options.split(",") if o for a in ("--balancing-option", o)]
     router = start_router(
-        ["--tier", f"small={urls}", "--balancing", strategy, "--log-level", "warning"], work
+        ["--tier", f"small={urls}", "--balancing", name, "--log-level", "warning", *extra], work
     )
     try:
         computed0 = sum(_counter(s, "llamacpp:prompt_tokens_total") for s in servers)
@@ -267,6 +270,12 @@ def main() -> None:
     parser.add_argument(
         "--workloads", default="shared,unique,slowed", help="comma-separated subset"
     )
+    parser.add_argument(
+        "--strategies",
+        default=" ".join(STRATEGIES),
+        help="space-separated strategies to compare, each optionally with balancing options: "
+        "'random round-robin prefix prefix:prefixChars=4096,loadFactor=1.5'",
+    )
     args = parser.parse_args()
     if args.quick:
         args.conversations, args.turns, args.concurrency = 4, 2, 4
@@ -287,17 +296,18 @@ def main() -> None:
             flush=True,
         )
         header = (
-            f"{'workload':9} {'strategy':12} {'req':>4} {'err':>3} {'TTFT p50':>9} "
+            f"{'workload':9} {'strategy':24} {'req':>4} {'err':>3} {'TTFT p50':>9} "
             f"{'TTFT p99':>9} {'req/s':>6} {'prompt tok':>10} {'computed':>9}  shares"
         )
         print(header, flush=True)
         for workload in workloads:
-            strategies = STRATEGIES if workload != "slowed" else ("random", "prefix")
+            chosen = args.strategies.split()
+            strategies = chosen if workload != "slowed" else [chosen[0], chosen[-1]]
             for strategy in strategies:
                 row = run_one(servers, strategy, workload, args, work)
                 rows.append(row)
                 print(
-                    f"{workload:9} {strategy:12} {row['requests']:>4} {row['errors']:>3} "
+                    f"{workload:9} {strategy:24} {row['requests']:>4} {row['errors']:>3} "
                     f"{row['ttft_p50_ms']:>7.0f}ms {row['ttft_p99_ms']:>7.0f}ms "
                     f"{row['rps']:>6.2f} {row['prompt_tokens']:>10} {row['computed_tokens']:>9}"
                     f"  {row['shares']}",

@@ -156,6 +156,15 @@ def test_each_tier_has_a_headless_service_of_its_ready_pods_named_in_the_routing
         assert tier.replicas == [f"http://chat-{tier.name}-replicas.{NAMESPACE}.svc:{port}"]
 
 
+def test_the_balancing_settings_reach_the_routers() -> None:
+    out = render(
+        "chat", NAMESPACE, two_tiers(balancing={"strategy": "least-loaded", "loadFactor": 2})
+    )
+    assert out.routing.balancing.strategy == "least-loaded"
+    assert out.routing.balancing.load_factor == 2.0
+    assert render("chat", NAMESPACE, two_tiers()).routing.balancing.strategy == "prefix"
+
+
 def test_a_long_headless_service_name_is_shortened_alike_within_63_characters() -> None:
     router, tier = "r" * 40, "t" * 22
     name = names.tier_replicas_service_name(router, tier)

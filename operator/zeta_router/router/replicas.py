@@ -40,6 +40,10 @@ NO_SUCH_NAME = frozenset(
 IO_SECONDS = 2.0
 
 
+#: The pick of a tier's only replica (most tiers, most of the time: allocated once).
+ONLY = Pick(0, "only")
+
+
 @dataclass(frozen=True, slots=True)
 class Replica:
     url: str  # base URL: how the router reaches it, and its identity on the ring
@@ -240,12 +244,17 @@ class Replicas:
         tr = self.of(tier)
         replicas = tr.replicas
         if len(replicas) == 1 and not tried:
-            return replicas[0], Pick(0, "only")
+            return replicas[0], ONLY
         states = [self.state(r) for r in replicas]
-        fresh = [r.url not in tried for r in replicas]
-        usable = [f and s.ejected_until <= now for f, s in zip(fresh, states, strict=True)]
-        if not any(usable):
-            usable = fresh
+        if tried:
+            fresh = [r.url not in tried for r in replicas]
+            usable = [f and s.ejected_until <= now for f, s in zip(fresh, states, strict=True)]
+            if not any(usable):
+                usable = fresh
+        else:
+            usable = [s.ejected_until <= now for s in states]
+            if not any(usable):
+                usable = [True] * len(replicas)
         st = self.settings
         self._turn += 1
         turn = self._random.randrange(1 << 30) if st.strategy == "random" else self._turn
