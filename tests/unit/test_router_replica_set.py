@@ -18,7 +18,7 @@ from zeta_router.router.config import (
     standalone_config,
 )
 from zeta_router.router.metrics import RouterMetrics
-from zeta_router.router.replicas import Replica, Replicas, expand
+from zeta_router.router.replicas import Replica, Replicas, TierReplicas, expand
 
 NAMED = "http://chat-small-replicas.ns.svc:8000"
 
@@ -188,3 +188,12 @@ def test_the_command_line_refuses_an_unusable_tier_url_before_starting() -> None
 
 def test_a_replica_is_its_url() -> None:
     assert Replica("http://10.0.0.1:8000") == Replica("http://10.0.0.1:8000")
+
+
+def test_a_tier_with_no_replica_is_a_state_not_an_error() -> None:
+    reps = replica_set(config("http://127.0.0.1:1"), {})
+    small = reps.config.tiers[0]
+    reps.tiers[small.name] = TierReplicas.of([])  # asleep, or all gone
+    assert reps.choose(small, None, (), now=0.0) is None
+    assert reps.choose(small, 12345, (), now=0.0) is None
+    assert not reps.multiple(small)
