@@ -202,7 +202,7 @@ class Forwarder:
                     continue
                 if result[1] is not None:
                     self._replica_failed(tier, replica, result[1])
-                else:
+                elif result[0].status < 500:  # (as for the breaker: a 500 is no verdict)
                     replicas.succeeded(replica)
                 return result
         finally:
