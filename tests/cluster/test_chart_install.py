@@ -342,6 +342,8 @@ def test_install_namespace_scope(
         "--set", f"prometheusAuth.allowedSecrets[0].namespace={ns}",
         "--set", "prometheusAuth.allowedSecrets[0].name=prometheus-auth",
         "--set", "prometheusAuth.allowedSecrets[0].url=http://prometheus.monitoring:9090",
+        # No Secret in pods' environment: the pod policy reads no Secret's metadata either.
+        "--set", "podPolicy.secretRefs=none",
     )  # fmt: skip
     installed.append(ns)
     operator = f"{name}-zeta-router-operator"

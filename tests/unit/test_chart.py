@@ -155,8 +155,11 @@ def test_the_roles_grant_the_documented_list_and_what_manifests_grant(tmp_path: 
     objs = template(tmp_path)
     assert operator_rules(objs) == rbac.expand(rbac.NAMESPACED, on)
     manifests = REPO / "manifests"
-    (role,) = [d for d in yaml.safe_load_all((manifests / "role.yaml").read_text()) if d]
-    assert role["kind"] == "Role"
+    (role,) = [
+        d
+        for d in yaml.safe_load_all((manifests / "role.yaml").read_text())
+        if d and d["kind"] == "Role"
+    ]
     assert rule_set(role["rules"]) == rbac.expand(rbac.NAMESPACED, {"secrets-get"})
     (read,) = [
         d
@@ -223,11 +226,17 @@ def test_replicas_and_peering(tmp_path: Path) -> None:
     objs = template(tmp_path, {"replicaCount": 3, "operator": {"peering": {"name": "zr-peers"}}})
     assert one(objs, "Deployment")["spec"]["replicas"] == 3
     assert "--peering=zr-peers" in operator_args(objs)
-    assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "zr-peers"
+    assert one(objs, "KopfPeering")["metadata"] == {
+        **one(objs, "KopfPeering")["metadata"],
+        "name": "zr-peers",
+        "namespace": "zeta-system",
+    }
+    cluster = template(tmp_path, {"rbac": {"scope": "cluster"}})
+    assert one(cluster, "ClusterKopfPeering")["metadata"]["name"] == "zeta-router"
 
     standalone = template(tmp_path, {"operator": {"peering": {"enabled": False}}})
     assert "--standalone" in operator_args(standalone)
-    assert "ClusterKopfPeering" not in kinds(standalone)
+    assert "KopfPeering" not in kinds(standalone)
 
     err = template_fails(tmp_path, {"replicaCount": 2, "operator": {"peering": {"enabled": False}}})
     assert "operator.peering.enabled" in err
@@ -291,7 +300,16 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
         names.MANAGED_BY: names.APP,
         names.COMPONENT: "model-server",
     }
-    assert workloads["namespaceSelector"] == {"any": True}
+    # The served namespaces: the release namespace by default, any with cluster scope.
+    assert workloads["namespaceSelector"] == {"matchNames": ["zeta-system"]}
+    cluster = template(
+        tmp_path,
+        {"rbac": {"scope": "cluster"}, "monitoring": {"serviceMonitor": {"enabled": True}}},
+    )
+    (cluster_workloads,) = [
+        m for m in kinds(cluster)["ServiceMonitor"] if m["metadata"]["name"].endswith("zetarouters")
+    ]
+    assert cluster_workloads["spec"]["namespaceSelector"] == {"any": True}
     assert workloads["targetLabels"] == [names.COMPONENT]
     assert workloads["podTargetLabels"] == [names.INSTANCE, names.TIER]
     sm_endpoints = {e["port"]: e for e in workloads["endpoints"]}
