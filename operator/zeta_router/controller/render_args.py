@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     policy = parser.add_argument_group(
         "pod policy",
-        "what a ZetaRouter may put into its pods (docs/security.md); a ZetaRouter that breaks "
-        "a rule gets SpecValid=False and a Warning Event naming the rule, and no change",
+        "what a ZetaRouter may put into its pods (docs/security.md); a ZetaRouter that\n"
+        "breaks a rule gets SpecValid=False and a Warning Event naming the rule, and no change",
     )
     policy.add_argument(
         "--allowed-cache-volume",

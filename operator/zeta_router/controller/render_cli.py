@@ -41,7 +41,7 @@ exit status: 0 all rendered; 1 a ZetaRouter the operator would refuse; 2 unusabl
 EPILOG = """\
 examples:
   zeta-router render -f zetarouter.yaml
-  zeta-router render -f zetarouter.yaml -f secrets.yaml \
+  zeta-router render -f zetarouter.yaml -f secrets.yaml \\
       --allowed-model-image-prefix registry.example.com/
   kubectl get zr chat -n team-a -o yaml | zeta-router render -f -
   zeta-router render -f zetarouter.yaml | kubectl apply --dry-run=server -f -
