@@ -152,6 +152,8 @@ def test_each_tier_has_a_headless_service_of_its_ready_pods_named_in_the_routing
         assert svc["spec"]["clusterIP"] == "None"
         assert svc["spec"]["publishNotReadyAddresses"] is False
         assert svc["spec"]["selector"] == names.tier_selector("chat", tier.name)
+        # Not selected by the monitors of the tier Services (no second scrape of each pod).
+        assert svc["metadata"]["labels"][names.COMPONENT] == "replicas"
         port = svc["spec"]["ports"][0]["port"]
         assert tier.replicas == [f"http://chat-{tier.name}-replicas.{NAMESPACE}.svc:{port}"]
 
@@ -183,7 +185,7 @@ def test_every_child_and_pod_carries_the_labels() -> None:
     for child in out.children:
         labels = child["metadata"]["labels"]
         assert labels.items() >= common.items(), child["metadata"]["name"]
-        assert labels["app.kubernetes.io/component"] in ("model-server", "router")
+        assert labels["app.kubernetes.io/component"] in ("model-server", "router", "replicas")
     for dep in by_kind(out.children, "Deployment").values():
         tier = dep["metadata"]["labels"]["zeta.ai/tier"]
         pod = dep["spec"]["template"]["metadata"]["labels"]

@@ -6,7 +6,7 @@ for the tier's headless Service (:func:`tier_replicas_service_name`), ``<router>
 Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap,
 ``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
 child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance:
-<router>``, ``app.kubernetes.io/component: model-server|router``,
+<router>``, ``app.kubernetes.io/component: model-server|router|replicas``,
 ``app.kubernetes.io/managed-by: zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
 """
 
@@ -45,7 +45,10 @@ ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
 ROUTER_KEY_FIELD: Final = "key"
 """The Secret's data key holding the key (one per line; the first signs)."""
 
-Component = Literal["model-server", "router"]
+Component = Literal["model-server", "router", "replicas"]
+"""``replicas``: a tier's headless Service. Not ``model-server``, so that the monitors that
+select the tier Services by component do not scrape every model server a second time through
+it."""
 
 
 def tier_object_name(router: str, tier: str) -> str:

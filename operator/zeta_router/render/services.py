@@ -59,7 +59,7 @@ def build_tier_replicas_service(name: str, tier: TierSpec) -> dict[str, Any]:
         "kind": "Service",
         "metadata": {
             "name": names.tier_replicas_service_name(name, tier.name),
-            "labels": names.labels(name, "model-server", tier.name),
+            "labels": names.labels(name, "replicas", tier.name),
         },
         "spec": {
             "clusterIP": "None",
