@@ -337,7 +337,9 @@ class Replicas:
 
     async def read_loads(self, fetch: MetricsFetch) -> None:
         """Read every replica's own gauges once (``fetch(url)`` returns its /metrics text or
-        None); replicas that do not answer keep no reported load."""
+        None). A replica that does not answer in time keeps what it reported last: a busy
+        replica answers late, and busy is not idle (one that is gone is ejected by its
+        failures, and forgotten when it leaves the set)."""
         engines = {t.name: t.engine for t in self.config.tiers}
         work: list[tuple[Replica, str]] = [
             (r, engines.get(name, "vllm")) for name, tr in self.tiers.items() for r in tr.replicas
@@ -347,7 +349,8 @@ class Replicas:
         texts = await asyncio.gather(*(fetch(r.url) for r, _ in work), return_exceptions=True)
         for (r, engine), text in zip(work, texts, strict=True):
             held = in_flight(text, engine) if isinstance(text, str) else None
-            self.state(r).reported = int(held) if held is not None else 0
+            if held is not None:
+                self.state(r).reported = int(held)
 
     async def load_loop(self, fetch: MetricsFetch) -> None:
         while True:
