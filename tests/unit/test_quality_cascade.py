@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.routing_eval import gsm8k_dev_dir
+from support.routing_eval import REPO, gsm8k_dev_dir
 from zeta_router.cli import main
 from zeta_router.quality import metrics
 from zeta_router.quality.cascade import (
@@ -86,3 +86,31 @@ def test_eval_cascade_needs_answers(capsys: pytest.CaptureFixture[str]) -> None:
     assert ds.weak_answers is not None
     assert ds.strong_answers is not None
     assert len(ds.weak_answers) == len(ds) == 655
+
+
+def test_the_cascade_figures_in_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/routing-quality.md's cascade table is what `eval --cascade` prints (within 0.01)."""
+    text = (REPO / "docs" / "routing-quality.md").read_text(encoding="utf-8")
+    lines = text[text.index("<!-- figures:cascade -->") :].splitlines()[3:]
+    documented = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        documented[cells[0]] = [
+            float(c.rstrip("%")) / (100 if c.endswith("%") else 1) for c in cells[1:]
+        ]
+    assert main(["eval", "--cascade", "--json", "--data", str(gsm8k_dev_dir())]) == 0
+    results = json.loads(capsys.readouterr()[0])["cascade"]["results"]
+    measured = {
+        r["name"]: [
+            r["apgr"],
+            r["cpt"]["0.5"],
+            r["cpt"]["0.8"],
+            *(r["accuracy_at_strong_share"][k] for k in ("0.1", "0.2", "0.3", "0.5")),
+        ]
+        for r in results
+    }
+    assert set(documented) == set(measured)
+    for name, values in measured.items():
+        assert values == pytest.approx(documented[name], abs=0.01), name
