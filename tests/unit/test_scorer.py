@@ -113,7 +113,7 @@ def test_default_weights_route_chit_chat_small_and_hard_multi_part_work_large() 
     (0.4 to 0.6 for two tiers)."""
     s = default_scorer()
     assert s.score(from_prompt(CHIT_CHAT)) < 0.2
-    assert s.score(from_prompt(MULTI_PART)) > 0.7
+    assert s.score(from_prompt(MULTI_PART)) > 0.8
     for small in ("hi", "Hello! How are you today?", "Tell me a joke."):
         assert s.score(from_prompt(small)) < 0.2
 
@@ -123,9 +123,7 @@ def test_scores_are_spread_over_the_unit_interval() -> None:
     rng = np.random.default_rng(0)
     text = "the court held that a contract for the sale of land must be in writing and signed"
     words = text.split(" ")
-    # Only the length varies here (one run-on sentence of the same words), so the spread is
-    # the length term's: a 3-word request and a 400-word one are far apart.
     prompts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(3, 400, size=200)]
     scores = default_scorer().score_matrix(matrix(prompts))
     assert scores.min() < 0.3
-    assert scores.max() > 0.6
+    assert scores.max() > 0.7

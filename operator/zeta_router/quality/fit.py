@@ -38,17 +38,20 @@ IntArray = NDArray[np.int64]
 # cross-validation against the full feature set, which does worse on unseen subjects (see
 # docs/routing-quality.md).
 #
-# Sentence shape (clauses_per_sentence, words_per_sentence) used to count too. It describes
-# how a family of requests is written, not how hard one request of that family is: it fitted
+# Subordinate clauses per sentence (clauses_per_sentence) used to count too. It describes how
+# a family of requests is written, not how hard one request of that family is: it fitted
 # MMLU's subjects a little, and on math word problems, a family the fit never saw, it was the
-# largest term of the score and carried nothing, so the scorer ranked them worse than prompt
-# length did (docs/routing-quality.md, "Math and word problems"). Without it both MMLU's
-# grouped figures and the word problems' are better.
+# largest term of the score and carried nothing (its own APGR there 0.527), so the scorer
+# ranked them worse than prompt length did (docs/routing-quality.md, "Math and word
+# problems"). Without it both MMLU's grouped figures and the word problems' are better.
+# Words per sentence stays: it carries a little on word problems (0.563), and in chat traffic
+# it is much of what tells a substantial request from a short one.
 FITTED_FEATURES: tuple[str, ...] = (
     "log_prompt_tokens",
     "log_question_tokens",
     "log_option_chars",
     "negations",
+    "words_per_sentence",
 )
 
 # Fixed weights, in logits of the final score, for what a single-turn benchmark cannot teach:

@@ -66,7 +66,7 @@ IndexArray = NDArray[np.int64]
 #: (about 30 % of labels decisive) the earlier bar of a quarter of the held-out labels let
 #: candidates judged on some 25 decisive labels be adopted after 300-400 labels, and on one of
 #: three stream orders the learner then routed the rest of the stream worse than its prior and
-#: than prompt length (0.605 against 0.643 and 0.626; docs/routing-quality.md).
+#: than prompt length (0.599 against 0.636 and 0.626; docs/routing-quality.md).
 MIN_DECISIVE = 60.0
 
 #: What ``LearnerConfig.shrink_to`` may name (the first is the default).
