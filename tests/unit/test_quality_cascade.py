@@ -12,12 +12,14 @@ from support.routing_eval import REPO, gsm8k_dev_dir
 from zeta_router.cli import main
 from zeta_router.quality import metrics
 from zeta_router.quality.cascade import (
-    ANSWER_FEATURES,
     CASCADE,
-    answer_features,
+    answer_matrix,
     at_equal_cost,
+    fit_judge,
+    judge_logits,
 )
 from zeta_router.quality.data import load
+from zeta_router.scoring.judge import ANSWER_FEATURES, answer_features, default_judge
 
 SMALL = Path(__file__).parent / "data" / "routing_eval_small"
 F = {n: i for i, n in enumerate(ANSWER_FEATURES)}
@@ -114,3 +116,32 @@ def test_the_cascade_figures_in_the_docs(capsys: pytest.CaptureFixture[str]) -> 
     assert set(documented) == set(measured)
     for name, values in measured.items():
         assert values == pytest.approx(documented[name], abs=0.01), name
+
+
+def test_the_shipped_judge_is_the_judge_fitted_on_the_math_dev_set() -> None:
+    ds = load(gsm8k_dev_dir())
+    assert ds.weak_answers is not None
+    refit = fit_judge(answer_matrix(ds.prompts, ds.weak_answers), ds.weak)
+    shipped = default_judge().weights
+    assert refit.bias == pytest.approx(shipped.bias, rel=1e-5)
+    assert set(refit.weights) == set(shipped.weights)
+    for name, w in refit.weights.items():
+        assert w == pytest.approx(shipped.weights[name], rel=1e-5, abs=1e-6), name
+    assert "gsm8k-dev (655 answers" in (shipped.source or "")
+    # The router's judge and the study's matrix agree on every answer.
+    j = default_judge()
+    x = answer_matrix(ds.prompts[:20], ds.weak_answers[:20])
+    logits = judge_logits(shipped, x)
+    for i in range(20):
+        expected = 1.0 / (1.0 + np.exp(-logits[i]))
+        assert j.doubt(ds.prompts[i], ds.weak_answers[i]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_judge_doubts_a_wrong_answer_more_than_a_right_one() -> None:
+    j = default_judge()
+    q = "Janet sells 16 - 3 - 4 eggs at $2 each. How much does she make?"
+    right = "She has 16 - 3 - 4 = 9 eggs and makes 9 * 2 = 18 dollars.\n#### 18"
+    wrong = "She has 16 - 3 - 4 = 10 eggs and makes 10 * 2 = 20.5 dollars. However, maybe 21."
+    assert j.doubt(q, wrong) > 0.5 > j.doubt(q, right)
+    # Bounded cost: a huge answer is read from its tail only.
+    assert 0.0 < j.doubt(q, "1 + 1 = 2. " * 100_000 + "#### 2") < 1.0

@@ -8,19 +8,19 @@ quality at a given large-tier share is read off the same PGR curve as a router's
 equal large-tier share the cascade spends ``x`` more small calls, and a request it escalates
 waits for the small tier's whole answer first.
 
-The judge is cheap and needs no model call: features of the answer (``answer_features``), the
-arithmetic it states re-evaluated, a final number or not, hedging, its length against the
-question's; and a small learned part, a logistic regression on those features fitted on labelled
-answers (``fit_judge``). ``cross_validated_doubt`` gives honest out-of-fold doubts.
+The judge is cheap and needs no model call: features of the answer
+(``scoring.judge.answer_features``: the arithmetic it states re-evaluated, a final number or
+not, hedging, its length against the question's) and a small learned part, a logistic
+regression on those features fitted on labelled answers (``fit_judge``).
+``cross_validated_doubt`` gives honest out-of-fold doubts.
 
-Study code for ``zeta-router eval --cascade`` and docs/routing-quality.md; the router does not
-use it (the study found no reason to: see the docs, "The small tier's answer as a signal").
+The study behind ``zeta-router eval --cascade`` and docs/routing-quality.md; the judge fitted
+here on the math dev set is what cascade contexts of the router run
+(``scoring/default_judge.json``, ``router.cascade``).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,130 +29,9 @@ from numpy.typing import NDArray
 
 from zeta_router.quality import metrics
 from zeta_router.quality.fit import FitConfig, fit
+from zeta_router.scoring.judge import ANSWER_FEATURES, JudgeWeights, answer_features
 
 FloatArray = NDArray[np.float64]
-
-ANSWER_FEATURES: tuple[str, ...] = (
-    "no_final_number",
-    "no_final_marker",
-    "arithmetic_errors",
-    "arithmetic_checked",
-    "non_integer_final",
-    "hedging",
-    "log_answer_tokens",
-    "answer_to_question",
-    "final_not_in_working",
-    "truncated",
-)
-
-# "a op b = c" as written in working (also inside GSM8K-style <<a*b=c>> annotations).
-_NUM = r"-?\d[\d,]*(?:\.\d+)?"
-_EQUATION = re.compile(
-    rf"({_NUM}(?:\s*[-+*/x\u00d7\u00f7]\s*{_NUM})+)\s*=\s*\$?\s*({_NUM})(?![\d.]*\s*[-+*/x\u00d7\u00f7]\s*\d)"
-)
-_NUMBER = re.compile(_NUM)
-_FINAL_MARKER = re.compile(rf"####\s*\$?\s*({_NUM})|answer is[:\s]*\$?\s*({_NUM})", re.IGNORECASE)
-_HEDGES = (
-    "however",
-    "assum",
-    "approximately",
-    "round",
-    "not possible",
-    "cannot",
-    "can't",
-    "it is unclear",
-    "not enough information",
-    "actually",
-    "i apologize",
-    "sorry",
-    "mistake",
-    "let me re",
-    "wait",
-    "but since",
-)
-
-
-def _num(text: str) -> float | None:
-    try:
-        return float(text.replace(",", ""))
-    except ValueError:
-        return None
-
-
-_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|[-+*/])")
-
-
-def _evaluate(expression: str) -> float | None:
-    """The value of ``a op b op c ...`` with the usual precedence (* and / before + and -);
-    None when it is not such an expression."""
-    expr = expression.replace(",", "").replace("\u00d7", "*").replace("\u00f7", "/")
-    expr = re.sub(r"(?<=\d)\s*x\s*(?=[-\d])", "*", expr).strip()
-    tokens: list[str] = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if m is None:
-            return None
-        tokens.append(m.group(1))
-        pos = m.end()
-    if tokens and tokens[0] == "-":
-        tokens = ["0", *tokens]
-    if len(tokens) % 2 == 0 or any((t in "+-*/") != (i % 2 == 1) for i, t in enumerate(tokens)):
-        return None
-    terms: list[float] = [float(tokens[0])]
-    for op, num in zip(tokens[1::2], tokens[2::2], strict=True):
-        value = float(num)
-        if op == "*":
-            terms[-1] *= value
-        elif op == "/":
-            if value == 0.0:
-                return None
-            terms[-1] /= value
-        else:
-            terms.append(value if op == "+" else -value)
-    total = math.fsum(terms)
-    return total if math.isfinite(total) else None
-
-
-def answer_features(question: str, answer: str) -> list[float]:
-    """Features of the small tier's ``answer`` to ``question``, in ``ANSWER_FEATURES`` order."""
-    text = answer.strip()
-    checked = errors = 0
-    for m in _EQUATION.finditer(text):
-        stated, value = _num(m.group(2)), _evaluate(m.group(1))
-        if stated is None or value is None:
-            continue
-        checked += 1
-        if abs(stated - value) > max(0.011, 0.011 * abs(value)):
-            errors += 1
-    marker = _FINAL_MARKER.search(text)
-    numbers = _NUMBER.findall(text)
-    final = None
-    if marker is not None:
-        final = _num(marker.group(1) or marker.group(2) or "")
-    elif numbers:
-        final = _num(numbers[-1])
-    working = {_num(n) for n in _NUMBER.findall(text[: marker.start()] if marker else text)}
-    lower = text.lower()
-    hedges = sum(lower.count(h) for h in _HEDGES)
-    a_tokens = len(text) / 4.0
-    q_tokens = max(1.0, len(question) / 4.0)
-    # Cut off: an annotation left open, or no final marker and an end that ends no sentence.
-    truncated = text.count("<<") > text.count(">>") or (
-        bool(text) and marker is None and text[-1] not in ".!?)" and not text[-1].isdigit()
-    )
-    return [
-        1.0 if final is None else 0.0,
-        1.0 if marker is None else 0.0,
-        math.log1p(errors),
-        math.log1p(checked),
-        1.0 if final is not None and abs(final - round(final)) > 1e-9 else 0.0,
-        math.log1p(hedges),
-        math.log1p(a_tokens),
-        math.log(max(a_tokens, 1.0) / q_tokens),
-        1.0 if final is not None and marker is not None and final not in working else 0.0,
-        1.0 if truncated else 0.0,
-    ]
 
 
 def answer_matrix(questions: Sequence[str], answers: Sequence[str]) -> FloatArray:
@@ -175,28 +54,22 @@ def rule_doubt(x: FloatArray) -> FloatArray:
     return out
 
 
-@dataclass(frozen=True)
-class Judge:
-    """A logistic model of "the small tier's answer is wrong" over ``ANSWER_FEATURES``."""
-
-    coef: FloatArray
-    bias: float
-    mean: FloatArray
-    std: FloatArray
-
-    def doubt(self, x: FloatArray) -> FloatArray:
-        out: FloatArray = self.bias + ((x - self.mean) / self.std) @ self.coef
-        return out
+#: Penalty of the judge's learned part (per answer, on standardised features).
+JUDGE_L2 = 0.01
 
 
-def fit_judge(x: FloatArray, weak_correct: NDArray[np.bool_], l2: float = 0.01) -> Judge:
-    """Penalised logistic regression (the scorer's own Newton fit) of the small tier failing."""
-    mean = x.mean(axis=0)
-    std = np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
-    z = (x - mean) / std
-    # ``fit`` works on the scorer's feature columns; give it the answer features in their place.
+def fit_judge(
+    x: FloatArray, weak_correct: NDArray[np.bool_], l2: float = JUDGE_L2, source: str | None = None
+) -> JudgeWeights:
+    """The judge's learned part: penalised logistic regression (the scorer's own Newton fit)
+    of "the small tier's answer is wrong" on ``answer_matrix`` rows, in raw feature units."""
     from zeta_router.scoring.features import FEATURE_NAMES
 
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0)
+    std = np.where(sd > 1e-12, sd, 1.0)
+    z = (x - mean) / std
+    # ``fit`` works on the scorer's feature columns; give it the answer features in their place.
     wide = np.zeros((z.shape[0], len(FEATURE_NAMES)))
     wide[:, : z.shape[1]] = z
     cfg = FitConfig(
@@ -209,17 +82,31 @@ def fit_judge(x: FloatArray, weak_correct: NDArray[np.bool_], l2: float = 0.01) 
     )
     # weak_fails = not weak; the strong column is unused by that target.
     model = fit(wide, weak_correct, np.ones_like(weak_correct), cfg)
-    return Judge(model.coef[: z.shape[1]].copy(), model.bias, mean, std)
+    coef = np.where(sd > 1e-12, model.coef[: z.shape[1]] / std, 0.0)
+    bias = model.bias - float(np.dot(coef, mean))
+    return JudgeWeights(
+        bias=float(f"{bias:.6g}"),
+        weights={
+            n: float(f"{w:.6g}") for n, w in zip(ANSWER_FEATURES, coef, strict=True) if w != 0.0
+        },
+        source=source,
+    )
+
+
+def judge_logits(weights: JudgeWeights, x: FloatArray) -> FloatArray:
+    coef = np.array([weights.weights.get(n, 0.0) for n in ANSWER_FEATURES])
+    out: FloatArray = weights.bias + x @ coef
+    return out
 
 
 def cross_validated_doubt(
-    x: FloatArray, weak_correct: NDArray[np.bool_], folds: NDArray[np.int64], l2: float = 0.01
+    x: FloatArray, weak_correct: NDArray[np.bool_], folds: NDArray[np.int64], l2: float = JUDGE_L2
 ) -> FloatArray:
     """Out-of-fold doubts: each fold judged by a judge fitted on the other folds."""
     out = np.zeros(x.shape[0])
     for f in np.unique(folds):
         test = folds == f
-        out[test] = fit_judge(x[~test], weak_correct[~test], l2).doubt(x[test])
+        out[test] = judge_logits(fit_judge(x[~test], weak_correct[~test], l2), x[test])
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cascade.add_argument(
         "--folds", type=positive_int, default=5, help="cross-validation folds (default: 5)"
+    )
+    cascade.add_argument(
+        "--judge-out",
+        type=Path,
+        metavar="FILE",
+        help="write the judge fitted on all the data (JSON; the router's default_judge.json "
+        "is this on data/routing-eval/gsm8k-dev)",
     )
     cascade.add_argument(
         "--repeats", type=positive_int, default=10, help="repeats with other folds (default: 10)"
@@ -245,6 +253,17 @@ def _run_cascade(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) 
     )
     if args.plot is not None:
         plot(result.curves, args.plot, f"cascade and routing, {len(ds)} prompts (CV)")
+    if args.judge_out is not None:
+        d = data_description(ds)
+        judge = cascade.fit_judge(
+            cascade.answer_matrix(ds.prompts, ds.weak_answers),
+            ds.weak,
+            source=f"zeta-router eval --cascade on {args.data.name or args.data} "
+            f"({d['prompts']} answers of {ds.weak_model}): l2={cascade.JUDGE_L2:g}",
+        )
+        args.judge_out.write_text(
+            json.dumps(judge.model_dump(by_alias=True), indent=2) + "\n", encoding="utf-8"
+        )
     if args.json:
         print_json(
             {
@@ -281,6 +300,8 @@ def _run_cascade(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) 
             )
     if args.plot is not None:
         print(f"plot written to {args.plot}")
+    if args.judge_out is not None:
+        print(f"judge written to {args.judge_out}")
     return 0
 
 
