@@ -52,7 +52,14 @@ from zeta_router.api.fields import (
     quantity_value,
 )
 from zeta_router.api.learning import LearningSpec, learning_problems
-from zeta_router.api.routing import Balancing, CircuitBreaker, Stickiness, Timeouts
+from zeta_router.api.routing import (
+    DEFAULT_ESCALATE_ABOVE,
+    Balancing,
+    CircuitBreaker,
+    RoutingMode,
+    Stickiness,
+    Timeouts,
+)
 from zeta_router.api.status import (
     Condition,
     Decision,
@@ -471,6 +478,22 @@ class ContextSpec(SpecModel):
     scorer: ScorerWeights | None = Field(
         default=None,
         description="This context's own scorer weights; defaults to the router's scorer.",
+    )
+    mode: RoutingMode = Field(
+        default="route",
+        description="route (default): each request goes to the tier its score and the cut "
+        "points choose. cascade (opt-in): a non-streamed request goes to the smallest tier "
+        "first; when an answer-side judge (no model call: the arithmetic the answer states, "
+        "its final number, hedging, its length) doubts that answer, the request goes to the "
+        "largest tier, whose answer the client gets. Escalated requests wait for both answers. "
+        "Streamed requests are routed as in route mode. See docs/routing-quality.md.",
+    )
+    escalate_above: float = Field(
+        default=DEFAULT_ESCALATE_ABOVE,
+        ge=0.0,
+        le=1.0,
+        description="cascade: escalate when the judge's probability that the smallest tier's "
+        "answer is wrong is at least this (higher: fewer escalations).",
     )
 
     @model_validator(mode="after")

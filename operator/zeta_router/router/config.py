@@ -16,7 +16,12 @@ import yaml
 from pydantic import ValidationError
 
 from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
-from zeta_router.api.routing import RoutingConfig, ScorerWeights, base_url
+from zeta_router.api.routing import (
+    DEFAULT_ESCALATE_ABOVE,
+    RoutingConfig,
+    ScorerWeights,
+    base_url,
+)
 from zeta_router.scoring.learned import LearnedScorer, scorer_for
 from zeta_router.scoring.scorer import Scorer, default_weights
 from zeta_router.scoring.selector import Selector
@@ -46,6 +51,8 @@ class Context:
     name: str
     scorer: Scorer | LearnedScorer  # the prior, plus the learned correction when there is one
     selector: Selector
+    cascade: bool = False  # small tier first, the largest when the judge doubts its answer
+    escalate_above: float = DEFAULT_ESCALATE_ABOVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +119,8 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
             selector = Selector(c.thresholds)
         except ValueError as exc:
             raise ConfigError(f"context {c.name!r}: {exc}") from None
-        contexts[c.name] = Context(c.name, scorer, selector)
+        escalate = DEFAULT_ESCALATE_ABOVE if c.escalate_above is None else c.escalate_above
+        contexts[c.name] = Context(c.name, scorer, selector, c.mode == "cascade", escalate)
     return RuntimeConfig(
         source=cfg,
         tiers=tuple(tiers),
