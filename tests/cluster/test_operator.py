@@ -64,7 +64,9 @@ def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
     tiers = tier_names(body)
     return {
         "Deployment": {f"{name}-{t}" for t in tiers},
-        "Service": {name} | {f"{name}-{t}" for t in tiers},
+        "Service": {name}
+        | {f"{name}-{t}" for t in tiers}
+        | {f"{name}-{t}-replicas" for t in tiers},
         "ConfigMap": {f"{name}-routing"},
     }
 

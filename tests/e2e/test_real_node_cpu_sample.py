@@ -241,7 +241,8 @@ def test_the_openai_client_gets_answers_from_both_tiers_through_the_entry_servic
     client = stack.client()
     answered: dict[str, int] = {}
     # The entry Service spreads requests over both tiers' pods; a router that gets a request
-    # for the other tier forwards it through that tier's Service (by its cluster DNS name).
+    # for the other tier forwards it to one of that tier's pods (its headless Service's DNS
+    # name resolves to them; the tier's ClusterIP Service where it resolves to none).
     for tier in ("small", "large") * 3:
         raw = client.chat.completions.with_raw_response.create(
             model=stack.name,

@@ -42,7 +42,8 @@ def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
     return {
         "Deployment": {names.tier_object_name(name, t) for t in tiers},
         "Service": {names.entry_service_name(name)}
-        | {names.tier_object_name(name, t) for t in tiers},
+        | {names.tier_object_name(name, t) for t in tiers}
+        | {names.tier_replicas_service_name(name, t) for t in tiers},
         "ConfigMap": {names.routing_configmap_name(name)},
     }
 

@@ -364,7 +364,9 @@ def test_pod_monitor_ports_are_the_ports_the_renderer_names() -> None:
         }
     # And the ServiceMonitor's: the tier Services carry both scraped ports.
     services = [c for c in out.children if c["kind"] == "Service"]
-    tier_services = [s for s in services if s["metadata"]["labels"][names.COMPONENT] != "router"]
+    tier_services = [
+        s for s in services if s["metadata"]["labels"][names.COMPONENT] == "model-server"
+    ]
     assert tier_services
     for svc in tier_services:
         assert {p["name"] for p in svc["spec"]["ports"]} == {

@@ -38,8 +38,10 @@ def test_new_router() -> None:
         "ConfigMap/chat-routing",
         "Deployment/chat-7b",
         "Service/chat-7b",
+        "Service/chat-7b-replicas",
         "Deployment/chat-14b",
         "Service/chat-14b",
+        "Service/chat-14b-replicas",
         "Service/chat",
     }
     assert d.tier_deployments == {"7b": "chat-7b", "14b": "chat-14b"}

@@ -507,6 +507,17 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         _set(base(), "router.drainDelay", "5"),
         "spec.router.drainDelay: must be a duration",
     ),
+    (
+        "unknown balancing strategy",
+        _set(base(), "router.balancing", {"strategy": "fastest"}),
+        "spec.router.balancing.strategy: Input should be 'prefix', 'least-loaded', "
+        "'round-robin' or 'random'",
+    ),
+    (
+        "load factor below 1",
+        _set(base(), "router.balancing", {"loadFactor": 0.5}),
+        "spec.router.balancing.loadFactor: Input should be greater than or equal to 1",
+    ),
 ]
 
 

@@ -134,12 +134,45 @@ def test_children_names_and_order() -> None:
         ("ConfigMap", "chat-routing"),
         ("Deployment", "chat-small"),
         ("Service", "chat-small"),
+        ("Service", "chat-small-replicas"),
         ("Deployment", "chat-large"),
         ("Service", "chat-large"),
+        ("Service", "chat-large-replicas"),
         ("Service", "chat"),
     ]
     assert out.tier_deployments == {"small": "chat-small", "large": "chat-large"}
     assert all("namespace" not in c["metadata"] for c in out.children)
+
+
+def test_each_tier_has_a_headless_service_of_its_ready_pods_named_in_the_routing_config() -> None:
+    out = render("chat", NAMESPACE, two_tiers())
+    headless = {c["metadata"]["name"]: c for c in out.children if c["kind"] == "Service"}
+    for tier in out.routing.tiers:
+        svc = headless[f"chat-{tier.name}-replicas"]
+        assert svc["spec"]["clusterIP"] == "None"
+        assert svc["spec"]["publishNotReadyAddresses"] is False
+        assert svc["spec"]["selector"] == names.tier_selector("chat", tier.name)
+        # Not selected by the monitors of the tier Services (no second scrape of each pod).
+        assert svc["metadata"]["labels"][names.COMPONENT] == "replicas"
+        port = svc["spec"]["ports"][0]["port"]
+        assert tier.replicas == [f"http://chat-{tier.name}-replicas.{NAMESPACE}.svc:{port}"]
+
+
+def test_the_balancing_settings_reach_the_routers() -> None:
+    out = render(
+        "chat", NAMESPACE, two_tiers(balancing={"strategy": "least-loaded", "loadFactor": 2})
+    )
+    assert out.routing.balancing.strategy == "least-loaded"
+    assert out.routing.balancing.load_factor == 2.0
+    assert render("chat", NAMESPACE, two_tiers()).routing.balancing.strategy == "prefix"
+
+
+def test_a_long_headless_service_name_is_shortened_alike_within_63_characters() -> None:
+    router, tier = "r" * 40, "t" * 22
+    name = names.tier_replicas_service_name(router, tier)
+    assert len(name) <= 63
+    assert name == names.tier_replicas_service_name(router, tier)
+    assert name != names.tier_replicas_service_name(router, "t" * 21 + "u")
 
 
 def test_every_child_and_pod_carries_the_labels() -> None:
@@ -152,7 +185,7 @@ def test_every_child_and_pod_carries_the_labels() -> None:
     for child in out.children:
         labels = child["metadata"]["labels"]
         assert labels.items() >= common.items(), child["metadata"]["name"]
-        assert labels["app.kubernetes.io/component"] in ("model-server", "router")
+        assert labels["app.kubernetes.io/component"] in ("model-server", "router", "replicas")
     for dep in by_kind(out.children, "Deployment").values():
         tier = dep["metadata"]["labels"]["zeta.ai/tier"]
         pod = dep["spec"]["template"]["metadata"]["labels"]

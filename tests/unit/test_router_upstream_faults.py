@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from test_router_proxy import CHAT, chat, control, metric, run, stats
 
 from zeta_router.router.app import Options, Router
+from zeta_router.router.replicas import TierReplicas
 
 
 @pytest.mark.parametrize(
@@ -155,3 +156,18 @@ def test_waiting_for_a_connection_slot_is_not_the_tier_timing_out() -> None:
         circuitBreaker={"failureThreshold": 1, "openSeconds": 60},
         timeouts={"firstByteSeconds": 0.5},
     )
+
+
+def test_a_tier_with_no_replica_fails_over_without_an_exception() -> None:
+    async def t(
+        client: TestClient[Any, Any], router: Router, small: TestServer, large: TestServer
+    ) -> None:
+        assert router.upstreams is not None
+        router.upstreams.replicas.tiers["small"] = TierReplicas.of([])  # asleep, or all gone
+        r = await client.post(CHAT, json=chat("nobody"))
+        assert r.status == 200
+        assert r.headers["x-zeta-tier"] == "large"
+        labels = {"tier": "small", "reason": "no_replica"}
+        assert metric(router, "zeta_router_tier_failures_total", **labels) == 1
+
+    run(t)

@@ -54,6 +54,7 @@ from zeta_router.api.fields import (
 from zeta_router.api.learning import LearningSpec, learning_problems
 from zeta_router.api.routing import (
     DEFAULT_ESCALATE_ABOVE,
+    Balancing,
     CircuitBreaker,
     RoutingMode,
     Stickiness,
@@ -594,6 +595,12 @@ class RouterSpec(SpecModel):
     )
     circuit_breaker: CircuitBreaker = Field(
         default_factory=CircuitBreaker, description="Per-tier circuit breaker of each router."
+    )
+    balancing: Balancing = Field(
+        default_factory=Balancing,
+        description="How each router picks one of a tier's replicas per request: prompt prefix "
+        "affinity with bounded loads, least loaded, ejection of failing replicas "
+        "(docs/router.md, 'Replicas of a tier').",
     )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."

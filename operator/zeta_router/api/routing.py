@@ -7,11 +7,13 @@ serialised as YAML under the ConfigMap key ``routing.yaml`` with camelCase field
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from zeta_router.api.fields import SHA256_HEX
@@ -38,13 +40,66 @@ class _Model(BaseModel):
     )
 
 
+def base_url(url: str) -> str:
+    """The base URL of an OpenAI-compatible server, or ValueError saying why ``url`` cannot be
+    used: ``http://h:8000/v1/`` and ``http://h:8000`` are the same server. Checked wherever a
+    tier URL enters (flags, routing file, the operator's rendering), so that a URL the HTTP
+    client could not use is refused at start or reload, never found out by a request."""
+    if not isinstance(url, str):
+        raise ValueError(f"a tier URL must be a string, not {type(url).__name__}")
+    url = url.strip().rstrip("/")
+    url = url.removesuffix("/v1")
+    if any(c.isspace() or c == "," for c in url):
+        raise ValueError(
+            f"tier URL {url!r} holds a comma or a space; give each replica's URL separately"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"tier URL {url!r} must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"tier URL {url!r} is not usable: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"tier URL {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"tier URL {url!r} must not carry credentials")
+    if parts.query or parts.fragment:
+        raise ValueError(f"tier URL {url!r} must not have a query or a fragment")
+    if port == 0:
+        raise ValueError(f"tier URL {url!r} has port 0")
+    return url
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+BaseUrl = Annotated[str, AfterValidator(base_url)]
+"""A tier URL, normalised by :func:`base_url`."""
+
+
 class RoutingTier(_Model):
     name: str
-    url: str = Field(description="Base URL of the tier's OpenAI-compatible server (its Service).")
-    local_url: str | None = Field(
+    url: BaseUrl = Field(
+        description="Base URL of the tier's OpenAI-compatible server (its Service): the one "
+        "replica used when ``replicas`` gives none."
+    )
+    local_url: BaseUrl | None = Field(
         default=None,
         description="URL of the tier's server inside its own pod (localhost); a router started "
-        "with --local-tier NAME uses it for its own tier.",
+        "with --local-tier NAME falls back to it for its own tier when ``replicas`` gives none.",
+    )
+    replicas: list[BaseUrl] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Where the tier's replicas are: base URLs, each an address or a name "
+        "resolved every balancing.resolveSeconds to all of its addresses (a headless Service: "
+        "its ready pods). Empty: the tier is ``url`` alone.",
     )
     served_model_name: str | None = None
     engine: str = "vllm"
@@ -143,6 +198,62 @@ class CircuitBreaker(_Model):
     )
 
 
+class Balancing(_Model):
+    """How a router spreads a tier's requests over the tier's replicas (see docs/router.md)."""
+
+    strategy: Literal["prefix", "least-loaded", "round-robin", "random"] = Field(
+        default="prefix",
+        description="prefix: requests whose prompts begin alike go to one replica (consistent "
+        "hashing with bounded loads), so its prompt cache is reused; least-loaded: the replica "
+        "with the fewest requests in progress; round-robin and random: for comparison.",
+    )
+    prefix_chars: int = Field(
+        default=512,
+        ge=16,
+        le=1 << 20,
+        description="How many characters of the prompt's beginning (system prompt, then the "
+        "conversation's first turns) choose the replica.",
+    )
+    load_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=10.0,
+        description="Bounded loads: a replica takes a request of its prefix only while its "
+        "load is below loadFactor times the tier's mean load (plus one); else the next replica "
+        "on the ring.",
+    )
+    ejection_failures: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Consecutive failures (refused, timeout, 502/503/504, broken answer) after "
+        "which a replica gets no request for ejectionSeconds.",
+    )
+    ejection_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How long an ejected replica is left out."
+    )
+    replica_tries: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Replicas of one tier a request may try before the tier counts as failed "
+        "(and the request moves to another tier).",
+    )
+    resolve_seconds: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=300.0,
+        description="How often replica names (a headless Service) are resolved again.",
+    )
+    metrics_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=300.0,
+        description="How often each replica's own load metrics (requests running and waiting) "
+        "are read from its /metrics; 0: never (only this router's own requests count).",
+    )
+
+
 class RoutingConfig(_Model):
     generation: int = Field(default=0, ge=0)
     router: str = Field(default="zeta", description="Logical model name clients use.")
@@ -162,6 +273,7 @@ class RoutingConfig(_Model):
     stickiness: Stickiness = Field(default_factory=Stickiness)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    balancing: Balancing = Field(default_factory=Balancing)
     scorer: ScorerWeights | None = Field(
         default=None, description="Default weights for contexts without their own."
     )

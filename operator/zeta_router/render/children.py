@@ -8,7 +8,7 @@
                  live_configmap=live_cm,            # the live <name>-routing, or None
                  replicas={"small": 2, "large": 1}, # chosen by the controller
                  router_image=operator_image)
-    out.children        # ConfigMap, then per tier Deployment + Service, then the entry Service
+    out.children        # ConfigMap, per tier Deployment + Services, then the entry Service
     out.status_fields   # thresholds, thresholdsSummary, routingGeneration for the status
 
 Replica counts are an input: who owns them (the user within [min, max], or the control loop
@@ -35,7 +35,11 @@ from zeta_router.render.configmap import (
 )
 from zeta_router.render.deployment import build_deployment
 from zeta_router.render.learned import effective_corrections
-from zeta_router.render.services import build_entry_service, build_tier_service
+from zeta_router.render.services import (
+    build_entry_service,
+    build_tier_replicas_service,
+    build_tier_service,
+)
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,14 @@ def build_children(
     router_image: str = defaults.ROUTER_IMAGE,
 ) -> list[dict[str, Any]]:
     """Every child: the routing ConfigMap (holding ``routing``), then per tier its Deployment
-    and Service, then the entry Service. A tier missing from ``replicas`` gets its initial
+    and its two Services, then the entry Service. A tier missing from ``replicas`` gets its initial
     count."""
     counts = {**initial_replicas(spec), **(replicas or {})}
     out = [build_configmap(name, routing)]
     for tier in spec.tiers:
         out.append(build_deployment(name, spec, tier, counts[tier.name], router_image))
         out.append(build_tier_service(name, tier, spec))
+        out.append(build_tier_replicas_service(name, tier))
     out.append(build_entry_service(name, spec))
     return out
 

@@ -79,6 +79,11 @@ def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
     return f"http://{names.tier_object_name(router, tier)}.{namespace}.svc:{port}"
 
 
+def tier_replicas_url(router: str, namespace: str, tier: str, port: int) -> str:
+    """In-cluster URL of a tier's headless Service: its name resolves to every ready pod."""
+    return f"http://{names.tier_replicas_service_name(router, tier)}.{namespace}.svc:{port}"
+
+
 def routing_learning(spec: ZetaRouterSpec) -> RoutingLearning | None:
     """The routers' part of ``spec.learning`` (None while learning is off)."""
     learning = spec.learning
@@ -124,6 +129,7 @@ def build_routing_config(
                 name=t.name,
                 url=tier_url(name, namespace, t.name, t.port),
                 local_url=f"http://127.0.0.1:{t.port}",
+                replicas=[tier_replicas_url(name, namespace, t.name, t.port)],
                 served_model_name=t.served_name,
                 engine=t.engine,
                 cost_weight=t.cost_weight,
@@ -149,6 +155,7 @@ def build_routing_config(
         timeouts=r.timeouts,
         stickiness=r.stickiness,
         circuit_breaker=r.circuit_breaker,
+        balancing=r.balancing,
         max_body_bytes=r.max_body_bytes,
         scorer=r.scorer,
         learning=routing_learning(spec),

@@ -1,16 +1,18 @@
 """Names, labels, selectors and kinds of a ZetaRouter's children (pure): the one place these
 facts live; the controller, the control loop, the tests and the development tooling import them.
 
-Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>`` for the entry
+Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>-<tier>-replicas``
+for the tier's headless Service (:func:`tier_replicas_service_name`), ``<router>`` for the entry
 Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap,
 ``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
 child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance:
-<router>``, ``app.kubernetes.io/component: model-server|router``,
+<router>``, ``app.kubernetes.io/component: model-server|router|replicas``,
 ``app.kubernetes.io/managed-by: zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -43,12 +45,26 @@ ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
 ROUTER_KEY_FIELD: Final = "key"
 """The Secret's data key holding the key (one per line; the first signs)."""
 
-Component = Literal["model-server", "router"]
+Component = Literal["model-server", "router", "replicas"]
+"""``replicas``: a tier's headless Service. Not ``model-server``, so that the monitors that
+select the tier Services by component do not scrape every model server a second time through
+it."""
 
 
 def tier_object_name(router: str, tier: str) -> str:
     """Name of a tier's Deployment and Service."""
     return f"{router}-{tier}"
+
+
+def tier_replicas_service_name(router: str, tier: str) -> str:
+    """Name of a tier's headless Service, whose DNS name resolves to the tier's ready pods (the
+    routers' replica list). ``<router>-<tier>-replicas``, or where that would pass 63
+    characters its first 54 and a digest (the same for every reader)."""
+    full = f"{tier_object_name(router, tier)}-replicas"
+    if len(full) <= 63:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[:54].rstrip('-')}-{digest}"
 
 
 def entry_service_name(router: str) -> str:

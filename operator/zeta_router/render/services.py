@@ -3,6 +3,9 @@
 - :func:`build_tier_service`: ``<router>-<tier>``, the tier's model servers on the tier's port
   (the routers of the other tiers reach the tier through it), and its pods' router admin port
   (health and metrics, for a ServiceMonitor).
+- :func:`build_tier_replicas_service`: ``<router>-<tier>-replicas``, headless: its DNS name
+  resolves to the tier's ready pods, so every router reaches each replica itself and picks one
+  per request (no API credentials needed in the pods); not-ready and terminating pods leave it.
 - :func:`build_entry_service`: ``<router>``, the router's client port of every pod of the
   ZetaRouter, all tiers: the endpoint clients use. The admin port is not on it, so clients of
   the entry Service cannot read metrics.
@@ -43,6 +46,30 @@ def build_tier_service(name: str, tier: TierSpec, spec: ZetaRouterSpec) -> dict[
                     "name": ROUTER_ADMIN_PORT_NAME,
                     "port": spec.router.admin_port,
                     "targetPort": ROUTER_ADMIN_PORT_NAME,
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def build_tier_replicas_service(name: str, tier: TierSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.tier_replicas_service_name(name, tier.name),
+            "labels": names.labels(name, "replicas", tier.name),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": names.tier_selector(name, tier.name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": tier.port,
+                    "targetPort": MODEL_PORT_NAME,
                     "protocol": "TCP",
                 },
             ],

@@ -27,6 +27,7 @@ from zeta_router.router.forward import Forwarder
 from zeta_router.router.ids import InvalidTokenError, RequestInfo, Signer
 from zeta_router.router.learning import RouterLearning
 from zeta_router.router.metrics import RouterMetrics
+from zeta_router.router.replicas import Replicas
 from zeta_router.router.shadow import ShadowSampler
 from zeta_router.router.ttlcache import TTLCache
 from zeta_router.router.upstream import Upstreams
@@ -90,6 +91,7 @@ class Router:
         self.feedback_sinks: list[FeedbackSink] = []
         self.upstreams: Upstreams | None = None  # created on the running loop (startup)
         self.forwarder: Forwarder | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.draining = False
         self.active_requests = 0  # requests being handled (draining waits for them)
         self._idle = asyncio.Event()
@@ -145,10 +147,23 @@ class Router:
         )
 
     async def start(self) -> None:
-        self.upstreams = Upstreams(self.config, self.options.tier_connections)
+        replicas = Replicas(self.config, self.metrics, seed=self.options.seed)
+        # The first answer for the replicas' names before the first request: until a name
+        # resolves it stands for itself (one replica), which would spoil the first picks.
+        await replicas.resolve_all()
+        self.upstreams = Upstreams(self.config, self.options.tier_connections, replicas)
         self.forwarder = Forwarder(self.upstreams, self.metrics, self.signer, self._answered)
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(replicas.resolve_loop()),
+            loop.create_task(replicas.load_loop(self.upstreams.metrics_text)),
+        ]
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
         await self.shadow.stop()
         if self.upstreams is not None:
             await self.upstreams.close()

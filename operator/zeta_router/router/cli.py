@@ -29,6 +29,7 @@ from zeta_router.router.config import (
 )
 from zeta_router.router.connections import Limits, fd_budget
 from zeta_router.router.ids import KeyFileError, Signer
+from zeta_router.router.picker import STRATEGIES
 from zeta_router.router.reload import ConfigWatcher
 from zeta_router.router.server import Address, new_event_loop, serve
 
@@ -199,6 +200,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long a failing tier is skipped before one probe request (default: %(default)s)",
     )
+    alone.add_argument(
+        "--balancing",
+        choices=list(STRATEGIES),
+        default="prefix",
+        help="how a tier's replica is picked per request (default: %(default)s; see "
+        "docs/router.md)",
+    )
+    alone.add_argument(
+        "--balancing-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another balancing setting of the config file (e.g. loadFactor=1.5, "
+        "ejectionSeconds=10, replicaTries=2, resolveSeconds=1, metricsSeconds=1, "
+        "prefixChars=512); repeat",
+    )
     net = parser.add_argument_group("serving")
     net.add_argument(
         "--host", default="0.0.0.0", help="address to listen on (default: %(default)s)"
@@ -341,10 +358,13 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
             or args.weights
             or args.allow_force_tier
             or args.force_tier_token_sha256
+            or args.balancing_option
+            or args.balancing != "prefix"
         ):
             raise ConfigError(
-                "--threshold, --tier-model, --weights, --allow-force-tier and "
-                "--force-tier-token-sha256 are for standalone mode (set them in the file)"
+                "--threshold, --tier-model, --weights, --allow-force-tier, "
+                "--force-tier-token-sha256 and --balancing* are for standalone mode (set them "
+                "in the file)"
             )
         content = args.config.read_bytes() if args.config.is_file() else None
         return load_config(args.config, args.local_tier), content
@@ -378,8 +398,19 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
             "firstByteSeconds": args.first_byte_timeout,
             "totalSeconds": args.total_timeout,
         },
+        balancing={"strategy": args.balancing, **_balancing_options(args.balancing_option)},
     )
     return compile_config(cfg), None
+
+
+def _balancing_options(values: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in parse_pairs(values, "--balancing-option"):
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--balancing-option {name}={value}: not a value") from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

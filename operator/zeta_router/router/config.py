@@ -16,7 +16,12 @@ import yaml
 from pydantic import ValidationError
 
 from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
-from zeta_router.api.routing import DEFAULT_ESCALATE_ABOVE, RoutingConfig, ScorerWeights
+from zeta_router.api.routing import (
+    DEFAULT_ESCALATE_ABOVE,
+    RoutingConfig,
+    ScorerWeights,
+    base_url,
+)
 from zeta_router.scoring.learned import LearnedScorer, scorer_for
 from zeta_router.scoring.scorer import Scorer, default_weights
 from zeta_router.scoring.selector import Selector
@@ -34,8 +39,11 @@ class ConfigError(Exception):
 class Tier:
     index: int
     name: str
-    url: str  # base URL without a trailing "/v1"
+    url: str  # base URL without a trailing "/v1": the one replica when ``replicas`` gives none
     model: str | None  # model name to send upstream; None removes the client's
+    #: Where the replicas are (base URLs; names are resolved to all their addresses).
+    replicas: tuple[str, ...] = ()
+    engine: str = "vllm"  # which gauges say how loaded a replica is
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +85,20 @@ def validation_message(exc: ValidationError) -> str:
 def normalise_url(url: str) -> str:
     """Base URL of an OpenAI-compatible server; ``http://h:8000/v1/`` and ``http://h:8000`` are
     the same server."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"tier URL {url!r} must start with http:// or https://")
-    return url
+    try:
+        return base_url(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def tier_urls(value: str) -> list[str]:
+    """The replicas of a ``--tier NAME=URL[,URL...]`` flag, each checked."""
+    urls = [normalise_url(u) for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError(f"--tier value {value!r} names no URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"--tier value {value!r} names a replica twice")
+    return urls
 
 
 def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> RuntimeConfig:
@@ -92,7 +108,9 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
     tiers = []
     for i, t in enumerate(cfg.tiers):
         url = t.local_url if (t.name == local_tier and t.local_url) else t.url
-        tiers.append(Tier(i, t.name, normalise_url(url), t.served_model_name))
+        tiers.append(
+            Tier(i, t.name, normalise_url(url), t.served_model_name, tuple(t.replicas), t.engine)
+        )
     shared = cfg.scorer or default_weights()
     contexts: dict[str, Context] = {}
     for c in cfg.contexts:
@@ -154,9 +172,10 @@ def standalone_config(
     weights: ScorerWeights | None = None,
     **settings: object,
 ) -> RoutingConfig:
-    """The configuration of ``zeta-router router --tier NAME=URL ...``: the tiers in the order
-    given (smallest first), the built-in contexts with their default thresholds unless
-    overridden, and any other :class:`RoutingConfig` field from ``settings``."""
+    """The configuration of ``zeta-router router --tier NAME=URL[,URL...] ...``: the tiers in
+    the order given (smallest first), each with its replicas (the URLs listed, names resolved),
+    the built-in contexts with their default thresholds unless overridden, and any other
+    :class:`RoutingConfig` field from ``settings``."""
     if not tiers:
         raise ConfigError("at least one --tier NAME=URL is needed")
     thresholds = dict(thresholds or {})
@@ -178,7 +197,12 @@ def standalone_config(
             {
                 "router": router,
                 "tiers": [
-                    {"name": n, "url": normalise_url(u), "servedModelName": models.get(n)}
+                    {
+                        "name": n,
+                        "url": tier_urls(u)[0],
+                        "replicas": tier_urls(u),
+                        "servedModelName": models.get(n),
+                    }
                     for n, u in tiers
                 ],
                 "contexts": contexts,

@@ -1,5 +1,6 @@
-"""Forwarding a decided request to its tier, failing over to the others while nothing has
-reached the client, and the answer when every tier failed.
+"""Forwarding a decided request to its tier, on one of the tier's replicas (another one when
+the first fails), failing over to the other tiers while nothing has reached the client, and the
+answer when every tier failed.
 
 Every way a tier can fail a request is a :class:`TierError` with one of
 :data:`~zeta_router.router.upstream.FAILURE_REASONS`, whenever it happens (before the headers,
@@ -26,7 +27,9 @@ from zeta_router.router.errors import ApiError, error_response
 from zeta_router.router.http1 import Response
 from zeta_router.router.ids import Signer
 from zeta_router.router.metrics import RouterMetrics
+from zeta_router.router.picker import prefix_key
 from zeta_router.router.relay import decision_headers, relay
+from zeta_router.router.replicas import Replica
 from zeta_router.router.upstream import (
     FAILOVER_STATUSES,
     NOT_BREAKER_REASONS,
@@ -76,6 +79,8 @@ class Forwarder:
         # one failed: a tier that has recovered since is better than an error for the client.
         queue = [(idx, False) for idx in order]
         skipped: list[int] = []
+        key: int | None = None
+        keyed = False  # the prompt prefix is hashed once, and only for a tier with replicas
         i = 0
         while i < len(queue):
             idx, last_resort = queue[i]
@@ -105,11 +110,14 @@ class Forwarder:
                 payload = payloads[tier.model] = upstream_payload(body, tier.model)
             # The id this tier sees is the one the client gets if this tier answers.
             attempt_id = d.request_id = headers["X-Request-Id"] = d.sign(tier)
+            if not keyed and self.upstreams.replicas.multiple(tier):
+                keyed = True
+                key = prefix_key(body, cfg.source.balancing.prefix_chars)
             overhead += time.perf_counter() - t_build
             with attempt:
                 try:
                     response, late, extra = await self._attempt(
-                        request, d, tier, path, payload, headers, deadline, len(order) > 1
+                        request, cfg, d, tier, path, payload, headers, deadline, len(order) > 1, key
                     )
                 except TierError as err:
                     d.request_id = ""  # (back to the id that names no tier)
@@ -132,6 +140,7 @@ class Forwarder:
     async def _attempt(
         self,
         request: web.Request,
+        cfg: RuntimeConfig,
         d: Decision,
         tier: Tier,
         path: str,
@@ -139,30 +148,102 @@ class Forwarder:
         headers: dict[str, str],
         deadline: float,
         may_fail_over: bool,
+        key: int | None,
     ) -> tuple[web.StreamResponse, TierError | None, float]:
-        """One tier's try: a connection slot, the request, and the relay of its answer."""
+        """One tier's try: a connection slot, then the request on one replica after another
+        (at most balancing.replicaTries) until one answers; the last replica's failure is the
+        tier's."""
         upstreams = self.upstreams
+        replicas = upstreams.replicas
         loop = asyncio.get_running_loop()
         first_byte = min(upstreams.timeouts.first_byte_seconds, deadline - loop.time())
         slot = await upstreams.acquire(tier, first_byte)
         self.metrics.inflight_add(tier.name, 1)
+        tries = cfg.source.balancing.replica_tries
+        tried: list[str] = []
+        try:
+            while True:
+                chosen = replicas.choose(tier, key, tried, time.monotonic())
+                if chosen is None:
+                    raise TierError("no_replica", "no replica of the tier left to try")
+                replica, why = chosen
+                tried.append(replica.url)
+                more = len(tried) < tries and len(tried) < len(replicas.of(tier).replicas)
+                self.metrics.replica_request(tier.name, replica.url, why.reason)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "replica picked",
+                        extra={
+                            "event": "replica_picked",
+                            "request_id": d.request_id,
+                            "tier": tier.name,
+                            "replica": replica.url,
+                            "reason": why.reason,
+                            "try": len(tried),
+                        },
+                    )
+                try:
+                    result = await self._on_replica(
+                        request,
+                        d,
+                        tier,
+                        replica,
+                        path,
+                        payload,
+                        headers,
+                        deadline,
+                        min(first_byte, deadline - loop.time()),
+                        may_fail_over or more,
+                    )
+                except TierError as err:
+                    self._replica_failed(tier, replica, err)
+                    if not more or loop.time() >= deadline:
+                        raise
+                    continue
+                if result[1] is not None:
+                    self._replica_failed(tier, replica, result[1])
+                elif result[0].status < 500:  # (as for the breaker: a 500 is no verdict)
+                    replicas.succeeded(replica)
+                return result
+        finally:
+            self.metrics.inflight_add(tier.name, -1)
+            slot.release()
+
+    async def _on_replica(
+        self,
+        request: web.Request,
+        d: Decision,
+        tier: Tier,
+        replica: Replica,
+        path: str,
+        payload: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        first_byte: float,
+        may_move_on: bool,
+    ) -> tuple[web.StreamResponse, TierError | None, float]:
+        """The request on one replica, and the relay of its answer."""
+        replicas = self.upstreams.replicas
+        replicas.begin(replica)
         try:
             sent = time.perf_counter()
             # The first-byte time starts once the router has a connection slot: waiting for the
             # router's own pool is not the tier being slow.
-            resp = await upstreams.open(
-                tier, path, payload, headers, min(first_byte, deadline - loop.time())
-            )
+            resp = await self.upstreams.open(tier, path, payload, headers, first_byte, replica)
             try:
-                if resp.status in FAILOVER_STATUSES and may_fail_over:
+                if resp.status in FAILOVER_STATUSES and may_move_on:
                     detail = await error_detail(resp)
                     raise TierError(f"http_{resp.status}", detail, resp.status)
                 return await relay(request, resp, d, tier, sent, deadline, self.metrics)
             finally:
                 resp.close()
         finally:
-            self.metrics.inflight_add(tier.name, -1)
-            slot.release()
+            replicas.end(replica)
+
+    def _replica_failed(self, tier: Tier, replica: Replica, err: TierError) -> None:
+        self.metrics.replica_failure(tier.name, replica.url, err.reason)
+        if err.reason not in NOT_BREAKER_REASONS:
+            self.upstreams.replicas.failed(tier, replica, time.monotonic())
 
     def _tier_failed(
         self,

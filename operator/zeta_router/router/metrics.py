@@ -90,6 +90,32 @@ class RouterMetrics:
             ("tier", "reason"),
             registry=r,
         )
+        self.replica_requests = Counter(
+            "zeta_router_replica_requests_total",
+            "Requests sent to each replica of a tier (every try), by why it was picked "
+            "(see docs/router.md).",
+            ("tier", "replica", "reason"),
+            registry=r,
+        )
+        self.replica_failures = Counter(
+            "zeta_router_replica_failures_total",
+            "Tries a replica failed, by reason (the tier failures' reasons); the request "
+            "went on to another replica or tier.",
+            ("tier", "replica", "reason"),
+            registry=r,
+        )
+        self.replica_ejections = Counter(
+            "zeta_router_replica_ejections_total",
+            "Times a replica was left out for balancing.ejectionSeconds after failing.",
+            ("tier", "replica"),
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "zeta_router_replicas",
+            "Replicas this router knows for each tier.",
+            ("tier",),
+            registry=r,
+        )
         self.shadow_agreement = Histogram(
             "zeta_router_shadow_agreement",
             "Agreement in [0, 1] between a smaller tier's answer and the next larger tier's "
@@ -210,6 +236,15 @@ class RouterMetrics:
 
     def tier_failure(self, tier: str, reason: str) -> None:
         self.child(self.tier_failures, tier, reason).inc()  # type: ignore[attr-defined]
+
+    def replica_request(self, tier: str, replica: str, reason: str) -> None:
+        self.child(self.replica_requests, tier, replica, reason).inc()  # type: ignore[attr-defined]
+
+    def replica_failure(self, tier: str, replica: str, reason: str) -> None:
+        self.child(self.replica_failures, tier, replica, reason).inc()  # type: ignore[attr-defined]
+
+    def replica_ejection(self, tier: str, replica: str) -> None:
+        self.child(self.replica_ejections, tier, replica).inc()  # type: ignore[attr-defined]
 
     def client_timeout(self, phase: str) -> None:
         self.child(self.client_timeouts, phase).inc()  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
-"""The model servers behind the router: a pool of keep-alive connections per tier (the lean
-client of :mod:`.http1`), circuit breakers, the failover order, and health probes.
+"""The model servers behind the router: a pool of keep-alive connections per replica (the lean
+client of :mod:`.http1`), the tiers' replicas (:mod:`.replicas`), circuit breakers per tier,
+the failover order, and health probes.
 
 Nothing here decides where a request should go; it only knows how to reach a tier and how to
 tell a tier that is down (refused connection, no first byte in time, 429/502/503/504) from one
@@ -28,6 +29,8 @@ from zeta_router.router.http1 import (
     Pool,
     Response,
 )
+from zeta_router.router.metrics import RouterMetrics
+from zeta_router.router.replicas import Replica, Replicas
 
 log = logging.getLogger("zeta_router.router.upstream")
 
@@ -55,6 +58,7 @@ FAILURE_REASONS: dict[str, str] = {
     "busy": "every connection this router may open to the tier was in use for the whole wait "
     "(the router's own limit, --tier-connections; not counted by the circuit breaker)",
     "circuit_open": "skipped: the tier's circuit breaker is open",
+    "no_replica": "the tier has no replica to try (none known, or every one already tried)",
 }
 #: Failures that say nothing about the tier's health: the breaker is left as it was.
 NOT_BREAKER_REASONS = frozenset({"http_429", "busy", "circuit_open"})
@@ -96,7 +100,14 @@ class _Probe:
 
 
 class Upstreams:
-    def __init__(self, config: RuntimeConfig, tier_connections: int = 1024) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        tier_connections: int = 1024,
+        replicas: Replicas | None = None,
+    ) -> None:
+        self.replicas = replicas or Replicas(config, RouterMetrics())
+        self.replicas.on_change = self.prune
         self._pools: dict[str, Pool] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -117,8 +128,8 @@ class Upstreams:
             # The connect timeout lives in the pool, so pools are rebuilt (gracefully).
             self._retire(list(self._pools))
         self.timeouts = timeouts
-        urls = {t.url for t in config.tiers}
-        self._retire([u for u in self._pools if u not in urls])
+        self.replicas.reconfigure(config)
+        self.prune()
         if settings != self._breaker_settings:
             self._breakers.clear()
         self._breaker_settings = settings
@@ -126,6 +137,11 @@ class Upstreams:
             del self._breakers[name]
         for name in [n for n in self._slots if n not in config.tier_by_name]:
             del self._slots[name]
+
+    def prune(self) -> None:
+        """Retire the pools of replicas no longer known."""
+        urls = self.replicas.urls()
+        self._retire([u for u in self._pools if u not in urls])
 
     def _retire(self, urls: list[str]) -> None:
         for url in urls:
@@ -142,13 +158,13 @@ class Upstreams:
             await asyncio.sleep(delay)
         await pool.close()
 
-    def pool(self, tier: Tier) -> Pool:
-        """The keep-alive connections to the tier's server. No limit here: the router bounds
-        its connections per tier itself (acquire()), so that waiting for one is never mistaken
+    def pool(self, url: str) -> Pool:
+        """The keep-alive connections to one replica. No limit here: the router bounds its
+        connections per tier itself (acquire()), so that waiting for one is never mistaken
         for the tier being slow."""
-        p = self._pools.get(tier.url)
+        p = self._pools.get(url)
         if p is None:
-            p = self._pools[tier.url] = Pool(tier.url, self.timeouts.connect_seconds)
+            p = self._pools[url] = Pool(url, self.timeouts.connect_seconds)
         return p
 
     def breaker(self, tier: Tier) -> CircuitBreaker:
@@ -194,11 +210,20 @@ class Upstreams:
         payload: bytes,
         headers: Mapping[str, str],
         within: float | None = None,
+        replica: Replica | None = None,
     ) -> Response:
-        """Send a request and return once the response headers are in (``within`` seconds,
-        default firstByteSeconds), or raise :class:`TierError`. A 429/502/503/504
-        answer is returned; the caller decides."""
-        pool = self.pool(tier)
+        """Send a request to ``replica`` of ``tier`` (default: the least loaded) and return
+        once the response headers are in (``within`` seconds, default firstByteSeconds), or
+        raise :class:`TierError`. A 429/502/503/504 answer is returned; the caller decides."""
+        if replica is None:
+            chosen = self.replicas.choose(tier, None, (), time.monotonic())
+            if chosen is None:
+                raise TierError("no_replica", "the tier has no replica")
+            replica = chosen[0]
+        try:
+            pool = self.pool(replica.url)
+        except ValueError as exc:  # (URLs are checked where they enter: a last guard)
+            raise TierError("error", f"unusable replica URL: {exc}") from None
         wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
         try:
             return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
@@ -216,17 +241,42 @@ class Upstreams:
     # -- health ----------------------------------------------------------------------------
 
     async def probe(self, tier: Tier, max_age: float = 1.0) -> bool:
-        """Whether the tier answers its health endpoint (cached for ``max_age`` seconds)."""
+        """Whether a replica of the tier answers its health endpoint (each replica's verdict
+        cached for ``max_age`` seconds)."""
+        replicas = self.replicas.of(tier).replicas
+        results = await asyncio.gather(*(self._probe_cached(r.url, max_age) for r in replicas))
+        return any(results)
+
+    async def _probe_cached(self, url: str, max_age: float) -> bool:
         now = time.monotonic()
-        cached = self._probes.get(tier.name)
+        cached = self._probes.get(url)
         if cached is not None and now - cached.at < max_age:
             return cached.ok
-        ok = await self._probe(tier)
-        self._probes[tier.name] = _Probe(time.monotonic(), ok)
+        ok = await self._probe(url)
+        self._probes[url] = _Probe(time.monotonic(), ok)
+        if len(self._probes) > 4 * max(1, len(self._pools)) + 64:  # forget replicas long gone
+            known = self.replicas.urls()
+            for u in [u for u in self._probes if u not in known]:
+                del self._probes[u]
         return ok
 
-    async def _probe(self, tier: Tier) -> bool:
-        pool = self.pool(tier)
+    async def metrics_text(self, url: str) -> str | None:
+        """A replica's /metrics (its own load gauges), or None when it does not answer."""
+        try:
+            pool = self.pool(url)
+            deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
+            resp = await pool.request("GET", "/metrics", {}, b"", deadline)
+            async with resp:
+                body = await resp.read(deadline, limit=1 << 20)
+                return body.decode("utf-8", "replace") if resp.status == 200 else None
+        except (OSError, TimeoutError, ValueError):
+            return None
+
+    async def _probe(self, url: str) -> bool:
+        try:
+            pool = self.pool(url)
+        except ValueError:
+            return False
         deadline = pool.loop.time() + max(self.timeouts.connect_seconds, 1.0)
         # llama.cpp and vLLM answer /health; other OpenAI-compatible servers at least /v1/models.
         for path in ("/health", "/v1/models"):

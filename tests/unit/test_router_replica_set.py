@@ -1,0 +1,199 @@
+"""A tier's replica set without servers: names resolved to every address, the fallback when a
+name has none, ejection, and tier URLs checked where they enter."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from zeta_router.api.routing import RoutingConfig, base_url
+from zeta_router.router.config import (
+    ConfigError,
+    Tier,
+    compile_config,
+    parse_config,
+    standalone_config,
+)
+from zeta_router.router.metrics import RouterMetrics
+from zeta_router.router.replicas import Replica, Replicas, TierReplicas, expand
+
+NAMED = "http://chat-small-replicas.ns.svc:8000"
+
+
+def tier(*replicas: str, url: str = "http://chat-small.ns.svc:8000") -> Tier:
+    return Tier(0, "small", url, None, tuple(replicas))
+
+
+def test_a_name_is_every_address_it_resolves_to() -> None:
+    got = expand(tier(NAMED), {"chat-small-replicas.ns.svc": ("10.0.0.2", "10.0.0.1")}, frozenset())
+    assert sorted(r.url for r in got) == ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+
+
+def test_the_pods_own_address_is_the_local_replica() -> None:
+    got = expand(
+        tier(NAMED),
+        {"chat-small-replicas.ns.svc": ("10.0.0.1", "10.0.0.2")},
+        frozenset({"10.0.0.2"}),
+    )
+    assert [r.local for r in got] == [False, True]
+
+
+def test_a_name_without_addresses_falls_back_to_the_tier_url() -> None:
+    got = expand(tier(NAMED), {"chat-small-replicas.ns.svc": ()}, frozenset())
+    assert [r.url for r in got] == ["http://chat-small.ns.svc:8000"]
+
+
+def test_a_name_not_resolved_yet_stands_for_itself_and_https_names_stay_names() -> None:
+    assert [r.url for r in expand(tier(NAMED), {}, frozenset())] == [NAMED]
+    ext = "https://api.example.com"
+    assert [r.url for r in expand(tier(ext), {"api.example.com": ("1.2.3.4",)}, frozenset())] == [
+        ext
+    ]
+
+
+def test_ipv6_addresses_get_brackets() -> None:
+    got = expand(tier(NAMED), {"chat-small-replicas.ns.svc": ("fd00::1",)}, frozenset())
+    assert [r.url for r in got] == ["http://[fd00::1]:8000"]
+
+
+def config(*replicas: str, **balancing: object) -> RoutingConfig:
+    return standalone_config([("small", ",".join(replicas))], balancing=balancing)
+
+
+def replica_set(cfg: RoutingConfig, answers: dict[str, tuple[str, ...] | None]) -> Replicas:
+    async def resolver(host: str) -> tuple[str, ...] | None:
+        return answers.get(host)
+
+    return Replicas(compile_config(cfg), RouterMetrics(), frozenset(), seed=1, resolver=resolver)
+
+
+def test_resolution_follows_the_name_and_keeps_the_last_answer_when_it_cannot_tell() -> None:
+    answers: dict[str, tuple[str, ...] | None] = {"replicas.local": ("10.0.0.1",)}
+    reps = replica_set(config("http://replicas.local:8000"), answers)
+    small = reps.config.tiers[0]
+
+    def now() -> list[str]:
+        return [r.url for r in reps.of(small).replicas]
+
+    assert now() == ["http://replicas.local:8000"]
+    asyncio.run(reps.resolve_all())
+    assert now() == ["http://10.0.0.1:8000"]
+    answers["replicas.local"] = ("10.0.0.1", "10.0.0.3")
+    asyncio.run(reps.resolve_all())
+    assert now() == ["http://10.0.0.1:8000", "http://10.0.0.3:8000"]
+    answers["replicas.local"] = None  # the resolver cannot tell now
+    asyncio.run(reps.resolve_all())
+    assert now() == ["http://10.0.0.1:8000", "http://10.0.0.3:8000"]
+    answers["replicas.local"] = ()  # no ready pod: the tier's own URL
+    asyncio.run(reps.resolve_all())
+    assert now() == ["http://replicas.local:8000"]
+
+
+def test_a_failing_replica_is_ejected_then_tried_only_when_no_other_is_left() -> None:
+    reps = replica_set(config("http://127.0.0.1:1", "http://127.0.0.1:2", ejectionSeconds=5.0), {})
+    small = reps.config.tiers[0]
+    a, b = reps.of(small).replicas
+    assert reps.failed(small, a, now=100.0)
+    for _ in range(20):
+        chosen = reps.choose(small, None, (), now=101.0)
+        assert chosen is not None
+        assert chosen[0] == b
+    # Everything else tried: the ejected one rather than nothing.
+    chosen = reps.choose(small, None, (b.url,), now=101.0)
+    assert chosen is not None
+    assert chosen[0] == a
+    # Every replica tried: no replica, as a state.
+    assert reps.choose(small, None, (a.url, b.url), now=101.0) is None
+    # The ejection ends.
+    assert {reps.choose(small, None, (), now=106.0 + i)[0] for i in range(20)} == {a, b}  # type: ignore[index]
+
+
+def test_loads_come_from_the_router_and_the_replicas_own_gauges() -> None:
+    reps = replica_set(config("http://127.0.0.1:1", "http://127.0.0.1:2"), {})
+    small = reps.config.tiers[0]
+    a, b = reps.of(small).replicas
+    reps.begin(a)
+    texts = {a.url: None, b.url: "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\n"}
+
+    async def fetch(url: str) -> str | None:
+        return texts[url]
+
+    reps.config = compile_config(
+        config("http://127.0.0.1:1", "http://127.0.0.1:2").model_copy(
+            update={
+                "tiers": [
+                    t.model_copy(update={"engine": "llamacpp"})
+                    for t in config("http://127.0.0.1:1", "http://127.0.0.1:2").tiers
+                ]
+            }
+        )
+    )
+    asyncio.run(reps.read_loads(fetch))
+    assert reps.state(a).load() == 1
+    assert reps.state(b).load() == 5
+    chosen = reps.choose(small, None, (), now=0.0)
+    assert chosen is not None
+    assert chosen[0] == a
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:8001,http://127.0.0.1:8002", "comma"),
+        ("http://127.0.0.1:80x1", "not usable"),
+        ("ftp://h", "must start with"),
+        ("http://:8000", "no host"),
+        ("http://u:p@h:1", "credentials"),
+        ("http://h:1/?q=1", "query"),
+        ("http://h:0", "port 0"),
+    ],
+)
+def test_unusable_tier_urls_are_refused_in_the_routing_file(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        base_url(url)
+    text = f"tiers: [{{name: s, url: '{url}'}}]\ncontexts: [{{name: d, thresholds: []}}]\n"
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text + "defaultContext: d\n")
+    text = (
+        f"tiers: [{{name: s, url: 'http://h:1', replicas: ['{url}']}}]\n"
+        "contexts: [{name: d, thresholds: []}]\ndefaultContext: d\n"
+    )
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_a_tier_flag_lists_its_replicas() -> None:
+    cfg = standalone_config([("small", "http://127.0.0.1:8001/v1, http://127.0.0.1:8002")])
+    assert cfg.tiers[0].replicas == ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+    with pytest.raises(ConfigError, match="twice"):
+        standalone_config([("small", "http://127.0.0.1:8001,http://127.0.0.1:8001/")])
+    with pytest.raises(ConfigError, match="must start with"):
+        standalone_config([("small", "http://127.0.0.1:8001,http:")])
+
+
+def test_the_command_line_refuses_an_unusable_tier_url_before_starting() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "zeta_router", "router", "--tier", "small=http://127.0.0.1:80x1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "80x1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_replica_is_its_url() -> None:
+    assert Replica("http://10.0.0.1:8000") == Replica("http://10.0.0.1:8000")
+
+
+def test_a_tier_with_no_replica_is_a_state_not_an_error() -> None:
+    reps = replica_set(config("http://127.0.0.1:1"), {})
+    small = reps.config.tiers[0]
+    reps.tiers[small.name] = TierReplicas.of([])  # asleep, or all gone
+    assert reps.choose(small, None, (), now=0.0) is None
+    assert reps.choose(small, 12345, (), now=0.0) is None
+    assert not reps.multiple(small)
