@@ -58,3 +58,82 @@ def exec_plugin(directory: Path, lifetime: float, tokens: list[str] | None = Non
     )
     command.chmod(command.stat().st_mode | stat.S_IXUSR)
     return ExecPlugin(command, directory / "runs")
+
+
+_MINTING_SCRIPT = """#!{python}
+import base64, datetime, json, pathlib, secrets, time
+from zeta_router.kube import Kube, api_path
+
+here = pathlib.Path({dir!r})
+runs = here / "runs"
+n = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+kube = Kube.from_kubeconfig({admin!r})
+issued = time.time()
+name = "{account}-exec-%d-%s" % (n, secrets.token_hex(3))
+kube.create(api_path("v1", "secrets", {namespace!r}), {{
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "type": "kubernetes.io/service-account-token",
+    "metadata": {{
+        "name": name,
+        "labels": {{{label!r}: "true"}},
+        "annotations": {{
+            "kubernetes.io/service-account.name": {account!r},
+            {revoke_at!r}: str(issued + {revoke_after}),
+        }},
+    }},
+}})
+deadline = time.time() + 60
+while True:
+    data = kube.get(api_path("v1", "secrets", {namespace!r}, name)).get("data") or {{}}
+    if "token" in data:
+        break
+    if time.time() > deadline:
+        raise SystemExit("the token controller filled no token into " + name)
+    time.sleep(0.2)
+token = base64.b64decode(data["token"]).decode()
+with (here / "tokens").open("a") as out:
+    out.write(token + "\\n")
+expiry = datetime.datetime.fromtimestamp(issued + {announced}, datetime.timezone.utc)
+print(json.dumps({{
+    "apiVersion": "client.authentication.k8s.io/v1beta1",
+    "kind": "ExecCredential",
+    "status": {{"token": token, "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+}}))
+"""
+
+MINTED_LABEL = "zeta-test/exec-token"
+REVOKE_AT = "zeta-test/revoke-at"
+"""Annotation on a minted token Secret: the epoch second after which it is to be deleted."""
+
+
+def minting_plugin(
+    directory: Path,
+    admin_kubeconfig: Path,
+    namespace: str,
+    account: str,
+    revoke_after: float,
+    announced_lifetime: float,
+) -> ExecPlugin:
+    """A plugin that mints a real token for service account ``namespace/account`` on every run
+    (a token Secret, labelled :data:`MINTED_LABEL`, annotated to be revoked ``revoke_after``
+    seconds later), announces it valid for ``announced_lifetime`` seconds, and appends each
+    token to ``directory/tokens``. Deleting the Secret revokes the token at the apiserver."""
+    directory.mkdir(parents=True, exist_ok=True)
+    command = directory / "credential-plugin"
+    command.write_text(
+        _MINTING_SCRIPT.format(
+            python=sys.executable,
+            dir=str(directory),
+            admin=str(admin_kubeconfig),
+            namespace=namespace,
+            account=account,
+            label=MINTED_LABEL,
+            revoke_at=REVOKE_AT,
+            revoke_after=float(revoke_after),
+            announced=float(announced_lifetime),
+        )
+    )
+    command.chmod(command.stat().st_mode | stat.S_IXUSR)
+    return ExecPlugin(command, directory / "runs")
