@@ -26,6 +26,7 @@ always act as the same identity. Tokens never appear in a repr, an error or a lo
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
+
+from zeta_router import __version__
 
 JSON = dict[str, Any]
 
@@ -270,7 +273,27 @@ def proxy_for(server: str, proxy_url: str | None = None) -> str | None:
     # Not in typeshed, but public and documented next to getproxies_environment.
     if urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return None
+    if _in_no_proxy_cidr(host, proxies.get("no", "")):
+        return None
     return chosen
+
+
+def _in_no_proxy_cidr(host: str, no_proxy: str) -> bool:
+    """``$NO_PROXY``'s CIDR entries (``10.0.0.0/8``), which kubectl honours and urllib does not."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        entry = entry.strip()
+        if "/" not in entry:
+            continue
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def load_configuration(
@@ -418,6 +441,8 @@ class Kube:
         self.timeout = timeout
         self._sleep = sleep
         api: Any = client.ApiClient(configuration)
+        # Named in the apiserver's audit log and in APF's flow distinction.
+        api.user_agent = f"zeta-router/{__version__}"
         for name, value in self.target.impersonation.headers().items():
             api.set_default_header(name, value)
         self._api = api

@@ -171,6 +171,7 @@ def test_429_is_retried_after_the_servers_retry_after(
     assert sleeps == [3.0, 1.0]
     assert [r[0] for r in apiserver.requests] == ["POST"] * 3
     assert apiserver.requests[0][3]["authorization"] == "Bearer sekret-token"
+    assert apiserver.requests[0][3]["user-agent"].startswith("zeta-router/")
 
 
 def test_5xx_is_retried_for_reads_only(apiserver: FakeApiserver, tmp_path: Path) -> None:
@@ -384,6 +385,8 @@ def test_proxy_choice_follows_kubectl(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", ".example.test,10.0.0.0/8")
     assert proxy_for(server) is None
     assert proxy_for("https://other.test") == "http://proxy.test:3128"
+    assert proxy_for("https://10.1.2.3:6443") is None
+    assert proxy_for("https://192.168.1.1:6443") == "http://proxy.test:3128"
 
 
 def test_proxy_url_of_the_kubeconfig_reaches_the_client(
