@@ -181,3 +181,29 @@ def test_requests_go_through_the_https_proxy(
         monkeypatch.setenv("NO_PROXY", apiserver.rsplit(":", 1)[0])
         Kube.from_kubeconfig(k8s.kubeconfig).get("/version")
         assert len(proxy.connects) == before
+
+
+def test_the_operator_works_through_the_https_proxy(
+    zr_crd: object, operator_kubeconfig: Path, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    # Both of the operator's clients are given the proxy: its own, and kopf (through login).
+    with ConnectProxy() as proxy:
+        proc = OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            namespaces=[namespace],
+            log_path=tmp_path / "operator.log",
+            env={
+                "HTTPS_PROXY": proxy.url,
+                "https_proxy": proxy.url,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            },
+        ).start(timeout=120)
+        try:
+            zr = create_zr(kube, namespace, sample())
+            wait_children(kube, namespace, zr)
+            # kopf's watches hold their tunnels open; the operator's own requests add more.
+            assert len(proxy.connects) >= 2, proxy.connects
+            assert set(proxy.connects) == {kube.server.split("://", 1)[1]}
+        finally:
+            proc.stop()
