@@ -56,7 +56,7 @@ FloatArray = NDArray[np.float64]
 
 def default_data() -> Path:
     env = os.environ.get("ZETA_ROUTER_EVAL_DATA")
-    return Path(env) if env else REPO / "data" / "routing-eval"
+    return (Path(env) if env else REPO / "data" / "routing-eval") / "mmlu"
 
 
 def missing_packages() -> list[str]:

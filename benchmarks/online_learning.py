@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data() -> Path:
     env = os.environ.get("ZETA_ROUTER_EVAL_DATA")
-    return Path(env) if env else REPO / "data" / "routing-eval"
+    return (Path(env) if env else REPO / "data" / "routing-eval") / "mmlu"
 
 
 def subject_ceilings(ds: Dataset, order: np.ndarray, half: int) -> dict[str, float]:

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data() -> Path:
     env = os.environ.get("ZETA_ROUTER_EVAL_DATA")
-    return Path(env) if env else REPO / "data" / "routing-eval"
+    return (Path(env) if env else REPO / "data" / "routing-eval") / "mmlu"
 
 
 def main() -> int:

@@ -113,7 +113,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--iterations", type=int, default=3000)
-    ap.add_argument("--data", type=Path, default=REPO / "data" / "routing-eval")
+    ap.add_argument("--data", type=Path, default=REPO / "data" / "routing-eval" / "mmlu")
     args = ap.parse_args()
     scorer = default_scorer()
     print(

@@ -11,6 +11,7 @@ from zeta_router.scoring.apgr import UndefinedApgrError, gain_apgr
 from zeta_router.scoring.features import FEATURE_NAMES
 from zeta_router.scoring.learned import CompiledCorrection, bytes_per_context, serialised_size
 from zeta_router.scoring.learner import (
+    MIN_DECISIVE,
     Labelled,
     LearnerConfig,
     LearnError,
@@ -168,3 +169,23 @@ def test_config_is_checked() -> None:
         LearnerConfig(shrink_to="anchor")  # type: ignore[arg-type]
     with pytest.raises(LearnError, match="disagree"):
         Labelled(np.zeros((2, len(FEATURE_NAMES))), [], np.zeros(2))
+
+
+def test_the_default_config_does_not_judge_on_too_few_decisive_labels() -> None:
+    """A held-out set of mostly ties (as on math word problems, where both tiers are usually
+    right) is not judged until it holds ``MIN_DECISIVE`` decisive labels."""
+    cfg = LearnerConfig.for_labels(200)
+    assert cfg.min_evidence == MIN_DECISIVE
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.normal(size=(n, len(FEATURE_NAMES)))
+    idx = [np.array([i % 7], dtype=np.int64) for i in range(n)]
+    # 30 % decisive: 80 held out carry about 24 labels' evidence.
+    y = np.where(rng.random(n) < 0.3, (rng.random(n) < 0.8).astype(float), 0.5)
+    step = refit(Labelled(x, idx, y), default_scorer(), CompiledCorrection.zero(), cfg)
+    assert not step.adopt
+    assert step.candidate is None
+    assert "too little evidence" in step.reason
+    # Small minLabels keep a bar they can reach.
+    small = LearnerConfig.for_labels(60)
+    assert small.min_evidence <= 0.3 * 60

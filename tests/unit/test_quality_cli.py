@@ -41,12 +41,16 @@ def independent_apgr(scores_csv: Path, data_dir: Path) -> float:
     weak = sum(w for _, w, _ in rows) / n
     strong = sum(s for _, _, s in rows) / n
     rows.sort(key=lambda r: -r[0])
-    assert len({r[0] for r in rows}) == n  # no ties, so plain sorting is exact
     correct = sum(w for _, w, _ in rows)
     pgr = [0.0]
-    for _, w, s in rows:
-        correct += s - w
-        pgr.append((correct / n - weak) / (strong - weak))
+    # Prompts of equal score go strong in a random order: by its expectation, each of them
+    # adds the group's mean gain.
+    for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+        members = list(group)
+        mean_gain = sum(s - w for _, w, s in members) / len(members)
+        for _ in members:
+            correct += mean_gain
+            pgr.append((correct / n - weak) / (strong - weak))
     return sum((a + b) / 2 for a, b in itertools.pairwise(pgr)) / n
 
 

@@ -31,12 +31,13 @@ PROMPTS: tuple[Prompt, ...] = (
     Prompt("easy", "What colour is the sky on a clear day?"),
     Prompt(
         "medium",
-        "Prove that the square root of 2 is irrational, step by step, and explain each inference.",
+        "Prove that the square root of 2 is irrational, step by step, and explain each "
+        "inference, including why every fraction can be written in lowest terms.",
     ),
     Prompt(
         "medium",
         "Write a Python function that returns the longest palindromic substring of a string in "
-        "O(n^2) time, and analyse its complexity.",
+        "O(n^2) time, and analyse its complexity in the best and the worst case.",
     ),
     Prompt(
         "medium",

@@ -52,7 +52,13 @@ from zeta_router.api.fields import (
     quantity_value,
 )
 from zeta_router.api.learning import LearningSpec, learning_problems
-from zeta_router.api.routing import CircuitBreaker, Stickiness, Timeouts
+from zeta_router.api.routing import (
+    DEFAULT_ESCALATE_ABOVE,
+    CircuitBreaker,
+    RoutingMode,
+    Stickiness,
+    Timeouts,
+)
 from zeta_router.api.status import (
     Condition,
     Decision,
@@ -243,7 +249,8 @@ class TierSpec(SpecModel):
         default=None,
         min_length=1,
         description=f"Model-server image. Defaults to {defaults.VLLM_IMAGE} (vllm) or "
-        f"{defaults.LLAMACPP_IMAGE} (llamacpp); the image's entrypoint must be the server.",
+        f"{defaults.LLAMACPP_IMAGE} (llamacpp); the image's entrypoint must be the server. The "
+        "operator's pod policy may limit images to some prefixes (defaults included).",
     )
     args: list[str] = Field(
         default_factory=list,
@@ -255,7 +262,9 @@ class TierSpec(SpecModel):
         default_factory=list,
         max_length=100,
         description="Extra environment variables of the model server (a name set here replaces "
-        "the operator's default of that name, e.g. HOME).",
+        "the operator's default of that name, e.g. HOME). By default valueFrom.secretKeyRef "
+        "may name only Secrets annotated zeta.ai/usable-by with this ZetaRouter's name or '*' "
+        "(the operator's pod policy).",
     )
     resources: ResourceRequirements | None = Field(
         default=None,
@@ -327,13 +336,15 @@ class TierSpec(SpecModel):
         ge=0,
         description="UID the model server runs as. Non-zero: the pod runs as non-root "
         "(runAsNonRoot) with HOME on a writable volume. 0 only for images that cannot run "
-        "as another user.",
+        "as another user, and only where the operator's pod policy allows root.",
     )
     model_cache: FreeForm | None = Field(
         default=None,
         description="Volume source for the model server's writable home at /cache (downloaded "
         "weights, compile caches), e.g. {persistentVolumeClaim: {claimName: hf-cache}}. "
-        "Default: an emptyDir (weights are downloaded again when a pod is replaced).",
+        "Default: an emptyDir (weights are downloaded again when a pod is replaced). The "
+        "operator's pod policy lists the volume types allowed (by default "
+        "persistentVolumeClaim, emptyDir and ephemeral; never hostPath).",
     )
 
     @property
@@ -467,6 +478,22 @@ class ContextSpec(SpecModel):
         default=None,
         description="This context's own scorer weights; defaults to the router's scorer.",
     )
+    mode: RoutingMode = Field(
+        default="route",
+        description="route (default): each request goes to the tier its score and the cut "
+        "points choose. cascade (opt-in): a non-streamed request goes to the smallest tier "
+        "first; when an answer-side judge (no model call: the arithmetic the answer states, "
+        "its final number, hedging, its length) doubts that answer, the request goes to the "
+        "largest tier, whose answer the client gets. Escalated requests wait for both answers. "
+        "Streamed requests are routed as in route mode. See docs/routing-quality.md.",
+    )
+    escalate_above: float = Field(
+        default=DEFAULT_ESCALATE_ABOVE,
+        ge=0.0,
+        le=1.0,
+        description="cascade: escalate when the judge's probability that the smallest tier's "
+        "answer is wrong is at least this (higher: fewer escalations).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -483,7 +510,8 @@ class RouterSpec(SpecModel):
         default=None,
         min_length=1,
         description=f"Router image (entrypoint zeta-router). Defaults to the operator's own "
-        f"release image ({defaults.ROUTER_IMAGE} unless the operator was told otherwise).",
+        f"release image ({defaults.ROUTER_IMAGE} unless the operator was told otherwise). The "
+        "operator's pod policy may limit it to some prefixes.",
     )
     port: int = Field(
         default=defaults.ROUTER_PORT,

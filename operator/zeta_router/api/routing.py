@@ -51,6 +51,13 @@ class RoutingTier(_Model):
     cost_weight: float = Field(default=1.0, gt=0)
 
 
+#: How a context sends requests to tiers: by the prompt's score, or small tier first.
+ROUTING_MODES: tuple[str, ...] = ("route", "cascade")
+RoutingMode = Literal["route", "cascade"]
+#: Default probability of a wrong small-tier answer at which a cascade escalates.
+DEFAULT_ESCALATE_ABOVE = 0.5
+
+
 class RoutingContext(_Model):
     name: str
     thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]]
@@ -58,6 +65,21 @@ class RoutingContext(_Model):
     learned: LearnedCorrection | None = Field(
         default=None,
         description="Correction added to the scorer's logit (learned by the operator).",
+    )
+    # Both absent unless a context cascades, so routing files of contexts that do not stay as
+    # they were (and routers that predate the cascade keep reading them).
+    mode: RoutingMode | None = Field(
+        default=None,
+        description="route (absent): by the request's score and the thresholds. cascade: "
+        "non-streamed requests go to the smallest tier first, and to the largest when the "
+        "answer-side judge doubts that answer (streamed ones are routed).",
+    )
+    escalate_above: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="cascade: escalate when the judge's probability that the smallest tier's "
+        f"answer is wrong is at least this (absent: {DEFAULT_ESCALATE_ABOVE}).",
     )
 
 

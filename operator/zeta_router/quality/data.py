@@ -4,7 +4,12 @@ The layout is the one of ``routing-eval/`` (see its README): one CSV per subject
 ``prompt`` column and one True/False column per model, found anywhere under the data folder.
 Each CSV is one *group* (a subject): cross-validation keeps a group's prompts together.
 
-Prompts listed in a ``*contaminated*.jsonl`` file in the data folder (field ``eval_prompt``,
+A model's full answers may come beside its correctness, in a column ``<model column>_response``
+(``routing-eval/gsm8k-dev/``): they are kept when every file has them, for the answer-side
+judge and the cascade (``quality.cascade``).
+
+Prompts listed in a ``*contaminated*.jsonl`` file in the data folder, or directly in the folder
+above it (``routing-eval/`` holds the list beside its ``mmlu/`` folder; field ``eval_prompt``,
 one JSON object a line) are left out: they overlap the training data of the project the labels
 come from, so figures that include them would not be clean.
 """
@@ -23,6 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 PROMPT_COLUMN = "prompt"
+#: A model's answers: the column ``<model column>`` + this suffix.
+ANSWER_SUFFIX = "_response"
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -48,19 +55,23 @@ class Dataset:
     weak_model: str
     strong_model: str
     excluded: int = 0
+    weak_answers: list[str] | None = None
+    strong_answers: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     @property
     def group_names(self) -> list[str]:
-        """Short subject names: the file stem without a leading ``<benchmark>_`` prefix."""
-        names = []
-        for f in self.files:
-            stem = Path(f).stem
-            prefix, _, rest = stem.partition("_")
-            names.append(rest if rest and prefix == Path(f).parent.name else stem)
-        return names
+        """Short subject names: the file stem without a leading ``<benchmark>_`` prefix (the
+        name of the file's folder, or a prefix all the files share)."""
+        parts = [Path(f).stem.partition("_") for f in self.files]
+        shared = {p for p, _, r in parts if r}
+        common = next(iter(shared)) if len(shared) == 1 and all(r for _, _, r in parts) else None
+        return [
+            rest if rest and prefix in (Path(f).parent.name, common) else f"{prefix}{sep}{rest}"
+            for f, (prefix, sep, rest) in zip(self.files, parts, strict=True)
+        ]
 
     def subset(self, index: NDArray[np.int64] | Sequence[int]) -> Dataset:
         idx = np.asarray(index, dtype=np.int64)
@@ -74,7 +85,15 @@ class Dataset:
             weak_model=self.weak_model,
             strong_model=self.strong_model,
             excluded=self.excluded,
+            weak_answers=None if self.weak_answers is None else [self.weak_answers[i] for i in idx],
+            strong_answers=None
+            if self.strong_answers is None
+            else [self.strong_answers[i] for i in idx],
         )
+
+    @property
+    def has_answers(self) -> bool:
+        return self.weak_answers is not None and self.strong_answers is not None
 
 
 def _parse_bool(value: str, where: str) -> bool:
@@ -87,9 +106,11 @@ def _parse_bool(value: str, where: str) -> bool:
 
 
 def contaminated_prompts(data_dir: Path) -> set[str]:
-    """Prompts flagged in ``*contaminated*.jsonl`` files under ``data_dir``."""
+    """Prompts flagged in ``*contaminated*.jsonl`` files under ``data_dir`` or directly in its
+    parent folder."""
     flagged: set[str] = set()
-    for path in sorted(data_dir.rglob("*contaminated*.jsonl")):
+    paths = {*data_dir.rglob("*contaminated*.jsonl"), *data_dir.parent.glob("*contaminated*.jsonl")}
+    for path in sorted(paths):
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -110,7 +131,12 @@ def _model_columns(
 ) -> tuple[str, str]:
     if PROMPT_COLUMN not in header:
         raise DataError(f"{path}: no {PROMPT_COLUMN!r} column (columns: {', '.join(header)})")
-    others = [c for c in header if c != PROMPT_COLUMN]
+    others = [
+        c
+        for c in header
+        if c != PROMPT_COLUMN
+        and not (c.endswith(ANSWER_SUFFIX) and c[: -len(ANSWER_SUFFIX)] in header)
+    ]
     for name, given in (("weak", weak), ("strong", strong)):
         if given is not None and given not in others:
             raise DataError(
@@ -165,6 +191,9 @@ def load(
     files: list[str] = []
     columns: tuple[str, str] | None = None
     excluded = 0
+    answers_a: list[str] = []
+    answers_b: list[str] = []
+    with_answers = True
     for path in paths:
         rel = str(path.relative_to(root)) if root.is_dir() else path.name
         with path.open(encoding="utf-8", newline="") as fh:
@@ -177,6 +206,7 @@ def load(
                 raise DataError(f"{path}: model columns {list(cols)} differ from {list(columns)}")
             group = len(files)
             files.append(rel)
+            with_answers = with_answers and all(c + ANSWER_SUFFIX in header for c in columns)
             taken = 0
             for row_index, record in enumerate(reader):
                 if limit_per_file is not None and taken >= limit_per_file:
@@ -193,6 +223,9 @@ def load(
                 col_b.append(_parse_bool(record[columns[1]], f"{where}, column {columns[1]!r}"))
                 groups.append(group)
                 rows.append(row_index)
+                if with_answers:
+                    answers_a.append(record.get(columns[0] + ANSWER_SUFFIX) or "")
+                    answers_b.append(record.get(columns[1] + ANSWER_SUFFIX) or "")
                 taken += 1
     assert columns is not None
     if not prompts:
@@ -203,6 +236,7 @@ def load(
     if weak_column is None and strong_column is None and a.mean() > b.mean():
         a, b = b, a
         weak_name, strong_name = strong_name, weak_name
+        answers_a, answers_b = answers_b, answers_a
     return Dataset(
         prompts=prompts,
         weak=a,
@@ -213,6 +247,8 @@ def load(
         weak_model=weak_name,
         strong_model=strong_name,
         excluded=excluded,
+        weak_answers=answers_a if with_answers else None,
+        strong_answers=answers_b if with_answers else None,
     )
 
 

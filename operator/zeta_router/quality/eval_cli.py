@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import math
 from pathlib import Path
 
 from zeta_router.plotting import require_matplotlib
-from zeta_router.quality import metrics
+from zeta_router.quality import cascade, metrics
 from zeta_router.quality.cli_common import (
     add_data_arguments,
     data_description,
@@ -19,7 +20,7 @@ from zeta_router.quality.cli_common import (
     positive_int,
     print_json,
 )
-from zeta_router.quality.data import Dataset
+from zeta_router.quality.data import ANSWER_SUFFIX, Dataset
 from zeta_router.quality.metrics import MetricError
 from zeta_router.quality.online import (
     DEFAULT_MAX_LABELS,
@@ -50,6 +51,14 @@ it only, then its label learned, with the operator's own learning code (refit ev
 labels held out). It reports the APGR of the second half of the stream, the learning curve (the
 model in use after 250, 500, 1,000 and 2,000 labels, each judged on the second half), and the
 refits. --shuffle-labels gives each prompt another's labels: a control that must stay at chance.
+
+With --cascade (data with the small model's answers, columns `<model>_response`), a cascade is
+measured too: the small tier answers every prompt, an answer-side judge (the arithmetic it
+states re-evaluated, a final number, hedging, its length; plus a logistic part fitted on the
+other folds) doubts some, and the most doubted go to the large tier. Its figures are
+cross-validated (--folds x --repeats random folds) beside the scorer on the same folds, and
+compared at equal cost, counting the small tier's extra calls, for small calls costing 10, 25
+and 50 % of a large one.
 """
 
 
@@ -80,6 +89,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--plot", type=Path, metavar="FILE", help="write a PNG of PGR against strong-call share"
+    )
+    cascade = parser.add_argument_group("cascade (--cascade)")
+    cascade.add_argument(
+        "--cascade",
+        action="store_true",
+        help="also measure a cascade judged on the small model's answers (see above)",
+    )
+    cascade.add_argument(
+        "--folds", type=positive_int, default=5, help="cross-validation folds (default: 5)"
+    )
+    cascade.add_argument(
+        "--judge-out",
+        type=Path,
+        metavar="FILE",
+        help="write the judge fitted on all the data (JSON; the router's default_judge.json "
+        "is this on data/routing-eval/gsm8k-dev)",
+    )
+    cascade.add_argument(
+        "--repeats", type=positive_int, default=10, help="repeats with other folds (default: 10)"
     )
     online = parser.add_argument_group("online learning (--online)")
     online.add_argument(
@@ -145,7 +173,11 @@ def _run(args: argparse.Namespace) -> int:
     weights = load_scorer(args.scorer, args.context)
     ds = load_data(args)
     if args.online:
+        if args.cascade:
+            raise MetricError("--cascade and --online are separate reports; run them one at a time")
         return _run_online(args, weights, ds)
+    if args.cascade:
+        return _run_cascade(args, weights, ds)
     scores = score_prompts(weights, ds.prompts)
     length = matrix(ds.prompts)[:, FEATURE_INDEX["log_prompt_tokens"]]
     name = "scorer" if args.scorer is None else f"scorer ({args.scorer.name})"
@@ -195,6 +227,81 @@ def _run(args: argparse.Namespace) -> int:
         print(f"scores written to {args.scores_out}")
     if args.plot is not None:
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def _run_cascade(args: argparse.Namespace, weights: ScorerWeights, ds: Dataset) -> int:
+    if ds.weak_answers is None:
+        raise MetricError(
+            f"--cascade needs the small model's answers: a column "
+            f"'{ds.weak_model}{ANSWER_SUFFIX}' in every file under {args.data}"
+        )
+    scores = score_prompts(weights, ds.prompts)
+    length = matrix(ds.prompts)[:, FEATURE_INDEX["log_prompt_tokens"]]
+    name = "scorer (prompt)" if args.scorer is None else f"scorer ({args.scorer.name})"
+    result = cascade.study(
+        ds.prompts,
+        ds.weak_answers,
+        ds.weak,
+        ds.strong,
+        scores,
+        length,
+        folds=args.folds,
+        repeats=args.repeats,
+        seed=args.seed,
+        router_name=name,
+    )
+    if args.plot is not None:
+        plot(result.curves, args.plot, f"cascade and routing, {len(ds)} prompts (CV)")
+    if args.judge_out is not None:
+        d = data_description(ds)
+        judge = cascade.fit_judge(
+            cascade.answer_matrix(ds.prompts, ds.weak_answers),
+            ds.weak,
+            source=f"zeta-router eval --cascade on {args.data.name or args.data} "
+            f"({d['prompts']} answers of {ds.weak_model}): l2={cascade.JUDGE_L2:g}",
+        )
+        args.judge_out.write_text(
+            json.dumps(judge.model_dump(by_alias=True), indent=2) + "\n", encoding="utf-8"
+        )
+    if args.json:
+        print_json(
+            {
+                "data": {"path": str(args.data), **data_description(ds)},
+                "scorer": {
+                    "file": None if args.scorer is None else str(args.scorer),
+                    "source": weights.source,
+                },
+                "cascade": result.as_dict(),
+                "plot": None if args.plot is None else str(args.plot),
+            }
+        )
+        return 0
+    for line in data_lines(ds, args.data):
+        print(line)
+    print(f"scorer: {args.scorer or 'shipped default weights'} ({weights.source or 'no source'})")
+    print(
+        f"cross-validated: {result.folds} random folds x {result.repeats} repeats (seeds "
+        f"{args.seed}..{args.seed + result.repeats - 1}); each fold escalates or routes its own "
+        "top share. A cascade's share is the share it escalates to the large tier."
+    )
+    print()
+    print(table(result.summaries))
+    print()
+    print("at equal cost (a cascade pays a small call for every request):")
+    print("  small/large cost  escalated  cascade acc  scorer share  scorer acc  difference")
+    for ratio, points in result.equal_cost.items():
+        for p in points:
+            print(
+                f"  {ratio:>16.2f}  {100 * p.cascade_share:>8.0f}%  "
+                f"{100 * p.cascade_accuracy:>10.1f}%  {100 * p.router_share:>11.1f}%  "
+                f"{100 * p.router_accuracy:>9.1f}%  "
+                f"{100 * (p.cascade_accuracy - p.router_accuracy):>+9.1f}"
+            )
+    if args.plot is not None:
+        print(f"plot written to {args.plot}")
+    if args.judge_out is not None:
+        print(f"judge written to {args.judge_out}")
     return 0
 
 

@@ -33,16 +33,24 @@ TARGETS: tuple[Target, ...] = ("gain", "net_gain", "weak_fails")
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-# What the data fits by default: how much text there is and how involved its wording is.
+# What the data fits by default: how much text there is, and how qualified the question is.
 # Chosen for meaning (a longer, more qualified question is harder), then compared on grouped
 # cross-validation against the full feature set, which does worse on unseen subjects (see
 # docs/routing-quality.md).
+#
+# Subordinate clauses per sentence (clauses_per_sentence) used to count too. It describes how
+# a family of requests is written, not how hard one request of that family is: it fitted
+# MMLU's subjects a little, and on math word problems, a family the fit never saw, it was the
+# largest term of the score and carried nothing (its own APGR there 0.527), so the scorer
+# ranked them worse than prompt length did (docs/routing-quality.md, "Math and word
+# problems"). Without it both MMLU's grouped figures and the word problems' are better.
+# Words per sentence stays: it carries a little on word problems (0.563), and in chat traffic
+# it is much of what tells a substantial request from a short one.
 FITTED_FEATURES: tuple[str, ...] = (
     "log_prompt_tokens",
     "log_question_tokens",
     "log_option_chars",
     "negations",
-    "clauses_per_sentence",
     "words_per_sentence",
 )
 

@@ -136,6 +136,8 @@ def build_routing_config(
                 thresholds=list(chosen.get(c.name, c.thresholds or [])),
                 scorer=c.scorer,
                 learned=corrections.get(c.name),
+                mode="cascade" if c.mode == "cascade" else None,
+                escalate_above=c.escalate_above if c.mode == "cascade" else None,
             )
             for c in spec.contexts
         ],

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
-from zeta_router.api.routing import RoutingConfig, ScorerWeights
+from zeta_router.api.routing import DEFAULT_ESCALATE_ABOVE, RoutingConfig, ScorerWeights
 from zeta_router.scoring.learned import LearnedScorer, scorer_for
 from zeta_router.scoring.scorer import Scorer, default_weights
 from zeta_router.scoring.selector import Selector
@@ -43,6 +43,8 @@ class Context:
     name: str
     scorer: Scorer | LearnedScorer  # the prior, plus the learned correction when there is one
     selector: Selector
+    cascade: bool = False  # small tier first, the largest when the judge doubts its answer
+    escalate_above: float = DEFAULT_ESCALATE_ABOVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,8 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
             selector = Selector(c.thresholds)
         except ValueError as exc:
             raise ConfigError(f"context {c.name!r}: {exc}") from None
-        contexts[c.name] = Context(c.name, scorer, selector)
+        escalate = DEFAULT_ESCALATE_ABOVE if c.escalate_above is None else c.escalate_above
+        contexts[c.name] = Context(c.name, scorer, selector, c.mode == "cascade", escalate)
     return RuntimeConfig(
         source=cfg,
         tiers=tuple(tiers),

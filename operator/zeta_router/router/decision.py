@@ -40,6 +40,7 @@ class Decision:
     generation: int
     signer: Signer
     sticky: bool = False  # raised to the conversation's or session's floor
+    floor: int = 0  # the smallest tier the conversation or session may go to
     shadow: bool = False
     client_request_id: str | None = None
     session_token: str | None = None  # to return as x-zeta-session
@@ -91,6 +92,7 @@ def decide(
     forced_name = headers.get("X-Zeta-Tier")
     forced = forced_name is not None
     sticky = False
+    floor_tier = 0
     token = None
     if forced_name is not None:
         _check_force_allowed(headers, cfg)
@@ -113,6 +115,7 @@ def decide(
         )
         if floor > tier:
             tier, sticky = floor, True
+        floor_tier = floor
         if session is not None:
             token = session_token(
                 signer, cfg.tiers[tier].name, now_ms, cfg.source.stickiness.ttl_seconds
@@ -136,6 +139,7 @@ def decide(
         generation=cfg.generation,
         signer=signer,
         sticky=sticky,
+        floor=floor_tier,
         shadow=shadow,
         client_request_id=client_request_id(headers),
         session_token=token,

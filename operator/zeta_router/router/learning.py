@@ -32,6 +32,7 @@ from zeta_router.router.upstream import TierError, Upstreams
 from zeta_router.scoring import features, ngrams
 from zeta_router.scoring.labels import (
     agreement_label,
+    cascade_label,
     feedback_label,
     judge_label,
     judge_messages,
@@ -125,6 +126,12 @@ class RouterLearning:
         value = feedback_label(event.score, served.index, len(cfg.tiers) - 1)
         if value is not None:
             self._label(info.request_key, info.context, value, "feedback")
+
+    def cascaded(self, d: Decision, doubt: float) -> None:
+        """A cascade's judged request: the judge's doubt of the smallest tier's answer becomes
+        a label (``scoring.labels.cascade_label``)."""
+        if self.learns(d.context.name):
+            self._label(d.nonce.hex(), d.context.name, cascade_label(doubt), "cascade")
 
     async def pair(
         self,

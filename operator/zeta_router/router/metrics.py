@@ -140,6 +140,23 @@ class RouterMetrics:
             ("phase",),
             registry=r,
         )
+        self.cascade = Counter(
+            "zeta_router_cascade_total",
+            "Non-streamed requests of cascade contexts, by context and outcome: kept (the "
+            "smallest tier's answer), escalated (the largest tier's), escalation_failed (the "
+            "largest tier failed, the smallest tier's answer was kept), unjudged (no answer "
+            "text to judge, kept).",
+            ("context", "outcome"),
+            registry=r,
+        )
+        self.cascade_doubt = Histogram(
+            "zeta_router_cascade_doubt",
+            "The answer-side judge's probability that the smallest tier's answer is wrong, by "
+            "context.",
+            ("context",),
+            buckets=_UNIT_BUCKETS,
+            registry=r,
+        )
         self.learning_samples = Counter(
             "zeta_router_learning_samples_total",
             "Hashed samples of answered requests kept for the operator's learner, by context.",
@@ -181,6 +198,9 @@ class RouterMetrics:
 
     def learning_record(self, metric: Counter, *labels: str) -> None:
         self.child(metric, *labels).inc()  # type: ignore[attr-defined]
+
+    def cascaded(self, context: str, outcome: str) -> None:
+        self.child(self.cascade, context, outcome).inc()  # type: ignore[attr-defined]
 
     def judge(self, verdict: str) -> None:
         self.child(self.judge_verdicts, verdict).inc()  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from zeta_router.router.app import Router
+from zeta_router.router.cascade import cascade, cascades
 from zeta_router.router.connections import Handler as ConnectionHandler
 from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
@@ -64,7 +65,16 @@ async def completion(
         overhead = time.perf_counter() - t0
         forwarder = router.forwarder
         assert forwarder is not None, "router not started"
-        response, extra = await forwarder.forward(request, cfg, d, body, path, headers)
+        if cascades(cfg, d):
+
+            async def forward(dd: Decision) -> tuple[web.StreamResponse, float]:
+                return await forwarder.forward(request, cfg, dd, body, path, headers)
+
+            response, extra = await cascade(
+                cfg, d, body, forward, metrics, router.learning.cascaded
+            )
+        else:
+            response, extra = await forwarder.forward(request, cfg, d, body, path, headers)
         overhead += extra
         code = response.status
         return response

@@ -91,9 +91,14 @@ _ASCII_LETTERS_ONLY = "".join(c if c.isalpha() else " " for c in map(chr, range(
 _ASCII_DIGIT_RUNS = "".join("0" if c.isdigit() else " " for c in map(chr, range(128)))
 _CAPITALISED = re.compile(r"[A-Z][a-z]{2,}")
 _DIGIT_RUN = re.compile(r"[0-9]+")
+# A ``$...$`` span is inline math only as Pandoc reads it: the opening ``$`` followed by a
+# non-space, the closing one preceded by a non-space and not followed by a digit. Two prices in
+# a sentence ("costs $68 per dozen and $2 each") are not: counting them made a third of all math
+# word problems look like formulas (docs/routing-quality.md, "Math and word problems").
 _LATEX = re.compile(
-    r"\$[^$\n]{1,200}\$|\\(?:frac|sum|int|sqrt|prod|lim|alpha|beta|theta|pi|cdot|times|leq|geq|"
-    r"neq|infty|partial|mathbb|mathrm|begin)\b"
+    r"(?<![\\$])\$(?=[^\s$])[^$\n]{0,200}(?<=[^\s$\\])\$(?![0-9])"
+    r"|\\(?:frac|sum|int|sqrt|prod|lim|alpha|beta|theta|pi|cdot|times|leq|geq|neq|infty|"
+    r"partial|mathbb|mathrm|begin)\b"
 )
 # Summation, integral, root, comparison, set, arrow and logic signs.
 _MATH_SYMBOLS = frozenset(

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-SOURCES: Final = ("feedback", "agreement", "judge", "file")
+SOURCES: Final = ("feedback", "agreement", "judge", "file", "cascade")
 #: Longest request and answer text put in a judge prompt (head kept): bounds the judge's cost.
 JUDGE_TEXT_CHARS: Final = 6000
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -96,6 +96,12 @@ def parse_verdict(text: str) -> bool | None:
 
 def judge_label(as_good: bool) -> float:
     return from_gain(0.0 if as_good else 1.0)
+
+
+def cascade_label(doubt: float) -> float:
+    """A cascade's judged request: the larger tier's expected gain is the judge's probability
+    that the smallest tier's answer is wrong (taking the larger tier's as right)."""
+    return from_gain(min(max(doubt, 0.0), 1.0))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,14 @@ FloatArray = NDArray[np.float64]
 IndexArray = NDArray[np.int64]
 
 
+#: Decisive held-out labels (one tier right, the other wrong; ties carry no evidence) below
+#: which a candidate is not judged. APGR on fewer is mostly noise: on the math word problems
+#: (about 30 % of labels decisive) the earlier bar of a quarter of the held-out labels let
+#: candidates judged on some 25 decisive labels be adopted after 300-400 labels, and on one of
+#: three stream orders the learner then routed the rest of the stream worse than its prior and
+#: than prompt length (0.599 against 0.636 and 0.626; docs/routing-quality.md).
+MIN_DECISIVE = 60.0
+
 #: What ``LearnerConfig.shrink_to`` may name (the first is the default).
 SHRINK_TO: tuple[Literal["zero", "current"], ...] = ("zero", "current")
 
@@ -128,10 +136,13 @@ class LearnerConfig:
     @classmethod
     def for_labels(cls, min_labels: int, **settings: Any) -> LearnerConfig:
         """The configuration for refits from ``min_labels`` labels on: at least 50 labels held
-        out, fewer (down to 20) when ``min_labels`` is small, and a quarter as much evidence as
-        held-out labels (the operator's ``spec.learning`` and ``eval --online`` both use it)."""
+        out, fewer (down to 20) when ``min_labels`` is small, and as much evidence as
+        ``MIN_DECISIVE`` decisive labels in them, less (down to a quarter of the held-out
+        labels) when ``min_labels`` is small (the operator's ``spec.learning`` and
+        ``eval --online`` both use it)."""
         held = max(20, min(50, min_labels // 3))
-        return cls(min_labels=min_labels, min_held_out=held, min_evidence=held / 4, **settings)
+        evidence = max(held / 4, min(MIN_DECISIVE, 0.3 * min_labels))
+        return cls(min_labels=min_labels, min_held_out=held, min_evidence=evidence, **settings)
 
     def held_out(self, n: int) -> int:
         return max(self.min_held_out, math.ceil(self.held_out_share * n))
