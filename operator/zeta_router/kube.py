@@ -41,8 +41,6 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 
-from zeta_router import __version__
-
 JSON = dict[str, Any]
 
 log = logging.getLogger(__name__)
@@ -442,7 +440,7 @@ class Kube:
         self._sleep = sleep
         api: Any = client.ApiClient(configuration)
         # Named in the apiserver's audit log and in APF's flow distinction.
-        api.user_agent = f"zeta-router/{__version__}"
+        api.user_agent = f"zeta-router/{_version()}"
         for name, value in self.target.impersonation.headers().items():
             api.set_default_header(name, value)
         self._api = api
@@ -700,6 +698,16 @@ class Kube:
             # instead of handing it back to the pool.
             resp.close()
             resp.release_conn()
+
+
+def _version() -> str:
+    # From the installed distribution: this module imports nothing of the package's own.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zeta-router")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _api_error(status: int, reason: str, raw: Any, headers: Any) -> ApiError:
