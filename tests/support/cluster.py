@@ -137,11 +137,11 @@ def service_account_kubeconfig(kube: Kube, namespace: str, account: str, path: P
         return base64.b64decode(data["token"]).decode() if "token" in data else None
 
     tok = wait_for(token, 60, f"the token of service account {namespace}/{account}")
-    creds = kube.credentials
-    cluster: dict[str, Any] = {"server": creds.server}
-    if creds.ca_data:
-        cluster["certificate-authority-data"] = base64.b64encode(creds.ca_data).decode()
-    elif creds.insecure:
+    cluster: dict[str, Any] = {"server": kube.server}
+    if kube.ca_file:
+        ca = Path(kube.ca_file).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    elif not kube.verify_ssl:
         cluster["insecure-skip-tls-verify"] = True
     doc = {
         "apiVersion": "v1",

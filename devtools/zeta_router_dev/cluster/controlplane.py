@@ -139,7 +139,8 @@ def _http_get(url: str, token: str | None, ctx: ssl.SSLContext | None) -> tuple[
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as e:
         return int(e.code), e.read()
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError):
+        # ValueError: a malformed URL from a damaged state file, which is "not running" too.
         return 0, b""
 
 
@@ -187,13 +188,18 @@ class LocalControlPlane:
                 key=lambda kv: COMPONENTS.index(kv[0]) if kv[0] in COMPONENTS else 99,
             )
         )
-        try:
-            ctx = _ssl_context(st.ca_cert)
-        except (OSError, ssl.SSLError):
-            code, body = 0, b""  # keys gone or unreadable: a broken state directory
+        code, body = 0, b""
+        if not st.server:
+            # A start interrupted before the apiserver got its port: `up` wipes and restarts.
+            detail = "apiserver never started (an interrupted start)"
         else:
-            code, body = _http_get(f"{st.server}/readyz", st.admin_token, ctx)
-        detail = body.decode(errors="replace").strip() if code else "apiserver unreachable"
+            try:
+                ctx = _ssl_context(st.ca_cert)
+            except (OSError, ssl.SSLError):
+                pass  # keys gone or unreadable: a broken state directory
+            else:
+                code, body = _http_get(f"{st.server}/readyz", st.admin_token, ctx)
+            detail = body.decode(errors="replace").strip() if code else "apiserver unreachable"
         return ClusterStatus(
             self.state_dir, True, comps, code == 200, detail, st.kubeconfig, st.server
         )

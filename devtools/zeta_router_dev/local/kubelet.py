@@ -493,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Running/Ready (namespaces labelled {HOLD_LABEL}=true: Running, not Ready).",
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig")
+    parser.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME, help="name of the fake node")
     parser.add_argument(
         "--selector", default=MANAGED_SELECTOR, help="label selector of the pods to run"
@@ -508,7 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     kubelet = KubeletStandIn(
-        Kube.from_kubeconfig(args.kubeconfig), args.node_name, args.selector, args.heartbeat
+        Kube.from_kubeconfig(args.kubeconfig, args.context),
+        args.node_name,
+        args.selector,
+        args.heartbeat,
     )
     signal.signal(signal.SIGTERM, lambda *_: kubelet.stop())
     signal.signal(signal.SIGINT, lambda *_: kubelet.stop())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import socket
 import sys
 
@@ -120,6 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
         "service account)",
     )
+    parser.add_argument(
+        "--context",
+        default=None,
+        help="kubeconfig context to use (default: the kubeconfig's current-context)",
+    )
 
 
 def _host_port(value: str) -> tuple[str, int] | None:
@@ -159,6 +163,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         verbose=bool(args.verbose),
         workers=int(args.workers),
         kubeconfig=args.kubeconfig,
+        context=args.context,
         router_image=settings.router_image,
         network_policy=settings.network_policy,
         metrics_from=tuple(dict(p) for p in settings.scrapers),
@@ -183,9 +188,6 @@ def _quiet_routine_successes(record: logging.LogRecord) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    if cfg.kubeconfig:
-        # kopf logs in with the same credentials as our own client.
-        os.environ["KUBECONFIG"] = cfg.kubeconfig
 
     import kopf
     from prometheus_client import start_http_server
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from zeta_router.controller.events import EventRecorder
     from zeta_router.controller.handlers import OperatorContext, build_registry
     from zeta_router.controller.reconcile import Reconciler
-    from zeta_router.kube import Kube
+    from zeta_router.kube import CredentialsError, Kube
 
     kopf.configure(
         verbose=cfg.verbose,
@@ -204,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.verbose:
         logging.getLogger("kopf.objects").addFilter(_quiet_routine_successes)
     try:
-        kube = Kube.from_kubeconfig(cfg.kubeconfig)
-    except Exception as e:
+        kube = Kube.from_kubeconfig(cfg.kubeconfig, cfg.context)
+    except CredentialsError as e:
         print(f"error: no Kubernetes credentials: {e}", file=sys.stderr)
         return 1
     events = EventRecorder(kube, instance=socket.gethostname())

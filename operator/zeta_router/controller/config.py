@@ -26,6 +26,7 @@ class OperatorConfig:
     verbose: bool = False
     workers: int = 8
     kubeconfig: str | None = None
+    context: str | None = None
     router_image: str = ""
     network_policy: bool = False
     metrics_from: tuple[dict[str, Any], ...] = ()

@@ -24,7 +24,7 @@ from zeta_router.controller.apply import owner_name
 from zeta_router.controller.config import FINALIZER_PREFIX, OperatorConfig
 from zeta_router.controller.events import EventRecorder
 from zeta_router.controller.reconcile import Reconciler
-from zeta_router.kube import ApiError, Kube, api_path, load_credentials
+from zeta_router.kube import ApiError, Kube, api_path, kopf_login
 from zeta_router.render import names
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     kopf.on.startup(registry=registry, id="peering")(ensure_peering)
 
     # A registry of our own starts without kopf's default login handlers: kopf logs in with the
-    # same credentials as our own client ($KUBECONFIG, ~/.kube/config, or the service account).
+    # same credentials as our own client, through the same loader (kopf_login). kopf calls it
+    # again on a 401, so an expired exec-plugin or OIDC token is renewed for the watches too.
     def login(**_: Any) -> Any:
-        return load_credentials(cfg.kubeconfig).to_kopf()
+        return kopf_login(cfg.kubeconfig, cfg.context)
 
     kopf.on.login(registry=registry)(login)
 
