@@ -6,7 +6,7 @@ Prints:
    and a "subject oracle" that knows each subject's true net gain (a ceiling for any scorer
    that only tells subjects apart); plus a few other recipes for comparison; and the same folds
    judged on the math subjects only, and on their word problems (with the arithmetic-operator
-   weight the shipped weights used to carry, for comparison);
+   weight the shipped weights used to carry, and without quantity_relations, for comparison);
 2. the shipped weights on all the data (in-sample: they were fitted on it);
 3. the score distribution of the shipped weights, for choosing thresholds.
 
@@ -31,6 +31,7 @@ from zeta_router.quality.data import Dataset, load
 from zeta_router.quality.evaluation import cross_validated
 from zeta_router.quality.fit import (
     FEATURE_NAMES,
+    FITTED_FEATURES,
     FIXED_WEIGHTS,
     FitConfig,
     cross_validate,
@@ -167,8 +168,9 @@ MATH_SUBJECTS = ("abstract_algebra", "college_mathematics", "high_school_statist
 
 
 def math_subjects(ds: Dataset, x: np.ndarray, args: argparse.Namespace) -> None:
-    """The recipe with and without the old math cues, judged on the math subjects (each routing
-    its own top share) and on their word problems, from the same grouped folds."""
+    """The recipe with the old math cues, and without the relations between amounts
+    (quantity_relations), judged on the math subjects (each routing its own top share) and
+    on their word problems, from the same grouped folds."""
     names = ds.group_names
     groups = [names.index(n) for n in MATH_SUBJECTS if n in names]
     if not groups:
@@ -186,6 +188,9 @@ def math_subjects(ds: Dataset, x: np.ndarray, args: argparse.Namespace) -> None:
     recipes = {
         "shipped recipe": FitConfig(),
         "with math_operators 0.1": FitConfig(fixed={**FIXED_WEIGHTS, "math_operators": 0.1}),
+        "without quantity_relations": FitConfig(
+            features=tuple(f for f in FITTED_FEATURES if f != "quantity_relations")
+        ),
     }
     out: dict[str, list[tuple[float, float, float]]] = {k: [] for k in [*recipes, "prompt length"]}
     for r in range(args.repeats):

@@ -111,6 +111,26 @@ def test_code_math_and_reasoning_cues() -> None:
     assert from_prompt("Is x ≤ y ∧ y ≤ z ⇒ x ≤ z?")["latex"] > 0
 
 
+def test_quantity_relations_count_the_steps_a_word_problem_states() -> None:
+    """Each word relating one amount to another is a step of arithmetic; the numbers are only
+    operands, and "each" / "every" quantify things in ordinary requests (docs/routing-quality.md,
+    "Math and word problems")."""
+    two_steps = from_prompt("Tom has 12 apples. He eats half of them. How many are left?")
+    assert two_steps["quantity_relations"] == pytest.approx(math.log1p(2))  # half, left
+    seven = from_prompt(
+        "Ann has twice as many pens as Bo, and 3 more than Cy. Cy has 20% fewer pens than "
+        "Dee, who has 10 percent of the total."
+    )
+    # twice, more, than, fewer, than, percent, total
+    assert seven["quantity_relations"] == pytest.approx(math.log1p(7))
+    # The numbers alone, or "each" and "every", are no step.
+    assert from_prompt("Add 12, 15, 17 and 30 for each row, every day.")["quantity_relations"] == 0
+    assert (
+        from_prompt("Explain each inference and why every fraction reduces.")["quantity_relations"]
+        == 0.0
+    )
+
+
 def test_multiple_choice_shape() -> None:
     f = from_prompt(MC_PROMPT)
     assert f["mc_options"] == 4.0

@@ -99,23 +99,24 @@ def test_docs_state_the_data_the_figures_come_from() -> None:
     assert Path(REPO / "docs" / "routing-quality-cv.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_shipped_weights_rank_math_word_problems_at_least_as_well_as_length() -> None:
+def test_the_shipped_weights_rank_math_word_problems_better_than_length() -> None:
     """gsm8k-dev is a family the fit never saw (the weights come from MMLU alone), so the whole
-    set is an honest cold-start test: the prior must not lose to sorting by prompt length."""
+    set is an honest cold-start test: the prior must not lose to sorting by prompt length, and
+    with the relations between amounts counted (quantity_relations) it leads by a margin."""
     ds = load(gsm8k_dev_dir())
     x = matrix(ds.prompts)
     shipped = metrics.curve(score_prompts(default_weights(), ds.prompts), ds.weak, ds.strong)
     length = metrics.curve(x[:, FEATURE_INDEX["log_prompt_tokens"]], ds.weak, ds.strong)
-    assert shipped.apgr() >= length.apgr()
+    assert shipped.apgr() >= length.apgr() + 0.01
 
 
 def test_the_shipped_weights_keep_the_mmlu_figures(data: tuple[Dataset, np.ndarray]) -> None:
-    """At or above the figures of the weights shipped before the sentence-shape features were
-    dropped (grouped CV 0.554, in-sample 0.581), and above length on the same folds."""
+    """At or above the figures of the weights shipped before quantity_relations was fitted
+    (grouped CV 0.556, in-sample 0.585), and above length on the same folds."""
     ds, x = data
     cv = cross_validated(ds, x, FitConfig(), folds=5, repeats=10, seed=0, name="recipe")
     by_name = {s.name: s for s in cv.summaries}
-    assert by_name["recipe"].apgr >= 0.554
+    assert by_name["recipe"].apgr >= 0.556
     assert by_name["recipe"].apgr > by_name["prompt length"].apgr
     scores = score_prompts(default_weights(), ds.prompts)
-    assert metrics.curve(scores, ds.weak, ds.strong).apgr() >= 0.581
+    assert metrics.curve(scores, ds.weak, ds.strong).apgr() >= 0.585

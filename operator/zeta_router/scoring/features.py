@@ -41,6 +41,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "digit_share",
     "math_operators",
     "numbers",
+    "quantity_relations",
     "reasoning_cues",
     "multi_part",
     "why_how",
@@ -176,6 +177,14 @@ _VOCAB_GROUPS: dict[str, str] = {
     "unlikely impossible without isn't aren't doesn't don't didn't wasn't weren't won't can't",
     "clauses": "which that whereas although though because since unless whether while if "
     "whose whom wherein whereby provided assuming given",
+    # Words that relate one quantity to another: fractions and multiples, percentages,
+    # comparisons, rates and what remains. In a word problem each one is a step the reader has
+    # to turn into arithmetic ("half as many", "20% more than", "3 times", "how many are
+    # left"), where the numbers themselves are only the operands (their count carries nothing:
+    # docs/routing-quality.md, "Math and word problems"). "each" and "every" are left out: in
+    # ordinary requests they quantify over things ("explain each step"), not over amounts.
+    "quantity_relations": "half halves third thirds quarter quarters fourth fifth twice double "
+    "triple thrice percent times remaining remainder rest left more less fewer than per total",
     "domain_math": "equation equations integer integers polynomial derivative integral matrix "
     "matrices vector vectors theorem lemma prime primes function functions algebra algebraic "
     "geometric geometry triangle angle circle radius probability probabilities variance "
@@ -239,6 +248,7 @@ _SLOT_WHY_HOW = _VOCAB_SLOTS.index("why_how")
 _SLOT_WH_FACTUAL = _VOCAB_SLOTS.index("wh_factual")
 _SLOT_NEGATIONS = _VOCAB_SLOTS.index("negations")
 _SLOT_CLAUSES = _VOCAB_SLOTS.index("clauses")
+_SLOT_QUANTITY_RELATIONS = _VOCAB_SLOTS.index("quantity_relations")
 _DOMAIN_SLOTS = tuple(i for i, g in enumerate(_VOCAB_SLOTS) if g.startswith("domain_"))
 assert [_VOCAB_SLOTS[i] for i in _DOMAIN_SLOTS] == [
     n for n in FEATURE_NAMES if n.startswith("domain_")
@@ -514,6 +524,7 @@ def _text_features(text: str) -> list[float]:
         digits / n_chars,
         math.log1p(operators),
         math.log1p(numbers),
+        math.log1p(counts[_SLOT_QUANTITY_RELATIONS]),
         math.log1p(reasoning),
         math.log1p(list_items + max(0, questions - 1)),
         counts[_SLOT_WHY_HOW] * per_word,
