@@ -507,6 +507,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         _set(base(), "router.drainDelay", "5"),
         "spec.router.drainDelay: must be a duration",
     ),
+    (
+        "quiet period longer than the drain timeout that bounds it",
+        _set(_set(base(), "router.drainQuietPeriod", "2m"), "router.drainTimeout", "30s"),
+        "spec.router.drainQuietPeriod: 120s is longer than drainTimeout (30s)",
+    ),
 ]
 
 
