@@ -34,6 +34,10 @@ from zeta_router_dev.cluster.nodeconfig import RUN_DIR
 from zeta_router_dev.images.build import BuiltImage, ImageBuilder, ImageBuildError
 
 LOCK_WAIT = 600.0
+POD_DEADLINE = 600.0
+"""A deadline for what happens in pods on the real node (a pod starting, an exec, a probe run
+in a pod): a two-core machine that other work keeps busy takes minutes where an idle one takes
+seconds. A deadline, never a wait: the checks end as soon as their condition holds."""
 
 
 @dataclass
