@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from support.deadlines import CONDITION
 from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.metrics import (
     PrometheusSource,
@@ -81,7 +82,7 @@ def wait_for(
     source: PrometheusSource,
     target: RouterTarget,
     ok: Callable[[MetricsSnapshot], bool],
-    timeout: float = 30.0,
+    timeout: float = CONDITION,
 ) -> MetricsSnapshot:
     deadline = time.monotonic() + timeout
     snap = source.snapshot(target)

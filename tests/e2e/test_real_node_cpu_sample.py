@@ -28,6 +28,7 @@ import openai
 import pytest
 
 from support.cluster import apply, condition_is, events_for, unique_name, wait_for
+from support.deadlines import POD
 from support.fixtures_node import RealNodeHandle
 from support.tools import run_tool
 from zeta_router.autoscale.metrics import PrometheusSource, target_from
@@ -227,7 +228,7 @@ def test_both_tiers_run_real_containers_that_pass_their_probes(stack: Stack) -> 
         return last if all(last.get(k, 0) >= 1 for k in expected) else None
 
     try:
-        seen = wait_for(all_probed, 90, "a successful startup, readiness and liveness probe each")
+        seen = wait_for(all_probed, POD, "a successful startup, readiness and liveness probe each")
     except AssertionError as e:
         raise AssertionError(f"{e}\nexpected {sorted(expected)}\nseen {last}") from None
     model_probes = {k for k in seen if k[1] == MODEL_CONTAINER}
@@ -290,7 +291,7 @@ def test_prometheus_discovers_the_pods_as_the_chart_monitors_say(stack: Stack) -
         ]  # fmt: skip
         return ours if len(ours) == 2 * len(pods) else None
 
-    targets = wait_for(active, 60, "a healthy target per pod and port (model, router)")
+    targets = wait_for(active, POD, "a healthy target per pod and port (model, router)")
     for t in targets:
         labels = t["labels"]
         (pod,) = stack.pods(
@@ -468,7 +469,7 @@ def test_the_control_loop_scales_a_tier_and_the_new_replica_serves(stack: Stack)
             by_pod = {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
             return by_pod if pods <= set(by_pod) and all(by_pod[p] > 0 for p in pods) else None
 
-        wait_for(both_serving, 120, "both large pods to generate tokens")
+        wait_for(both_serving, POD, "both large pods to generate tokens")
     assert load.answered > 0
     # On a busy machine a queued request may time out (504); nothing else may fail.
     assert all("504" in e or "timed out" in e.lower() for e in load.errors), load.errors[:3]

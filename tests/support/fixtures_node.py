@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from support import deadlines
 from zeta_router.kube import Kube
 from zeta_router_dev.cluster import lock
 from zeta_router_dev.cluster.binaries import MissingBinaryError
@@ -34,10 +35,7 @@ from zeta_router_dev.cluster.nodeconfig import RUN_DIR
 from zeta_router_dev.images.build import BuiltImage, ImageBuilder, ImageBuildError
 
 LOCK_WAIT = 600.0
-POD_DEADLINE = 600.0
-"""A deadline for what happens in pods on the real node (a pod starting, an exec, a probe run
-in a pod): a two-core machine that other work keeps busy takes minutes where an idle one takes
-seconds. A deadline, never a wait: the checks end as soon as their condition holds."""
+POD_DEADLINE = deadlines.POD
 
 
 @dataclass
