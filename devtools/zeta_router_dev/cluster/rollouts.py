@@ -165,12 +165,13 @@ class Stack:
 
         return self.under_load("tier template change (both tiers)", change)
 
-    def operator_upgrade(self) -> Outcome:
-        """``helm upgrade`` to a new operator image (the same build under a new tag, so nothing
-        else differs): the operator pod is replaced, and since the router sidecar runs the
-        operator's image, every tier's router container changes too."""
+    def operator_upgrade(self, suffix: str = UPGRADED_TAG) -> Outcome:
+        """``helm upgrade`` to a new operator image (the same build under a new tag, the tag of
+        the build + ``suffix``, so nothing else differs): the operator pod is replaced, and
+        since the router sidecar runs the operator's image, every tier's router container
+        changes too. Repeated upgrades need a new ``suffix`` each."""
         repo, _, tag = PROJECT_IMAGE.partition(":")
-        new_tag = tag + UPGRADED_TAG if not tag.endswith(UPGRADED_TAG) else tag
+        new_tag = tag + suffix
         self.tag_image(PROJECT_IMAGE, f"{repo}:{new_tag}")
 
         def upgrade() -> None:
@@ -233,7 +234,8 @@ class Stack:
     def tag_image(self, source: str, target: str) -> None:
         """Give an image already in the node's containerd a second name."""
         self._ctr("tag", "--force", containerd_ref(source), containerd_ref(target))
-        self.tagged.append(target)
+        if target not in self.tagged:
+            self.tagged.append(target)
 
     def remove_tags(self) -> None:
         """Drop the names :meth:`tag_image` added (the image itself stays)."""
