@@ -71,6 +71,8 @@ request headers: X-Zeta-Context, X-Zeta-Tier (force a tier, when allowed; with
 
 signals: SIGTERM/SIGINT drain and exit (stop accepting clients, let requests in flight
   finish for --drain-seconds, /readyz answering 503 meanwhile); SIGHUP re-reads --config.
+  In a pod the preStop hook (`zeta-router drain`) comes first: the router keeps serving, not
+  ready, until traffic has stopped (--drain-delay, --drain-quiet, --drain-timeout).
 See docs/router.md for the config file reference and metrics.
 """
 
