@@ -124,3 +124,18 @@ def test_a_drain_with_traffic_still_arriving_has_not_ended() -> None:
         return ended
 
     assert asyncio.run(run()) is False
+
+
+def test_sigterm_ends_a_drain_that_traffic_still_holds() -> None:
+    async def run() -> bool:
+        traffic = Quiet(last_arrival=float("inf"))
+        lc = Lifecycle(StubRouter(), traffic, DrainTiming(0.0, 1.0, 3600.0), drain_seconds=1.0)
+        lc.begin_drain("test")
+        lc.end_drain()  # what the router does on SIGTERM
+        async with asyncio.timeout(60):  # a deadline, never a wait
+            await lc.drained()
+        await asyncio.sleep(0)
+        assert lc._watch is not None
+        return lc._watch.cancelled()
+
+    assert asyncio.run(run()) is True

@@ -62,7 +62,12 @@ class Outcome:
         text = f"{self.name} ({self.seconds:.0f} s): {self.clients.summary()}\n  rollouts: {order}"
         if self.drains:
             text += "\n  drains: " + "; ".join(
-                f"{d['seconds']:.1f} s, last arrival at +{d['seconds'] - d['quiet_seconds']:.1f} s"
+                f"{d['seconds']:.1f} s"
+                + (
+                    f", last arrival at +{d['seconds'] - d['quiet_seconds']:.1f} s"
+                    if d.get("quiet_seconds") is not None
+                    else ""
+                )
                 + (" (timed out)" if d.get("timed_out") else "")
                 for d in self.drains
             )

@@ -117,6 +117,23 @@ class Lifecycle:
             },
         )
 
+    def end_drain(self) -> None:
+        """SIGTERM came (the kubelet stops waiting, or no hook ran): the router stops accepting
+        now, so whatever waits for the drain's end goes on."""
+        if self._watch is not None and not self._watch.done():
+            self._watch.cancel()
+            log.info(
+                "drain ended: SIGTERM while traffic still arrived",
+                extra={"event": "drain_end", "seconds": self._seconds_since_begin(),
+                       "quiet_seconds": None, "timed_out": True},
+            )  # fmt: skip
+        self._drained.set()
+
+    def _seconds_since_begin(self) -> float | None:
+        if self.draining_since is None:
+            return None
+        return round(time.monotonic() - self.draining_since, 3)
+
     async def drained(self) -> None:
         """Return once the drain (begun) has ended."""
         await self._drained.wait()

@@ -116,6 +116,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        lifecycle.end_drain()
         await _drain(router, listener, drain_seconds, received[0] if received else None)
         if watch_task is not None:
             watch_task.cancel()
