@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from support.cluster import condition_is, unique_name, wait_for
-from support.fixtures_node import NodeSession, RealNodeHandle
+from support.fixtures_node import POD_DEADLINE, NodeSession, RealNodeHandle
 from support.tools import run_tool
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router_dev.cluster import lock
@@ -30,16 +30,17 @@ from zeta_router_dev.images.build import PROJECT_IMAGE
 pytestmark = [pytest.mark.node, pytest.mark.cluster]
 
 # Run in a pod: resolve a Service by its cluster DNS name and call it, and the apiserver through
-# the `kubernetes` Service with the pod's own CA bundle (its certificate must name them).
+# the `kubernetes` Service with the pod's own CA bundle (its certificate must name them). Each
+# call's timeout is a deadline sized for a loaded machine.
 PROBE = """
 import json, socket, ssl, urllib.request
 sa = "/var/run/secrets/kubernetes.io/serviceaccount"
 ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
 api = "https://kubernetes.default.svc.cluster.local"
-version = json.load(urllib.request.urlopen(api + "/version", context=ctx, timeout=10))
+version = json.load(urllib.request.urlopen(api + "/version", context=ctx, timeout=60))
 short = json.load(urllib.request.urlopen("https://kubernetes.default.svc/version",
-                                         context=ctx, timeout=10))
-web = urllib.request.urlopen("http://web." + NS + ".svc:8080/", timeout=10).read().decode()
+                                         context=ctx, timeout=60))
+web = urllib.request.urlopen("http://web." + NS + ".svc:8080/", timeout=60).read().decode()
 print(json.dumps({
     "kubernetes": socket.gethostbyname("kubernetes.default.svc.cluster.local"),
     "version": version["gitVersion"], "short": short["gitVersion"], "web": web.strip(),
@@ -117,7 +118,7 @@ def test_pods_reach_services_and_the_apiserver_by_their_cluster_names(
             lambda n=name: condition_is(
                 kube.get(api_path("v1", "pods", scratch, n)), "Ready", "True"
             ),
-            120,
+            POD_DEADLINE,
             f"pod {name} Ready",
         )
     # kubectl exec goes apiserver -> kubelet (client certificate) -> containerd -> the container.
@@ -126,7 +127,7 @@ def test_pods_reach_services_and_the_apiserver_by_their_cluster_names(
             real_node, "-n", scratch, "exec", "client", "--", "python3", "-c",
             f"NS = {scratch!r}\n{PROBE}", check=False,
         ).strip(),
-        60,
+        POD_DEADLINE,
         "the probe to run in the pod",
     )  # fmt: skip
     seen = json.loads(out.splitlines()[-1])
@@ -200,7 +201,7 @@ def test_the_session_node_went_down_cleanly_and_down_after_a_killed_kubelet_rest
             lambda: condition_is(
                 kube.get(api_path("v1", "pods", "default", "victim")), "Ready", "True"
             ),
-            120,
+            POD_DEADLINE,
             "the pod to run",
         )
         during = host_snapshot(owned)
@@ -211,7 +212,7 @@ def test_the_session_node_went_down_cleanly_and_down_after_a_killed_kubelet_rest
         assert state is not None
         kubelet = state.processes["kubelet"]
         os.kill(kubelet.pid, signal.SIGKILL)
-        wait_for(lambda: not kubelet.alive(), 10, "the kubelet to die")
+        wait_for(lambda: not kubelet.alive(), 60, "the kubelet to die")
         stopped = node.down()
         assert "kubelet" not in stopped  # it was already dead
         assert "containerd" in stopped

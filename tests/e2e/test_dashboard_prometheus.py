@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from support.dashboard import load, queries, substitute, variable_queries
+from support.deadlines import CONDITION
 from support.fixtures_prometheus import StartPrometheus
 from zeta_router_dev.local.prometheus import PrometheusServer, ScrapeTarget, pod_labels
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
@@ -53,7 +54,7 @@ def prometheus(prometheus_factory: StartPrometheus, router: RouterProcess) -> Pr
     return prometheus_factory([ScrapeTarget(router.admin_url.removeprefix("http://"), labels)])
 
 
-def wait_for_series(server: PrometheusServer, expr: str, timeout: float = 30) -> list[Any]:
+def wait_for_series(server: PrometheusServer, expr: str, timeout: float = CONDITION) -> list[Any]:
     deadline = time.monotonic() + timeout
     while True:
         body = query(server, expr)

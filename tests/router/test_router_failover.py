@@ -9,6 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from support.deadlines import CONDITION
 from zeta_router_dev.local.llama import LlamaServer
 from zeta_router_dev.local.router_proc import start_router
 
@@ -19,7 +20,7 @@ MSG: list[openai.types.chat.ChatCompletionMessageParam] = [
 ]
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+def _eventually(check: Callable[[], bool], timeout: float = CONDITION) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -78,7 +79,7 @@ def test_failover_all_down_and_recovery(
 
         small.restart()
         large.restart()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + CONDITION
         tier = None
         while time.monotonic() < deadline:
             try:

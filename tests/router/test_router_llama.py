@@ -9,6 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from support.deadlines import CONDITION
 from zeta_router_dev.local.llama import LlamaServer
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
@@ -185,7 +186,7 @@ def test_shadow_sampling_against_the_larger_tier(
         )
         assert raw.headers["x-zeta-tier"] == "small"
         # The shadow request runs after the answer: wait for its record and its metric.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + CONDITION
         while time.monotonic() < deadline and not (
             log.exists()
             and log.read_text().strip()

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from support.deadlines import CONDITION
 from support.fake_upstream import FakeUpstream, start_fake_upstream
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
@@ -69,7 +70,7 @@ def test_every_request_answered_exactly_once(upstream: FakeUpstream, tmp_path: P
         assert r.stop() == 0
 
 
-def wait_draining(r: RouterProcess, timeout: float = 10.0) -> None:
+def wait_draining(r: RouterProcess, timeout: float = CONDITION) -> None:
     """Return once the router reports draining (its admin port's readiness fails)."""
     deadline = time.monotonic() + timeout
     while r.get("/readyz")[0] != 503:
@@ -91,7 +92,7 @@ def test_sigterm_drains_requests_in_flight(upstream: FakeUpstream, tmp_path: Pat
                 await asyncio.to_thread(wait_draining, r)  # readiness fails first
                 # No new connections once draining: wait for the refusal, with a deadline.
                 refused = False
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + CONDITION
                 while not refused and time.monotonic() < deadline:
                     try:
                         async with aiohttp.ClientSession() as s2, s2.get(r.url + "/v1/models"):

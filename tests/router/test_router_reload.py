@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from support.deadlines import CONDITION
 from support.routing_files import ConfigMapDir, routing_config, write_plain
 from zeta_router_dev.local.llama import LlamaServer
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
@@ -33,7 +34,7 @@ def _tier(r: RouterProcess) -> str:
     return raw.headers["x-zeta-tier"]
 
 
-def _wait_for(r: RouterProcess, name: str, value: float, timeout: float = 10.0) -> None:
+def _wait_for(r: RouterProcess, name: str, value: float, timeout: float = CONDITION) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if r.metric(name) == value:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from support import deadlines
 from zeta_router.kube import Kube
 from zeta_router_dev.cluster import lock
 from zeta_router_dev.cluster.binaries import MissingBinaryError
@@ -34,6 +35,7 @@ from zeta_router_dev.cluster.nodeconfig import RUN_DIR
 from zeta_router_dev.images.build import BuiltImage, ImageBuilder, ImageBuildError
 
 LOCK_WAIT = 600.0
+POD_DEADLINE = deadlines.POD
 
 
 @dataclass

@@ -518,6 +518,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         _set(base(), "router.balancing", {"loadFactor": 0.5}),
         "spec.router.balancing.loadFactor: Input should be greater than or equal to 1",
     ),
+    (
+        "quiet period longer than the drain timeout that bounds it",
+        _set(_set(base(), "router.drainQuietPeriod", "2m"), "router.drainTimeout", "30s"),
+        "spec.router.drainQuietPeriod: 120s is longer than drainTimeout (30s)",
+    ),
 ]
 
 

@@ -304,7 +304,8 @@ def test_router_sidecar() -> None:
     assert router["command"] == ["zeta-router"]
     assert router["args"] == [
         "router", "--config", "/etc/zeta-router/routing.yaml", "--local-tier", "small",
-        "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600",
+        "--port", "9090", "--drain-delay", "5", "--drain-quiet", "5", "--drain-timeout", "60",
+        "--drain-seconds", "600",
         "--admin-port", "8081",
         "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
     ]  # fmt: skip
@@ -691,17 +692,30 @@ def test_gpu_tiers_get_cpu_and_memory_requests_per_gpu_unless_set() -> None:
 
 
 def test_pods_stop_without_losing_requests() -> None:
-    out = render("chat", NAMESPACE, two_tiers(drainDelay="8s", timeouts={"totalSeconds": 300}))
+    out = render(
+        "chat",
+        NAMESPACE,
+        two_tiers(
+            drainDelay="8s",
+            drainQuietPeriod="3s",
+            drainTimeout="90s",
+            timeouts={"totalSeconds": 300},
+        ),
+    )
     spec = pod_spec(out.children, "chat-small")
-    # The drain delay, then the longest request, then a margin to exit.
-    assert spec["terminationGracePeriodSeconds"] == 8 + 300 + 15
+    # The longest drain, then the longest request, then a margin to exit.
+    assert spec["terminationGracePeriodSeconds"] == 90 + 300 + 15
     by_name = {c["name"]: c for c in spec["containers"]}
     router = by_name["router"]
-    # Both hooks talk to the admin port, which outlives the client port's drain.
+    # Both hooks talk to the admin port, which outlives the client port's drain; the router's
+    # waits as long as the longest drain.
     assert router["lifecycle"]["preStop"] == {
-        "exec": {"command": ["zeta-router", "drain", "--port", "8081"]}
+        "exec": {"command": ["zeta-router", "drain", "--port", "8081", "--timeout", "105"]}
     }
-    assert router["args"][7:11] == ["--drain-delay", "8", "--drain-seconds", "300"]
+    assert router["args"][7:15] == [
+        "--drain-delay", "8", "--drain-quiet", "3", "--drain-timeout", "90",
+        "--drain-seconds", "300",
+    ]  # fmt: skip
     # The model server is not signalled while it holds requests: the router in the pod says when.
     # No leading slash: kubelets before 1.23 add one (a "//" path would miss the endpoint).
     assert by_name["model"]["lifecycle"]["preStop"] == {

@@ -13,7 +13,10 @@ here, the CPU sample runs with the local model-server image, and the clients are
 from __future__ import annotations
 
 import calendar
+import contextlib
+import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from zeta_router.api.models import API_VERSION, PLURAL
 from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import MERGE_PATCH, Kube, api_path
 from zeta_router.render import names
+from zeta_router_dev.cluster.binaries import find_tool
 from zeta_router_dev.cluster.workloads import (
     ensure_namespace,
     helm,
@@ -50,10 +54,64 @@ class Outcome:
     seconds: float
     rollouts: list[tuple[float, str]] = field(default_factory=list)
     """(seconds from the start, Event message) of each RollingOut Event."""
+    drains: list[dict[str, Any]] = field(default_factory=list)
+    """The ``drain_end`` log line of each stopping pod's router (as far as it was read)."""
 
     def summary(self) -> str:
         order = "; ".join(f"+{t:.0f}s {m}" for t, m in self.rollouts) or "no rollout"
-        return f"{self.name} ({self.seconds:.0f} s): {self.clients.summary()}\n  rollouts: {order}"
+        text = f"{self.name} ({self.seconds:.0f} s): {self.clients.summary()}\n  rollouts: {order}"
+        if self.drains:
+            text += "\n  drains: " + "; ".join(
+                f"{d['seconds']:.1f} s"
+                + (
+                    f", last arrival at +{d['seconds'] - d['quiet_seconds']:.1f} s"
+                    if d.get("quiet_seconds") is not None
+                    else ""
+                )
+                + (" (timed out)" if d.get("timed_out") else "")
+                for d in self.drains
+            )
+        return text
+
+
+class DrainWatch:
+    """Reads the router log of every pod that stops while it runs (``kubectl logs``, once a
+    second until the pod is gone) and keeps each ``drain_end`` line: how long the drain took
+    and when the last connection or request arrived (endpoint removal, as the pod saw it)."""
+
+    def __init__(self, kubeconfig: Path, kube: Kube, namespace: str) -> None:
+        self.kubeconfig, self.kube, self.namespace = kubeconfig, kube, namespace
+        self.drains: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drain-watch", daemon=True)
+
+    def __enter__(self) -> DrainWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            with contextlib.suppress(Exception):  # figures only: a missed read is a gap
+                for pod in self.kube.list(api_path("v1", "pods", self.namespace))["items"]:
+                    name = pod["metadata"]["name"]
+                    if pod["metadata"].get("deletionTimestamp") and name not in self.drains:
+                        self._read(name)
+
+    def _read(self, pod: str) -> None:
+        proc = subprocess.run(
+            [str(find_tool("kubectl")), "--kubeconfig", str(self.kubeconfig), "-n",
+             self.namespace, "logs", pod, "-c", "router"],
+            capture_output=True, text=True, check=False, timeout=30,
+        )  # fmt: skip
+        for line in proc.stdout.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == "drain_end":
+                    self.drains[pod] = event
 
 
 @dataclass
@@ -142,12 +200,19 @@ class Stack:
         load = SteadyLoad(self.entry_url, NAME, clients=clients, pinned=(None, *TIERS)).start()
         # The load is flowing (requests answered) before anything changes ...
         load.wait_answered(2 * len(load.pinned))
-        change()
-        wait_until(lambda: not self.settled(), 60, "the change to start rolling out")
-        self.wait_settled(timeout)
-        load.wait_answered(2 * len(load.pinned))  # ... and still flowing after
-        report = load.stop()
-        return Outcome(name, report, time.time() - started, self.rolling_out_events(started))
+        with DrainWatch(self.kubeconfig, self.kube, self.namespace) as drains:
+            change()
+            wait_until(lambda: not self.settled(), 60, "the change to start rolling out")
+            self.wait_settled(timeout)
+            load.wait_answered(2 * len(load.pinned))  # ... and still flowing after
+            report = load.stop()
+        return Outcome(
+            name,
+            report,
+            time.time() - started,
+            self.rolling_out_events(started),
+            list(drains.drains.values()),
+        )
 
     def template_change(self) -> Outcome:
         """Every tier's model-server arguments change: a new pod template in each tier."""
@@ -165,12 +230,13 @@ class Stack:
 
         return self.under_load("tier template change (both tiers)", change)
 
-    def operator_upgrade(self) -> Outcome:
-        """``helm upgrade`` to a new operator image (the same build under a new tag, so nothing
-        else differs): the operator pod is replaced, and since the router sidecar runs the
-        operator's image, every tier's router container changes too."""
+    def operator_upgrade(self, suffix: str = UPGRADED_TAG) -> Outcome:
+        """``helm upgrade`` to a new operator image (the same build under a new tag, the tag of
+        the build + ``suffix``, so nothing else differs): the operator pod is replaced, and
+        since the router sidecar runs the operator's image, every tier's router container
+        changes too. Repeated upgrades need a new ``suffix`` each."""
         repo, _, tag = PROJECT_IMAGE.partition(":")
-        new_tag = tag + UPGRADED_TAG if not tag.endswith(UPGRADED_TAG) else tag
+        new_tag = tag + suffix
         self.tag_image(PROJECT_IMAGE, f"{repo}:{new_tag}")
 
         def upgrade() -> None:
@@ -233,7 +299,8 @@ class Stack:
     def tag_image(self, source: str, target: str) -> None:
         """Give an image already in the node's containerd a second name."""
         self._ctr("tag", "--force", containerd_ref(source), containerd_ref(target))
-        self.tagged.append(target)
+        if target not in self.tagged:
+            self.tagged.append(target)
 
     def remove_tags(self) -> None:
         """Drop the names :meth:`tag_image` added (the image itself stays)."""

@@ -42,8 +42,15 @@ VLLM_MEMORY_PER_GPU_GI: Final = 16
 host memory while loading, and CUDA graphs, the tokenizer and the API server live there."""
 
 DRAIN_DELAY: Final = "5s"
-"""How long a stopping pod keeps serving, after it stopped being ready, before its router stops
-accepting connections: the time Services on every node need to stop sending it requests."""
+"""The least time a stopping pod keeps serving, after it stopped being ready, before its router
+stops accepting connections: what endpoint removal takes to reach every node when the pod sees
+too little traffic to tell (see ``api.lifecycle``)."""
+DRAIN_QUIET_PERIOD: Final = "5s"
+"""A stopping pod's drain ends once no new connection or request has reached its router for this
+long (and the drain delay has passed): then no node sends it traffic any more."""
+DRAIN_TIMEOUT: Final = "60s"
+"""The longest a stopping pod waits for its traffic to stop before its router stops accepting
+anyway (a client that keeps one connection busy, or traffic that never stops arriving)."""
 
 BUILTIN_CONTEXTS: Final[dict[str, float]] = {"ZetaHRM": 0.4, "ZetaTRM": 0.6, "default": 0.5}
 """Built-in contexts and their reference threshold for two tiers (the score from which a request

@@ -3,21 +3,30 @@ operator renders and the router sidecar in them.
 
 When a pod is deleted (scale-down, rollout, node drain), the endpoints controller removes it
 from its Services at once, but every node's kube-proxy (and every router that sends requests to
-a tier's Service) learns that only a little later. The kubelet runs each container's ``preStop``
-hook, then sends it SIGTERM, and kills it after the pod's grace period.
+a tier's Service) learns that only later: a second on a quiet cluster, many seconds on a large
+or loaded one. Until then new connections to the Services' ClusterIPs still reach the pod, and
+a pod that stopped listening answers them with a reset (the client sees "connection refused").
+How long that lasts cannot be known in advance, so the drain ends when the traffic has stopped,
+not after a fixed delay. The kubelet runs each container's ``preStop`` hook, then sends it
+SIGTERM, and kills it after the pod's grace period.
 
 1. The router container's preStop runs ``zeta-router drain``, which asks the router (on its
    admin port, over 127.0.0.1, so from inside the pod only) to stop being ready (``/readyz``
-   answers 503 and responses carry ``Connection: close``, so clients stop reusing their
-   connections to it) and returns after the drain delay (``spec.router.drainDelay``), while the
-   router keeps serving whatever still arrives.
-2. Then SIGTERM: the router stops accepting connections and finishes the requests and streams
-   in flight (``--drain-seconds``, the router's total request timeout); its admin port stays
-   up until no model-server preStop waits on it, then it exits.
+   answers 503 and every response carries ``Connection: close``, so keep-alive clients open
+   their next connection through a Service, which picks a pod that stays) and returns once the
+   drain has ended (:func:`drain_ends_at`): at least ``spec.router.drainDelay`` has passed and
+   no new connection or request has reached the router's client port for
+   ``spec.router.drainQuietPeriod``, or ``spec.router.drainTimeout`` has passed. Until then the
+   router accepts and serves whatever arrives, as it did before.
+2. Then SIGTERM: the router stops accepting connections (nothing has arrived for the quiet
+   period: no node sends it any more) and finishes the requests and streams in flight
+   (``--drain-seconds``, the router's total request timeout); its admin port stays up until no
+   model-server preStop waits on it, then it exits.
 3. The model-server container's preStop is an HTTP GET of the router's :data:`MODEL_IDLE_PATH`
-   (admin port), which answers once the drain delay has passed and the model server holds no
-   request any more (its own in-flight gauges: requests from this pod's router and from other
-   pods' routers through the tier Service alike). Only then is the model server signalled.
+   (admin port), which answers once the router's drain has ended, its client requests in flight
+   have finished, and the model server holds no request any more (its own in-flight gauges:
+   requests from this pod's router and from other pods' routers through the tier Service
+   alike). Only then is the model server signalled.
 
 The grace period covers all of it: :func:`termination_grace_seconds`.
 """
@@ -25,13 +34,14 @@ The grace period covers all of it: :func:`termination_grace_seconds`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 DRAIN_PATH: Final = "/drain"
-"""POST, accepted from 127.0.0.1 only: start draining; answers after the drain delay."""
+"""POST, accepted from 127.0.0.1 only: start draining; answers once the drain has ended."""
 MODEL_IDLE_PATH: Final = "/drain/model-idle"
-"""GET: answers after the drain delay, once the pod's model server holds no request (or cannot
-be reached); waits at most the router's total request timeout."""
+"""GET: starts the drain too, and answers once it has ended, the router's client requests have
+finished and the pod's model server holds no request (or cannot be reached)."""
 MODEL_IDLE_HOOK_PATH: Final = MODEL_IDLE_PATH.lstrip("/")
 """The path as a pod's ``httpGet`` hook names it: without its leading slash, because kubelets
 before 1.23 put a slash of their own in front (``http://host:port/`` + path; measured on 1.20:
@@ -41,7 +51,27 @@ GRACE_MARGIN_SECONDS: Final = 15
 """Time left for the processes to exit once their requests are done."""
 
 
-def termination_grace_seconds(drain_delay_seconds: float, total_timeout_seconds: float) -> int:
-    """The pod's ``terminationGracePeriodSeconds``: the drain delay, then the longest request
+@dataclass(frozen=True)
+class DrainTiming:
+    """When a stopping pod's router may stop accepting (``spec.router.drain*``, in seconds)."""
+
+    delay: float
+    """At least this long after the drain began (traffic too sparse to tell when it stopped)."""
+    quiet: float
+    """No new connection or request for this long."""
+    timeout: float
+    """At most this long after the drain began, whatever still arrives."""
+
+
+def drain_ends_at(began: float, last_arrival: float, timing: DrainTiming) -> float:
+    """The time (same clock as the arguments) at which a drain that began at ``began`` ends,
+    if nothing arrives after ``last_arrival`` (a connection or a request on the client port;
+    anything before ``began`` counts as ``began``)."""
+    quiet_from = max(began, last_arrival)
+    return min(began + timing.timeout, max(began + timing.delay, quiet_from + timing.quiet))
+
+
+def termination_grace_seconds(drain_timeout_seconds: float, total_timeout_seconds: float) -> int:
+    """The pod's ``terminationGracePeriodSeconds``: the longest drain, then the longest request
     (the routers' total timeout) can still finish, then a margin to exit."""
-    return math.ceil(drain_delay_seconds + total_timeout_seconds) + GRACE_MARGIN_SECONDS
+    return math.ceil(drain_timeout_seconds + total_timeout_seconds) + GRACE_MARGIN_SECONDS

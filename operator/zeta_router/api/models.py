@@ -608,16 +608,55 @@ class RouterSpec(SpecModel):
     drain_delay: str = Field(
         default=defaults.DRAIN_DELAY,
         pattern=DURATION,
-        description="When a pod stops (scale-down, rollout, node drain), how long it keeps "
-        "serving after it stopped being ready, while Services on every node stop sending it "
-        "requests; then its router stops accepting and finishes what is in flight. Raise it on "
-        "large clusters where endpoint changes take longer to reach every node. The pods' "
-        "termination grace period is this plus timeouts.totalSeconds plus a margin.",
+        description="When a pod stops (scale-down, rollout, node drain), the least time its "
+        "router keeps serving after it stopped being ready, while Services on every node stop "
+        "sending it requests: what endpoint removal takes to reach every node when the pod "
+        "sees too little traffic to tell. Raise it on large clusters with sparse traffic.",
+    )
+    drain_quiet_period: str = Field(
+        default=defaults.DRAIN_QUIET_PERIOD,
+        pattern=DURATION,
+        description="A stopping pod keeps serving until no new connection or request has "
+        "reached its router for this long (and drainDelay has passed); then its router stops "
+        "accepting, finishes what is in flight, and only then is its model server stopped. "
+        "Longer is safer where requests are far apart; each stopping pod takes about this "
+        "much longer than endpoint removal takes.",
+    )
+    drain_timeout: str = Field(
+        default=defaults.DRAIN_TIMEOUT,
+        pattern=DURATION,
+        description="The longest a stopping pod waits for its traffic to stop (drainDelay, "
+        "drainQuietPeriod) before its router stops accepting anyway. The pods' termination "
+        "grace period is this plus timeouts.totalSeconds plus a margin.",
     )
 
     @property
     def drain_delay_seconds(self) -> float:
         return duration_seconds(self.drain_delay)
+
+    @property
+    def drain_quiet_seconds(self) -> float:
+        return duration_seconds(self.drain_quiet_period)
+
+    @property
+    def drain_timeout_seconds(self) -> float:
+        return duration_seconds(self.drain_timeout)
+
+    @model_validator(mode="after")
+    def _check_drain(self) -> Self:
+        problems = []
+        for field_name, value in (
+            ("drainDelay", self.drain_delay_seconds),
+            ("drainQuietPeriod", self.drain_quiet_seconds),
+        ):
+            if value > self.drain_timeout_seconds:
+                problems.append(
+                    (field_name, f"{value:g}s is longer than drainTimeout "
+                                 f"({self.drain_timeout_seconds:g}s), which bounds the drain")
+                )  # fmt: skip
+        if problems:
+            raise ProblemsError(problems)
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

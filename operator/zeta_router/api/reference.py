@@ -125,7 +125,8 @@ Each tier's pods hold two containers:
   `readinessProbe`) and liveness. Its preStop hook waits until the model server holds no
   request (below).
 - `router`: `zeta-router router --config /etc/zeta-router/routing.yaml --local-tier <tier>
-  --port <router.port> --drain-delay <router.drainDelay> --drain-seconds
+  --port <router.port> --drain-delay <router.drainDelay> --drain-quiet
+  <router.drainQuietPeriod> --drain-timeout <router.drainTimeout> --drain-seconds
   <router.timeouts.totalSeconds>`, then `router.args`; the ConfigMap is mounted read-only at
   `/etc/zeta-router/`; liveness `GET /healthz`, readiness `GET /readyz`; preStop `zeta-router
   drain`.
@@ -151,11 +152,13 @@ first: a tier keeps its current template until every other tier is rolled out an
 `status.tiers[].rollout` (`Current`, `RollingOut`, `Waiting`) and the `Progressing` condition
 say which tier rolls, what changed and which tiers wait.
 
-A pod that stops (rollout, scale-down, node drain) first stops being ready and keeps serving for
-`router.drainDelay` while Services stop sending it requests, then its router finishes the
-requests and streams in flight; the model server is stopped only once it holds no request. The
-grace period (`terminationGracePeriodSeconds`) is `router.drainDelay` +
-`router.timeouts.totalSeconds` + 15 s.
+A pod that stops (rollout, scale-down, node drain) first stops being ready and keeps serving
+(every answer saying `Connection: close`) until Services on every node have stopped sending it
+requests: at least `router.drainDelay`, and until no new connection or request has reached its
+router for `router.drainQuietPeriod`, at most `router.drainTimeout`; then its router stops
+accepting and finishes the requests and streams in flight, and only then is the model server
+stopped, once it holds no request. The grace period (`terminationGracePeriodSeconds`) is
+`router.drainTimeout` + `router.timeouts.totalSeconds` + 15 s.
 
 ## Who sets replicas and thresholds
 

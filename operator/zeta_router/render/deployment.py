@@ -15,7 +15,8 @@ has privilege escalation off and all capabilities dropped, the pod uses the Runt
 seccomp profile, and no service-account token is mounted.
 
 Stopping: see ``zeta_router.api.lifecycle`` (preStop hooks of both containers, the router's
-``--drain-delay``/``--drain-seconds`` and the grace period that covers them).
+``--drain-delay``/``--drain-quiet``/``--drain-timeout``/``--drain-seconds`` and the grace period
+that covers them).
 
 Rollouts: ``spec.tiers[].rolloutStrategy`` (surge first by default). The Deployment carries the
 digest of the template it was rendered with (``zeta.ai/template-hash``, and per part in
@@ -30,7 +31,11 @@ import json
 from typing import Any, Final
 
 from zeta_router.api import defaults
-from zeta_router.api.lifecycle import MODEL_IDLE_HOOK_PATH, termination_grace_seconds
+from zeta_router.api.lifecycle import (
+    GRACE_MARGIN_SECONDS,
+    MODEL_IDLE_HOOK_PATH,
+    termination_grace_seconds,
+)
 from zeta_router.api.models import ResourceRequirements, TierSpec, ZetaRouterSpec
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.render import names
@@ -172,6 +177,10 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
     /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port> --admin-port <admin
     port> --request-key-file <the router key>``; the probes use the admin port."""
     r = spec.router
+    drain_command = [
+        "zeta-router", "drain", "--port", str(r.admin_port),
+        "--timeout", _seconds(r.drain_timeout_seconds + GRACE_MARGIN_SECONDS),
+    ]  # fmt: skip
     return {
         "name": ROUTER_CONTAINER,
         "image": r.image or image,
@@ -186,6 +195,10 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             str(r.port),
             "--drain-delay",
             _seconds(r.drain_delay_seconds),
+            "--drain-quiet",
+            _seconds(r.drain_quiet_seconds),
+            "--drain-timeout",
+            _seconds(r.drain_timeout_seconds),
             "--drain-seconds",
             _seconds(r.timeouts.total_seconds),
             "--admin-port",
@@ -206,11 +219,10 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         "livenessProbe": _http_probe(
             "/healthz", ROUTER_ADMIN_PORT_NAME, period=10, timeout=3, failures=3
         ),
-        # Stop being ready, and keep serving for the drain delay (see api.lifecycle); the
-        # hooks are served on the admin port, which outlives the client port's drain.
-        "lifecycle": {
-            "preStop": {"exec": {"command": ["zeta-router", "drain", "--port", str(r.admin_port)]}}
-        },
+        # Stop being ready, and keep serving until traffic has stopped arriving (see
+        # api.lifecycle); the hooks are served on the admin port, which outlives the client
+        # port's drain. The hook waits as long as the longest drain.
+        "lifecycle": {"preStop": {"exec": {"command": drain_command}}},
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
             {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},
@@ -303,7 +315,7 @@ def build_deployment(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": termination_grace_seconds(
-            r.drain_delay_seconds, r.timeouts.total_seconds
+            r.drain_timeout_seconds, r.timeouts.total_seconds
         ),
         "securityContext": pod_security,
         "containers": [model_container(spec, tier), router_container(spec, tier, router_image)],

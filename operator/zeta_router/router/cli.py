@@ -14,7 +14,9 @@ from pathlib import Path
 import prometheus_client
 import yaml
 
-from zeta_router.api.defaults import BUILTIN_DEFAULT_CONTEXT
+from zeta_router.api.defaults import BUILTIN_DEFAULT_CONTEXT, DRAIN_TIMEOUT
+from zeta_router.api.fields import duration_seconds
+from zeta_router.api.lifecycle import DrainTiming
 from zeta_router.api.routing import ScorerWeights
 from zeta_router.router import logs
 from zeta_router.router.app import Options, Router
@@ -70,6 +72,8 @@ request headers: X-Zeta-Context, X-Zeta-Tier (force a tier, when allowed; with
 
 signals: SIGTERM/SIGINT drain and exit (stop accepting clients, let requests in flight
   finish for --drain-seconds, /readyz answering 503 meanwhile); SIGHUP re-reads --config.
+  In a pod the preStop hook (`zeta-router drain`) comes first: the router keeps serving, not
+  ready, until traffic has stopped (--drain-delay, --drain-quiet, --drain-timeout).
 See docs/router.md for the config file reference and metrics.
 """
 
@@ -289,8 +293,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="S",
         help="in a pod: after the preStop hook (`zeta-router drain`) asks to drain, keep "
-        "serving this long, not ready, while Services stop sending requests (default: "
-        "%(default)s)",
+        "serving, not ready, at least this long while Services stop sending requests "
+        "(default: %(default)s)",
+    )
+    net.add_argument(
+        "--drain-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="in a pod: ... and until no new connection or request has arrived for this long "
+        "(default: %(default)s)",
+    )
+    net.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"in a pod: ... but at most this long (default: {DEFAULT_DRAIN_TIMEOUT:g}, or the "
+        "drain delay or quiet period when longer)",
     )
     net.add_argument(
         "--event-loop",
@@ -335,6 +355,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the effective routing configuration as YAML and exit",
     )
+
+
+DEFAULT_DRAIN_TIMEOUT = duration_seconds(DRAIN_TIMEOUT)
+
+
+def drain_timing(delay: float, quiet: float, timeout: float | None) -> DrainTiming:
+    """The drain's bounds from the command line (``--drain-*``); SystemExit when one is
+    negative. An explicit ``--drain-timeout`` wins over the others (the grace period the
+    operator gives a pod is sized from it)."""
+    if min(delay, quiet) < 0 or (timeout is not None and timeout < 0):
+        raise SystemExit("zeta-router router: --drain-* values must not be negative")
+    if timeout is None:
+        timeout = max(DEFAULT_DRAIN_TIMEOUT, delay, quiet)
+    return DrainTiming(delay=delay, quiet=quiet, timeout=timeout)
 
 
 def _thresholds(values: list[str]) -> dict[str, list[float]]:
@@ -503,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
                 limits=limits,
                 watcher=watcher,
                 drain_seconds=args.drain_seconds,
-                drain_delay=args.drain_delay,
+                drain=drain_timing(args.drain_delay, args.drain_quiet, args.drain_timeout),
                 local_tier=args.local_tier,
             )
         )

@@ -103,14 +103,19 @@ def fd_budget(wanted: int, tiers: int, tier_connections: int) -> int:
 
 
 class Guard:
-    """What one listening port's connections share: the limits, the count of open connections,
-    and the metrics (None for the admin port)."""
+    """What one listening port's connections share: the limits, the count of open connections
+    and of requests in progress, when traffic last arrived (a draining router waits for it to
+    stop: ``router.lifecycle``), and the metrics (None for the admin port)."""
 
     def __init__(self, limits: Limits, metrics: RouterMetrics | None, port: str) -> None:
         self.limits = limits
         self.metrics = metrics
         self.port = port
         self.open = 0
+        self.busy = 0
+        self.last_arrival = time.monotonic()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.lingering = 0
         self.refused = 0
         self._last_refusal_log = 0.0
@@ -140,6 +145,25 @@ class Guard:
         if self.metrics is not None:
             self.metrics.client_timeout(phase)
 
+    def arrived(self) -> None:
+        self.last_arrival = time.monotonic()
+
+    def set_busy(self, delta: int) -> None:
+        self.busy += delta
+        if self.busy:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait until no request is in progress; False if some still are after ``seconds``."""
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def changed(self, delta: int) -> None:
         self.open += delta
         if self.metrics is not None:
@@ -166,6 +190,7 @@ class Handler(RequestHandler):
         transport = cast(asyncio.Transport, base)
         self._transport = transport
         guard = self.guard
+        guard.arrived()
         if guard.open >= guard.limits.max_connections:
             self.refused = True
             guard.refuse()
@@ -189,6 +214,7 @@ class Handler(RequestHandler):
         if self.refused:
             self.guard.lingering = max(0, self.guard.lingering - 1)
             return
+        self._set_active(False)
         self.guard.changed(-1)
         super().connection_lost(exc)
 
@@ -203,14 +229,20 @@ class Handler(RequestHandler):
     # -- requests (called by the routes' middleware, and by aiohttp when an answer is sent) --
 
     def request_started(self) -> None:
-        self.active = True
+        self.guard.arrived()
+        self._set_active(True)
         self._disarm()
 
     def log_access(self, request: Any, response: Any, time: float | None) -> None:
         # aiohttp calls this once an answer is completely written: the connection is idle.
-        self.active = False
+        self._set_active(False)
         self._arm("idle", self.guard.limits.idle_seconds)
         super().log_access(request, response, time)
+
+    def _set_active(self, active: bool) -> None:
+        if active != self.active:
+            self.active = active
+            self.guard.set_busy(1 if active else -1)
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -5,16 +5,18 @@ Both endpoints are on the admin port (which keeps answering while the client por
 
 - ``POST /drain`` (from 127.0.0.1 only: the ``zeta-router drain`` preStop hook of the router
   container): the router stops being ready (``/readyz`` answers 503) and every response from
-  then on carries ``Connection: close``, so clients open their next connection to a pod that
-  is still in the Services; it keeps serving whatever arrives, and answers once the drain delay
-  has passed since the drain began. SIGTERM comes after that (the router then stops accepting
-  and finishes what is in flight).
+  then on carries ``Connection: close``, so clients open their next connection through a
+  Service, to a pod that stays; it keeps accepting and serving whatever arrives, and answers
+  once the drain has ended: the drain delay has passed and no new connection or request has
+  reached the client port for the quiet period (at most the drain timeout after it began).
+  SIGTERM comes after that (the router then stops accepting and finishes what is in flight).
 - ``GET /drain/model-idle`` (the model-server container's preStop, an HTTP hook run by the
-  kubelet): answers once the drain delay has passed since the call and the model server of
-  this pod holds no request (its own in-flight gauges, read from its ``/metrics`` on
+  kubelet, in parallel with the router's): begins the drain too (the pod is stopping), and
+  answers once it has ended, the client requests in flight have finished, and the model server
+  of this pod holds no request (its own in-flight gauges, read from its ``/metrics`` on
   127.0.0.1: requests from any router count), or cannot be reached any more, or the router's
-  total request timeout has passed. It changes nothing, so it needs no protection beyond a cap
-  on how many may wait at once.
+  total request timeout has passed. It changes nothing the router container's own hook would
+  not, so it needs no protection beyond a cap on how many may wait at once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from zeta_router.api.engines import IN_FLIGHT
-from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH
+from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH, DrainTiming, drain_ends_at
 from zeta_router.router.config import RuntimeConfig
 
 log = logging.getLogger("zeta_router.router.lifecycle")
@@ -67,27 +69,97 @@ class Drainable(Protocol):
     def config(self) -> RuntimeConfig: ...
 
 
+class Traffic(Protocol):
+    """What the lifecycle needs of the client port (``connections.Guard``)."""
+
+    @property
+    def last_arrival(self) -> float:
+        """``time.monotonic()`` of the last connection accepted or request begun."""
+
+    @property
+    def busy(self) -> int:
+        """Requests being handled or answered."""
+
+
 @dataclass
 class Lifecycle:
     router: Drainable
-    drain_delay: float
+    traffic: Traffic
+    timing: DrainTiming
     drain_seconds: float
     local_tier: str | None = None
     draining_since: float | None = None
+    drained_after: float | None = None
+    """Seconds from the drain's beginning to its end, once it has ended."""
     waiters: int = field(default=0)
     _no_waiters: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _drained: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _watch: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._no_waiters.set()
 
     def begin_drain(self, why: str) -> None:
-        if self.draining_since is None:
-            self.draining_since = time.monotonic()
-            self.router.draining = True
+        if self.draining_since is not None:
+            return
+        self.draining_since = time.monotonic()
+        self.router.draining = True
+        self._watch = asyncio.get_running_loop().create_task(self._watch_traffic())
+        log.info(
+            "draining: not ready, connections closed after each response, serving until "
+            "no new traffic arrives",
+            extra={
+                "event": "drain_begin",
+                "why": why,
+                "drain_delay": self.timing.delay,
+                "quiet_seconds": self.timing.quiet,
+                "drain_timeout": self.timing.timeout,
+            },
+        )
+
+    def end_drain(self) -> None:
+        """SIGTERM came (the kubelet stops waiting, or no hook ran): the router stops accepting
+        now, so whatever waits for the drain's end goes on."""
+        if self._watch is not None and not self._watch.done():
+            self._watch.cancel()
             log.info(
-                "draining: not ready, connections closed after each response",
-                extra={"event": "drain_begin", "why": why, "drain_delay": self.drain_delay},
-            )
+                "drain ended: SIGTERM while traffic still arrived",
+                extra={"event": "drain_end", "seconds": self._seconds_since_begin(),
+                       "quiet_seconds": None, "timed_out": True},
+            )  # fmt: skip
+        self._drained.set()
+
+    def _seconds_since_begin(self) -> float | None:
+        if self.draining_since is None:
+            return None
+        return round(time.monotonic() - self.draining_since, 3)
+
+    async def drained(self) -> None:
+        """Return once the drain (begun) has ended."""
+        await self._drained.wait()
+
+    async def _watch_traffic(self) -> None:
+        began = self.draining_since
+        assert began is not None
+        while True:
+            now = time.monotonic()
+            ends = drain_ends_at(began, self.traffic.last_arrival, self.timing)
+            if now >= ends:
+                break
+            await asyncio.sleep(ends - now)
+        self.drained_after = round(time.monotonic() - began, 3)
+        quiet_for = time.monotonic() - max(began, self.traffic.last_arrival)
+        log.info(
+            "drain ended: no new traffic" if quiet_for >= self.timing.quiet
+            else "drain ended: timeout reached while traffic still arrived",
+            extra={
+                "event": "drain_end",
+                "seconds": self.drained_after,
+                "quiet_seconds": round(quiet_for, 3),
+                "timed_out": quiet_for < self.timing.quiet,
+            },
+        )  # fmt: skip
+        self._drained.set()
 
     def install(self, app: web.Application, admin_app: web.Application | None = None) -> None:
         """The hooks' endpoints go on ``admin_app`` when the router has one (the port that
@@ -121,11 +193,8 @@ class Lifecycle:
                 status=403,
             )  # fmt: skip
         self.begin_drain("preStop")
-        assert self.draining_since is not None
-        left = self.drain_delay - (time.monotonic() - self.draining_since)
-        if left > 0:
-            await asyncio.sleep(left)
-        return web.json_response({"status": "draining", "drainDelay": self.drain_delay})
+        await self.drained()
+        return web.json_response({"status": "drained", "drainedAfterSeconds": self.drained_after})
 
     async def handle_model_idle(self, request: web.Request) -> web.StreamResponse:
         if self.waiters >= MAX_WAITERS:
@@ -136,8 +205,12 @@ class Lifecycle:
         self._no_waiters.clear()
         started = time.monotonic()
         try:
-            await asyncio.sleep(self.drain_delay)
-            idle = await self._wait_model_idle(started + self.drain_delay + self.drain_seconds)
+            # The kubelet runs both containers' hooks at once: the pod is stopping either way.
+            self.begin_drain("model-server preStop")
+            await self.drained()
+            deadline = time.monotonic() + self.drain_seconds
+            idle = await self._wait_router_idle(deadline)
+            idle = await self._wait_model_idle(deadline) and idle
         finally:
             self.waiters -= 1
             if self.waiters == 0:
@@ -148,6 +221,15 @@ class Lifecycle:
             extra={"event": "model_idle", "idle": idle, "waited_seconds": waited},
         )
         return web.json_response({"idle": idle, "waitedSeconds": waited})
+
+    async def _wait_router_idle(self, deadline: float) -> bool:
+        """True once no client request is in flight in this router (they may need the model
+        server still: a stream being answered, a failover to the local tier)."""
+        while self.traffic.busy > 0:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_SECONDS)
+        return True
 
     def _local_model(self) -> tuple[str, str] | None:
         if self.local_tier is None:

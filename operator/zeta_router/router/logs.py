@@ -53,9 +53,11 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Lifecycle lines (listening with the bound port, draining, stopped) are always written:
-    # tools and people starting the router rely on the "listening" line.
+    # Lifecycle lines (listening with the bound port, the drain, stopped) are always written:
+    # tools and people starting the router rely on the "listening" line, and a pod's drain
+    # says when its traffic stopped.
     if root.level > logging.INFO:
-        logging.getLogger("zeta_router.router.server").setLevel(logging.INFO)
+        for name in ("zeta_router.router.server", "zeta_router.router.lifecycle"):
+            logging.getLogger(name).setLevel(logging.INFO)
     # aiohttp's own access log would duplicate ours and log at a fixed format.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

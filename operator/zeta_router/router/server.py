@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from zeta_router.api.lifecycle import DrainTiming
 from zeta_router.router.app import Router
 from zeta_router.router.connections import Guard, Limits, Listener
 from zeta_router.router.lifecycle import Lifecycle
@@ -23,6 +24,8 @@ log = logging.getLogger("zeta_router.router.server")
 
 #: The admin port is for the kubelet and Prometheus: a few connections suffice.
 ADMIN_LIMITS = Limits(header_seconds=10.0, body_seconds=10.0, idle_seconds=75.0, max_connections=64)
+#: Outside a pod (no preStop hook): a drain asked for ends at once.
+NO_DRAIN_DELAY = DrainTiming(delay=0.0, quiet=0.0, timeout=0.0)
 #: After the drain deadline, how long cancelled requests get to unwind.
 CANCEL_GRACE_SECONDS = 1.0
 
@@ -41,18 +44,20 @@ async def serve(
     limits: Limits | None = None,
     watcher: ConfigWatcher | None = None,
     drain_seconds: float = 30.0,
-    drain_delay: float = 0.0,
+    drain: DrainTiming = NO_DRAIN_DELAY,
     local_tier: str | None = None,
     on_listening: Callable[[int, int], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting clients, let requests in flight
     finish for up to ``drain_seconds`` (``/readyz`` answers 503 meanwhile), cancel what is left,
     and stop. SIGHUP re-reads the config file at once. In a pod, the preStop hooks begin the
-    drain earlier, on the admin port (``zeta_router.router.lifecycle``; ``drain_delay``), and
-    the router outlives the model server's preStop that waits on it."""
+    drain earlier, on the admin port, and end it once traffic has stopped arriving
+    (``zeta_router.router.lifecycle``; ``drain``), and the router outlives the model server's
+    preStop that waits on it."""
     limits = limits or Limits()
     app, admin_app = build_app(router), build_admin_app(router)
-    lifecycle = Lifecycle(router, drain_delay, drain_seconds, local_tier)
+    guard = Guard(limits, router.metrics, "api")
+    lifecycle = Lifecycle(router, guard, drain, drain_seconds, local_tier)
     lifecycle.install(app, admin_app)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=CANCEL_GRACE_SECONDS)
     admin_runner = web.AppRunner(
@@ -60,7 +65,7 @@ async def serve(
     )
     await runner.setup()
     await admin_runner.setup()
-    listener = Listener(runner, Guard(limits, router.metrics, "api"))
+    listener = Listener(runner, guard)
     admin_listener = Listener(admin_runner, Guard(ADMIN_LIMITS, None, "admin"))
     try:
         port = await listener.start(client.host, client.port)
@@ -111,6 +116,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        lifecycle.end_drain()
         await _drain(router, listener, drain_seconds, received[0] if received else None)
         if watch_task is not None:
             watch_task.cancel()
@@ -121,7 +127,7 @@ async def serve(
         await runner.cleanup()
         # A model server's preStop may still wait on the admin port for its last requests.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(drain_delay + drain_seconds):
+            async with asyncio.timeout(drain.timeout + drain_seconds):
                 await lifecycle.released()
         admin_listener.stop_accepting()
         await admin_runner.cleanup()
@@ -132,7 +138,12 @@ async def _drain(
     router: Router, listener: Listener, drain_seconds: float, signal_name: str | None
 ) -> None:
     """Stop accepting clients, close idle connections, wait for the requests in flight until
-    the deadline, then cancel those left. The admin port keeps answering (``/readyz``: 503)."""
+    the deadline, then cancel those left. The admin port keeps answering (``/readyz``: 503).
+
+    In a pod this comes after the preStop drain, once no connection or request has arrived
+    for the quiet period: the listening socket's backlog is empty (closing it resets what it
+    holds) and no connection was accepted so recently that its request may still be on the
+    way (closing an idle connection drops a request that crosses the close)."""
     started = time.monotonic()
     router.draining = True
     listener.stop_accepting()
@@ -142,13 +153,14 @@ async def _drain(
             "event": "draining",
             "signal": signal_name,
             "drain_seconds": drain_seconds,
-            "in_flight": router.active_requests,
+            "in_flight": listener.guard.busy,
         },
     )
     for conn in listener.connections():
         conn.close()  # idle keep-alive connections close now, busy ones after their answer
-    await router.wait_idle(started + drain_seconds - time.monotonic())
-    left = router.active_requests
+    # Client requests only: a model-server preStop waiting on the admin port is no request.
+    await listener.guard.wait_idle(started + drain_seconds - time.monotonic())
+    left = listener.guard.busy
     if left:
         log.warning(
             "drain deadline reached: cancelling the requests still in flight",
@@ -158,7 +170,7 @@ async def _drain(
             conn.force_close()
             if conn.transport is not None:
                 conn.transport.close()  # the handler is cancelled as its connection goes
-        await router.wait_idle(CANCEL_GRACE_SECONDS)
+        await listener.guard.wait_idle(CANCEL_GRACE_SECONDS)
     log.info(
         "drained",
         extra={
