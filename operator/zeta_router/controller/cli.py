@@ -144,6 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Prometheus at URL (repeatable)",
     )
     parser.add_argument(
+        "--prometheus-endpoint",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
+        help="a host name, address or network (CIDR) a ZetaRouter's spec.autoscaling.prometheus."
+        "url may point at (repeatable or comma-separated); with none given, any",
+    )
+    parser.add_argument(
         "--kubeconfig",
         default=None,
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
@@ -175,7 +183,12 @@ def _peers(value: str, flag: str = "--metrics-from") -> tuple[dict[str, Any], ..
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     from zeta_router.autoscale.credentials import SecretPolicy
-    from zeta_router.autoscale.loop import SECRETS_ALLOWED_SETTING, SECRETS_POLICY_SETTING
+    from zeta_router.autoscale.loop import (
+        ENDPOINTS_SETTING,
+        SECRETS_ALLOWED_SETTING,
+        SECRETS_POLICY_SETTING,
+    )
+    from zeta_router.bounded_http import EndpointAllowList
 
     if args.drift_interval <= 0:
         raise SystemExit("error: --drift-interval must be positive")
@@ -185,6 +198,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         SecretPolicy.parse(args.prometheus_secrets, args.prometheus_secret)
     except ValueError as e:
         raise SystemExit(f"error: --prometheus-secret: {e}") from None
+    try:
+        EndpointAllowList.parse(args.prometheus_endpoint)
+    except ValueError as e:
+        raise SystemExit(f"error: --prometheus-endpoint: {e}") from None
     metrics = _host_port(args.metrics_address)
     return OperatorConfig(
         namespaces=tuple(args.namespace),
@@ -207,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         extra={
             SECRETS_POLICY_SETTING: args.prometheus_secrets,
             SECRETS_ALLOWED_SETTING: "\n".join(args.prometheus_secret),
+            ENDPOINTS_SETTING: ",".join(args.prometheus_endpoint),
         },
     )
 

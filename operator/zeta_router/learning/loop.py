@@ -51,7 +51,7 @@ from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import vector_and_text
 from zeta_router.scoring.labels import LabelFileError, read_label_file
 from zeta_router.scoring.learned import LearnedCorrection
-from zeta_router.scoring.samples import Joiner
+from zeta_router.scoring.samples import PAGE, Joiner
 
 if TYPE_CHECKING:
     import kopf
@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 #: How often a daemon whose ZetaRouter does not learn looks again (its spec is a live view).
 IDLE_SECONDS = 10.0
 
-#: Threads that run the learning intervals of all ZetaRouters (apart from kopf's handlers).
+#: Refits (CPU-bound) running at once, across all ZetaRouters: more would not be faster.
 LEARNING_THREADS = 2
+_REFITS = threading.BoundedSemaphore(LEARNING_THREADS)
 
 
 def _rfc3339(ts: float) -> str:
@@ -81,6 +82,7 @@ class _Memory:
     cold_start: tuple[str, str] | None = None  # (resourceVersion, key) of the file read
     model: str = "learned"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    page_limits: dict[str, int] = field(default_factory=dict)  # pod -> records asked per page
 
 
 class LearningLoop:
@@ -162,16 +164,17 @@ class LearningLoop:
         )
         store = parse_model_store(store_cm)
         learning_contexts = [c.name for c in spec.contexts if spec.learning.learns(c.name)]
-        result = cycle.run(
-            spec,
-            effective_thresholds(spec, parse_status(body)),
-            {c: mem.joiner.labelled(c) for c in learning_contexts},
-            mem.joiner.versions(),
-            {c: mem.joiner.recent(c) for c in learning_contexts},
-            store,
-            mem.contexts,
-            stamp,
-        )
+        with _REFITS:
+            result = cycle.run(
+                spec,
+                effective_thresholds(spec, parse_status(body)),
+                {c: mem.joiner.labelled(c) for c in learning_contexts},
+                mem.joiner.versions(),
+                {c: mem.joiner.recent(c) for c in learning_contexts},
+                store,
+                mem.contexts,
+                stamp,
+            )
         if result.store_changed(store):
             self._write_store(body, namespace, name, result.models)
             if self.reconciler is not None:
@@ -277,12 +280,34 @@ class LearningLoop:
             log.warning("%s/%s: cannot list the routers' pods: %s", namespace, name, exc)
             return 0, 0
         reached = 0
+        # This ZetaRouter's collection has a budget of its own; each page a total deadline and a
+        # size bound (collect.fetch). A router that answers slowly, endlessly or hugely costs
+        # this ZetaRouter's interval that much, and no other ZetaRouter anything.
+        budget_end = time.monotonic() + collect.COLLECT_BUDGET_SECONDS
         for endpoint in routers:
             known = mem.joiner.cursors.get(endpoint.pod)
             after = known[1] if known is not None else 0
+            limit = mem.page_limits.get(endpoint.pod, PAGE)
             try:
                 for _ in range(collect.MAX_PAGES):
-                    batch, problems = collect.fetch(endpoint, after)
+                    left = budget_end - time.monotonic()
+                    if left <= 0:
+                        raise collect.CollectError(
+                            f"{endpoint.pod}: left for the next interval (collection budget spent)"
+                        )
+                    try:
+                        batch, problems = collect.fetch(
+                            endpoint,
+                            after,
+                            limit,
+                            deadline_seconds=min(collect.TIMEOUT_SECONDS, left),
+                        )
+                    except collect.CollectError as exc:
+                        if not exc.too_large or limit <= 1:
+                            raise
+                        # A page of long prompts' samples past the size bound: ask for fewer.
+                        limit = mem.page_limits[endpoint.pod] = max(1, limit // 4)
+                        continue
                     if known is not None and batch.epoch != known[0] and after != 0:
                         # The router restarted since: its numbers start again.
                         known, after = None, 0
@@ -337,22 +362,26 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
 
     loop = LearningLoop(context.kube, context.events, context.reconciler)
 
-    # Async, with each interval's work in a small pool of its own: a sync daemon would hold
-    # one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
-    # with as many ZetaRouters as threads no handler could run at all. Refits are CPU-bound, so
-    # more threads than this would not make them faster.
-    pool = ThreadPoolExecutor(max_workers=LEARNING_THREADS, thread_name_prefix="learning")
-
+    # Async, with each interval's work in a thread of this ZetaRouter's own: a sync daemon would
+    # hold one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
+    # a pool shared by all ZetaRouters could be held by one whose routers answer slowly. Refits
+    # (CPU-bound) take turns across ZetaRouters (LEARNING_THREADS at once).
     async def daemon(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
         running = asyncio.get_running_loop()
-        while not stopped:
-            try:
-                wait = await running.run_in_executor(pool, loop.run_once, body)
-            except ApiError as e:
-                # Logged, not raised: the next interval tries again.
-                log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
-                wait = IDLE_SECONDS
-            await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
+        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learning")
+        try:
+            while not stopped:
+                try:
+                    wait = await running.run_in_executor(own, loop.run_once, body)
+                except ApiError as e:
+                    # Logged, not raised: the next interval tries again.
+                    log.warning(
+                        "%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e
+                    )
+                    wait = IDLE_SECONDS
+                await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
+        finally:
+            own.shutdown(wait=False)
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         loop.forget(str(meta.get("namespace")), str(meta.get("name")))

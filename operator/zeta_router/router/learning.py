@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zeta_router.router")
 
+#: Largest judge answer read: it answers a word or two (a bigger one is no verdict).
+JUDGE_ANSWER_MAX_BYTES = 256 * 1024
 #: The judge answers one word; a few tokens leave room for punctuation.
 JUDGE_MAX_TOKENS = 8
 
@@ -186,7 +188,10 @@ class RouterLearning:
                     )
                     return None
                 deadline = asyncio.get_running_loop().time() + cfg.source.timeouts.total_seconds
-                text = answer_text(json.loads(await resp.read(deadline)))
+                raw = await resp.read(deadline, JUDGE_ANSWER_MAX_BYTES + 1)
+                if len(raw) > JUDGE_ANSWER_MAX_BYTES:
+                    raise ValueError("judge answer too large")
+                text = answer_text(json.loads(raw))
         except (TierError, OSError, ValueError, TimeoutError) as exc:
             log.info("judge request failed", extra={"event": "judge_failed", "detail": str(exc)})
             return None
