@@ -9,9 +9,12 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zeta_router.api.defaults import ROUTER_IMAGE
+
+if TYPE_CHECKING:
+    from zeta_router.kube import Kube
 from zeta_router.controller.config import DEFAULT_PEERING, OperatorConfig
 
 log = logging.getLogger(__name__)
@@ -229,6 +232,24 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def pdb_api_version(kube: Kube) -> str:
+    """``policy/v1`` where the cluster serves PodDisruptionBudgets there (Kubernetes 1.21 and
+    later), else ``policy/v1beta1`` (1.20 and older; 1.25 removed it): asked of discovery once,
+    at start (an upgraded control plane restarts nothing of ours, but a new operator pod asks
+    again)."""
+    from zeta_router.kube import ApiError
+    from zeta_router.render import names
+
+    try:
+        resources = kube.get(f"/apis/{names.PDB.api_version}").get("resources") or []
+    except ApiError as e:
+        if not e.not_found:
+            raise
+        return names.PDB_V1BETA1.api_version
+    served = any(r.get("name") == names.PDB.plural for r in resources)
+    return names.PDB.api_version if served else names.PDB_V1BETA1.api_version
+
+
 def _quiet_routine_successes(record: logging.LogRecord) -> bool:
     # Every drift check and child event would otherwise log a success line per object; what
     # the reconciliation changed is logged by the controller itself.
@@ -272,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         network_policy=cfg.network_policy,
         scrapers=cfg.metrics_from,
         operators=cfg.operator_from,
+        pdb_api_version=pdb_api_version(kube),
     )
     ctx = OperatorContext(cfg, kube, events, Reconciler(kube, events, render_settings))
     registry = build_registry(ctx)

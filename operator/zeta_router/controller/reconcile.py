@@ -202,10 +202,14 @@ class Reconciler:
     # ---- the work -----------------------------------------------------------------------------
 
     def child_kinds(self) -> tuple[names.ChildKind, ...]:
-        """The kinds of children this operator makes (NetworkPolicies only when enabled)."""
-        if self.settings.network_policy:
-            return names.CHILD_KINDS
-        return tuple(k for k in names.CHILD_KINDS if k is not names.NETWORK_POLICY)
+        """The kinds of children this operator makes (NetworkPolicies only when enabled;
+        PodDisruptionBudgets at the API version the cluster serves)."""
+        pdb = names.pdb_kind(self.settings.pdb_api_version)
+        return tuple(
+            pdb if k is names.PDB else k
+            for k in names.CHILD_KINDS
+            if self.settings.network_policy or k is not names.NETWORK_POLICY
+        )
 
     def _list_children(
         self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
