@@ -29,7 +29,7 @@ from zeta_router.router.config import (
 )
 from zeta_router.router.connections import Limits, fd_budget
 from zeta_router.router.ids import KeyFileError, Signer
-from zeta_router.router.reload import ConfigWatcher
+from zeta_router.router.reload import ConfigWatcher, KeyWatcher
 from zeta_router.router.server import Address, new_event_loop, serve
 
 log = logging.getLogger("zeta_router.router.cli")
@@ -287,7 +287,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="key that signs request ids and session tokens, one per line (the first signs, "
         "all verify); every replica of a ZetaRouter must share it so that feedback and "
-        "sessions work across them. Without it a random key is made, valid in this process only",
+        "sessions work across them. Re-read every --reload-interval (and on SIGHUP), so keys "
+        "rotate without a restart. Without it a random key is made, valid in this process only",
     )
     obs = parser.add_argument_group("logs")
     obs.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -461,6 +462,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if content is not None:
             watcher.prime(content)
+    key_watcher = None
+    if args.request_key_file is not None:
+        # Rotation without a rollout: the mounted Secret's new keys are taken while running.
+        key_watcher = KeyWatcher(
+            args.request_key_file,
+            signer,
+            on_keys=lambda s: router.metrics.set_request_keys(s.key_ids),
+            interval=args.reload_interval,
+        )
+        key_watcher.poll()  # primes it with the file the router started with
     loop = new_event_loop(args.event_loop)
     asyncio.set_event_loop(loop)
     try:
@@ -471,6 +482,7 @@ def run(args: argparse.Namespace) -> int:
                 admin=Address(args.admin_host or args.host, args.admin_port),
                 limits=limits,
                 watcher=watcher,
+                key_watcher=key_watcher,
                 drain_seconds=args.drain_seconds,
                 drain_delay=args.drain_delay,
                 local_tier=args.local_tier,
