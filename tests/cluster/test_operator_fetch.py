@@ -118,8 +118,15 @@ def fetch_operator(
 
 def _cpu_zr(name: str, **spec: Any) -> dict[str, Any]:
     body = sample(name)
-    for tier in body["spec"]["tiers"]:
-        tier["replicas"] = {"min": 1, "max": 1}
+    body["spec"]["tiers"] = [
+        {
+            "name": tier,
+            "engine": "llamacpp",
+            "model": "SmolLM2-135M-Instruct",
+            "replicas": {"min": 1, "max": 1},
+        }
+        for tier in ("small", "large")
+    ]
     body["spec"].update(spec)
     return body
 

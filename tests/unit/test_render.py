@@ -331,7 +331,8 @@ def test_router_sidecar() -> None:
         "router", "--config", "/etc/zeta-router/routing.yaml", "--local-tier", "small",
         "--port", "9090", "--drain-delay", "5", "--drain-seconds", "600",
         "--admin-port", "8081",
-        "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
+        "--request-key-file", "/var/run/zeta-router/key/key",
+        "--ngram-key-file", "/var/run/zeta-router/key/ngram-key", "--access-log",
     ]  # fmt: skip
     assert router["ports"] == [
         {"name": "router", "containerPort": 9090, "protocol": "TCP"},
@@ -362,6 +363,9 @@ def test_router_sidecar() -> None:
     secret = build_router_key_secret("chat", "s3cret-key-material")
     assert secret["metadata"]["name"] == "chat-router-key"
     assert base64.b64decode(secret["data"]["key"]) == b"s3cret-key-material"
+    assert "ngram-key" not in secret["data"]
+    both = build_router_key_secret("chat", "s3cret-key-material", "n-gram-s3cret")
+    assert base64.b64decode(both["data"]["ngram-key"]) == b"n-gram-s3cret"
     entry_port = by_kind(out.children, "Service")["chat"]["spec"]["ports"][0]["port"]
     assert entry_port == 9090
 

@@ -339,8 +339,11 @@ class Reconciler:
     ) -> None:
         """Create the routers' signing key Secret once, before the pods that mount it. Only
         ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
-        key) is kept, so a reconcile never rotates the key and the operator never reads it."""
-        secret = adopted(build_router_key_secret(name, secrets.token_urlsafe(32)), owner)
+        key) is kept, so a reconcile never rotates the key."""
+        secret = adopted(
+            build_router_key_secret(name, secrets.token_urlsafe(32), secrets.token_urlsafe(32)),
+            owner,
+        )
         try:
             self.kube.create(api_path("v1", "secrets", namespace), secret)
         except ApiError as e:

@@ -17,6 +17,7 @@ adopted corrections are in the store and survive.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import threading
@@ -40,6 +41,7 @@ from zeta_router.api.models import (
 from zeta_router.controller.status import patch_status
 from zeta_router.kube import APPLY_PATCH, ApiError, Kube, api_path
 from zeta_router.learning import collect, cycle
+from zeta_router.render import names
 from zeta_router.render.configmap import effective_thresholds
 from zeta_router.render.learned import (
     LEARNING_MANAGER,
@@ -231,6 +233,17 @@ class LearningLoop:
         version = (str((cm.get("metadata") or {}).get("resourceVersion")), cold.key)
         if version == mem.cold_start:
             return
+        try:
+            key = ngram_key(self.kube, namespace, str(body["metadata"]["name"]))
+        except (ApiError, ValueError) as exc:
+            # Hashed without the routers' key, its labels would match nothing they learn from.
+            self.events.warning(
+                body,
+                "ColdStartFileNotRead",
+                f"cannot read the n-gram key of Secret "
+                f"{names.router_key_secret_name(str(body['metadata']['name']))}: {exc}",
+            )
+            return
         mem.cold_start = version
         text = (cm.get("data") or {}).get(cold.key)
         where = f"ConfigMap {cold.config_map}, key {cold.key}"
@@ -251,7 +264,7 @@ class LearningLoop:
             if not targets:
                 continue
             x, analysed = vector_and_text({"messages": [{"role": "user", "content": row.prompt}]})
-            idx = ngrams.indices(analysed)
+            idx = ngrams.indices(analysed, key=key)
             for ctx in targets:
                 by_context.setdefault(ctx, []).append(
                     (f"file:{row.line}", tuple(x), idx, row.label)
@@ -354,6 +367,22 @@ class LearningLoop:
             fieldManager=LEARNING_MANAGER,
             force="true",
         )
+
+
+def ngram_key(kube: Kube, namespace: str, name: str) -> bytes:
+    """The n-gram key of ZetaRouter ``namespace/name``, as its routers make it of the Secret
+    ``<name>-router-key`` (``router.cli.ngram_key``): of its ``ngram-key``, else of the first
+    line of its ``key``. Raises ``ApiError`` (not readable) or ``ValueError`` (no key in it)."""
+    secret = kube.get(api_path("v1", "secrets", namespace, names.router_key_secret_name(name)))
+    data = secret.get("data") or {}
+    for field_name in (names.NGRAM_KEY_FIELD, names.ROUTER_KEY_FIELD):
+        raw = data.get(field_name)
+        if not raw:
+            continue
+        lines = [ln.strip() for ln in base64.b64decode(raw).splitlines() if ln.strip()]
+        if lines:
+            return ngrams.derive_key(lines[0])
+    raise ValueError("it holds no key")
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:

@@ -42,6 +42,9 @@ ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
 """Where the router key Secret is mounted (read-only) in every router container."""
 ROUTER_KEY_FIELD: Final = "key"
 """The Secret's data key holding the key (one per line; the first signs)."""
+NGRAM_KEY_FIELD: Final = "ngram-key"
+"""The Secret's data key holding the secret of the hashed n-grams of learning samples (a
+Secret without it: the first request key stands in)."""
 
 Component = Literal["model-server", "router"]
 

@@ -59,6 +59,7 @@ class RouterLearning:
         self.metrics = metrics
         self.settings: RoutingLearning | None = None
         self.store: SampleStore | None = None
+        self.ngram_key: bytes | None = None
         self._random = random.Random(seed)
 
     # -- configuration ---------------------------------------------------------------------
@@ -67,6 +68,7 @@ class RouterLearning:
         """Follow the routing configuration: start, resize or stop keeping samples."""
         settings = cfg.source.learning
         self.settings = settings
+        self.ngram_key = cfg.ngram_key
         if settings is None:
             self.store = None
         elif self.store is None:
@@ -103,7 +105,8 @@ class RouterLearning:
         if store is None:
             return
         x, text = features.vector_and_text(body)
-        store.add(Sample(key, context, tier, time.time(), tuple(x), ngrams.indices(text, bits)))
+        idx = ngrams.indices(text, bits, self.ngram_key)
+        store.add(Sample(key, context, tier, time.time(), tuple(x), idx))
         self.metrics.learning_record(self.metrics.learning_samples, context)
 
     # -- labels --------------------------------------------------------------------------------

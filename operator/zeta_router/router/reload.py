@@ -32,9 +32,11 @@ class ConfigWatcher:
         on_config: Callable[[RuntimeConfig], None],
         on_error: Callable[[str], None],
         interval: float = 1.0,
+        ngram_key: bytes | None = None,
     ) -> None:
         self.path = path
         self.local_tier = local_tier
+        self.ngram_key = ngram_key
         self.on_config = on_config
         self.on_error = on_error
         self.interval = interval
@@ -60,7 +62,7 @@ class ConfigWatcher:
             return False
         try:
             text = content.decode("utf-8")
-            runtime = compile_config(parse_config(text), self.local_tier)
+            runtime = compile_config(parse_config(text), self.local_tier, self.ngram_key)
         except UnicodeDecodeError as exc:
             return self._reject(content, f"{self.path} is not UTF-8 text: {exc}")
         except ConfigError as exc:
