@@ -206,7 +206,7 @@ def _pod_ips(kube: Kube, namespace: str, name: str) -> list[str]:
     return [str(p["status"]["podIP"]) for p in pods if (p.get("status") or {}).get("podIP")]
 
 
-def _learning(interval: str = "2s") -> dict[str, Any]:
+def _learning(interval: str = "5s") -> dict[str, Any]:
     return {"enabled": True, "mode": "advisory", "interval": interval, "minLabels": 100}
 
 
