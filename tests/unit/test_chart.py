@@ -82,6 +82,7 @@ def test_default_render(tmp_path: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ]
@@ -119,11 +120,14 @@ def test_default_render(tmp_path: Path) -> None:
 
 def test_the_cluster_role_grants_what_manifests_rbac_grants(tmp_path: Path) -> None:
     """The two installs give the operator exactly the same rights (the tests of the operator run
-    with manifests/rbac.yaml)."""
+    with manifests/rbac.yaml), but for the NetworkPolicies the chart has the operator make by
+    default (manifests/ runs it without --network-policy)."""
     shipped = yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text())
     (role,) = [d for d in shipped if d and d["kind"] == "ClusterRole"]
-    chart_role = one(template(tmp_path), "ClusterRole")
+    chart_role = one(template(tmp_path, {"networkPolicy": {"enabled": False}}), "ClusterRole")
     assert rule_set(chart_role["rules"]) == rule_set(role["rules"])
+    default = rule_set(one(template(tmp_path), "ClusterRole")["rules"])
+    assert {r for _, r, _ in default - rule_set(role["rules"])} == {"networkpolicies"}
     assert ("", "secrets", "list") not in rule_set(chart_role["rules"])
 
 
