@@ -125,7 +125,11 @@ def fetch(
     try:
         with watchdog:
             try:
-                conn.request(method, target, body=body, headers={**(headers or {})})
+                # Uncompressed: the size bound is the size of what is used (no decompression
+                # bomb), and callers get the body as sent.
+                sent = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
+                sent["Accept-Encoding"] = "identity"
+                conn.request(method, target, body=body, headers=sent)
                 resp = conn.getresponse()
                 status = resp.status
                 if 300 <= status < 400:
