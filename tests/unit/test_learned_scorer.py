@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hmac
 import math
 from pathlib import Path
 
@@ -154,6 +155,13 @@ def test_correction_sees_only_the_analysed_text_of_long_requests() -> None:
 @pytest.mark.parametrize("text", TEXTS)
 def test_keyed_indices_match_the_specification_and_hide_the_words(text: str) -> None:
     key = ngrams.derive_key(b"the ZetaRouter's n-gram secret")
+    assert (
+        key
+        == hmac.new(b"the ZetaRouter's n-gram secret", b"zeta-router n-grams", "sha256").digest()
+    )
+    for w in ngrams.words(text):
+        mac = hmac.new(key, w.encode("utf-8"), "sha256").digest()
+        assert ngrams.keyed_hash(key, w) == int.from_bytes(mac[:4], "big")
     keyed = ngrams.indices(text, 18, key)
     assert keyed.tolist() == ngrams.indices_reference(text, 18, key)
     if ngrams.words(text):

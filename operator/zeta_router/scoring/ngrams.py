@@ -75,9 +75,20 @@ def derive_key(secret: bytes) -> bytes:
     return hmac.digest(secret, NGRAM_KEY_CONTEXT, "sha256")
 
 
+#: A keyed HMAC object per key, copied per word: about half the cost of keying one each time.
+_KEYED_MACS: dict[bytes, hmac.HMAC] = {}
+
+
 def keyed_hash(key: bytes, word: str) -> int:
     """``h(word)`` under ``key`` (see the module docstring)."""
-    return int.from_bytes(hmac.digest(key, word.encode("utf-8"), "sha256")[:4], "big")
+    base = _KEYED_MACS.get(key)
+    if base is None:
+        if len(_KEYED_MACS) >= _KEYED_MAX:
+            _KEYED_MACS.clear()
+        base = _KEYED_MACS[key] = hmac.new(key, digestmod="sha256")
+    mac = base.copy()
+    mac.update(word.encode("utf-8"))
+    return int.from_bytes(mac.digest()[:4], "big")
 
 
 def _hashes(ws: list[str], key: bytes | None = None) -> list[int]:
