@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import math
 import threading
@@ -53,7 +54,7 @@ from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import vector_and_text
 from zeta_router.scoring.labels import LabelFileError, read_label_file
 from zeta_router.scoring.learned import LearnedCorrection
-from zeta_router.scoring.samples import PAGE, Joiner
+from zeta_router.scoring.samples import PAGE, Batch, Joiner
 
 if TYPE_CHECKING:
     import kopf
@@ -292,6 +293,7 @@ class LearningLoop:
         except ApiError as exc:
             log.warning("%s/%s: cannot list the routers' pods: %s", namespace, name, exc)
             return 0, 0
+        expected = self._expected_key_id(namespace, name)
         reached = 0
         # This ZetaRouter's collection has a budget of its own; each page a total deadline and a
         # size bound (collect.fetch). A router that answers slowly, endlessly or hugely costs
@@ -325,6 +327,8 @@ class LearningLoop:
                         # The router restarted since: its numbers start again.
                         known, after = None, 0
                         continue
+                    if expected is not None:
+                        batch = _same_key(batch, expected, f"{namespace}/{name}: {endpoint.pod}")
                     mem.joiner.ingest(endpoint.pod, batch, now)
                     for p in problems[:3]:
                         log.warning(
@@ -337,6 +341,15 @@ class LearningLoop:
             except collect.CollectError as exc:
                 log.info("%s/%s: %s", namespace, name, exc)
         return reached, len(routers)
+
+    def _expected_key_id(self, namespace: str, name: str) -> str | None:
+        """The key id of the ZetaRouter's n-gram key (None: the key cannot be read, and samples
+        are taken as they come)."""
+        try:
+            return ngrams.key_id(ngram_key(self.kube, namespace, name))
+        except (ApiError, ValueError) as exc:
+            log.debug("%s/%s: n-gram key not read (%s): samples not checked", namespace, name, exc)
+            return None
 
     # ---- the store ----------------------------------------------------------------------------
 
@@ -367,6 +380,20 @@ class LearningLoop:
             fieldManager=LEARNING_MANAGER,
             force="true",
         )
+
+
+def _same_key(batch: Batch, expected: str, where: str) -> Batch:
+    """``batch`` without the samples hashed with another n-gram key than ``expected`` (a router
+    started before the key changed, or none): their indices would teach nothing."""
+    kept = [s for s in batch.samples if s.key_id == expected]
+    if len(kept) == len(batch.samples):
+        return batch
+    log.warning(
+        "%s: %d samples hashed with another n-gram key left out",
+        where,
+        len(batch.samples) - len(kept),
+    )
+    return dataclasses.replace(batch, samples=kept)
 
 
 def ngram_key(kube: Kube, namespace: str, name: str) -> bytes:

@@ -60,6 +60,7 @@ class RouterLearning:
         self.settings: RoutingLearning | None = None
         self.store: SampleStore | None = None
         self.ngram_key: bytes | None = None
+        self.ngram_key_id: str | None = None
         self._random = random.Random(seed)
 
     # -- configuration ---------------------------------------------------------------------
@@ -69,6 +70,7 @@ class RouterLearning:
         settings = cfg.source.learning
         self.settings = settings
         self.ngram_key = cfg.ngram_key
+        self.ngram_key_id = None if cfg.ngram_key is None else ngrams.key_id(cfg.ngram_key)
         if settings is None:
             self.store = None
         elif self.store is None:
@@ -106,7 +108,7 @@ class RouterLearning:
             return
         x, text = features.vector_and_text(body)
         idx = ngrams.indices(text, bits, self.ngram_key)
-        store.add(Sample(key, context, tier, time.time(), tuple(x), idx))
+        store.add(Sample(key, context, tier, time.time(), tuple(x), idx, bits, self.ngram_key_id))
         self.metrics.learning_record(self.metrics.learning_samples, context)
 
     # -- labels --------------------------------------------------------------------------------

@@ -79,6 +79,12 @@ def derive_key(secret: bytes) -> bytes:
 _KEYED_MACS: dict[bytes, hmac.HMAC] = {}
 
 
+def key_id(key: bytes) -> str:
+    """A short public name of an n-gram key: samples carry it, so that the learner takes only
+    indices hashed with the key it expects (it tells nothing of the key)."""
+    return hmac.new(key, b"zeta-router n-gram key id", "sha256").hexdigest()[:12]
+
+
 def keyed_hash(key: bytes, word: str) -> int:
     """``h(word)`` under ``key`` (see the module docstring)."""
     base = _KEYED_MACS.get(key)

@@ -56,9 +56,10 @@ class Sample:
     x: tuple[float, ...]  # cheap features, FEATURE_NAMES order
     indices: IndexArray  # hashed uni/bigram indices, sorted
     bits: int = ngrams.DEFAULT_BITS
+    key_id: str | None = None  # ngrams.key_id of the n-gram key (None: unkeyed)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "key": self.key,
             "context": self.context,
             "tier": self.tier,
@@ -67,6 +68,9 @@ class Sample:
             "bits": self.bits,
             "idx": base64.b64encode(ngrams.pack(self.indices)).decode("ascii"),
         }
+        if self.key_id is not None:
+            out["kid"] = self.key_id
+        return out
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Sample:
@@ -85,8 +89,11 @@ class Sample:
             indices = ngrams.unpack(base64.b64decode(idx, validate=True), None, bits)
         except (binascii.Error, ValueError):
             raise WireError("sample idx: not base64 of packed indices") from None
+        kid = raw.get("kid")
+        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= 64):
+            raise WireError("sample kid: expected a short string")
         return cls(
-            key, context, tier, _number(raw.get("time"), "sample time"), values, indices, bits
+            key, context, tier, _number(raw.get("time"), "sample time"), values, indices, bits, kid
         )
 
 
