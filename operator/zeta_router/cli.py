@@ -33,6 +33,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "drain", "zeta_router.router.drain_cli", "preStop hook: stop this pod's router, then wait"
     ),
+    Subcommand(
+        "render",
+        "zeta_router.controller.render_cli",
+        "print a ZetaRouter's children as the operator would apply them",
+    ),
     Subcommand("crd", "zeta_router.api.cli", "print the ZetaRouter CRD generated from the models"),
     Subcommand("eval", "zeta_router.quality.eval_cli", "evaluate the scorer on labelled data"),
     Subcommand("fit", "zeta_router.quality.fit_cli", "fit scorer weights from labelled data"),

@@ -4,7 +4,8 @@ reconciles a ZetaRouter into running tiers; and on the stand-in control plane (o
 for what needs no container (namespace scope, bad values).
 
 Monitors stay off: the Prometheus Operator's CRDs are not installed there. The RBAC the chart
-grants is checked by asking the apiserver what the operator's ServiceAccount may do.
+grants is checked by asking the apiserver what the operator's ServiceAccount may do: after a
+default install, nothing beyond the documented list (tests/support/rbac.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from support.chart import CHART
-from support.cluster import condition_is, unique_name, wait_for
+from support import rbac
+from support.chart import CHART, VALUES
+from support.cluster import (
+    condition_is,
+    service_account_kubeconfig,
+    unique_name,
+    wait_for,
+)
 from support.fixtures_cluster import ClusterHandle
 from support.fixtures_node import RealNodeHandle
 from support.tools import run_tool
@@ -111,6 +119,7 @@ def test_install_runs_the_operator_as_a_pod_that_reconciles_and_uninstall_remove
         [
             "install", name, str(CHART), "--namespace", ns, "--create-namespace",
             "--kubeconfig", str(real_node.kubeconfig),
+            "--set", "rbac.scope=cluster",
             "--set", f"operator.peering.name={peering}",
             "--set", "networkPolicy.enabled=true",
             "--set", "dashboard.enabled=true",
@@ -170,8 +179,8 @@ def test_install_runs_the_operator_as_a_pod_that_reconciles_and_uninstall_remove
     tiers = kube.list(api_path("apps/v1", "deployments", app))["items"]
     assert {d["status"].get("readyReplicas") for d in tiers} == {1}
 
-    # Cluster scope: the operator may manage ZetaRouters and their children anywhere, and
-    # nothing more than it needs.
+    # Cluster scope (opted into above): the operator may manage ZetaRouters and their children
+    # anywhere, and nothing more than it needs.
     assert can_i(real_node.kubeconfig, sa, "patch", "zetarouters.zeta.ai", "default")
     assert can_i(real_node.kubeconfig, sa, "create", "deployments.apps", "kube-public")
     assert can_i(real_node.kubeconfig, sa, "get", "secrets", "default")
@@ -196,6 +205,131 @@ def test_install_runs_the_operator_as_a_pod_that_reconciles_and_uninstall_remove
     assert get_or_none(kube, zr_path)
 
 
+def rules_review(kube: Kube, namespace: str) -> set[rbac.Triple]:
+    """What the client's own identity may do in ``namespace``, as the apiserver says
+    (SelfSubjectRulesReview), as (group, resource, verb); rules limited to resourceNames come
+    back as (group, "resource/<names>", verb)."""
+    review = kube.create(
+        api_path("authorization.k8s.io/v1", "selfsubjectrulesreviews"),
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace},
+        },
+    )
+    status = review["status"]
+    assert not status.get("incomplete"), status
+    out: set[rbac.Triple] = set()
+    for rule in status.get("resourceRules") or []:
+        names = rule.get("resourceNames")
+        resources = [f"{r}/{','.join(sorted(names))}" if names else r for r in rule["resources"]]
+        out |= rbac.rule_triples([{**rule, "resources": resources}])
+    return out
+
+
+def allowed(
+    kube: Kube, user: str, verb: str, resource: str, namespace: str, group: str = ""
+) -> bool:
+    """A SubjectAccessReview (asked with admin rights) for a service account ``user``."""
+    account_ns = user.split(":")[2]
+    review = kube.create(
+        api_path("authorization.k8s.io/v1", "subjectaccessreviews"),
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": [
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{account_ns}",
+                    "system:authenticated",
+                ],
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                },
+            },
+        },
+    )
+    return bool(review["status"].get("allowed"))
+
+
+def test_default_install_grants_only_the_documented_list(
+    k8s: ClusterHandle, kube: Kube, release: tuple[str, str, list[str]], tmp_path: Path
+) -> None:
+    """A default `helm install` is namespace-scoped: what the apiserver says the operator's
+    ServiceAccount may do is the documented list in its namespace, the cluster-wide reads
+    elsewhere, and nothing more (what any authenticated account may do aside)."""
+    name, ns, installed = release
+    helm(k8s, "install", name, str(CHART), "--namespace", ns)
+    installed.append(ns)
+    operator = f"{name}-zeta-router-operator"
+    sa = f"system:serviceaccount:{ns}:{operator}"
+    args = kube.get(api_path("apps/v1", "deployments", ns, operator))["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert f"--namespace={ns}" in args
+    assert "--all-namespaces" not in args
+
+    # What every account may do (discovery, self reviews): an account bound to nothing.
+    kube.create(
+        api_path("v1", "serviceaccounts", ns),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody"}},
+    )
+    nobody = Kube.from_kubeconfig(
+        service_account_kubeconfig(kube, ns, "nobody", tmp_path / "nobody.kubeconfig")
+    )
+    me = Kube.from_kubeconfig(
+        service_account_kubeconfig(kube, ns, operator, tmp_path / "operator.kubeconfig")
+    )
+    on = rbac.chart_conditions(yaml.safe_load(VALUES.read_text()))
+    cluster_wide = rbac.expand(rbac.CLUSTER_WIDE, on)
+    served = rbac.expand(rbac.NAMESPACED, on) | cluster_wide
+    other = unique_name("zt-other")
+    kube.create(
+        api_path("v1", "namespaces"),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+    )
+    try:
+        for namespace, documented in (
+            (ns, served),
+            ("kube-system", cluster_wide),
+            ("default", cluster_wide),
+            (other, cluster_wide),
+        ):
+            extra = rules_review(me, namespace) - rules_review(nobody, namespace)
+            assert extra == documented, (
+                f"in {namespace}: beyond the documented list: {sorted(extra - documented)}; "
+                f"missing: {sorted(documented - extra)}"
+            )
+    finally:
+        kube.delete(api_path("v1", "namespaces", None, other))
+
+    # The findings of a security review, asked one by one.
+    for verb in ("get", "list", "create"):
+        assert not allowed(kube, sa, verb, "secrets", "kube-system"), verb
+    assert not allowed(kube, sa, "list", "secrets", ns)
+    assert allowed(kube, sa, "get", "secrets", ns)  # metadata of the Secrets a spec names
+    assert allowed(kube, sa, "create", "secrets", ns)  # the routers' key
+    for namespace in ("kube-system", "default"):
+        assert not allowed(kube, sa, "create", "deployments", namespace, "apps")
+        assert not allowed(kube, sa, "patch", "services", namespace)
+        assert not allowed(kube, sa, "list", "pods", namespace)
+    assert not allowed(kube, sa, "create", "pods", ns)
+    assert not allowed(kube, sa, "update", "deployments", ns, "apps")
+    assert allowed(kube, sa, "patch", "deployments", ns, "apps")
+    assert allowed(kube, sa, "create", "poddisruptionbudgets", ns, "policy")
+    # No ClusterRole of the release grants Secrets or any write.
+    for role in kube.list(api_path("rbac.authorization.k8s.io/v1", "clusterroles"))["items"]:
+        if (role["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") != name:
+            continue
+        triples = rbac.rule_triples(role.get("rules") or [])
+        assert {v for _, _, v in triples} <= {"get", "list", "watch"}, role["metadata"]["name"]
+        assert not any(r == "secrets" for _, r, _ in triples)
+
+
 def test_install_namespace_scope(
     k8s: ClusterHandle, kube: Kube, release: tuple[str, str, list[str]]
 ) -> None:
@@ -208,6 +342,8 @@ def test_install_namespace_scope(
         "--set", f"prometheusAuth.allowedSecrets[0].namespace={ns}",
         "--set", "prometheusAuth.allowedSecrets[0].name=prometheus-auth",
         "--set", "prometheusAuth.allowedSecrets[0].url=http://prometheus.monitoring:9090",
+        # No Secret in pods' environment: the pod policy reads no Secret's metadata either.
+        "--set", "podPolicy.secretRefs=none",
     )  # fmt: skip
     installed.append(ns)
     operator = f"{name}-zeta-router-operator"

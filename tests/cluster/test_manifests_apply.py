@@ -36,8 +36,8 @@ def rendered() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def applied(k8s: ClusterHandle, kube: Kube) -> Iterator[None]:
-    # The namespace, ServiceAccount and ClusterRole are the ones the operator tests use too
-    # (same content): only the operator Deployment is removed afterwards.
+    # The namespace, ServiceAccount and RBAC are the ones the operator tests use too (same
+    # content): only the operator Deployment is removed afterwards.
     yield
     try:
         kube.delete(api_path("apps/v1", "deployments", OPERATOR_NS, OPERATOR))
@@ -58,8 +58,10 @@ def test_apply_k_manifests(k8s: ClusterHandle, kube: Kube, applied: None) -> Non
         api_path("apiextensions.k8s.io/v1", crds, None, "clusterkopfpeerings.kopf.dev"),
         api_path("v1", "namespaces", None, OPERATOR_NS),
         api_path("v1", "serviceaccounts", OPERATOR_NS, OPERATOR),
-        api_path("rbac.authorization.k8s.io/v1", "clusterroles", None, OPERATOR),
-        api_path("rbac.authorization.k8s.io/v1", "clusterrolebindings", None, OPERATOR),
+        api_path("rbac.authorization.k8s.io/v1", "clusterroles", None, f"{OPERATOR}-read"),
+        api_path("rbac.authorization.k8s.io/v1", "clusterrolebindings", None, f"{OPERATOR}-read"),
+        api_path("rbac.authorization.k8s.io/v1", "roles", OPERATOR_NS, OPERATOR),
+        api_path("rbac.authorization.k8s.io/v1", "rolebindings", OPERATOR_NS, OPERATOR),
         api_path("apps/v1", "deployments", OPERATOR_NS, OPERATOR),
     ):  # fmt: skip
         assert kube.get(path)["metadata"]["name"], path
@@ -76,6 +78,16 @@ def test_apply_k_manifests(k8s: ClusterHandle, kube: Kube, applied: None) -> Non
     assert "deployment.apps/zeta-router-operator unchanged" in out, out
     _, out = kubectl(k8s, "apply", "-k", str(MANIFESTS), "--dry-run=server")
     assert "deployment.apps/zeta-router-operator unchanged (server dry run)" in out, out
+    # The cluster-scope opt-in as its comment says to apply it (server-side dry runs).
+    opt_in = MANIFESTS / "cluster-scope.yaml"
+    _, out = kubectl(k8s, "apply", "-f", str(opt_in), "--dry-run=server")
+    assert "clusterrole.rbac.authorization.k8s.io/zeta-router-operator created" in out, out
+    (patch,) = re.findall(r"-p \\\n#\s+'(.*)'", opt_in.read_text())
+    _, out = kubectl(
+        k8s, "-n", OPERATOR_NS, "patch", "deployment", OPERATOR, "--type=json", "-p", patch,
+        "--dry-run=server", "-o", "jsonpath={.spec.template.spec.containers[0].args[1]}",
+    )  # fmt: skip
+    assert out == "--all-namespaces", out
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)

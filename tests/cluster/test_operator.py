@@ -363,6 +363,107 @@ def test_semantically_invalid_spec_changes_no_child(
     wait_condition(kube, namespace, "chat", "SpecValid", "True")
 
 
+def test_pod_policy_refuses_a_hostpath_cache_and_changes_no_child(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """The installer's pod policy (defaults: no hostPath model cache), enforced by the operator
+    with its default flags: SpecValid=False, a Warning Event naming the rule, the children as
+    they were."""
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    wait_condition(kube, namespace, "chat", "Ready", "True")
+    before = children(kube, namespace, "chat")
+
+    tiers = copy.deepcopy(zr["spec"]["tiers"])
+    tiers[0]["modelCache"] = {"hostPath": {"path": "/"}}
+    tiers[1]["image"] = "registry.invalid/must-not-be-applied:1"
+    patch_spec(kube, namespace, "chat", {"tiers": tiers})
+
+    invalid = wait_condition(kube, namespace, "chat", "SpecValid", "False")
+    cond = conditions(invalid)["SpecValid"]
+    assert cond["reason"] == "PolicyViolation"
+    assert cond["message"].startswith(
+        "spec.tiers[0].modelCache: volume type hostPath is not allowed for the model cache"
+    ), cond["message"]
+    assert "policy rule model-cache-volume" in cond["message"]
+    assert invalid["status"]["observedGeneration"] == invalid["metadata"]["generation"]
+
+    def warning() -> dict[str, Any] | None:
+        return next(
+            (
+                e
+                for e in events_for(kube, namespace, "chat")
+                if (e["type"], e["reason"]) == ("Warning", "PolicyViolation")
+            ),
+            None,
+        )
+
+    event = wait_for(warning, TIMEOUT, "a Warning Event PolicyViolation")
+    assert "model-cache-volume" in event["message"]
+    settle(kube, namespace, operator, ["chat"])
+    after = children(kube, namespace, "chat")
+    for kind, objs in before.items():
+        assert set(after[kind]) == set(objs), kind
+        for name, obj in objs.items():
+            now = after[kind][name]
+            if kind == "Deployment":
+                assert now["metadata"]["generation"] == obj["metadata"]["generation"], name
+                assert now["spec"] == obj["spec"], name
+                volumes = now["spec"]["template"]["spec"]["volumes"]
+                assert not any("hostPath" in v for v in volumes), name
+            else:
+                assert now["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+    # A new ZetaRouter that breaks the policy gets no child at all.
+    bad = sample("rooted")
+    bad["spec"]["tiers"][0]["runAsUser"] = 0
+    create_zr(kube, namespace, bad)
+    refused = wait_condition(kube, namespace, "rooted", "SpecValid", "False")
+    assert "policy rule run-as-root" in conditions(refused)["SpecValid"]["message"]
+    settle(kube, namespace, operator, ["rooted"])
+    assert all(not objs for objs in children(kube, namespace, "rooted").values())
+
+
+def test_secret_refs_need_the_secrets_mark(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """env secretKeyRef only to a Secret annotated zeta.ai/usable-by with the ZetaRouter's
+    name: the operator reads the Secret's metadata with the Role of the default install."""
+    kube.create(
+        api_path("v1", "secrets", namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf-token"},
+            "stringData": {"token": "not-for-everyone"},
+        },
+    )
+    body = sample("tok")
+    body["spec"]["tiers"][0]["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    ]
+    create_zr(kube, namespace, body)
+    refused = wait_condition(kube, namespace, "tok", "SpecValid", "False")
+    message = conditions(refused)["SpecValid"]["message"]
+    assert message.startswith(
+        "spec.tiers[0].env[0].valueFrom.secretKeyRef: Secret hf-token is not "
+        "marked for this ZetaRouter"
+    ), message
+    assert all(not objs for objs in children(kube, namespace, "tok").values())
+    # The Secret's owner marks it: the next reconciliation (the drift check) accepts it.
+    kube.patch(
+        api_path("v1", "secrets", namespace, "hf-token"),
+        {"metadata": {"annotations": {"zeta.ai/usable-by": "tok"}}},
+        MERGE_PATCH,
+    )
+    wait_condition(kube, namespace, "tok", "SpecValid", "True")
+    dep = wait_children(kube, namespace, body)["Deployment"][
+        f"tok-{body['spec']['tiers'][0]['name']}"
+    ]
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[-1]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
+
+
 def test_invalid_new_router_gets_no_children(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:

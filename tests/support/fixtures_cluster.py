@@ -9,7 +9,9 @@
 - ``zr_crd``: the ZetaRouter CRD from ``crds/zetarouter.yaml``, installed and established.
 - ``operator_kubeconfig``: credentials of the operator's ServiceAccount from
   ``manifests/rbac.yaml``, so the operator under test has exactly the rights we ship.
-- ``namespace``: a fresh namespace per test (deleted afterwards, without waiting).
+- ``namespace``: a fresh namespace per test (deleted afterwards, without waiting), served by
+  that ServiceAccount as the default install serves a namespace: with the Role and RoleBinding
+  of ``manifests/role.yaml`` bound there, nothing more.
 - ``operator``: ``zeta-router operator`` serving that namespace as a real subprocess, with a
   short drift interval; the test may stop, kill or restart it.
 """
@@ -127,6 +129,8 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
         api_path("v1", "namespaces"),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
     )
+    for doc in load_yaml_docs(REPO / "manifests" / "role.yaml"):
+        apply(kube, doc, name)
     yield name
     try:
         kube.delete(api_path("v1", "namespaces", None, name))

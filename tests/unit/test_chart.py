@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support import rbac
 from support.chart import CHART, REPO, VALUES, leaf_paths, value_docs, values_table
 from support.tools import run_tool
 from zeta_router.render import deployment as render_deployment
@@ -56,6 +57,22 @@ def operator_args(objs: Objects) -> list[str]:
     return args
 
 
+OPERATOR = "zr-zeta-router-operator"
+
+
+def operator_rules(objs: Objects, namespace: str = "zeta-system") -> set[tuple[str, str, str]]:
+    """What the operator's main Role grants in ``namespace`` (its ClusterRole, cluster scope)."""
+    for o in objs:
+        meta = o["metadata"]
+        if meta["name"] != OPERATOR:
+            continue
+        if o["kind"] == "ClusterRole" or (
+            o["kind"] == "Role" and meta.get("namespace") == namespace
+        ):
+            return rule_set(o["rules"])
+    raise AssertionError(f"no Role {OPERATOR} in {namespace} and no ClusterRole")
+
+
 def rule_set(rules: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
@@ -78,11 +95,13 @@ def test_default_render(tmp_path: Path) -> None:
     objs = template(tmp_path)
     by_kind = kinds(objs)
     assert sorted(by_kind) == [
-        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "KopfPeering",
         "NetworkPolicy",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -94,7 +113,9 @@ def test_default_render(tmp_path: Path) -> None:
     assert container["image"] == "zeta-router:0.1.0"
     args = container["args"]
     assert args[0] == "operator"
-    assert "--all-namespaces" in args
+    # Least privilege by default: the release namespace only.
+    assert "--namespace=zeta-system" in args
+    assert "--all-namespaces" not in args
     assert "--peering=zeta-router" in args
     assert "--standalone" not in args
     assert "--router-image=zeta-router:0.1.0" in args
@@ -104,12 +125,21 @@ def test_default_render(tmp_path: Path) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     sa = one(objs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    binding = one(objs, "ClusterRoleBinding")
+    binding = one(objs, "RoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "zeta-system"}
     ]
-    assert binding["roleRef"]["name"] == one(objs, "ClusterRole")["metadata"]["name"]
-    peering = one(objs, "ClusterKopfPeering")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": one(objs, "Role")["metadata"]["name"],
+    }
+    assert one(objs, "Role")["metadata"]["namespace"] == "zeta-system"
+    # The one ClusterRole reads CRDs and namespaces, nothing else.
+    assert rule_set(one(objs, "ClusterRole")["rules"]) == rbac.expand(
+        rbac.CLUSTER_WIDE, {"cluster-read"}
+    )
+    peering = one(objs, "KopfPeering")
     assert peering["metadata"]["name"] == "zeta-router"
     svc = one(objs, "Service")
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -118,17 +148,40 @@ def test_default_render(tmp_path: Path) -> None:
     assert ports == {"health": 8080, "metrics": 9090}
 
 
-def test_the_cluster_role_grants_what_manifests_rbac_grants(tmp_path: Path) -> None:
-    """The two installs give the operator exactly the same rights (the tests of the operator run
-    with manifests/rbac.yaml), but for the NetworkPolicies the chart has the operator make by
-    default (manifests/ runs it without --network-policy)."""
-    shipped = yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text())
-    (role,) = [d for d in shipped if d and d["kind"] == "ClusterRole"]
-    chart_role = one(template(tmp_path, {"networkPolicy": {"enabled": False}}), "ClusterRole")
-    assert rule_set(chart_role["rules"]) == rule_set(role["rules"])
-    default = rule_set(one(template(tmp_path), "ClusterRole")["rules"])
-    assert {r for _, r, _ in default - rule_set(role["rules"])} == {"networkpolicies"}
-    assert ("", "secrets", "list") not in rule_set(chart_role["rules"])
+def test_the_roles_grant_the_documented_list_and_what_manifests_grant(tmp_path: Path) -> None:
+    """The two installs give the operator exactly the same rights, those of the documented list
+    (tests/support/rbac.py; the tests of the operator run with manifests/)."""
+    values = yaml.safe_load(VALUES.read_text())
+    on = rbac.chart_conditions(values)
+    objs = template(tmp_path)
+    assert operator_rules(objs) == rbac.expand(rbac.NAMESPACED, on)
+    manifests = REPO / "manifests"
+    (role,) = [
+        d
+        for d in yaml.safe_load_all((manifests / "role.yaml").read_text())
+        if d and d["kind"] == "Role"
+    ]
+    assert rule_set(role["rules"]) == rbac.expand(rbac.NAMESPACED, {"secrets-get"})
+    (read,) = [
+        d
+        for d in yaml.safe_load_all((manifests / "rbac.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    ]
+    assert rule_set(read["rules"]) == rbac.expand(rbac.CLUSTER_WIDE, {"cluster-read"})
+    # Cluster scope (opt-in): the same rules everywhere, plus the ClusterKopfPeering.
+    cluster = template(tmp_path, {"rbac": {"scope": "cluster"}})
+    peering = {("kopf.dev", "clusterkopfpeerings", v) for _, _, v in rbac.NAMESPACED[-1].triples()}
+    assert operator_rules(cluster) == (
+        rbac.expand(rbac.NAMESPACED, on) | rbac.expand(rbac.CLUSTER_WIDE, on) | peering
+    )
+    (opt_in,) = [
+        d
+        for d in yaml.safe_load_all((manifests / "cluster-scope.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    ]
+    assert rule_set(opt_in["rules"]) == rbac.expand(rbac.NAMESPACED, {"secrets-get"}) | peering
+    for rules in (operator_rules(objs), operator_rules(cluster)):
+        assert ("", "secrets", "list") not in rules
 
 
 # ---- non-default values -------------------------------------------------------------------------
@@ -174,11 +227,17 @@ def test_replicas_and_peering(tmp_path: Path) -> None:
     objs = template(tmp_path, {"replicaCount": 3, "operator": {"peering": {"name": "zr-peers"}}})
     assert one(objs, "Deployment")["spec"]["replicas"] == 3
     assert "--peering=zr-peers" in operator_args(objs)
-    assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "zr-peers"
+    assert one(objs, "KopfPeering")["metadata"] == {
+        **one(objs, "KopfPeering")["metadata"],
+        "name": "zr-peers",
+        "namespace": "zeta-system",
+    }
+    cluster = template(tmp_path, {"rbac": {"scope": "cluster"}})
+    assert one(cluster, "ClusterKopfPeering")["metadata"]["name"] == "zeta-router"
 
     standalone = template(tmp_path, {"operator": {"peering": {"enabled": False}}})
     assert "--standalone" in operator_args(standalone)
-    assert "ClusterKopfPeering" not in kinds(standalone)
+    assert "KopfPeering" not in kinds(standalone)
 
     err = template_fails(tmp_path, {"replicaCount": 2, "operator": {"peering": {"enabled": False}}})
     assert "operator.peering.enabled" in err
@@ -246,7 +305,16 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
         names.MANAGED_BY: names.APP,
         names.COMPONENT: "model-server",
     }
-    assert workloads["namespaceSelector"] == {"any": True}
+    # The served namespaces: the release namespace by default, any with cluster scope.
+    assert workloads["namespaceSelector"] == {"matchNames": ["zeta-system"]}
+    cluster = template(
+        tmp_path,
+        {"rbac": {"scope": "cluster"}, "monitoring": {"serviceMonitor": {"enabled": True}}},
+    )
+    (cluster_workloads,) = [
+        m for m in kinds(cluster)["ServiceMonitor"] if m["metadata"]["name"].endswith("zetarouters")
+    ]
+    assert cluster_workloads["spec"]["namespaceSelector"] == {"any": True}
     assert workloads["targetLabels"] == [names.COMPONENT]
     assert workloads["podTargetLabels"] == [names.INSTANCE, names.TIER]
     sm_endpoints = {e["port"]: e for e in workloads["endpoints"]}
@@ -467,7 +535,10 @@ def test_chart_versions_follow_the_package() -> None:
 
 def test_namespace_patterns(tmp_path: Path) -> None:
     # Cluster scope: patterns are passed to kopf; no peering object for a pattern.
-    objs = template(tmp_path, {"operator": {"watchNamespaces": ["team-*", "ops"]}})
+    objs = template(
+        tmp_path,
+        {"rbac": {"scope": "cluster"}, "operator": {"watchNamespaces": ["team-*", "ops"]}},
+    )
     assert "--namespace=team-*" in operator_args(objs)
     assert [p["metadata"]["namespace"] for p in kinds(objs)["KopfPeering"]] == ["ops"]
     assert "ClusterRole" in kinds(objs)
@@ -483,9 +554,7 @@ def test_zetarouter_network_policies_follow_the_chart(tmp_path: Path) -> None:
     assert "--network-policy" in operator_args(template(tmp_path))  # on by default
     disabled = template(tmp_path, {"networkPolicy": {"enabled": False}})
     assert "--network-policy" not in operator_args(disabled)
-    assert ("networking.k8s.io", "networkpolicies", "create") not in rule_set(
-        one(disabled, "ClusterRole")["rules"]
-    )
+    assert ("networking.k8s.io", "networkpolicies", "create") not in operator_rules(disabled)
     peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     objs = template(tmp_path, {"networkPolicy": {"enabled": True, "metricsFrom": [peer]}})
     args = operator_args(objs)
@@ -501,12 +570,12 @@ def test_zetarouter_network_policies_follow_the_chart(tmp_path: Path) -> None:
     assert me["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": deployment["metadata"]["namespace"]
     }
-    rules = rule_set(one(objs, "ClusterRole")["rules"])
+    rules = operator_rules(objs)
     for verb in ("get", "list", "watch", "create", "patch", "delete"):
         assert ("networking.k8s.io", "networkpolicies", verb) in rules
     off = template(tmp_path, {"networkPolicy": {"enabled": True, "zetaRouters": False}})
     assert "--network-policy" not in operator_args(off)
-    assert not any(r == "networkpolicies" for _, r, _ in rule_set(one(off, "ClusterRole")["rules"]))
+    assert not any(r == "networkpolicies" for _, r, _ in operator_rules(off))
 
 
 def test_prometheus_allowed_endpoints_become_flags(tmp_path: Path) -> None:
@@ -522,9 +591,11 @@ def test_prometheus_allowed_endpoints_become_flags(tmp_path: Path) -> None:
 def test_prometheus_credentials_policies_and_their_rbac(tmp_path: Path) -> None:
     default = template(tmp_path)
     assert "--prometheus-secrets=annotated" in operator_args(default)
-    assert ("", "secrets", "get") in rule_set(one(default, "ClusterRole")["rules"])
+    assert ("", "secrets", "get") in operator_rules(default)
 
-    none = template(tmp_path, {"prometheusAuth": {"policy": "none"}})
+    none = template(
+        tmp_path, {"prometheusAuth": {"policy": "none"}, "podPolicy": {"secretRefs": "any"}}
+    )
     assert "--prometheus-secrets=none" in operator_args(none)
     for role in kinds(none).get("ClusterRole", []) + kinds(none).get("Role", []):
         # Only `create`, for the routers' signing key; nothing that reads a Secret.
@@ -534,14 +605,18 @@ def test_prometheus_credentials_policies_and_their_rbac(tmp_path: Path) -> None:
         {"namespace": "team-a", "name": "prom", "url": "http://prometheus.monitoring:9090"},
         {"namespace": "team-b", "name": "tok", "url": "https://prom.example:9090"},
     ]
-    values = {"prometheusAuth": {"policy": "allowList", "allowedSecrets": allowed}}
+    values = {
+        "rbac": {"scope": "cluster"},
+        "prometheusAuth": {"policy": "allowList", "allowedSecrets": allowed},
+        "podPolicy": {"secretRefs": "none"},
+    }
     objs = template(tmp_path, values)
     args = operator_args(objs)
     assert "--prometheus-secrets=allow-list" in args
     assert "--prometheus-secret=team-a/prom=http://prometheus.monitoring:9090" in args
     assert "--prometheus-secret=team-b/tok=https://prom.example:9090" in args
     # Cluster-wide, no Secret is read; per namespace, only the named Secrets.
-    cluster_rules = rule_set(one(objs, "ClusterRole")["rules"])
+    cluster_rules = operator_rules(objs)
     assert {v for _, r, v in cluster_rules if r == "secrets"} == {"create"}
     roles = {r["metadata"]["namespace"]: r for r in kinds(objs)["Role"]}
     assert set(roles) == {"team-a", "team-b"}
@@ -570,3 +645,44 @@ def test_prometheus_allow_list_mistakes_are_refused(tmp_path: Path) -> None:
         {"prometheusAuth": {"policy": "allowList", "allowedSecrets": [{**entry, "url": "p:9"}]}},
     )
     assert "prometheusAuth" in message
+
+
+def test_pod_policy_values_become_the_operators_flags(tmp_path: Path) -> None:
+    default = [
+        a for a in operator_args(template(tmp_path)) if "cache-volume" in a or "secret-" in a
+    ]
+    assert default == [
+        "--allowed-cache-volume=persistentVolumeClaim",
+        "--allowed-cache-volume=emptyDir",
+        "--allowed-cache-volume=ephemeral",
+        "--secret-refs=marked",
+    ]
+    policy = {
+        "modelCacheVolumeTypes": [],
+        "allowRoot": True,
+        "modelImagePrefixes": ["registry.example.com/models/"],
+        "routerImagePrefixes": ["registry.example.com/zeta/", "ghcr.io/acme/"],
+        "secretRefs": "none",
+    }
+    args = operator_args(template(tmp_path, {"podPolicy": policy}))
+    for flag in (
+        "--allowed-cache-volume=",
+        "--allow-root",
+        "--allowed-model-image-prefix=registry.example.com/models/",
+        "--allowed-router-image-prefix=registry.example.com/zeta/",
+        "--allowed-router-image-prefix=ghcr.io/acme/",
+        "--secret-refs=none",
+    ):
+        assert flag in args, flag
+    # The operator reads them as the chart means them.
+    import argparse
+
+    from zeta_router.controller import render_args
+
+    parser = argparse.ArgumentParser()
+    render_args.add_arguments(parser)
+    parsed = render_args.pod_policy(parser.parse_args([a for a in args if a.startswith("--all")]))
+    assert parsed.cache_volume_types == ()
+    assert parsed.allow_root is True
+    assert parsed.router_image_prefixes == ("registry.example.com/zeta/", "ghcr.io/acme/")
+    assert "secretRefs" in template_fails(tmp_path, {"podPolicy": {"secretRefs": "some"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from support.cluster import REPO
@@ -27,6 +28,8 @@ def test_kustomization_renders_crds_rbac_peering_and_operator() -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
@@ -38,9 +41,28 @@ def test_kustomization_renders_crds_rbac_peering_and_operator() -> None:
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "zeta-router:0.1.0"
 
 
-def test_rbac_rules_are_not_repeated() -> None:
-    docs = [d for d in yaml.safe_load_all((MANIFESTS / "rbac.yaml").read_text()) if d]
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+def test_default_install_serves_its_own_namespace_with_a_role_there() -> None:
+    docs = rendered()
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    # args[1]: what manifests/cluster-scope.yaml tells to replace with --all-namespaces.
+    assert args[:2] == ["operator", "--namespace=zeta-router-system"]
+    assert "--all-namespaces" not in args
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "zeta-router-system"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert {v for r in cluster_role["rules"] for v in r["verbs"]} == {"get", "list", "watch"}
+    assert not any("secrets" in r["resources"] for r in cluster_role["rules"])
+    opt_in = (MANIFESTS / "cluster-scope.yaml").read_text()
+    assert '"path": "/spec/template/spec/containers/0/args/1"' in opt_in
+
+
+@pytest.mark.parametrize("file", ["rbac.yaml", "role.yaml", "cluster-scope.yaml"])
+def test_rbac_rules_are_not_repeated(file: str) -> None:
+    docs = [d for d in yaml.safe_load_all((MANIFESTS / file).read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
     seen: set[tuple[str, str, str]] = set()
     for rule in role["rules"]:
         for group in rule["apiGroups"]:

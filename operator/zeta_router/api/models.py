@@ -261,7 +261,8 @@ class TierSpec(SpecModel):
         default=None,
         min_length=1,
         description=f"Model-server image. Defaults to {defaults.VLLM_IMAGE} (vllm) or "
-        f"{defaults.LLAMACPP_IMAGE} (llamacpp); the image's entrypoint must be the server.",
+        f"{defaults.LLAMACPP_IMAGE} (llamacpp); the image's entrypoint must be the server. The "
+        "operator's pod policy may limit images to some prefixes (defaults included).",
     )
     args: list[str] = Field(
         default_factory=list,
@@ -273,7 +274,9 @@ class TierSpec(SpecModel):
         default_factory=list,
         max_length=100,
         description="Extra environment variables of the model server (a name set here replaces "
-        "the operator's default of that name, e.g. HOME).",
+        "the operator's default of that name, e.g. HOME). By default valueFrom.secretKeyRef "
+        "may name only Secrets annotated zeta.ai/usable-by with this ZetaRouter's name or '*' "
+        "(the operator's pod policy).",
     )
     resources: ResourceRequirements | None = Field(
         default=None,
@@ -350,13 +353,15 @@ class TierSpec(SpecModel):
         ge=0,
         description="UID the model server runs as. Non-zero: the pod runs as non-root "
         "(runAsNonRoot) with HOME on a writable volume. 0 only for images that cannot run "
-        "as another user.",
+        "as another user, and only where the operator's pod policy allows root.",
     )
     model_cache: FreeForm | None = Field(
         default=None,
         description="Volume source for the model server's writable home at /cache (downloaded "
         "weights, compile caches), e.g. {persistentVolumeClaim: {claimName: hf-cache}}. "
-        "Default: an emptyDir (weights are downloaded again when a pod is replaced).",
+        "Default: an emptyDir (weights are downloaded again when a pod is replaced). The "
+        "operator's pod policy lists the volume types allowed (by default "
+        "persistentVolumeClaim, emptyDir and ephemeral; never hostPath).",
     )
 
     @property
@@ -506,7 +511,8 @@ class RouterSpec(SpecModel):
         default=None,
         min_length=1,
         description=f"Router image (entrypoint zeta-router). Defaults to the operator's own "
-        f"release image ({defaults.ROUTER_IMAGE} unless the operator was told otherwise).",
+        f"release image ({defaults.ROUTER_IMAGE} unless the operator was told otherwise). The "
+        "operator's pod policy may limit it to some prefixes.",
     )
     port: int = Field(
         default=defaults.ROUTER_PORT,

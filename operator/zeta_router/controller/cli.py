@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from zeta_router.api.defaults import ROUTER_IMAGE
+from zeta_router.controller import render_args
+from zeta_router.controller.config import DEFAULT_PEERING, OperatorConfig
 
 if TYPE_CHECKING:
     from zeta_router.kube import Kube
-from zeta_router.controller.config import DEFAULT_PEERING, OperatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,34 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="threads reconciling in parallel (default %(default)s)",
     )
-    parser.add_argument(
-        "--router-image",
-        default=os.environ.get("ZETA_ROUTER_IMAGE", ROUTER_IMAGE),
-        metavar="IMAGE",
-        help="image of the router sidecar in every tier's pods; normally this operator's own "
-        "image (default: $ZETA_ROUTER_IMAGE, else %(default)s)",
-    )
-    parser.add_argument(
-        "--network-policy",
-        action="store_true",
-        help="give every ZetaRouter a NetworkPolicy: its model servers can be reached only "
-        "from its own pods (the routers) and from --metrics-from",
-    )
-    parser.add_argument(
-        "--metrics-from",
-        default="[]",
-        metavar="JSON",
-        help="with --network-policy: who scrapes the model servers' and routers' metrics, as a "
-        "JSON list of NetworkPolicy peers (the `from` of a NetworkPolicy rule); default: nobody",
-    )
-    parser.add_argument(
-        "--operator-from",
-        default="[]",
-        metavar="JSON",
-        help="with --network-policy: this operator's own pods, as a JSON list of NetworkPolicy "
-        "peers, admitted to the routers' admin port (the learner collects hashed samples "
-        "there, spec.learning); the chart sets it; default: nobody",
-    )
+    render_args.add_arguments(parser)
     parser.add_argument(
         "--prometheus-secrets",
         choices=("annotated", "allow-list", "none"),
@@ -171,19 +143,6 @@ def _host_port(value: str) -> tuple[str, int] | None:
     return host or "127.0.0.1", int(port)
 
 
-def _peers(value: str, flag: str = "--metrics-from") -> tuple[dict[str, Any], ...]:
-    try:
-        peers = json.loads(value)
-    except ValueError as e:
-        raise SystemExit(f"error: {flag} is not JSON: {e}") from None
-    if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):
-        raise SystemExit(
-            f"error: {flag} must be a JSON list of NetworkPolicy peers, e.g. "
-            '[{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]'
-        )
-    return tuple(peers)
-
-
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     from zeta_router.autoscale.credentials import SecretPolicy
     from zeta_router.autoscale.loop import (
@@ -206,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     except ValueError as e:
         raise SystemExit(f"error: --prometheus-endpoint: {e}") from None
     metrics = _host_port(args.metrics_address)
+    settings = render_args.render_settings(args)
     return OperatorConfig(
         namespaces=tuple(args.namespace),
         all_namespaces=bool(args.all_namespaces),
@@ -220,10 +180,11 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         verbose=bool(args.verbose),
         workers=int(args.workers),
         kubeconfig=args.kubeconfig,
-        router_image=args.router_image,
-        network_policy=bool(args.network_policy),
-        metrics_from=_peers(args.metrics_from),
-        operator_from=_peers(args.operator_from, "--operator-from"),
+        router_image=settings.router_image,
+        network_policy=settings.network_policy,
+        metrics_from=tuple(dict(p) for p in settings.scrapers),
+        operator_from=tuple(dict(p) for p in settings.operators),
+        pod_policy=settings.pod_policy,
         extra={
             SECRETS_POLICY_SETTING: args.prometheus_secrets,
             SECRETS_ALLOWED_SETTING: "\n".join(args.prometheus_secret),
@@ -294,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
         scrapers=cfg.metrics_from,
         operators=cfg.operator_from,
         pdb_api_version=pdb_api_version(kube),
+        pod_policy=cfg.pod_policy,
     )
     ctx = OperatorContext(cfg, kube, events, Reconciler(kube, events, render_settings))
     registry = build_registry(ctx)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zeta_router.api.pod_policy import PodPolicy
+
 FINALIZER_PREFIX = "zeta.ai"
 DEFAULT_PEERING = "zeta-router"
 
@@ -28,6 +30,7 @@ class OperatorConfig:
     network_policy: bool = False
     metrics_from: tuple[dict[str, Any], ...] = ()
     operator_from: tuple[dict[str, Any], ...] = ()
+    pod_policy: PodPolicy = field(default_factory=PodPolicy)
     # Settings of handlers registered by other modules (see controller.handlers), by name.
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -10,7 +10,9 @@ adds the controller's decisions around them:
   now), or the spec's (decided by ``render.configmap.effective_thresholds``);
 - which tiers get a new pod template now and which keep theirs until the tier rolling out is
   settled (``controller.rollout``);
-- whether the ZetaRouter gets a NetworkPolicy (an operator setting).
+- whether the ZetaRouter gets a NetworkPolicy (an operator setting);
+- whether the installer's pod policy (``api.pod_policy``) allows it at all: a ZetaRouter that
+  breaks it raises :class:`~zeta_router.api.pod_policy.PolicyError` (a :class:`SpecError`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from zeta_router.api.models import (
     parse_status,
     parse_zetarouter,
 )
+from zeta_router.api.pod_policy import PodPolicy, PolicyError, enforce
 from zeta_router.api.routing import LearnedCorrection
 from zeta_router.controller import rollout
 from zeta_router.controller.replicas import ReplicaBounds, desired_replicas
@@ -34,7 +37,7 @@ from zeta_router.render import names
 from zeta_router.render.children import loop_desired_replicas, render
 from zeta_router.render.networkpolicy import build_network_policy
 
-__all__ = ["Desired", "LoopChoice", "RenderSettings", "SpecError", "compute"]
+__all__ = ["Desired", "LoopChoice", "PolicyError", "RenderSettings", "SpecError", "compute"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class RenderSettings:
     pdb_api_version: str = names.PDB.api_version
     """The PodDisruptionBudget API the cluster serves (``policy/v1``, or ``policy/v1beta1`` on
     Kubernetes 1.20 and older; the reconciler asks discovery)."""
+    pod_policy: PodPolicy = field(default_factory=PodPolicy)
+    """What a ZetaRouter may put into pods (the installer's policy)."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,14 @@ def compute(
     settings: RenderSettings | None = None,
     loop: LoopChoice | None = None,
     learned: Mapping[str, LearnedCorrection] | None = None,
+    secret_annotations: Mapping[str, Mapping[str, str] | None] | None = None,
 ) -> Desired:
     """The children of ``body`` (a ZetaRouter object). ``live_*``: its live children of that
     kind by name. ``learned``: the learner's store (``render.learned.parse_model_store``).
-    Raises :class:`SpecError` for a spec that cannot be used."""
+    ``secret_annotations``: the annotations of the Secrets the spec names
+    (``api.pod_policy.referenced_secrets``; None: not found or unreadable), for the pod policy.
+    Raises :class:`SpecError` for a spec that cannot be used, :class:`PolicyError` for one the
+    pod policy refuses."""
     cfg = settings or RenderSettings()
     spec = parse_zetarouter(body)
     status = with_loop_choice(parse_status(body), loop)
@@ -140,6 +149,7 @@ def compute(
         learned=learned,
         pdb_api_version=cfg.pdb_api_version,
     )
+    enforce(name, spec, out.children, cfg.pod_policy, secret_annotations or {})
     children = list(out.children)
     if cfg.network_policy:
         children.append(build_network_policy(name, cfg.scrapers, cfg.operators))

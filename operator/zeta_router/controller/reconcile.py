@@ -28,6 +28,7 @@ import kopf
 from prometheus_client import Counter, Histogram
 
 from zeta_router.api.models import SpecError
+from zeta_router.api.pod_policy import PolicyError, referenced_secrets
 from zeta_router.controller import desired as desired_mod
 from zeta_router.controller.apply import Applier, adopted, controller_uid, owner_view
 from zeta_router.controller.desired import LoopChoice, RenderSettings
@@ -243,7 +244,10 @@ class Reconciler:
                 self.settings,
                 loop,
                 learned=self._learned(body, namespace, name),
+                secret_annotations=self._secret_annotations(body, namespace),
             )
+        except PolicyError as e:
+            return self._invalid(body, str(e), generation, "PolicyViolation", e.rules)
         except SpecError as e:
             return self._invalid(body, str(e), generation)
 
@@ -320,7 +324,35 @@ class Reconciler:
             self.kube.get_or_none(api_path("v1", "configmaps", namespace, model_store_name(name)))
         )
 
-    def _invalid(self, body: Mapping[str, Any], message: str, generation: int) -> Outcome:
+    def _secret_annotations(
+        self, body: Mapping[str, Any], namespace: str
+    ) -> dict[str, dict[str, str] | None]:
+        """The annotations of the Secrets the spec names in env ``secretKeyRef``, for the pod
+        policy: their metadata only (None: missing, or not readable with our rights)."""
+        if not self.settings.pod_policy.reads_secrets:
+            return {}
+        out: dict[str, dict[str, str] | None] = {}
+        for secret in referenced_secrets(body):
+            try:
+                meta = self.kube.get_metadata(api_path("v1", "secrets", namespace, secret))
+            except ApiError as e:
+                if not (e.not_found or e.status == 403):
+                    raise
+                out[secret] = None
+                continue
+            out[secret] = dict((meta.get("metadata") or {}).get("annotations") or {})
+        return out
+
+    def _invalid(
+        self,
+        body: Mapping[str, Any],
+        message: str,
+        generation: int,
+        reason: str = "InvalidSpec",
+        rules: list[str] | None = None,
+    ) -> Outcome:
+        """SpecValid=False and a Warning Event (``PolicyViolation`` naming the rules, for a
+        spec the pod policy refuses); the children stay as they are."""
         meta = body["metadata"]
         log.warning("%s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
         patch_status(
@@ -328,10 +360,11 @@ class Reconciler:
             str(meta["namespace"]),
             str(meta["name"]),
             fields={"observedGeneration": generation},
-            conditions=[condition(SPEC_VALID, False, "InvalidSpec", message, generation)],
+            conditions=[condition(SPEC_VALID, False, reason, message, generation)],
             current=body,
         )
-        self.events.warning(body, "InvalidSpec", f"{message} (children left unchanged)")
+        broken = f"policy rules {', '.join(rules)} broken: " if rules else ""
+        self.events.warning(body, reason, f"{broken}{message} (children left unchanged)")
         return Outcome(valid=False, message=message)
 
     def _create_router_key(
@@ -398,6 +431,7 @@ class Reconciler:
                 deployments[names.DEPLOYMENT.kind],
                 deployments[names.CONFIGMAP.kind],
                 self.settings,
+                secret_annotations=self._secret_annotations(body, namespace),
             )
         except SpecError:
             want = None
