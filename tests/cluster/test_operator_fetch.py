@@ -229,7 +229,8 @@ def test_a_router_that_streams_without_end_holds_up_nobody_else(
         found = _pod_ips(kube, namespace, name)
         return found if len(found) == 2 else None
 
-    hostile, calm = wait_for(lambda: ips("hostile"), TIMEOUT, "pods"), ips("calm") or []
+    hostile = wait_for(lambda: ips("hostile"), TIMEOUT, "the hostile ZetaRouter's pods")
+    calm = wait_for(lambda: ips("calm"), TIMEOUT, "the calm ZetaRouter's pods")
     mapping = {hostile[0]: endless.address, hostile[1]: drip.address}
     mapping.update({ip: good.address for ip in calm})
     addresses.write_text(json.dumps(mapping))
