@@ -245,7 +245,12 @@ def test_apply_mode_scales_then_shifts_load_and_holds_without_metrics(
                 120,
                 "the large tier's Deployment to scale to 2",
             )
-            assert desired(zr(kube, namespace), "large") == 2
+            # The status is written just after the children are applied: wait for it too.
+            wait_for(
+                lambda: desired(zr(kube, namespace), "large") == 2,
+                30,
+                "status.tiers[large].desiredReplicas to say 2",
+            )
             # Still queued at max (Prometheus sees one server): thresholds go up.
             wait_for(
                 lambda: cut(routing(kube, namespace)) > start_cut,

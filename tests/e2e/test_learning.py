@@ -32,6 +32,7 @@ from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.kube import Kube, api_path
 from zeta_router.learning.collect import ADDRESSES_ENV
+from zeta_router.render import names
 from zeta_router.scoring.scorer import default_scorer
 from zeta_router_dev.local.configmap_sync import ConfigMapSync
 from zeta_router_dev.local.llama import LlamaServer
@@ -259,6 +260,18 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
 ) -> None:
     threshold = THRESHOLD
     assert max(prior_scores(1, 140) + prior_scores(2, 40)) < threshold  # all small at first
+    # The routers' key, chosen here (the operator keeps a Secret it finds): the routers hash
+    # their samples' n-grams with it, and the operator hashes the cold-start file alike.
+    apply(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": names.router_key_secret_name(NAME)},
+            "stringData": {names.ROUTER_KEY_FIELD: KEY + "\n"},
+        },
+        namespace,
+    )
     # Learning is turned on once the routers run and the operator knows where they listen.
     apply(kube, zetarouter(threshold, learning=False), namespace)
     wait_for(lambda: len(pods_by_tier(kube, namespace)) == 2, 60, "the two pods")

@@ -45,20 +45,21 @@ class ConfigMapDir:
     ``..data -> ..<version>``; an update writes a new version directory and swaps ``..data``
     atomically, as the kubelet does."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, filename: str = "routing.yaml") -> None:
         self.root = root
+        self.filename = filename
         self.version = 0
         root.mkdir(parents=True, exist_ok=True)
 
     @property
     def path(self) -> Path:
-        return self.root / "routing.yaml"
+        return self.root / self.filename
 
     def write(self, cfg: dict[str, Any] | str) -> None:
         self.version += 1
         version_dir = self.root / f"..2026_01_01_00_00_00.{self.version:04d}"
         version_dir.mkdir()
-        (version_dir / "routing.yaml").write_text(
+        (version_dir / self.filename).write_text(
             cfg if isinstance(cfg, str) else yaml.safe_dump(cfg)
         )
         tmp_link = self.root / "..data_tmp"
@@ -66,7 +67,7 @@ class ConfigMapDir:
         old = (self.root / "..data").resolve() if (self.root / "..data").exists() else None
         os.replace(tmp_link, self.root / "..data")
         if not self.path.is_symlink():
-            self.path.symlink_to("..data/routing.yaml")
+            self.path.symlink_to(f"..data/{self.filename}")
         if old is not None:
             for f in old.iterdir():
                 f.unlink()

@@ -99,6 +99,7 @@ def test_default_render(tmp_path: Path) -> None:
         "ClusterRoleBinding",
         "Deployment",
         "KopfPeering",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
@@ -282,7 +283,11 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
         {"monitoring": {"serviceMonitor": {"enabled": True}, "labels": {"release": "kps"}}},
     )
     monitors = {m["metadata"]["name"]: m for m in kinds(objs)["ServiceMonitor"]}
-    assert "PodMonitor" not in kinds(objs)
+    # The routers' admin port is on no Service: a PodMonitor scrapes it.
+    (routers_pm,) = kinds(objs)["PodMonitor"]
+    assert [e["port"] for e in routers_pm["spec"]["podMetricsEndpoints"]] == [
+        render_deployment.ROUTER_ADMIN_PORT_NAME
+    ]
     assert len(monitors) == 2
     for m in monitors.values():
         assert m["apiVersion"] == "monitoring.coreos.com/v1"
@@ -313,8 +318,8 @@ def test_monitors_only_when_enabled(tmp_path: Path) -> None:
     assert workloads["targetLabels"] == [names.COMPONENT]
     assert workloads["podTargetLabels"] == [names.INSTANCE, names.TIER]
     sm_endpoints = {e["port"]: e for e in workloads["endpoints"]}
-    assert set(sm_endpoints) == {"http", render_deployment.ROUTER_ADMIN_PORT_NAME}
-    (relabel,) = sm_endpoints[render_deployment.ROUTER_ADMIN_PORT_NAME]["relabelings"]
+    assert set(sm_endpoints) == {"http"}
+    (relabel,) = routers_pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
     assert relabel["replacement"] == "router"
 
     objs = template(
@@ -362,21 +367,24 @@ def test_pod_monitor_ports_are_the_ports_the_renderer_names() -> None:
             render_deployment.ROUTER_PORT_NAME,
             render_deployment.ROUTER_ADMIN_PORT_NAME,
         }
-    # And the ServiceMonitor's: the tier Services carry both scraped ports.
+    # And the ServiceMonitor's: the tier Services carry the model port; the routers' admin port
+    # is on no Service (the PodMonitor of the routers scrapes it from the pods).
     services = [c for c in out.children if c["kind"] == "Service"]
     tier_services = [
         s for s in services if s["metadata"]["labels"][names.COMPONENT] == "model-server"
     ]
     assert tier_services
-    for svc in tier_services:
-        assert {p["name"] for p in svc["spec"]["ports"]} == {
-            "http",
-            render_deployment.ROUTER_ADMIN_PORT_NAME,
+    for svc in services:
+        assert render_deployment.ROUTER_ADMIN_PORT_NAME not in {
+            p["name"] for p in svc["spec"]["ports"]
         }
+    for svc in tier_services:
+        assert {p["name"] for p in svc["spec"]["ports"]} == {"http"}
 
 
 def test_network_policy(tmp_path: Path) -> None:
-    assert "NetworkPolicy" not in kinds(template(tmp_path))
+    assert "NetworkPolicy" in kinds(template(tmp_path))  # on by default
+    assert "NetworkPolicy" not in kinds(template(tmp_path, {"networkPolicy": {"enabled": False}}))
     peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     objs = template(tmp_path, {"networkPolicy": {"enabled": True, "metricsFrom": [peer]}})
     np = one(objs, "NetworkPolicy")["spec"]
@@ -545,9 +553,10 @@ def test_namespace_patterns(tmp_path: Path) -> None:
 
 
 def test_zetarouter_network_policies_follow_the_chart(tmp_path: Path) -> None:
-    default = template(tmp_path)
-    assert "--network-policy" not in operator_args(default)
-    assert ("networking.k8s.io", "networkpolicies", "create") not in operator_rules(default)
+    assert "--network-policy" in operator_args(template(tmp_path))  # on by default
+    disabled = template(tmp_path, {"networkPolicy": {"enabled": False}})
+    assert "--network-policy" not in operator_args(disabled)
+    assert ("networking.k8s.io", "networkpolicies", "create") not in operator_rules(disabled)
     peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     objs = template(tmp_path, {"networkPolicy": {"enabled": True, "metricsFrom": [peer]}})
     args = operator_args(objs)
@@ -569,6 +578,16 @@ def test_zetarouter_network_policies_follow_the_chart(tmp_path: Path) -> None:
     off = template(tmp_path, {"networkPolicy": {"enabled": True, "zetaRouters": False}})
     assert "--network-policy" not in operator_args(off)
     assert not any(r == "networkpolicies" for _, r, _ in operator_rules(off))
+
+
+def test_prometheus_allowed_endpoints_become_flags(tmp_path: Path) -> None:
+    assert not [a for a in operator_args(template(tmp_path)) if "--prometheus-endpoint" in a]
+    objs = template(
+        tmp_path, {"prometheusAllowedEndpoints": ["prometheus.monitoring.svc", "10.96.0.0/12"]}
+    )
+    args = operator_args(objs)
+    assert "--prometheus-endpoint=prometheus.monitoring.svc" in args
+    assert "--prometheus-endpoint=10.96.0.0/12" in args
 
 
 def test_prometheus_credentials_policies_and_their_rbac(tmp_path: Path) -> None:

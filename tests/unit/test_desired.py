@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from zeta_router.api.models import SpecError
-from zeta_router.controller.desired import Desired, compute
+from zeta_router.controller.desired import Desired, RenderSettings, compute
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
 
@@ -39,15 +39,23 @@ def test_new_router() -> None:
         "Deployment/chat-7b",
         "Service/chat-7b",
         "Service/chat-7b-replicas",
+        "PodDisruptionBudget/chat-7b",
         "Deployment/chat-14b",
         "Service/chat-14b",
         "Service/chat-14b-replicas",
+        "PodDisruptionBudget/chat-14b",
         "Service/chat",
     }
     assert d.tier_deployments == {"7b": "chat-7b", "14b": "chat-14b"}
     assert d.routing_generation == 1
     assert d.status_fields["routingGeneration"] == 1
     assert by_name(d)["Deployment/chat-7b"]["spec"]["replicas"] == 1  # initial
+    # Its budget follows the replicas it gets: one replica, no eviction.
+    assert by_name(d)["PodDisruptionBudget/chat-7b"]["spec"]["maxUnavailable"] == 0
+    grown = compute(body(), {"chat-7b": live_deployment(3)}, {})
+    assert by_name(grown)["PodDisruptionBudget/chat-7b"]["spec"]["maxUnavailable"] == 1
+    old = compute(body(), {}, {}, RenderSettings(pdb_api_version="policy/v1beta1"))
+    assert by_name(old)["PodDisruptionBudget/chat-7b"]["apiVersion"] == "policy/v1beta1"
 
 
 @pytest.mark.parametrize(("live", "expected"), [(3, 3), (9, 4), (0, 1)])

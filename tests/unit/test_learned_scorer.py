@@ -3,7 +3,11 @@ scorer that adds the correction to the prior."""
 
 from __future__ import annotations
 
+import argparse
+import base64
+import hmac
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +150,49 @@ def test_correction_sees_only_the_analysed_text_of_long_requests() -> None:
     _, text = vector_and_text(body(head + middle + tail))
     assert "zebra" not in ngrams.words(text)
     assert {"alpha", "omega"} <= set(ngrams.words(text))
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_keyed_indices_match_the_specification_and_hide_the_words(text: str) -> None:
+    key = ngrams.derive_key(b"the ZetaRouter's n-gram secret")
+    assert (
+        key
+        == hmac.new(b"the ZetaRouter's n-gram secret", b"zeta-router n-grams", "sha256").digest()
+    )
+    for w in ngrams.words(text):
+        mac = hmac.new(key, w.encode("utf-8"), "sha256").digest()
+        assert ngrams.keyed_hash(key, w) == int.from_bytes(mac[:4], "big")
+    keyed = ngrams.indices(text, 18, key)
+    assert keyed.tolist() == ngrams.indices_reference(text, 18, key)
+    if ngrams.words(text):
+        # Not the unkeyed (dictionary-attackable) indices, nor another key's.
+        assert keyed.tolist() != ngrams.indices(text, 18).tolist()
+        other = ngrams.indices(text, 18, ngrams.derive_key(b"another secret"))
+        assert keyed.tolist() != other.tolist()
+
+
+def test_the_operator_and_the_routers_make_the_same_ngram_key(tmp_path: Path) -> None:
+    """The router makes its key of the mounted Secret's files; the operator's learner of the
+    Secret's data: the same bytes, with or without an ngram-key field."""
+    from zeta_router.learning.loop import ngram_key as operator_key
+    from zeta_router.router.cli import ngram_key as router_key
+
+    class SecretReader:
+        def __init__(self, data: dict[str, bytes]) -> None:
+            self.data = {k: base64.b64encode(v).decode() for k, v in data.items()}
+
+        def get(self, path: str) -> dict[str, object]:
+            assert path.endswith("/secrets/chat-router-key")
+            return {"data": self.data}
+
+    (tmp_path / "key").write_bytes(b"new-request-key-0123456789\nold-request-key-0123456789\n")
+    args = argparse.Namespace(
+        ngram_key_file=tmp_path / "ngram-key", request_key_file=tmp_path / "key"
+    )
+    # A Secret made before the n-gram key had a field: the first request key stands in.
+    old = {"key": (tmp_path / "key").read_bytes()}
+    assert router_key(args) == operator_key(SecretReader(old), "ns", "chat")  # type: ignore[arg-type]
+    (tmp_path / "ngram-key").write_bytes(b"n-gram-secret-0123456789\n")
+    both = {**old, "ngram-key": (tmp_path / "ngram-key").read_bytes()}
+    assert router_key(args) == operator_key(SecretReader(both), "ns", "chat")  # type: ignore[arg-type]
+    assert router_key(args) == ngrams.derive_key(b"n-gram-secret-0123456789")

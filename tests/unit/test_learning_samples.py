@@ -149,7 +149,8 @@ def test_wire_format_round_trips_and_refuses_garbage() -> None:
     assert len(batch.samples) == 1
     assert len(batch.labels) == 1
     assert len(problems) == 2
-    assert any("value: 7.0 is not in [0, 1]" in p for p in problems)
+    assert any("label value: not in [0, 1]" in p for p in problems)
+    assert not any("7.0" in p for p in problems)
     with pytest.raises(WireError):
         Batch.from_wire(["not", "an", "object"])
     with pytest.raises(WireError, match="next"):
@@ -194,3 +195,24 @@ def test_windows_keep_the_most_recent_labels_after_the_file() -> None:
     j.add_examples("other", [(f"file:{i}", s.x, s.indices, 1.0) for i in range(2)])
     j.drop_source("other", "file")
     assert j.counts()["other"] == 0
+
+
+def test_the_learner_takes_only_samples_of_the_zetarouters_ngram_key() -> None:
+    from dataclasses import replace
+
+    from zeta_router.learning.loop import _same_key
+
+    key = ngrams.derive_key(b"the ZetaRouter's n-gram secret")
+    kid = ngrams.key_id(key)
+    assert kid != ngrams.key_id(ngrams.derive_key(b"another"))
+    ours = replace(sample("k1"), key_id=kid)
+    wire = json.loads(json.dumps(ours.to_wire()))
+    assert wire["kid"] == kid
+    assert Sample.from_wire(wire).key_id == kid
+    assert "kid" not in sample("k0").to_wire()  # unkeyed (offline): no key id
+    other = replace(sample("k2"), key_id=ngrams.key_id(ngrams.derive_key(b"another")))
+    batch = Batch("e", 3, [ours, other, sample("k3")], [label("k1", 1.0)], more=False)
+    kept = _same_key(batch, kid, "ns/chat: pod")
+    assert [s.key for s in kept.samples] == ["k1"]
+    assert kept.labels == batch.labels  # labels carry no indices: all kept
+    assert _same_key(Batch("e", 1, [ours], [], more=False), kid, "x").samples == [ours]

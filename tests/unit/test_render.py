@@ -18,7 +18,14 @@ import yaml
 
 from zeta_router.api import defaults
 from zeta_router.api.crd import to_yaml
-from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus, parse_status, parse_zetarouter
+from zeta_router.api.models import (
+    DisruptionBudget,
+    SpecError,
+    ZetaRouterSpec,
+    ZetaRouterStatus,
+    parse_status,
+    parse_zetarouter,
+)
 from zeta_router.api.routing import CONFIGMAP_KEY, RoutingConfig
 from zeta_router.render import names
 from zeta_router.render.children import (
@@ -36,6 +43,7 @@ from zeta_router.render.configmap import (
     thresholds_summary,
 )
 from zeta_router.render.deployment import build_deployment, model_server_args
+from zeta_router.render.disruption import build_pdb
 from zeta_router.render.router_key import build_router_key_secret
 from zeta_router.router.config import compile_config
 
@@ -135,9 +143,11 @@ def test_children_names_and_order() -> None:
         ("Deployment", "chat-small"),
         ("Service", "chat-small"),
         ("Service", "chat-small-replicas"),
+        ("PodDisruptionBudget", "chat-small"),
         ("Deployment", "chat-large"),
         ("Service", "chat-large"),
         ("Service", "chat-large-replicas"),
+        ("PodDisruptionBudget", "chat-large"),
         ("Service", "chat"),
     ]
     assert out.tier_deployments == {"small": "chat-small", "large": "chat-large"}
@@ -173,6 +183,55 @@ def test_a_long_headless_service_name_is_shortened_alike_within_63_characters() 
     assert len(name) <= 63
     assert name == names.tier_replicas_service_name(router, tier)
     assert name != names.tier_replicas_service_name(router, "t" * 21 + "u")
+
+
+@pytest.mark.parametrize(
+    ("max_unavailable", "replicas", "rendered"),
+    [(1, 1, 0), (1, 2, 1), (1, 5, 1), (2, 2, 1), (2, 5, 2), (0, 5, 0), (1, 0, 0)],
+)
+def test_a_tier_disruption_budget_never_takes_the_last_replica(
+    max_unavailable: int, replicas: int, rendered: int
+) -> None:
+    spec = two_tiers()
+    tier = spec.tiers[0].model_copy(
+        update={"disruption_budget": DisruptionBudget(max_unavailable=max_unavailable)}
+    )
+    pdb = build_pdb("chat", tier, replicas)
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {
+        "maxUnavailable": rendered,
+        "selector": {"matchLabels": names.tier_selector("chat", "small")},
+    }
+    # Its selector is the tier Deployment's: the budget counts exactly the tier's pods.
+    out = render("chat", NAMESPACE, spec, replicas={"small": replicas})
+    dep = by_kind(out.children, "Deployment")["chat-small"]
+    assert dep["spec"]["selector"]["matchLabels"] == pdb["spec"]["selector"]["matchLabels"]
+
+
+def test_disruption_budgets_follow_the_cluster_api_and_the_spec() -> None:
+    old = render("chat", NAMESPACE, two_tiers(), pdb_api_version="policy/v1beta1")
+    assert {c["apiVersion"] for c in old.children if c["kind"] == "PodDisruptionBudget"} == {
+        "policy/v1beta1"
+    }
+    spec = two_tiers()
+    off = spec.tiers[1].model_copy(update={"disruption_budget": DisruptionBudget(enabled=False)})
+    spec = spec.model_copy(update={"tiers": [spec.tiers[0], off]})
+    names_ = [c["metadata"]["name"] for c in render("chat", NAMESPACE, spec).children
+              if c["kind"] == "PodDisruptionBudget"]  # fmt: skip
+    assert names_ == ["chat-small"]
+    with pytest.raises(SpecError, match="maxUnavailable"):
+        parse_zetarouter(
+            {
+                "apiVersion": "zeta.ai/v1alpha1",
+                "kind": "ZetaRouter",
+                "metadata": {"name": "x"},
+                "spec": {
+                    "tiers": [
+                        {"name": "s", "model": "m", "disruptionBudget": {"maxUnavailable": -1}}
+                    ]
+                },
+            }
+        )
 
 
 def test_every_child_and_pod_carries_the_labels() -> None:
@@ -212,13 +271,12 @@ def test_services_select_the_right_pods() -> None:
     # The entry Service exposes the client API only: never health or metrics.
     (entry_port,) = services["chat"]["spec"]["ports"]
     assert (entry_port["port"], entry_port["targetPort"]) == (defaults.ROUTER_PORT, "router")
-    (tier_port, admin_port) = services["chat-small"]["spec"]["ports"]
+    # The tier Service carries the model port only: the routers' admin port (samples, drain)
+    # is on no Service; the operator reaches it by pod IP.
+    (tier_port,) = services["chat-small"]["spec"]["ports"]
     assert (tier_port["port"], tier_port["targetPort"]) == (defaults.VLLM_PORT, "model")
-    assert (admin_port["name"], admin_port["port"], admin_port["targetPort"]) == (
-        "admin",
-        defaults.ROUTER_ADMIN_PORT,
-        "admin",
-    )
+    for svc in services.values():
+        assert all(p["targetPort"] != "admin" for p in svc["spec"]["ports"])
 
 
 def test_two_routers_in_one_namespace_do_not_select_each_others_pods() -> None:
@@ -307,7 +365,8 @@ def test_router_sidecar() -> None:
         "--port", "9090", "--drain-delay", "5", "--drain-quiet", "5", "--drain-timeout", "60",
         "--drain-seconds", "600",
         "--admin-port", "8081",
-        "--request-key-file", "/var/run/zeta-router/key/key", "--access-log",
+        "--request-key-file", "/var/run/zeta-router/key/key",
+        "--ngram-key-file", "/var/run/zeta-router/key/ngram-key", "--access-log",
     ]  # fmt: skip
     assert router["ports"] == [
         {"name": "router", "containerPort": 9090, "protocol": "TCP"},
@@ -338,6 +397,9 @@ def test_router_sidecar() -> None:
     secret = build_router_key_secret("chat", "s3cret-key-material")
     assert secret["metadata"]["name"] == "chat-router-key"
     assert base64.b64decode(secret["data"]["key"]) == b"s3cret-key-material"
+    assert "ngram-key" not in secret["data"]
+    both = build_router_key_secret("chat", "s3cret-key-material", "n-gram-s3cret")
+    assert base64.b64decode(both["data"]["ngram-key"]) == b"n-gram-s3cret"
     entry_port = by_kind(out.children, "Service")["chat"]["spec"]["ports"][0]["port"]
     assert entry_port == 9090
 

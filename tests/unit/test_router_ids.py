@@ -14,7 +14,9 @@ from zeta_router.router.ids import (
     RequestInfo,
     SessionInfo,
     Signer,
+    key_id,
 )
+from zeta_router.router.reload import KeyWatcher
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -108,3 +110,26 @@ def test_key_files(tmp_path: Path) -> None:
         Signer.from_file(f)
     with pytest.raises(KeyFileError, match="cannot read"):
         Signer.from_file(tmp_path / "missing")
+
+
+def test_a_key_watcher_takes_new_keys_and_keeps_them_over_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    old, new = b"o" * 32, b"n" * 32
+    path.write_bytes(old + b"\n")
+    signer = Signer.from_file(path)
+    seen: list[tuple[str, ...]] = []
+    watcher = KeyWatcher(path, signer, on_keys=lambda s: seen.append(s.key_ids))
+    assert not watcher.poll()  # what it started with
+    issued = signer.request_id(INFO)
+    path.write_bytes(new + b"\n" + old + b"\n")
+    assert watcher.poll()
+    assert seen == [(key_id(new), key_id(old))]
+    assert signer.verify_request_id(issued).nonce == INFO.nonce  # old ids still verify
+    fresh = signer.request_id(INFO)
+    assert Signer([new]).verify_request_id(fresh).nonce == INFO.nonce  # the new key signs
+    path.write_bytes(b"short\n")
+    assert not watcher.poll()  # refused: the keys in use stay
+    assert signer.key_ids == (key_id(new), key_id(old))
+    path.unlink()
+    assert not watcher.poll()
+    assert signer.key_ids == (key_id(new), key_id(old))

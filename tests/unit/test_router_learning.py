@@ -247,3 +247,32 @@ def test_the_admin_port_serves_the_store_a_page_at_a_time() -> None:
                 assert (await r.json())["error"]["code"] == "learning_off"
 
     asyncio.run(main())
+
+
+def test_a_judge_answer_past_its_bound_is_no_verdict() -> None:
+    """The largest tier answers the judge with more than JUDGE_ANSWER_MAX_BYTES: the router reads
+    no further than the bound, and the pair gets no label (counted as a failed verdict)."""
+    from zeta_router.router.learning import JUDGE_ANSWER_MAX_BYTES
+
+    async def main() -> None:
+        async with fake_server() as small, fake_server() as large:
+            await control(large, answer="YES " * (JUDGE_ANSWER_MAX_BYTES // 4 + 10))
+            c = cfg(server_url(small), server_url(large), shadowJudge="largest-tier")
+            c["shadowSampleRate"] = 1.0
+            async with router_client(c, signer=Signer([KEY])) as (a, router):
+                r = await a.post(CHAT, json={"messages": [{"role": "user", "content": PROMPT}]})
+                assert r.headers["x-zeta-tier"] == "small"
+
+                failed = 'verdict="failed"} 1.0'
+                deadline = asyncio.get_running_loop().time() + 30
+                for _ in range(100_000):
+                    text = router.metrics.render().decode()
+                    if failed in text or asyncio.get_running_loop().time() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                assert failed in router.metrics.render().decode()
+                batch = router.learning.batch(0)
+                assert batch is not None
+                assert batch.labels == []
+
+    asyncio.run(main())

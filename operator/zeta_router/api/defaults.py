@@ -34,6 +34,9 @@ ROUTER_PORT: Final = 8080
 ROUTER_ADMIN_PORT: Final = 8081
 """The router's /healthz, /readyz and /metrics: apart from the client API (entry Service)."""
 
+PDB_MAX_UNAVAILABLE: Final = 1
+"""A tier's PodDisruptionBudget by default: one pod at a time, never the last one."""
+
 VLLM_CPU_PER_GPU: Final = 4
 """CPU request of a vLLM replica per GPU it uses, when the tier sets none: tokenisation, the
 scheduler and the API server run on CPUs, and starving them slows every GPU of the replica."""

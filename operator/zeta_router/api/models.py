@@ -216,6 +216,24 @@ _OWNED_FLAGS: Final[dict[str, dict[str, str]]] = {
 }
 
 
+class DisruptionBudget(SpecModel):
+    """The tier's PodDisruptionBudget: how many of its pods voluntary disruptions (a node
+    drain, the cluster autoscaler, an eviction) may take at once."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Give the tier a PodDisruptionBudget <router>-<tier> (the operator's, "
+        "repaired like its other children). false: none (and an existing one is removed).",
+    )
+    max_unavailable: int = Field(
+        default=defaults.PDB_MAX_UNAVAILABLE,
+        ge=0,
+        description="Pods of the tier an eviction may take at once, never the last one: the "
+        "budget rendered is min(maxUnavailable, replicas - 1), so a one-replica tier refuses "
+        "evictions (a drain waits until the tier has another replica). 0: refuse all.",
+    )
+
+
 class TierSpec(SpecModel):
     """One tier: a model served by a Deployment of model-server pods, each with a router sidecar."""
 
@@ -276,6 +294,11 @@ class TierSpec(SpecModel):
     )
     replicas: ReplicaRange = Field(
         default_factory=ReplicaRange, description="Replica bounds and the starting count."
+    )
+    disruption_budget: DisruptionBudget = Field(
+        default_factory=DisruptionBudget,
+        description="The tier's PodDisruptionBudget (default maxUnavailable 1, never the "
+        "tier's last replica).",
     )
     port: int = Field(
         default=defaults.VLLM_PORT,
@@ -525,8 +548,8 @@ class RouterSpec(SpecModel):
         default=defaults.ROUTER_ADMIN_PORT,
         ge=1,
         le=65535,
-        description="Router port of /healthz, /readyz (the probes) and /metrics (the monitors); "
-        "not exposed by the entry Service.",
+        description="Router port of /healthz, /readyz (the probes), /metrics (the monitors) "
+        "and the learner's samples; on no Service (the operator reaches it by pod IP).",
     )
     resources: ResourceRequirements | None = Field(
         default=None,

@@ -38,6 +38,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ from zeta_router.autoscale.credentials import CredentialsRefusedError, SecretPol
 from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.autoscale.policy import ContextState, Decision, PolicyState, decide
 from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
+from zeta_router.bounded_http import EndpointAllowList
 from zeta_router.controller.desired import LoopChoice
 from zeta_router.controller.status import (
     METRICS_AVAILABLE,
@@ -90,6 +92,9 @@ SECRETS_POLICY_SETTING = "prometheus_secrets"
 """``OperatorConfig.extra`` key: the credential policy (``--prometheus-secrets``)."""
 SECRETS_ALLOWED_SETTING = "prometheus_secret_allow"
 """``OperatorConfig.extra`` key: allowed Secrets, one ``NAMESPACE/NAME=URL`` per line."""
+ENDPOINTS_SETTING = "prometheus_endpoints"
+"""``OperatorConfig.extra`` key: allowed Prometheus hosts and CIDRs, comma-separated
+(``--prometheus-endpoint``; empty: any)."""
 
 _REASONS = {
     ("replicas", "up"): "ScaledUp",
@@ -103,16 +108,27 @@ _METRICS_REASONS = {
     MetricsStatus.NO_SERIES: "NoSeries",
     MetricsStatus.ERROR: "PrometheusError",
     MetricsStatus.REFUSED: "CredentialsRefused",
+    MetricsStatus.NOT_ALLOWED: "PrometheusNotAllowed",
 }
 
 SourceFactory = Callable[[str, float, float, Mapping[str, str] | None], Any]
 """(url, window s, timeout s, headers) -> an object with ``snapshot(target) -> MetricsSnapshot``."""
 
 
-def _prometheus_source(
-    url: str, window: float, timeout: float, headers: Mapping[str, str] | None
-) -> PrometheusSource:
-    return PrometheusSource(url, window_seconds=window, timeout_seconds=timeout, headers=headers)
+def prometheus_sources(allowed: EndpointAllowList) -> SourceFactory:
+    """Prometheus sources that query only endpoints of ``allowed``."""
+
+    def factory(
+        url: str, window: float, timeout: float, headers: Mapping[str, str] | None
+    ) -> PrometheusSource:
+        return PrometheusSource(
+            url, window_seconds=window, timeout_seconds=timeout, headers=headers, allowed=allowed
+        )
+
+    return factory
+
+
+_prometheus_source = prometheus_sources(EndpointAllowList())
 
 
 @dataclass
@@ -165,12 +181,18 @@ class ControlLoop:
     async def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
         """A ZetaRouter's daemon: one interval, then sleep until the next, until stopped.
         ``body`` is kopf's live view of the object (the latest spec and status). The interval's
-        work (blocking: Prometheus and the apiserver) runs in a worker thread; the sleep holds
-        no thread, so any number of ZetaRouters never starve the handlers' threads."""
+        work (blocking: Prometheus and the apiserver) runs in a thread of this ZetaRouter's own
+        (no pool shared with other ZetaRouters, which a slow Prometheus could fill); the sleep
+        holds no thread, so any number of ZetaRouters never starve the handlers' threads."""
         mem = Memory()
-        while not stopped:
-            delay = await asyncio.to_thread(self.step_logged, body, mem)
-            await stopped.wait(delay)
+        running = asyncio.get_running_loop()
+        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoscale")
+        try:
+            while not stopped:
+                delay = await running.run_in_executor(own, self.step_logged, body, mem)
+                await stopped.wait(delay)
+        finally:
+            own.shutdown(wait=False)
 
     def step_logged(self, body: Mapping[str, Any], mem: Memory) -> float:
         try:
@@ -331,6 +353,8 @@ class ControlLoop:
                 headers,
             )
         result: MetricsSnapshot = source.snapshot(settings.target)
+        if result.status is MetricsStatus.NOT_ALLOWED:
+            self.events.warning(body, "PrometheusNotAllowed", result.message)
         return result
 
     def _auth_headers(self, namespace: str, settings: LoopSettings) -> dict[str, str] | None:
@@ -509,6 +533,9 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         context.kube,
         context.events,
         context.reconciler,
+        source_factory=prometheus_sources(
+            EndpointAllowList.parse([extra.get(ENDPOINTS_SETTING) or ""])
+        ),
         secrets=SecretPolicy.parse(
             extra.get(SECRETS_POLICY_SETTING) or "annotated",
             [s for s in (extra.get(SECRETS_ALLOWED_SETTING) or "").split("\n") if s],

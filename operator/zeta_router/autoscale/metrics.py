@@ -16,17 +16,26 @@ Engine-aware metric names: vLLM (``vllm:num_requests_waiting``, ``vllm:num_reque
 ``llamacpp:requests_processing``; its TTFT comes from the routers'
 ``zeta_router_upstream_ttft_seconds``). Routing per context comes from the routers' metrics.
 
-Failures are explicit: an unreachable Prometheus, a timeout, an error answer, or no scrape
+Failures are explicit: an unreachable Prometheus (refused, timed out, not HTTP: one kind), an
+error answer (its status code only), an endpoint outside the operator's allow-list, or no scrape
 target of this ZetaRouter at all give an unavailable snapshot saying which; a single missing
 series leaves that one value ``None`` (unknown, never zero).
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 
 from zeta_router.api.engines import (
     LLAMACPP_RUNNING,
@@ -44,6 +53,9 @@ from zeta_router.autoscale.snapshot import (
     ScoreHistogram,
     TierSample,
 )
+from zeta_router.bounded_http import EndpointAllowList, FetchError, fetch
+
+log = logging.getLogger(__name__)
 
 LABEL_NAMESPACE = "namespace"
 LABEL_POD = "pod"
@@ -267,8 +279,19 @@ def _histogram(result: Result, context: str) -> ScoreHistogram | None:
     return ScoreHistogram(tuple(b for b, _ in buckets), tuple(cumulative))
 
 
+#: Largest answer read from Prometheus for one query (a snapshot's answers are a few KiB).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: A snapshot's queries together end within this many times the per-query timeout.
+SNAPSHOT_BUDGET_TIMEOUTS = 3.0
+
+
 class PrometheusSource:
-    """Queries one Prometheus (prometheus-api-client; blocking — run it in a worker thread)."""
+    """Queries one Prometheus (prometheus-api-client; blocking — run it in a worker thread).
+
+    The client's requests go through :class:`BoundedAdapter`: the operator's bounded fetch (no
+    redirects, a total deadline, a size bound, nothing of the answer echoed). A snapshot's
+    queries share one budget (``SNAPSHOT_BUDGET_TIMEOUTS`` timeouts), so a slow Prometheus
+    costs its ZetaRouter's loop a bounded time, and only its own."""
 
     def __init__(
         self,
@@ -279,13 +302,25 @@ class PrometheusSource:
         headers: Mapping[str, str] | None = None,
         basic_auth: tuple[str, str] | None = None,
         verify_tls: bool = True,
+        allowed: EndpointAllowList | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        import requests
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
         self.url = url.rstrip("/")
         self.window_seconds = window_seconds
         self.timeout_seconds = timeout_seconds
+        self.allowed = allowed or EndpointAllowList()
+        self.clock = clock
+        session = requests.Session()
+        session.verify = verify_tls
+        session.trust_env = False  # no proxies or netrc picked up from the environment
+        adapter = BoundedAdapter(max_bytes)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         # No retries inside one snapshot: the loop tries again next interval anyway.
         self._client = PrometheusConnect(
             url=self.url,
@@ -294,56 +329,94 @@ class PrometheusSource:
             retry=Retry(total=0, connect=0, read=0, redirect=0, status=0),
             auth=basic_auth,
             timeout=timeout_seconds,
+            session=session,
         )
+        # The client mounts its own adapter on the URL's prefix: ours goes back over it.
+        session.mount(self.url, adapter)
 
-    def query(self, promql: str) -> Result:
-        result: Result = self._client.custom_query(promql, timeout=self.timeout_seconds)
+    def query(self, promql: str, timeout: float | None = None) -> Result:
+        result = self._client.custom_query(
+            promql, timeout=self.timeout_seconds if timeout is None else timeout
+        )
+        if not isinstance(result, list):
+            raise ValueError("not a query result")
         return result
 
     def snapshot(self, target: RouterTarget) -> MetricsSnapshot:
-        """A snapshot of ``target``; never raises for Prometheus trouble (it is in the status)."""
-        import requests
+        """A snapshot of ``target``; never raises for Prometheus trouble (it is in the status,
+        in fixed words: nothing Prometheus answered is repeated)."""
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
+        if not self.allowed.allows(self.url):
+            return MetricsSnapshot.unavailable(
+                MetricsStatus.NOT_ALLOWED,
+                f"Prometheus at {self.url} {FetchError('not-allowed')}; not queried",
+            )
         results: dict[str, Result] = {}
+        budget_end = self.clock() + SNAPSHOT_BUDGET_TIMEOUTS * self.timeout_seconds
         try:
             for key, promql in build_queries(target, self.window_seconds).items():
-                results[key] = self.query(promql)
-        except requests.exceptions.RequestException as exc:
-            if not _is_timeout(exc):
-                return MetricsSnapshot.unavailable(
-                    MetricsStatus.UNREACHABLE,
-                    f"cannot reach Prometheus at {self.url}: {_short(exc)}",
-                )
+                left = budget_end - self.clock()
+                if left <= 0:
+                    raise FetchError("unreachable")
+                results[key] = self.query(promql, min(self.timeout_seconds, left))
+        except FetchError as exc:
+            unreachable = exc.kind == "unreachable"
+            status = MetricsStatus.UNREACHABLE if unreachable else MetricsStatus.ERROR
+            return MetricsSnapshot.unavailable(status, f"Prometheus at {self.url} {exc}")
+        except (PrometheusApiClientException, ValueError, KeyError, TypeError, OSError) as exc:
+            # A 2xx whose body is not a query result (the client's own errors carry the body:
+            # they are not repeated).
+            log.info("Prometheus at %s: unusable answer (%s)", self.url, type(exc).__name__)
             return MetricsSnapshot.unavailable(
-                MetricsStatus.TIMEOUT,
-                f"Prometheus at {self.url} did not answer within {self.timeout_seconds:g}s",
-            )
-        except (PrometheusApiClientException, ValueError, KeyError) as exc:
-            return MetricsSnapshot.unavailable(
-                MetricsStatus.ERROR, f"Prometheus at {self.url} answered an error: {_short(exc)}"
+                MetricsStatus.ERROR,
+                f"Prometheus at {self.url} answered with no usable query result",
             )
         return assemble(target, results)
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    """requests reports a read timeout as Timeout, or (with retries off) as a ConnectionError
-    wrapping urllib3's MaxRetryError whose reason is a timeout."""
-    import requests
-    from urllib3.exceptions import MaxRetryError, NewConnectionError, TimeoutError
+class BoundedAdapter(HTTPAdapter):
+    """A requests transport adapter that sends with :func:`bounded_http.fetch` (the timeout
+    requests passes is the request's total deadline); a non-2xx answer raises
+    :class:`FetchError` before any client code sees its body."""
 
-    def timed_out(e: object) -> bool:
-        # urllib3 makes a refused connection a subclass of its connect timeout.
-        return isinstance(e, TimeoutError) and not isinstance(e, NewConnectionError)
+    def __init__(self, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+        super().__init__(max_retries=0)
+        self.max_bytes = max_bytes
 
-    if isinstance(exc, requests.exceptions.Timeout):
-        return True
-    return any(timed_out(a.reason if isinstance(a, MaxRetryError) else a) for a in exc.args)
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    def send(
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> Response:
+        if isinstance(timeout, tuple):
+            timeout = sum(t for t in timeout if t is not None)
+        body = request.body
+        if body is not None and not isinstance(body, str | bytes):
+            raise FetchError("unreachable")  # a streamed body: nothing here sends one
+        answer = fetch(
+            str(request.url),
+            deadline_seconds=float(timeout or 30.0),
+            max_bytes=self.max_bytes,
+            method=str(request.method or "GET"),
+            headers={k: str(v) for k, v in request.headers.items()},
+            body=body.encode() if isinstance(body, str) else body,
+            tls_verify=verify is not False,
+            ca_file=verify if isinstance(verify, str) else None,
+        )
+        resp = Response()
+        resp.status_code = answer.status
+        resp.headers = CaseInsensitiveDict(answer.headers)
+        resp.raw = io.BytesIO(answer.body)
+        resp.url = str(request.url)
+        resp.request = request
+        resp.encoding = get_encoding_from_headers(resp.headers)
+        resp.reason = ""
+        return resp
 
 
 def target_from(

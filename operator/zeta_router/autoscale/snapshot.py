@@ -21,10 +21,14 @@ class MetricsStatus(enum.Enum):
     OK = "ok"
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
+    """Kept for callers that report their own timeouts; the Prometheus source reports a
+    timeout as UNREACHABLE, so that a user cannot tell a silent port from a closed one."""
     NO_SERIES = "no-series"
     ERROR = "error"
     REFUSED = "refused"
     """The credentials named for Prometheus may not be used (the operator's Secret policy)."""
+    NOT_ALLOWED = "not-allowed"
+    """The Prometheus URL is outside the allowed endpoints (``--prometheus-endpoint``)."""
 
 
 @dataclass(frozen=True)

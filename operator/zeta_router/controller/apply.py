@@ -123,7 +123,11 @@ class Applier:
         kind = names.child_kind(str(child["kind"]))
         meta = child["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
-        path = api_path(kind.api_version, kind.plural, namespace, name)
+        # The child's own apiVersion: a kind may be served at another version than the one
+        # names lists (PodDisruptionBudgets on clusters older than policy/v1).
+        path = api_path(
+            str(child.get("apiVersion") or kind.api_version), kind.plural, namespace, name
+        )
         key = (kind.kind, namespace, name)
         intent = digest(child)
         if live is not None:

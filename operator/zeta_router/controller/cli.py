@@ -7,9 +7,13 @@ import asyncio
 import logging
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from zeta_router.controller import render_args
 from zeta_router.controller.config import DEFAULT_PEERING, OperatorConfig
+
+if TYPE_CHECKING:
+    from zeta_router.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Prometheus at URL (repeatable)",
     )
     parser.add_argument(
+        "--prometheus-endpoint",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
+        help="a host name, address or network (CIDR) a ZetaRouter's spec.autoscaling.prometheus."
+        "url may point at (repeatable or comma-separated); with none given, any",
+    )
+    parser.add_argument(
         "--kubeconfig",
         default=None,
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
@@ -137,7 +149,12 @@ def _host_port(value: str) -> tuple[str, int] | None:
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     from zeta_router.autoscale.credentials import SecretPolicy
-    from zeta_router.autoscale.loop import SECRETS_ALLOWED_SETTING, SECRETS_POLICY_SETTING
+    from zeta_router.autoscale.loop import (
+        ENDPOINTS_SETTING,
+        SECRETS_ALLOWED_SETTING,
+        SECRETS_POLICY_SETTING,
+    )
+    from zeta_router.bounded_http import EndpointAllowList
 
     if args.drift_interval <= 0:
         raise SystemExit("error: --drift-interval must be positive")
@@ -147,6 +164,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         SecretPolicy.parse(args.prometheus_secrets, args.prometheus_secret)
     except ValueError as e:
         raise SystemExit(f"error: --prometheus-secret: {e}") from None
+    try:
+        EndpointAllowList.parse(args.prometheus_endpoint)
+    except ValueError as e:
+        raise SystemExit(f"error: --prometheus-endpoint: {e}") from None
     metrics = _host_port(args.metrics_address)
     settings = render_args.render_settings(args)
     return OperatorConfig(
@@ -172,8 +193,27 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         extra={
             SECRETS_POLICY_SETTING: args.prometheus_secrets,
             SECRETS_ALLOWED_SETTING: "\n".join(args.prometheus_secret),
+            ENDPOINTS_SETTING: ",".join(args.prometheus_endpoint),
         },
     )
+
+
+def pdb_api_version(kube: Kube) -> str:
+    """``policy/v1`` where the cluster serves PodDisruptionBudgets there (Kubernetes 1.21 and
+    later), else ``policy/v1beta1`` (1.20 and older; 1.25 removed it): asked of discovery once,
+    at start (an upgraded control plane restarts nothing of ours, but a new operator pod asks
+    again)."""
+    from zeta_router.kube import ApiError
+    from zeta_router.render import names
+
+    try:
+        resources = kube.get(f"/apis/{names.PDB.api_version}").get("resources") or []
+    except ApiError as e:
+        if not e.not_found:
+            raise
+        return names.PDB_V1BETA1.api_version
+    served = any(r.get("name") == names.PDB.plural for r in resources)
+    return names.PDB.api_version if served else names.PDB_V1BETA1.api_version
 
 
 def _quiet_routine_successes(record: logging.LogRecord) -> bool:
@@ -216,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         network_policy=cfg.network_policy,
         scrapers=cfg.metrics_from,
         operators=cfg.operator_from,
+        pdb_api_version=pdb_api_version(kube),
         pod_policy=cfg.pod_policy,
     )
     ctx = OperatorContext(cfg, kube, events, Reconciler(kube, events, render_settings))

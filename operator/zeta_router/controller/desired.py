@@ -53,6 +53,9 @@ class RenderSettings:
     operators: tuple[Mapping[str, Any], ...] = ()
     """NetworkPolicy peers of the operator's own pods (its learner reads the routers' admin
     port)."""
+    pdb_api_version: str = names.PDB.api_version
+    """The PodDisruptionBudget API the cluster serves (``policy/v1``, or ``policy/v1beta1`` on
+    Kubernetes 1.20 and older; the reconciler asks discovery)."""
     pod_policy: PodPolicy = field(default_factory=PodPolicy)
     """What a ZetaRouter may put into pods (the installer's policy)."""
 
@@ -144,6 +147,7 @@ def compute(
         replicas=replicas,
         router_image=cfg.router_image,
         learned=learned,
+        pdb_api_version=cfg.pdb_api_version,
     )
     enforce(name, spec, out.children, cfg.pod_policy, secret_annotations or {})
     children = list(out.children)

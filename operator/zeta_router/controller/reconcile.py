@@ -203,10 +203,14 @@ class Reconciler:
     # ---- the work -----------------------------------------------------------------------------
 
     def child_kinds(self) -> tuple[names.ChildKind, ...]:
-        """The kinds of children this operator makes (NetworkPolicies only when enabled)."""
-        if self.settings.network_policy:
-            return names.CHILD_KINDS
-        return tuple(k for k in names.CHILD_KINDS if k is not names.NETWORK_POLICY)
+        """The kinds of children this operator makes (NetworkPolicies only when enabled;
+        PodDisruptionBudgets at the API version the cluster serves)."""
+        pdb = names.pdb_kind(self.settings.pdb_api_version)
+        return tuple(
+            pdb if k is names.PDB else k
+            for k in names.CHILD_KINDS
+            if self.settings.network_policy or k is not names.NETWORK_POLICY
+        )
 
     def _list_children(
         self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
@@ -368,8 +372,11 @@ class Reconciler:
     ) -> None:
         """Create the routers' signing key Secret once, before the pods that mount it. Only
         ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
-        key) is kept, so a reconcile never rotates the key and the operator never reads it."""
-        secret = adopted(build_router_key_secret(name, secrets.token_urlsafe(32)), owner)
+        key) is kept, so a reconcile never rotates the key."""
+        secret = adopted(
+            build_router_key_secret(name, secrets.token_urlsafe(32), secrets.token_urlsafe(32)),
+            owner,
+        )
         try:
             self.kube.create(api_path("v1", "secrets", namespace), secret)
         except ApiError as e:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeta_router.bounded_http import FetchError
+from zeta_router.bounded_http import fetch as bounded_fetch
 from zeta_router.kube import Kube, api_path
 from zeta_router.render import names
 from zeta_router.scoring.samples import PAGE, Batch, WireError
@@ -33,11 +33,22 @@ ADDRESSES_ENV = "ZETA_ROUTER_ROUTER_ADDRESSES"
 SAMPLES_PATH = "/learning/samples"
 #: Pages read from one router per interval at most (the rest waits for the next interval).
 MAX_PAGES = 50
+#: One page's total deadline (connecting, headers and body together).
 TIMEOUT_SECONDS = 10.0
+#: Largest page read (a full page of long prompts' samples is a few MiB); a page past it is
+#: asked again with fewer records (see ``LearningLoop``).
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+#: A ZetaRouter's collection of one interval ends within this (the rest waits for the next).
+COLLECT_BUDGET_SECONDS = 60.0
 
 
 class CollectError(Exception):
-    """A router could not be read (the message says which and why)."""
+    """A router could not be read (the message says which and why, in fixed words: nothing the
+    router answered is repeated)."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 @dataclass(frozen=True)
@@ -88,19 +99,27 @@ def list_routers(kube: Kube, namespace: str, router: str, port: int) -> list[Rou
     return endpoints(pods, port, address_map())
 
 
-def fetch(endpoint: RouterEndpoint, after: int, limit: int = PAGE) -> tuple[Batch, list[str]]:
-    """One page of a router's records after ``after``; raises :class:`CollectError`."""
+def fetch(
+    endpoint: RouterEndpoint,
+    after: int,
+    limit: int = PAGE,
+    *,
+    deadline_seconds: float = TIMEOUT_SECONDS,
+    max_bytes: int = MAX_PAGE_BYTES,
+) -> tuple[Batch, list[str]]:
+    """One page of a router's records after ``after``, bounded (``bounded_http``: no redirect,
+    a total deadline, a size bound); raises :class:`CollectError`."""
     url = f"{endpoint.url}{SAMPLES_PATH}?after={after}&limit={limit}"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as resp:
-            raw = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise CollectError(f"{endpoint.pod}: HTTP {exc.code} from {url}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise CollectError(f"{endpoint.pod}: cannot reach {url}: {exc}") from None
-    except ValueError as exc:
-        raise CollectError(f"{endpoint.pod}: not JSON from {url}: {exc}") from None
+        answer = bounded_fetch(url, deadline_seconds=deadline_seconds, max_bytes=max_bytes)
+        raw = json.loads(answer.body)
+    except FetchError as exc:
+        raise CollectError(
+            f"{endpoint.pod}: {SAMPLES_PATH} {exc}", too_large=exc.kind == "too-large"
+        ) from None
+    except ValueError:
+        raise CollectError(f"{endpoint.pod}: {SAMPLES_PATH} answered something not JSON") from None
     try:
         return Batch.from_wire(raw)
     except WireError as exc:
-        raise CollectError(f"{endpoint.pod}: unusable answer from {url}: {exc}") from None
+        raise CollectError(f"{endpoint.pod}: unusable answer from {SAMPLES_PATH}: {exc}") from None

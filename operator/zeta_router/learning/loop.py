@@ -17,6 +17,8 @@ adopted corrections are in the store and survive.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 import math
 import threading
@@ -40,6 +42,7 @@ from zeta_router.api.models import (
 from zeta_router.controller.status import patch_status
 from zeta_router.kube import APPLY_PATCH, ApiError, Kube, api_path
 from zeta_router.learning import collect, cycle
+from zeta_router.render import names
 from zeta_router.render.configmap import effective_thresholds
 from zeta_router.render.learned import (
     LEARNING_MANAGER,
@@ -51,7 +54,7 @@ from zeta_router.scoring import ngrams
 from zeta_router.scoring.features import vector_and_text
 from zeta_router.scoring.labels import LabelFileError, read_label_file
 from zeta_router.scoring.learned import LearnedCorrection
-from zeta_router.scoring.samples import Joiner
+from zeta_router.scoring.samples import PAGE, Batch, Joiner
 
 if TYPE_CHECKING:
     import kopf
@@ -65,8 +68,9 @@ log = logging.getLogger(__name__)
 #: How often a daemon whose ZetaRouter does not learn looks again (its spec is a live view).
 IDLE_SECONDS = 10.0
 
-#: Threads that run the learning intervals of all ZetaRouters (apart from kopf's handlers).
+#: Refits (CPU-bound) running at once, across all ZetaRouters: more would not be faster.
 LEARNING_THREADS = 2
+_REFITS = threading.BoundedSemaphore(LEARNING_THREADS)
 
 
 def _rfc3339(ts: float) -> str:
@@ -81,6 +85,7 @@ class _Memory:
     cold_start: tuple[str, str] | None = None  # (resourceVersion, key) of the file read
     model: str = "learned"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    page_limits: dict[str, int] = field(default_factory=dict)  # pod -> records asked per page
 
 
 class LearningLoop:
@@ -162,16 +167,17 @@ class LearningLoop:
         )
         store = parse_model_store(store_cm)
         learning_contexts = [c.name for c in spec.contexts if spec.learning.learns(c.name)]
-        result = cycle.run(
-            spec,
-            effective_thresholds(spec, parse_status(body)),
-            {c: mem.joiner.labelled(c) for c in learning_contexts},
-            mem.joiner.versions(),
-            {c: mem.joiner.recent(c) for c in learning_contexts},
-            store,
-            mem.contexts,
-            stamp,
-        )
+        with _REFITS:
+            result = cycle.run(
+                spec,
+                effective_thresholds(spec, parse_status(body)),
+                {c: mem.joiner.labelled(c) for c in learning_contexts},
+                mem.joiner.versions(),
+                {c: mem.joiner.recent(c) for c in learning_contexts},
+                store,
+                mem.contexts,
+                stamp,
+            )
         if result.store_changed(store):
             self._write_store(body, namespace, name, result.models)
             if self.reconciler is not None:
@@ -228,6 +234,17 @@ class LearningLoop:
         version = (str((cm.get("metadata") or {}).get("resourceVersion")), cold.key)
         if version == mem.cold_start:
             return
+        try:
+            key = ngram_key(self.kube, namespace, str(body["metadata"]["name"]))
+        except (ApiError, ValueError) as exc:
+            # Hashed without the routers' key, its labels would match nothing they learn from.
+            self.events.warning(
+                body,
+                "ColdStartFileNotRead",
+                f"cannot read the n-gram key of Secret "
+                f"{names.router_key_secret_name(str(body['metadata']['name']))}: {exc}",
+            )
+            return
         mem.cold_start = version
         text = (cm.get("data") or {}).get(cold.key)
         where = f"ConfigMap {cold.config_map}, key {cold.key}"
@@ -248,7 +265,7 @@ class LearningLoop:
             if not targets:
                 continue
             x, analysed = vector_and_text({"messages": [{"role": "user", "content": row.prompt}]})
-            idx = ngrams.indices(analysed)
+            idx = ngrams.indices(analysed, key=key)
             for ctx in targets:
                 by_context.setdefault(ctx, []).append(
                     (f"file:{row.line}", tuple(x), idx, row.label)
@@ -276,17 +293,42 @@ class LearningLoop:
         except ApiError as exc:
             log.warning("%s/%s: cannot list the routers' pods: %s", namespace, name, exc)
             return 0, 0
+        expected = self._expected_key_id(namespace, name)
         reached = 0
+        # This ZetaRouter's collection has a budget of its own; each page a total deadline and a
+        # size bound (collect.fetch). A router that answers slowly, endlessly or hugely costs
+        # this ZetaRouter's interval that much, and no other ZetaRouter anything.
+        budget_end = time.monotonic() + collect.COLLECT_BUDGET_SECONDS
         for endpoint in routers:
             known = mem.joiner.cursors.get(endpoint.pod)
             after = known[1] if known is not None else 0
+            limit = mem.page_limits.get(endpoint.pod, PAGE)
             try:
                 for _ in range(collect.MAX_PAGES):
-                    batch, problems = collect.fetch(endpoint, after)
+                    left = budget_end - time.monotonic()
+                    if left <= 0:
+                        raise collect.CollectError(
+                            f"{endpoint.pod}: left for the next interval (collection budget spent)"
+                        )
+                    try:
+                        batch, problems = collect.fetch(
+                            endpoint,
+                            after,
+                            limit,
+                            deadline_seconds=min(collect.TIMEOUT_SECONDS, left),
+                        )
+                    except collect.CollectError as exc:
+                        if not exc.too_large or limit <= 1:
+                            raise
+                        # A page of long prompts' samples past the size bound: ask for fewer.
+                        limit = mem.page_limits[endpoint.pod] = max(1, limit // 4)
+                        continue
                     if known is not None and batch.epoch != known[0] and after != 0:
                         # The router restarted since: its numbers start again.
                         known, after = None, 0
                         continue
+                    if expected is not None:
+                        batch = _same_key(batch, expected, f"{namespace}/{name}: {endpoint.pod}")
                     mem.joiner.ingest(endpoint.pod, batch, now)
                     for p in problems[:3]:
                         log.warning(
@@ -299,6 +341,15 @@ class LearningLoop:
             except collect.CollectError as exc:
                 log.info("%s/%s: %s", namespace, name, exc)
         return reached, len(routers)
+
+    def _expected_key_id(self, namespace: str, name: str) -> str | None:
+        """The key id of the ZetaRouter's n-gram key (None: the key cannot be read, and samples
+        are taken as they come)."""
+        try:
+            return ngrams.key_id(ngram_key(self.kube, namespace, name))
+        except (ApiError, ValueError) as exc:
+            log.debug("%s/%s: n-gram key not read (%s): samples not checked", namespace, name, exc)
+            return None
 
     # ---- the store ----------------------------------------------------------------------------
 
@@ -331,28 +382,62 @@ class LearningLoop:
         )
 
 
+def _same_key(batch: Batch, expected: str, where: str) -> Batch:
+    """``batch`` without the samples hashed with another n-gram key than ``expected`` (a router
+    started before the key changed, or none): their indices would teach nothing."""
+    kept = [s for s in batch.samples if s.key_id == expected]
+    if len(kept) == len(batch.samples):
+        return batch
+    log.warning(
+        "%s: %d samples hashed with another n-gram key left out",
+        where,
+        len(batch.samples) - len(kept),
+    )
+    return dataclasses.replace(batch, samples=kept)
+
+
+def ngram_key(kube: Kube, namespace: str, name: str) -> bytes:
+    """The n-gram key of ZetaRouter ``namespace/name``, as its routers make it of the Secret
+    ``<name>-router-key`` (``router.cli.ngram_key``): of its ``ngram-key``, else of the first
+    line of its ``key``. Raises ``ApiError`` (not readable) or ``ValueError`` (no key in it)."""
+    secret = kube.get(api_path("v1", "secrets", namespace, names.router_key_secret_name(name)))
+    data = secret.get("data") or {}
+    for field_name in (names.NGRAM_KEY_FIELD, names.ROUTER_KEY_FIELD):
+        raw = data.get(field_name)
+        if not raw:
+            continue
+        lines = [ln.strip() for ln in base64.b64decode(raw).splitlines() if ln.strip()]
+        if lines:
+            return ngrams.derive_key(lines[0])
+    raise ValueError("it holds no key")
+
+
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     """Called by the controller (``zeta_router.controller.handlers``) to add the daemon."""
     import kopf
 
     loop = LearningLoop(context.kube, context.events, context.reconciler)
 
-    # Async, with each interval's work in a small pool of its own: a sync daemon would hold
-    # one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
-    # with as many ZetaRouters as threads no handler could run at all. Refits are CPU-bound, so
-    # more threads than this would not make them faster.
-    pool = ThreadPoolExecutor(max_workers=LEARNING_THREADS, thread_name_prefix="learning")
-
+    # Async, with each interval's work in a thread of this ZetaRouter's own: a sync daemon would
+    # hold one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
+    # a pool shared by all ZetaRouters could be held by one whose routers answer slowly. Refits
+    # (CPU-bound) take turns across ZetaRouters (LEARNING_THREADS at once).
     async def daemon(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
         running = asyncio.get_running_loop()
-        while not stopped:
-            try:
-                wait = await running.run_in_executor(pool, loop.run_once, body)
-            except ApiError as e:
-                # Logged, not raised: the next interval tries again.
-                log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
-                wait = IDLE_SECONDS
-            await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
+        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learning")
+        try:
+            while not stopped:
+                try:
+                    wait = await running.run_in_executor(own, loop.run_once, body)
+                except ApiError as e:
+                    # Logged, not raised: the next interval tries again.
+                    log.warning(
+                        "%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e
+                    )
+                    wait = IDLE_SECONDS
+                await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
+        finally:
+            own.shutdown(wait=False)
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         loop.forget(str(meta.get("namespace")), str(meta.get("name")))

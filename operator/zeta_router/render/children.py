@@ -8,7 +8,8 @@
                  live_configmap=live_cm,            # the live <name>-routing, or None
                  replicas={"small": 2, "large": 1}, # chosen by the controller
                  router_image=operator_image)
-    out.children        # ConfigMap, per tier Deployment + Services, then the entry Service
+    out.children        # ConfigMap, then per tier Deployment + Services (+ PodDisruptionBudget),
+                        # then the entry Service
     out.status_fields   # thresholds, thresholdsSummary, routingGeneration for the status
 
 Replica counts are an input: who owns them (the user within [min, max], or the control loop
@@ -34,6 +35,7 @@ from zeta_router.render.configmap import (
     routing_status_fields,
 )
 from zeta_router.render.deployment import build_deployment
+from zeta_router.render.disruption import build_pdb
 from zeta_router.render.learned import effective_corrections
 from zeta_router.render.services import (
     build_entry_service,
@@ -73,16 +75,19 @@ def build_children(
     routing: RoutingConfig,
     replicas: Mapping[str, int] | None = None,
     router_image: str = defaults.ROUTER_IMAGE,
+    pdb_api_version: str = names.PDB.api_version,
 ) -> list[dict[str, Any]]:
-    """Every child: the routing ConfigMap (holding ``routing``), then per tier its Deployment
-    and its two Services, then the entry Service. A tier missing from ``replicas`` gets its initial
-    count."""
+    """Every child: the routing ConfigMap (holding ``routing``), then per tier its Deployment,
+    its two Services and its PodDisruptionBudget (unless the tier turns it off), then the entry
+    Service. A tier missing from ``replicas`` gets its initial count."""
     counts = {**initial_replicas(spec), **(replicas or {})}
     out = [build_configmap(name, routing)]
     for tier in spec.tiers:
         out.append(build_deployment(name, spec, tier, counts[tier.name], router_image))
         out.append(build_tier_service(name, tier, spec))
         out.append(build_tier_replicas_service(name, tier))
+        if tier.disruption_budget.enabled:
+            out.append(build_pdb(name, tier, counts[tier.name], pdb_api_version))
     out.append(build_entry_service(name, spec))
     return out
 
@@ -97,6 +102,7 @@ def render(
     replicas: Mapping[str, int] | None = None,
     router_image: str = defaults.ROUTER_IMAGE,
     learned: Mapping[str, LearnedCorrection] | None = None,
+    pdb_api_version: str = names.PDB.api_version,
 ) -> Rendered:
     """The children of ZetaRouter ``namespace/name`` (see the module docstring). ``learned``:
     the corrections in the learner's store (``render.learned.parse_model_store``)."""
@@ -108,7 +114,7 @@ def render(
         update={"generation": routing_generation(config, live_configmap, last)}
     )
     return Rendered(
-        children=build_children(name, spec, config, replicas, router_image),
+        children=build_children(name, spec, config, replicas, router_image, pdb_api_version),
         routing=config,
         tier_deployments={t.name: names.tier_object_name(name, t.name) for t in spec.tiers},
         status_fields=routing_status_fields(config),

@@ -205,6 +205,8 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             str(r.admin_port),
             "--request-key-file",
             f"{names.ROUTER_KEY_DIR}/{names.ROUTER_KEY_FIELD}",
+            "--ngram-key-file",
+            f"{names.ROUTER_KEY_DIR}/{names.NGRAM_KEY_FIELD}",
             *r.args,
         ],
         "ports": [

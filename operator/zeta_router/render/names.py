@@ -1,10 +1,10 @@
 """Names, labels, selectors and kinds of a ZetaRouter's children (pure): the one place these
 facts live; the controller, the control loop, the tests and the development tooling import them.
 
-Names: ``<router>-<tier>`` for the per-tier Deployment and Service, ``<router>-<tier>-replicas``
-for the tier's headless Service (:func:`tier_replicas_service_name`), ``<router>`` for the entry
-Service and the NetworkPolicy, ``<router>-routing`` for the routing ConfigMap,
-``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
+Names: ``<router>-<tier>`` for the per-tier Deployment, Service and PodDisruptionBudget,
+``<router>-<tier>-replicas`` for the tier's headless Service (:func:`tier_replicas_service_name`),
+``<router>`` for the entry Service and the NetworkPolicy, ``<router>-routing`` for the routing
+ConfigMap, ``<router>-router-key`` for the Secret that signs the routers' request ids. Labels (every
 child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/instance:
 <router>``, ``app.kubernetes.io/component: model-server|router|replicas``,
 ``app.kubernetes.io/managed-by: zeta-router`` and, on per-tier objects, ``zeta.ai/tier: <tier>``.
@@ -44,6 +44,9 @@ ROUTER_KEY_DIR: Final = "/var/run/zeta-router/key"
 """Where the router key Secret is mounted (read-only) in every router container."""
 ROUTER_KEY_FIELD: Final = "key"
 """The Secret's data key holding the key (one per line; the first signs)."""
+NGRAM_KEY_FIELD: Final = "ngram-key"
+"""The Secret's data key holding the secret of the hashed n-grams of learning samples (a
+Secret without it: the first request key stands in)."""
 
 Component = Literal["model-server", "router", "replicas"]
 """``replicas``: a tier's headless Service. Not ``model-server``, so that the monitors that
@@ -52,7 +55,7 @@ it."""
 
 
 def tier_object_name(router: str, tier: str) -> str:
-    """Name of a tier's Deployment and Service."""
+    """Name of a tier's Deployment, Service and PodDisruptionBudget."""
     return f"{router}-{tier}"
 
 
@@ -124,8 +127,17 @@ DEPLOYMENT: Final = ChildKind("Deployment", "apps/v1", "deployments")
 SERVICE: Final = ChildKind("Service", "v1", "services")
 CONFIGMAP: Final = ChildKind("ConfigMap", "v1", "configmaps")
 NETWORK_POLICY: Final = ChildKind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies")
-CHILD_KINDS: Final = (DEPLOYMENT, SERVICE, CONFIGMAP, NETWORK_POLICY)
+PDB: Final = ChildKind("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets")
+"""A tier's PodDisruptionBudget, at ``policy/v1`` (Kubernetes 1.21+); a cluster that serves only
+``policy/v1beta1`` (1.20 and older) gets :data:`PDB_V1BETA1` (the controller asks discovery)."""
+PDB_V1BETA1: Final = ChildKind("PodDisruptionBudget", "policy/v1beta1", "poddisruptionbudgets")
+CHILD_KINDS: Final = (DEPLOYMENT, SERVICE, CONFIGMAP, NETWORK_POLICY, PDB)
 """Every kind of child a ZetaRouter may have."""
+
+
+def pdb_kind(api_version: str) -> ChildKind:
+    """The PodDisruptionBudget kind at ``api_version`` (``policy/v1`` or ``policy/v1beta1``)."""
+    return PDB_V1BETA1 if api_version == PDB_V1BETA1.api_version else PDB
 
 
 def child_kind(kind: str) -> ChildKind:

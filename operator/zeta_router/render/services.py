@@ -1,14 +1,17 @@
 """A ZetaRouter's Services (pure).
 
 - :func:`build_tier_service`: ``<router>-<tier>``, the tier's model servers on the tier's port
-  (the routers of the other tiers reach the tier through it), and its pods' router admin port
-  (health and metrics, for a ServiceMonitor).
+  (the routers of the other tiers reach the tier through it).
 - :func:`build_tier_replicas_service`: ``<router>-<tier>-replicas``, headless: its DNS name
   resolves to the tier's ready pods, so every router reaches each replica itself and picks one
   per request (no API credentials needed in the pods); not-ready and terminating pods leave it.
 - :func:`build_entry_service`: ``<router>``, the router's client port of every pod of the
-  ZetaRouter, all tiers: the endpoint clients use. The admin port is not on it, so clients of
-  the entry Service cannot read metrics.
+  ZetaRouter, all tiers: the endpoint clients use.
+
+The routers' admin port (health, metrics, hashed learning samples, drain) is on no Service:
+the operator's learner reaches each router by its pod's IP, and Prometheus scrapes pods (the
+chart's PodMonitor). A NetworkPolicy (``render.networkpolicy``) admits only scrapers and the
+operator to it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,7 @@ from typing import Any
 
 from zeta_router.api.models import TierSpec, ZetaRouterSpec
 from zeta_router.render import names
-from zeta_router.render.deployment import (
-    MODEL_PORT_NAME,
-    ROUTER_ADMIN_PORT_NAME,
-    ROUTER_PORT_NAME,
-)
+from zeta_router.render.deployment import MODEL_PORT_NAME, ROUTER_PORT_NAME
 
 
 def build_tier_service(name: str, tier: TierSpec, spec: ZetaRouterSpec) -> dict[str, Any]:
@@ -40,12 +39,6 @@ def build_tier_service(name: str, tier: TierSpec, spec: ZetaRouterSpec) -> dict[
                     "name": "http",
                     "port": tier.port,
                     "targetPort": MODEL_PORT_NAME,
-                    "protocol": "TCP",
-                },
-                {
-                    "name": ROUTER_ADMIN_PORT_NAME,
-                    "port": spec.router.admin_port,
-                    "targetPort": ROUTER_ADMIN_PORT_NAME,
                     "protocol": "TCP",
                 },
             ],

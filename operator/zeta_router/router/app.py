@@ -86,6 +86,7 @@ class Router:
         self.options = options or Options()
         self.metrics = metrics or RouterMetrics()
         self.metrics.config_generation.set(config.generation)
+        self.metrics.set_request_keys(self.signer.key_ids)
         self._export_thresholds(config)
         self.feedback_seen: TTLCache[bool] = TTLCache(FEEDBACK_SEEN, FEEDBACK_MAX_AGE_SECONDS)
         self.feedback_sinks: list[FeedbackSink] = []

@@ -30,10 +30,11 @@ from zeta_router.router.config import (
     standalone_config,
 )
 from zeta_router.router.connections import Limits, fd_budget
-from zeta_router.router.ids import KeyFileError, Signer
+from zeta_router.router.ids import KeyFileError, Signer, read_keys
 from zeta_router.router.picker import STRATEGIES
-from zeta_router.router.reload import ConfigWatcher
+from zeta_router.router.reload import ConfigWatcher, KeyWatcher
 from zeta_router.router.server import Address, new_event_loop, serve
+from zeta_router.scoring.ngrams import derive_key
 
 log = logging.getLogger("zeta_router.router.cli")
 
@@ -324,7 +325,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="key that signs request ids and session tokens, one per line (the first signs, "
         "all verify); every replica of a ZetaRouter must share it so that feedback and "
-        "sessions work across them. Without it a random key is made, valid in this process only",
+        "sessions work across them. Re-read every --reload-interval (and on SIGHUP), so keys "
+        "rotate without a restart. Without it a random key is made, valid in this process only",
+    )
+    pod.add_argument(
+        "--ngram-key-file",
+        type=Path,
+        metavar="PATH",
+        help="secret of the hashed word n-grams of learning samples and learned corrections "
+        "(first line; read once at start). Where the file does not exist, the n-gram key is "
+        "made of the first --request-key-file key. Every router of a ZetaRouter and its "
+        "operator must use the same",
     )
     obs = parser.add_argument_group("logs")
     obs.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -381,6 +392,18 @@ def _thresholds(values: list[str]) -> dict[str, list[float]]:
     return out
 
 
+def ngram_key(args: argparse.Namespace) -> bytes | None:
+    """The n-gram key: made of ``--ngram-key-file`` where that file exists, else of the first
+    request key (a Secret made before the n-gram key had its own field), else none (a router
+    on its own, whose samples nobody joins). Raises :class:`KeyFileError`."""
+    path = args.ngram_key_file
+    if path is not None and path.exists():
+        return derive_key(read_keys(path)[0])
+    if args.request_key_file is not None:
+        return derive_key(read_keys(args.request_key_file)[0])
+    return None
+
+
 def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]:
     """The configuration to start with, and the file content it came from (config mode)."""
     if args.config is not None and args.tier:
@@ -401,7 +424,7 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
                 "in the file)"
             )
         content = args.config.read_bytes() if args.config.is_file() else None
-        return load_config(args.config, args.local_tier), content
+        return load_config(args.config, args.local_tier, ngram_key(args)), content
     if not args.tier:
         raise ConfigError("give --config PATH, or at least one --tier NAME=URL")
     if args.local_tier:
@@ -434,7 +457,7 @@ def build_config(args: argparse.Namespace) -> tuple[RuntimeConfig, bytes | None]
         },
         balancing={"strategy": args.balancing, **_balancing_options(args.balancing_option)},
     )
-    return compile_config(cfg), None
+    return compile_config(cfg, ngram_key=ngram_key(args)), None
 
 
 def _balancing_options(values: list[str]) -> dict[str, object]:
@@ -453,7 +476,7 @@ def run(args: argparse.Namespace) -> int:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         config, content = build_config(args)
-    except ConfigError as exc:
+    except (ConfigError, KeyFileError) as exc:
         print(f"zeta-router router: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
@@ -523,9 +546,20 @@ def run(args: argparse.Namespace) -> int:
             on_config=router.set_config,
             on_error=router.config_error,
             interval=args.reload_interval,
+            ngram_key=config.ngram_key,
         )
         if content is not None:
             watcher.prime(content)
+    key_watcher = None
+    if args.request_key_file is not None:
+        # Rotation without a rollout: the mounted Secret's new keys are taken while running.
+        key_watcher = KeyWatcher(
+            args.request_key_file,
+            signer,
+            on_keys=lambda s: router.metrics.set_request_keys(s.key_ids),
+            interval=args.reload_interval,
+        )
+        key_watcher.poll()  # primes it with the file the router started with
     loop = new_event_loop(args.event_loop)
     asyncio.set_event_loop(loop)
     try:
@@ -536,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
                 admin=Address(args.admin_host or args.host, args.admin_port),
                 limits=limits,
                 watcher=watcher,
+                key_watcher=key_watcher,
                 drain_seconds=args.drain_seconds,
                 drain=drain_timing(args.drain_delay, args.drain_quiet, args.drain_timeout),
                 local_tier=args.local_tier,

@@ -62,6 +62,8 @@ class RuntimeConfig:
     tier_by_name: Mapping[str, Tier]
     contexts: Mapping[str, Context]
     default_context: str
+    ngram_key: bytes | None = None
+    """Key of the hashed n-grams (samples and learned corrections); None: unkeyed (offline)."""
 
     @property
     def generation(self) -> int:
@@ -101,7 +103,9 @@ def tier_urls(value: str) -> list[str]:
     return urls
 
 
-def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> RuntimeConfig:
+def compile_config(
+    cfg: RoutingConfig, local_tier: str | None = None, ngram_key: bytes | None = None
+) -> RuntimeConfig:
     names = [t.name for t in cfg.tiers]
     if local_tier is not None and local_tier not in names:
         raise ConfigError(f"--local-tier {local_tier!r} is not one of the tiers {names}")
@@ -115,7 +119,7 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
     contexts: dict[str, Context] = {}
     for c in cfg.contexts:
         try:
-            scorer = scorer_for(Scorer(c.scorer or shared), c.learned)
+            scorer = scorer_for(Scorer(c.scorer or shared), c.learned, ngram_key)
             selector = Selector(c.thresholds)
         except ValueError as exc:
             raise ConfigError(f"context {c.name!r}: {exc}") from None
@@ -127,6 +131,7 @@ def compile_config(cfg: RoutingConfig, local_tier: str | None = None) -> Runtime
         tier_by_name={t.name: t for t in tiers},
         contexts=contexts,
         default_context=cfg.default_context,
+        ngram_key=ngram_key,
     )
 
 
@@ -143,12 +148,14 @@ def parse_config(text: str) -> RoutingConfig:
         raise ConfigError(validation_message(exc)) from None
 
 
-def load_config(path: Path, local_tier: str | None = None) -> RuntimeConfig:
+def load_config(
+    path: Path, local_tier: str | None = None, ngram_key: bytes | None = None
+) -> RuntimeConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    return compile_config(parse_config(text), local_tier)
+    return compile_config(parse_config(text), local_tier, ngram_key)
 
 
 def parse_pairs(values: Sequence[str], what: str) -> list[tuple[str, str]]:

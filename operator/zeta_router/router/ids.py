@@ -117,13 +117,39 @@ def _names(data: bytes, offset: int, count: int) -> list[str]:
     return out
 
 
-class Signer:
-    """Signs with the first key, verifies with any (so keys can be rotated: add the new key as
-    the first line, roll the routers, then drop the old one)."""
+def key_id(key: bytes) -> str:
+    """A short public name of a key (for metrics and logs; tells nothing of the key)."""
+    return hashlib.sha256(b"zeta-router key id\0" + key).hexdigest()[:12]
 
-    __slots__ = ("_macs", "ephemeral")
+
+def read_keys(path: Path) -> list[bytes]:
+    """The keys of a key file: one per non-empty line (surrounding blanks ignored)."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise KeyFileError(f"{path} holds no key")
+    return keys
+
+
+class Signer:
+    """Signs with the first key, verifies with any. Its keys can be replaced while it is in use
+    (:meth:`set_keys`: one assignment, atomic for the event loop), which is how a rotation
+    reaches a running router."""
+
+    __slots__ = ("_macs", "ephemeral", "key_ids")
 
     def __init__(self, keys: list[bytes], ephemeral: bool = False) -> None:
+        self._macs: list[hmac.HMAC] = []
+        self.key_ids: tuple[str, ...] = ()
+        self.set_keys(keys)
+        self.ephemeral = ephemeral
+
+    def set_keys(self, keys: list[bytes]) -> None:
+        """Sign with ``keys[0]`` from now on and verify with any of them; raises
+        :class:`KeyFileError` (keeping the keys in use) for keys that cannot be used."""
         if not keys:
             raise KeyFileError("no key")
         for k in keys:
@@ -131,7 +157,7 @@ class Signer:
                 raise KeyFileError(f"a key must be at least {MIN_KEY_BYTES} bytes")
         # A keyed HMAC object per key, copied per use: cheaper than keying one each time.
         self._macs = [hmac.new(k, digestmod=hashlib.sha256) for k in keys]
-        self.ephemeral = ephemeral
+        self.key_ids = tuple(key_id(k) for k in keys)
 
     @classmethod
     def random(cls) -> Signer:
@@ -140,13 +166,7 @@ class Signer:
     @classmethod
     def from_file(cls, path: Path) -> Signer:
         """One key per non-empty line (surrounding blanks ignored); the first one signs."""
-        try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-        keys = [line.strip() for line in text.splitlines() if line.strip()]
-        if not keys:
-            raise KeyFileError(f"{path} holds no key")
+        keys = read_keys(path)
         try:
             return cls(keys)
         except KeyFileError as exc:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zeta_router.router")
 
+#: Largest judge answer read: it answers a word or two (a bigger one is no verdict).
+JUDGE_ANSWER_MAX_BYTES = 256 * 1024
 #: The judge answers one word; a few tokens leave room for punctuation.
 JUDGE_MAX_TOKENS = 8
 
@@ -58,6 +60,8 @@ class RouterLearning:
         self.metrics = metrics
         self.settings: RoutingLearning | None = None
         self.store: SampleStore | None = None
+        self.ngram_key: bytes | None = None
+        self.ngram_key_id: str | None = None
         self._random = random.Random(seed)
 
     # -- configuration ---------------------------------------------------------------------
@@ -66,6 +70,8 @@ class RouterLearning:
         """Follow the routing configuration: start, resize or stop keeping samples."""
         settings = cfg.source.learning
         self.settings = settings
+        self.ngram_key = cfg.ngram_key
+        self.ngram_key_id = None if cfg.ngram_key is None else ngrams.key_id(cfg.ngram_key)
         if settings is None:
             self.store = None
         elif self.store is None:
@@ -102,7 +108,8 @@ class RouterLearning:
         if store is None:
             return
         x, text = features.vector_and_text(body)
-        store.add(Sample(key, context, tier, time.time(), tuple(x), ngrams.indices(text, bits)))
+        idx = ngrams.indices(text, bits, self.ngram_key)
+        store.add(Sample(key, context, tier, time.time(), tuple(x), idx, bits, self.ngram_key_id))
         self.metrics.learning_record(self.metrics.learning_samples, context)
 
     # -- labels --------------------------------------------------------------------------------
@@ -193,7 +200,10 @@ class RouterLearning:
                     )
                     return None
                 deadline = asyncio.get_running_loop().time() + cfg.source.timeouts.total_seconds
-                text = answer_text(json.loads(await resp.read(deadline)))
+                raw = await resp.read(deadline, JUDGE_ANSWER_MAX_BYTES + 1)
+                if len(raw) > JUDGE_ANSWER_MAX_BYTES:
+                    raise ValueError("judge answer too large")
+                text = answer_text(json.loads(raw))
         except (TierError, OSError, ValueError, TimeoutError) as exc:
             log.info("judge request failed", extra={"event": "judge_failed", "detail": str(exc)})
             return None

@@ -148,6 +148,13 @@ class RouterMetrics:
             "Configuration files that were rejected (the last good one stayed in use).",
             registry=r,
         )
+        self.request_keys = Gauge(
+            "zeta_router_request_keys",
+            "The keys request ids and session tokens are verified with, by key id (a short "
+            "public name of the key) and role: sign (the first, which signs) or verify.",
+            ("key_id", "role"),
+            registry=r,
+        )
         self.connections_open = Gauge(
             "zeta_router_connections_open",
             "Client connections open on the API port.",
@@ -227,6 +234,11 @@ class RouterMetrics:
 
     def cascaded(self, context: str, outcome: str) -> None:
         self.child(self.cascade, context, outcome).inc()  # type: ignore[attr-defined]
+
+    def set_request_keys(self, key_ids: Sequence[str]) -> None:
+        self.request_keys.clear()
+        for i, k in enumerate(key_ids):
+            self.request_keys.labels(k, "sign" if i == 0 else "verify").set(1)
 
     def judge(self, verdict: str) -> None:
         self.child(self.judge_verdicts, verdict).inc()  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Hot reload of the mounted routing file.
+"""Hot reload of the mounted routing file, and of the request key file.
 
 Kubernetes updates a mounted ConfigMap by writing a new timestamped directory and swapping the
 ``..data`` symlink, so the file's inode and resolved path change while its own path does not; a
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zeta_router.router.config import ConfigError, RuntimeConfig, compile_config, parse_config
+from zeta_router.router.ids import KeyFileError, Signer, key_id, read_keys
 
 log = logging.getLogger("zeta_router.router.reload")
 
@@ -31,9 +32,11 @@ class ConfigWatcher:
         on_config: Callable[[RuntimeConfig], None],
         on_error: Callable[[str], None],
         interval: float = 1.0,
+        ngram_key: bytes | None = None,
     ) -> None:
         self.path = path
         self.local_tier = local_tier
+        self.ngram_key = ngram_key
         self.on_config = on_config
         self.on_error = on_error
         self.interval = interval
@@ -59,7 +62,7 @@ class ConfigWatcher:
             return False
         try:
             text = content.decode("utf-8")
-            runtime = compile_config(parse_config(text), self.local_tier)
+            runtime = compile_config(parse_config(text), self.local_tier, self.ngram_key)
         except UnicodeDecodeError as exc:
             return self._reject(content, f"{self.path} is not UTF-8 text: {exc}")
         except ConfigError as exc:
@@ -84,3 +87,71 @@ class ConfigWatcher:
                 self.poll()
             except Exception:  # a watcher that dies would silently freeze the config
                 log.exception("config poll failed", extra={"event": "config_poll_failed"})
+
+
+class KeyWatcher:
+    """Re-reads the mounted request key file (a Secret volume, swapped like a ConfigMap's) and
+    hands new keys to the signer: the first signs from then on, every one verifies. A file that
+    cannot be used is reported once per distinct content and the keys in use stay."""
+
+    def __init__(
+        self,
+        path: Path,
+        signer: Signer,
+        *,
+        on_keys: Callable[[Signer], None] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        self.path = path
+        self.signer = signer
+        self.on_keys = on_keys
+        self.interval = interval
+        self._digest: bytes | None = None
+        self._wake = asyncio.Event()
+
+    def check_now(self) -> None:
+        self._wake.set()
+
+    def poll(self) -> bool:
+        """Look at the file once; returns True when new keys were taken."""
+        try:
+            content = self.path.read_bytes()
+        except OSError as exc:
+            content = f"missing:{exc.errno}".encode()
+        digest = hashlib.sha256(content).digest()
+        if digest == self._digest:
+            return False
+        first = self._digest is None
+        self._digest = digest
+        try:
+            keys = read_keys(self.path)
+            if first and self.signer.key_ids == tuple(key_id(k) for k in keys):
+                return False  # what the router started with
+            self.signer.set_keys(keys)
+        except KeyFileError as exc:
+            log.error(
+                "request key file not used; the keys in use stay",
+                extra={"event": "request_key_rejected", "detail": str(exc)},
+            )
+            return False
+        log.info(
+            "request keys reloaded",
+            extra={
+                "event": "request_keys_loaded",
+                "keys": len(self.signer.key_ids),
+                "signing": self.signer.key_ids[0],
+            },
+        )
+        if self.on_keys is not None:
+            self.on_keys(self.signer)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            try:
+                self.poll()
+            except Exception:  # a watcher that dies would silently freeze the keys
+                log.exception("key poll failed", extra={"event": "key_poll_failed"})

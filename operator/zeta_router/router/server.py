@@ -17,7 +17,7 @@ from zeta_router.api.lifecycle import DrainTiming
 from zeta_router.router.app import Router
 from zeta_router.router.connections import Guard, Limits, Listener
 from zeta_router.router.lifecycle import Lifecycle
-from zeta_router.router.reload import ConfigWatcher
+from zeta_router.router.reload import ConfigWatcher, KeyWatcher
 from zeta_router.router.routes import build_admin_app, build_app
 
 log = logging.getLogger("zeta_router.router.server")
@@ -43,6 +43,7 @@ async def serve(
     admin: Address,
     limits: Limits | None = None,
     watcher: ConfigWatcher | None = None,
+    key_watcher: KeyWatcher | None = None,
     drain_seconds: float = 30.0,
     drain: DrainTiming = NO_DRAIN_DELAY,
     local_tier: str | None = None,
@@ -50,10 +51,10 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting clients, let requests in flight
     finish for up to ``drain_seconds`` (``/readyz`` answers 503 meanwhile), cancel what is left,
-    and stop. SIGHUP re-reads the config file at once. In a pod, the preStop hooks begin the
-    drain earlier, on the admin port, and end it once traffic has stopped arriving
-    (``zeta_router.router.lifecycle``; ``drain``), and the router outlives the model server's
-    preStop that waits on it."""
+    and stop. SIGHUP re-reads the config file and the request key file at once. In a pod, the
+    preStop hooks begin the drain earlier, on the admin port, and end it once traffic has stopped
+    arriving (``zeta_router.router.lifecycle``; ``drain``), and the router outlives the model
+    server's preStop that waits on it."""
     limits = limits or Limits()
     app, admin_app = build_app(router), build_admin_app(router)
     guard = Guard(limits, router.metrics, "api")
@@ -109,19 +110,27 @@ async def serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, sig)
-    watch_task = None
-    if watcher is not None:
-        loop.add_signal_handler(signal.SIGHUP, watcher.check_now)
-        watch_task = loop.create_task(watcher.run())
+    watch_tasks = []
+    if watcher is not None or key_watcher is not None:
+
+        def check_now() -> None:
+            for w in (watcher, key_watcher):
+                if w is not None:
+                    w.check_now()
+
+        loop.add_signal_handler(signal.SIGHUP, check_now)
+    for w in (watcher, key_watcher):
+        if w is not None:
+            watch_tasks.append(loop.create_task(w.run()))
     try:
         await stop.wait()
     finally:
         lifecycle.end_drain()
         await _drain(router, listener, drain_seconds, received[0] if received else None)
-        if watch_task is not None:
-            watch_task.cancel()
+        for task in watch_tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watch_task
+                await task
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

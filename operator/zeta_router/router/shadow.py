@@ -87,6 +87,10 @@ def delta_text(event: Any) -> str:
     return text if isinstance(text, str) else ""
 
 
+#: Largest shadow answer read (a completion of any sensible max_tokens is far smaller).
+SHADOW_ANSWER_MAX_BYTES = 4 * 1024 * 1024
+
+
 class JsonlLog:
     """Append-only JSONL file bounded to ``max_bytes``: when full it is moved to ``<name>.1``
     (replacing the previous one) and a new file is started."""
@@ -225,7 +229,11 @@ class ShadowSampler:
                     if resp.status != 200:
                         return
                     deadline = asyncio.get_running_loop().time() + cfg.source.timeouts.total_seconds
-                    other = answer_text(json.loads(await resp.read(deadline)))
+                    # Bounded: an answer past the bound is cut, fails to parse, and is no pair.
+                    raw = await resp.read(deadline, SHADOW_ANSWER_MAX_BYTES + 1)
+                    if len(raw) > SHADOW_ANSWER_MAX_BYTES:
+                        raise ValueError("shadow answer too large")
+                    other = answer_text(json.loads(raw))
             except (TierError, OSError, ValueError, TimeoutError) as exc:
                 log.info(
                     "shadow request failed", extra={"event": "shadow_failed", "detail": str(exc)}

@@ -247,25 +247,30 @@ def _sigmoid(z: float) -> float:
 class LearnedScorer:
     """A prior logistic scorer plus a learned correction. Immutable; safe to share."""
 
-    __slots__ = ("correction", "prior")
+    __slots__ = ("correction", "key", "prior")
 
-    def __init__(self, prior: Scorer, correction: CompiledCorrection) -> None:
+    def __init__(
+        self, prior: Scorer, correction: CompiledCorrection, key: bytes | None = None
+    ) -> None:
         self.prior = prior
         self.correction = correction
+        self.key = key  # the n-gram key the correction was learned under
 
     def decision_body(self, body: Mapping[str, Any]) -> float:
         """The logit: the prior's plus the correction."""
         x, text = vector_and_text(body)
-        idx = ngrams.indices(text, self.correction.bits)
+        idx = ngrams.indices(text, self.correction.bits, self.key)
         return self.prior.decision_vector(x) + self.correction.correction(x, idx)
 
     def score_body(self, body: Mapping[str, Any]) -> float:
         return _sigmoid(self.decision_body(body))
 
 
-def scorer_for(prior: Scorer, learned: LearnedCorrection | None) -> Scorer | LearnedScorer:
+def scorer_for(
+    prior: Scorer, learned: LearnedCorrection | None, key: bytes | None = None
+) -> Scorer | LearnedScorer:
     """The scorer of a context: its prior, corrected when a learned correction is given.
     Raises ``ValueError`` for a correction that cannot be used."""
     if learned is None:
         return prior
-    return LearnedScorer(prior, CompiledCorrection.from_model(learned))
+    return LearnedScorer(prior, CompiledCorrection.from_model(learned), key)

@@ -41,7 +41,8 @@ _N_FEATURES = len(FEATURE_NAMES)
 
 
 class WireError(ValueError):
-    """A record from a router that cannot be used (the message says which field and why)."""
+    """A record from a router that cannot be used (the message says which field and why, never
+    the value it held: the operator logs it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,10 @@ class Sample:
     x: tuple[float, ...]  # cheap features, FEATURE_NAMES order
     indices: IndexArray  # hashed uni/bigram indices, sorted
     bits: int = ngrams.DEFAULT_BITS
+    key_id: str | None = None  # ngrams.key_id of the n-gram key (None: unkeyed)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "key": self.key,
             "context": self.context,
             "tier": self.tier,
@@ -66,6 +68,9 @@ class Sample:
             "bits": self.bits,
             "idx": base64.b64encode(ngrams.pack(self.indices)).decode("ascii"),
         }
+        if self.key_id is not None:
+            out["kid"] = self.key_id
+        return out
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Sample:
@@ -76,16 +81,19 @@ class Sample:
         values = tuple(_number(v, "sample x") for v in x)
         bits = raw.get("bits")
         if not isinstance(bits, int) or not ngrams.MIN_BITS <= bits <= ngrams.MAX_BITS:
-            raise WireError(f"sample bits: expected an integer in [10, 24], got {bits!r}")
+            raise WireError("sample bits: expected an integer in [10, 24]")
         idx = raw.get("idx")
         if not isinstance(idx, str):
             raise WireError("sample idx: expected a string")
         try:
             indices = ngrams.unpack(base64.b64decode(idx, validate=True), None, bits)
-        except (binascii.Error, ValueError) as exc:
-            raise WireError(f"sample idx: {exc}") from None
+        except (binascii.Error, ValueError):
+            raise WireError("sample idx: not base64 of packed indices") from None
+        kid = raw.get("kid")
+        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= 64):
+            raise WireError("sample kid: expected a short string")
         return cls(
-            key, context, tier, _number(raw.get("time"), "sample time"), values, indices, bits
+            key, context, tier, _number(raw.get("time"), "sample time"), values, indices, bits, kid
         )
 
 
@@ -112,7 +120,7 @@ class Label:
     def from_wire(cls, raw: Mapping[str, Any]) -> Label:
         value = _number(raw.get("value"), "label value")
         if not 0.0 <= value <= 1.0:
-            raise WireError(f"label value: {value} is not in [0, 1]")
+            raise WireError("label value: not in [0, 1]")
         return cls(
             _text(raw, "key"),
             _text(raw, "context"),
@@ -131,7 +139,7 @@ def _text(raw: Mapping[str, Any], name: str) -> str:
 
 def _number(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WireError(f"{what}: expected a finite number, got {v!r}")
+        raise WireError(f"{what}: expected a finite number")
     return float(v)
 
 

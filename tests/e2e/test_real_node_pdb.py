@@ -1,0 +1,95 @@
+"""A tier's PodDisruptionBudget on a real node: the chart installs the operator as a pod, the CPU
+sample runs with one replica per tier, and an eviction of a tier's only pod (what `kubectl
+drain` and the cluster autoscaler do) is refused with 429 by the budget the operator rendered;
+the pod keeps running."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from support.cluster import apply, condition_is, unique_name, wait_for
+from support.fixtures_node import RealNodeHandle
+from zeta_router.controller.cli import pdb_api_version
+from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
+from zeta_router_dev.cluster.workloads import (
+    debug_dump,
+    helm,
+    install_operator,
+    load_cpu_sample,
+    localize_zetarouter,
+)
+
+pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def one_replica_tiers(real_node: RealNodeHandle) -> Iterator[tuple[Kube, str, dict[str, Any]]]:
+    kube = real_node.kube
+    namespace, operators = unique_name("zt-pdb"), unique_name("zt-operator")
+    release = unique_name("zr")
+    try:
+        install_operator(
+            real_node.kubeconfig, release, operators, [namespace], unique_name("zr-peering")
+        )
+        zr = localize_zetarouter(load_cpu_sample(), namespace=namespace)
+        for tier in zr["spec"]["tiers"]:
+            tier["replicas"] = {"min": 1, "max": 1}
+        apply(kube, zr)
+        path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, zr["metadata"]["name"])
+        try:
+            wait_for(lambda: condition_is(kube.get(path), "Ready", "True"), 300, "Ready")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{debug_dump(kube, namespace)}") from None
+        yield kube, namespace, zr
+    finally:
+        for cleanup in (
+            lambda: helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators),
+            lambda: kube.delete(api_path("v1", "namespaces", None, namespace)),
+            lambda: kube.delete(api_path("v1", "namespaces", None, operators)),
+        ):
+            with contextlib.suppress(ApiError, RuntimeError):
+                cleanup()
+
+
+def test_the_eviction_of_a_tiers_last_replica_is_refused(
+    one_replica_tiers: tuple[Kube, str, dict[str, Any]],
+) -> None:
+    kube, namespace, zr = one_replica_tiers
+    name = zr["metadata"]["name"]
+    tier = zr["spec"]["tiers"][0]["name"]
+    version = pdb_api_version(kube)
+    pdb_path = api_path(version, names.PDB.plural, namespace, names.tier_object_name(name, tier))
+
+    def settled() -> dict[str, Any] | None:
+        pdb = kube.get_or_none(pdb_path)
+        if pdb is None:
+            return None
+        status = pdb.get("status") or {}
+        observed = status.get("observedGeneration") == pdb["metadata"].get("generation")
+        return pdb if observed and status.get("currentHealthy") == 1 else None
+
+    pdb = wait_for(settled, 120, "the disruption controller to count the tier's pod")
+    assert pdb["spec"]["maxUnavailable"] == 0
+    assert pdb["status"]["disruptionsAllowed"] == 0
+    (ref,) = pdb["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"]) == ("ZetaRouter", name)
+
+    selector = ",".join(f"{k}={v}" for k, v in names.tier_selector(name, tier).items())
+    (pod,) = kube.list(api_path("v1", "pods", namespace), selector)["items"]
+    pod_name = pod["metadata"]["name"]
+    eviction = {
+        "apiVersion": version,
+        "kind": "Eviction",
+        "metadata": {"name": pod_name, "namespace": namespace},
+    }
+    with pytest.raises(ApiError) as refused:
+        kube.create(f"{api_path('v1', 'pods', namespace, pod_name)}/eviction", eviction)
+    assert refused.value.status == 429, refused.value
+    still = kube.get(api_path("v1", "pods", namespace, pod_name))
+    assert still["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert not still["metadata"].get("deletionTimestamp")
