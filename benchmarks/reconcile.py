@@ -10,7 +10,8 @@ Against ``$KUBECONFIG`` when set, else a local control plane started for the run
 - per-router latency from the create request to the moment every child (Deployments,
   Services, ConfigMap) exists, median and p90 over routers created one after another;
 - the time to reconcile ``--burst`` ZetaRouters created at once (children present and status
-  written for every one), the rate, and the operator's resident memory after that;
+  written for every one), the rate, and the operator's resident memory after that (with a list,
+  such as ``--burst 100,300,1000``, one burst after the other, the earlier ones still served);
 - the load average with each figure (the machine may be shared).
 
 The apiserver counts every client's requests: only the resources the operator works with are
@@ -233,7 +234,12 @@ def print_table(title: str, per: dict[str, Counter[Key]], n: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=20, help="routers timed one by one")
-    parser.add_argument("--burst", type=int, default=100, help="routers created at once")
+    parser.add_argument(
+        "--burst",
+        default="100",
+        help="routers created at once; a comma-separated list: one burst after the other, "
+        "each in a namespace of its own, the earlier ones still served",
+    )
     parser.add_argument("--count", type=int, default=10, help="routers whose requests are counted")
     parser.add_argument("--drift-interval", type=float, default=30.0)
     parser.add_argument("--idle-intervals", type=int, default=2, help="drift intervals measured")
@@ -273,10 +279,11 @@ def main() -> int:
 
         ns_count = make_namespace(kube, "bench-count")
         ns_seq = make_namespace(kube, "bench-seq")
-        ns_burst = make_namespace(kube, "bench-burst")
+        bursts = [int(b) for b in args.burst.split(",") if b]
+        burst_namespaces = [make_namespace(kube, f"bench-burst{size}") for size in bursts]
         operator = OperatorProcess(
             kubeconfig=kubeconfig,
-            namespaces=[ns_count, ns_seq, ns_burst],
+            namespaces=[ns_count, ns_seq, *burst_namespaces],
             log_path=workdir / "operator.log",
             drift_interval=args.drift_interval,
             extra_args=["--log-format=json", f"--workers={args.workers}"],
@@ -302,6 +309,7 @@ def main() -> int:
 
         POLLS.clear()
         window.start()
+        counted_at = time.monotonic()
         for name in sorted(counted):
             kube.create(zr_count, body(name))
         want = set().union(*(expected(name, tiers) for name in counted))
@@ -316,6 +324,9 @@ def main() -> int:
         per["create"][("POST", "events (operator's)")] = events_after_create
 
         idle = args.idle_intervals * args.drift_interval
+        # Steady state: every counted router past its first drift check (each falls somewhere
+        # in its second interval).
+        time.sleep(max(0.0, counted_at + 2 * args.drift_interval - time.monotonic()))
         window.start()
         time.sleep(idle)
         raw_idle = window.stop()
@@ -384,31 +395,40 @@ def main() -> int:
         print(f"  p50 {statistics.median(latencies) * 1000:.0f} ms   p90 {p90 * 1000:.0f} ms   "
               f"max {max(latencies) * 1000:.0f} ms   (aim: p50 < 1000 ms)")  # fmt: skip
 
-        # ---- a burst --------------------------------------------------------------------------
-        zr_burst = api_path(ZR_API, "zetarouters", ns_burst)
-        seen_burst = Seen(kube, ns_burst)
-        watchers.append(seen_burst)
-        wanted: set[str] = set()
-        burst_names = {f"b{i}" for i in range(args.burst)}
-        load_before = loadavg()
-        started = time.monotonic()
-        for i in range(args.burst):
-            kube.create(zr_burst, body(f"b{i}"))
-            wanted |= expected(f"b{i}", tiers)
-        created = time.monotonic() - started
-        children_at = wait_for(lambda: seen_burst.all_seen(wanted), 900, "all burst children", 0.1)
-        wait_for(
-            lambda: statuses_written(kube, ns_burst, burst_names), 900, "all burst statuses", 2.0
-        )
-        total = time.monotonic() - started
-        rss_after = rss_mb(operator.proc.pid)
-        print(f"{args.burst} routers created at once ({created:.1f} s to send the creates; "
-              f"{load_before} before, {loadavg()} after):")  # fmt: skip
-        print(f"  all {len(wanted)} children present after {children_at - started:.1f} s; "
-              f"every status written after {total:.1f} s: {args.burst / total:.1f} "
-              "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
-        print(f"operator RSS: {rss_idle:.0f} MB idle, {rss_after:.0f} MB after "
-              f"{n + args.sequential + args.burst} routers   (aim: < 300 MB)")  # fmt: skip
+        # ---- bursts ---------------------------------------------------------------------------
+        total_routers = n + args.sequential
+        for size, ns_burst in zip(bursts, burst_namespaces, strict=True):
+            zr_burst = api_path(ZR_API, "zetarouters", ns_burst)
+            seen_burst = Seen(kube, ns_burst)
+            watchers.append(seen_burst)
+            wanted: set[str] = set()
+            burst_names = {f"b{i}" for i in range(size)}
+            load_before = loadavg()
+            started = time.monotonic()
+            for i in range(size):
+                kube.create(zr_burst, body(f"b{i}"))
+                wanted |= expected(f"b{i}", tiers)
+            created = time.monotonic() - started
+            children_at = wait_for(
+                lambda s=seen_burst, w=wanted: s.all_seen(w), 900, "all burst children", 0.1
+            )
+            wait_for(
+                lambda ns=ns_burst, b=burst_names: statuses_written(kube, ns, b),
+                900,
+                "all burst statuses",
+                2.0,
+            )
+            total = time.monotonic() - started
+            total_routers += size
+            print(f"{size} routers created at once ({created:.1f} s to send the creates; "
+                  f"{load_before} before, {loadavg()} after):")  # fmt: skip
+            print(f"  all {len(wanted)} children present after {children_at - started:.1f} s; "
+                  f"every status written after {total:.1f} s: {size / total:.1f} "
+                  "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
+            rss = rss_mb(operator.proc.pid)
+            print(f"  operator RSS: {rss_idle:.0f} MB idle at start, {rss:.0f} MB with "
+                  f"{total_routers} routers   (aim: < 300 MB)")  # fmt: skip
+            sys.stdout.flush()
         ok = True
         return 0
     finally:
