@@ -429,11 +429,14 @@ class Reconciler:
         """Create the routers' signing key Secret once, before the pods that mount it. Only
         ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
         key) is kept, so a reconcile never rotates the key and the operator never reads it.
-        Drift checks try again only every :data:`ROUTER_KEY_RECHECK` seconds (a deleted key is
-        put back then): the create is a write request even when it is refused."""
+        Once it is known to exist, only a create or resume (operator start) tries again, and
+        other reconciliations (drift checks, spec changes) every :data:`ROUTER_KEY_RECHECK`
+        seconds (a deleted key is put back then): the create is a write request even when it
+        is refused."""
         now = time.monotonic()
         seen_uid, seen_at = self._key_seen.get((namespace, name), ("", -ROUTER_KEY_RECHECK))
-        if trigger == "drift" and seen_uid == uid and now - seen_at < ROUTER_KEY_RECHECK:
+        recent = seen_uid == uid and now - seen_at < ROUTER_KEY_RECHECK
+        if recent and trigger not in ("create", "resume"):
             return
         secret = adopted(build_router_key_secret(name, secrets.token_urlsafe(32)), owner)
         try:
