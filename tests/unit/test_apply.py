@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeta_router.controller.apply import adopted, changed_paths, controller_uid, owner_view
+from zeta_router.controller.apply import (
+    adopted,
+    changed_paths,
+    controller_uid,
+    fingerprint,
+    owner_view,
+)
 
 ZR = {
     "apiVersion": "zeta.ai/v1alpha1",
@@ -52,3 +58,29 @@ def test_changed_paths_name_only_fields_we_state() -> None:
     }
     assert changed_paths(before, after, intent) == ["metadata.labels.a", "spec.replicas"]
     assert changed_paths(after, after, intent) == []
+
+
+def test_a_deployment_status_write_keeps_its_fingerprint_and_drift_moves_it() -> None:
+    dep: dict[str, Any] = {
+        "metadata": {
+            "uid": "d-1",
+            "generation": 3,
+            "resourceVersion": "10",
+            "labels": {"app": "chat"},
+            "annotations": {"zeta.ai/template-hash": "h"},
+        },
+        "status": {"readyReplicas": 0},
+    }
+    status_only = {**dep, "metadata": {**dep["metadata"], "resourceVersion": "11"}}
+    status_only["status"] = {"readyReplicas": 1}
+    assert fingerprint(status_only) == fingerprint(dep)  # readiness costs no apply
+    spec_edit = {**dep, "metadata": {**dep["metadata"], "generation": 4}}
+    label_edit = {**dep, "metadata": {**dep["metadata"], "labels": {"app": "other"}}}
+    assert fingerprint(spec_edit) != fingerprint(dep)
+    assert fingerprint(label_edit) != fingerprint(dep)
+
+
+def test_objects_without_a_generation_are_fingerprinted_by_resource_version() -> None:
+    cm = {"metadata": {"uid": "c-1", "resourceVersion": "5"}, "data": {"k": "v"}}
+    edited = {"metadata": {"uid": "c-1", "resourceVersion": "6"}, "data": {"k": "w"}}
+    assert fingerprint(cm) != fingerprint(edited)

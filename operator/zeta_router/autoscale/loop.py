@@ -545,6 +545,15 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
 
     async def daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         await loop.run(body, stopped)
+        if (
+            stopped.reason is not None
+            and stopped.reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
+        ):
+            # Turned off: say so in the status once (the daemon runs only while it is on).
+            await asyncio.to_thread(loop.step_logged, body, Memory())
+
+    def wanted(spec: kopf.Spec, **_: Any) -> bool:
+        return uses_control_loop(spec)
 
     kopf.daemon(
         GROUP,
@@ -554,4 +563,12 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         id="autoscale",
         initial_delay=tick,
         cancellation_timeout=60.0,
+        when=wanted,
     )(daemon)
+
+
+def uses_control_loop(spec: Mapping[str, Any]) -> bool:
+    """Whether a ZetaRouter's spec asks for the control loop (autoscaling or feedback): only
+    those get its daemon. Read from the raw spec, so that an invalid one that asks for it still
+    gets it (the loop then waits, and the controller reports the spec)."""
+    return any(bool((spec.get(part) or {}).get("enabled")) for part in ("autoscaling", "feedback"))

@@ -15,8 +15,12 @@ ZetaRouter's, a deleted one's being garbage-collected, or one somebody made) is 
 the reason, and left as it is.
 
 An apply that changes nothing writes nothing (the apiserver compares), but still costs a
-request; an object whose ``resourceVersion`` has not moved since our last apply of the same
-intent is skipped.
+request; a child that has not changed since our last apply of the same intent is skipped, at no
+cost (the reconciliation lists the children anyway). "Not changed" is its :func:`fingerprint`:
+the ``resourceVersion``, except for objects with a ``generation`` (Deployments), whose status is
+written all the time by their controller: there, the generation (moved by any change of the
+spec) and the metadata. So drift in anything we state is still seen, and repaired, at the next
+check; a Deployment's readiness changing costs no apply.
 """
 
 from __future__ import annotations
@@ -41,6 +45,22 @@ class Applied:
     created: bool = False
     changed: list[str] = field(default_factory=list)
     """Dotted paths of fields the apply changed (empty: nothing changed)."""
+
+
+def fingerprint(obj: Mapping[str, Any]) -> str:
+    """What of a live child must not move for our last apply to still hold (see the module)."""
+    meta = obj.get("metadata") or {}
+    if not meta.get("generation"):
+        return f"rv:{meta.get('resourceVersion')}"
+    return digest(
+        {
+            "uid": meta.get("uid"),
+            "generation": meta.get("generation"),
+            "labels": meta.get("labels"),
+            "annotations": meta.get("annotations"),
+            "ownerReferences": meta.get("ownerReferences"),
+        }
+    )
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
@@ -132,12 +152,12 @@ class Applier:
         intent = digest(child)
         if live is not None:
             seen = self._applied.get(key)
-            if seen == (str(live["metadata"].get("resourceVersion")), intent):
+            if seen == (fingerprint(live), intent):
                 return Applied(dict(live))
         else:
             live = self._check_not_taken(child, path)
         result = self.kube.apply(path, child, self.field_manager)
-        self._applied[key] = (str(result["metadata"].get("resourceVersion")), intent)
+        self._applied[key] = (fingerprint(result), intent)
         if live is None:
             return Applied(result, created=True)
         if result["metadata"].get("resourceVersion") == live["metadata"].get("resourceVersion"):

@@ -222,7 +222,7 @@ def _quiet_routine_successes(record: logging.LogRecord) -> bool:
     msg = record.getMessage()
     return not (
         msg.endswith("succeeded.")
-        and (msg.startswith("Timer 'drift'") or msg.startswith("Handler 'child-"))
+        and (msg.startswith("Daemon 'drift'") or msg.startswith("Handler 'child-"))
     )
 
 

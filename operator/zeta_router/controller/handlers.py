@@ -11,9 +11,12 @@ status helpers (``zeta_router.controller.status``).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import importlib
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,19 @@ LEARNING_LOOP_MODULE = "zeta_router.learning.loop"
 #: Modules that add handlers of their own (the control loop, the learner).
 EXTENSION_MODULES = (AUTOSCALE_LOOP_MODULE, LEARNING_LOOP_MODULE)
 PEERING_API = "kopf.dev/v1"
+#: Threads for drift checks: few, so that a fleet's checks never hold kopf's handler threads
+#: (creates and updates go first), and a check is cheap when nothing drifted.
+DRIFT_THREADS = 2
+#: How long a drift check or a daemon may take to notice it is stopped before it is cancelled.
+CANCELLATION_TIMEOUT = 5.0
+
+
+def drift_phase(uid: str, interval: float) -> float:
+    """Where in the drift interval this object's checks fall: spread evenly over the fleet, the
+    same for one object across restarts (a hash of its uid), so that a fleet created at once is
+    not checked all at once."""
+    fraction = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+    return fraction * interval
 
 
 @dataclass(frozen=True)
@@ -115,8 +131,26 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     def on_resume(body: kopf.Body, **_: Any) -> None:
         reconciler.reconcile(body, "resume")
 
-    def on_drift(body: kopf.Body, **_: Any) -> None:
-        reconciler.reconcile(body, "drift")
+    drift_pool = ThreadPoolExecutor(max_workers=DRIFT_THREADS, thread_name_prefix="drift")
+
+    def drift_check(body: kopf.Body) -> None:
+        meta = body.metadata
+        try:
+            reconciler.reconcile(body, "drift")
+        except Exception as e:  # logged, not raised: the next interval checks again
+            log.warning("%s/%s: drift check failed: %s", meta.namespace, meta.name, e)
+
+    async def drift(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        # A daemon that sleeps on its stop flag and waits for its check in a small pool of its
+        # own: stopping (at exit, on deletion) is immediate, and a check in flight is left to
+        # finish on its thread rather than holding the operator's shutdown.
+        running = asyncio.get_running_loop()
+        await stopped.wait(
+            cfg.drift_interval + drift_phase(str(body.metadata.uid), cfg.drift_interval)
+        )
+        while not stopped:
+            await running.run_in_executor(drift_pool, drift_check, body)
+            await stopped.wait(cfg.drift_interval)
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         reconciler.forget(str(meta.get("namespace")), str(meta.get("name")))
@@ -126,13 +160,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     kopf.on.resume(*zr, registry=registry, id="reconcile")(on_resume)
     # Optional: cleanup of in-memory state only, so kopf adds no finalizer for it.
     kopf.on.delete(*zr, registry=registry, id="forget", optional=True)(on_delete)
-    kopf.timer(
-        *zr,
-        registry=registry,
-        id="drift",
-        interval=cfg.drift_interval,
-        initial_delay=cfg.drift_interval,
-    )(on_drift)
+    kopf.daemon(*zr, registry=registry, id="drift", cancellation_timeout=CANCELLATION_TIMEOUT)(
+        drift
+    )
 
     def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         owner = owner_name(body)

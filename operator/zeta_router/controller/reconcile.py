@@ -9,8 +9,9 @@ conditions); this module does the I/O in between: one path lists, renders, appli
 
 Reconciliations of the same ZetaRouter never overlap: kopf serialises the handlers of one
 object, but child events, the drift timer and the control loop arrive on other tasks, so a lock
-per ZetaRouter orders them. Status refreshes caused by child events are coalesced: a burst of
-Deployment updates causes one refresh after the burst, not one per event.
+per ZetaRouter orders them. Status refreshes caused by child events are coalesced: the first
+Deployment event of a ZetaRouter schedules one refresh :data:`STATUS_COALESCE_SECONDS` later, and
+the events until then (a rollout's, a burst's) are covered by it, not one refresh each.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +54,13 @@ from zeta_router.render.router_key import build_router_key_secret
 from zeta_router.scoring.learned import LearnedCorrection
 
 log = logging.getLogger(__name__)
+
+#: How long a status refresh waits for more child events of the same ZetaRouter (seconds).
+STATUS_COALESCE_SECONDS = 1.0
+#: Threads for coalesced status refreshes (each is a few reads and at most one write).
+STATUS_THREADS = 2
+#: How often a drift check makes sure the router key Secret still exists (seconds).
+ROUTER_KEY_RECHECK = 600.0
 
 RECONCILES = Counter(
     "zeta_operator_reconciles_total",
@@ -106,6 +115,47 @@ def _ref(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('kind')} {obj['metadata']['name']}"
 
 
+Key = tuple[str, str]
+
+
+class Coalescer:
+    """Runs ``fn(key)`` once, ``delay`` seconds after the first of any number of pokes for the
+    same ``key``; pokes meanwhile are covered by that run. One thread waits, a small pool runs."""
+
+    def __init__(self, delay: float, fn: Callable[[Key], None], threads: int = 1) -> None:
+        self.delay = delay
+        self._fn = fn
+        self._due: dict[Key, float] = {}
+        self._cv = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coalesced")
+        self._thread: threading.Thread | None = None
+
+    def poke(self, key: Key) -> None:
+        with self._cv:
+            if key in self._due:
+                return
+            self._due[key] = time.monotonic() + self.delay
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="coalescer", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._due:
+                    self._cv.wait()
+                now = time.monotonic()
+                ready = [k for k, t in self._due.items() if t <= now]
+                if not ready:
+                    self._cv.wait(min(self._due.values()) - now)
+                    continue
+                for k in ready:
+                    del self._due[k]
+            for k in ready:
+                self._pool.submit(self._fn, k)
+
+
 class Reconciler:
     def __init__(
         self, kube: Kube, events: EventRecorder, settings: RenderSettings | None = None
@@ -117,6 +167,9 @@ class Reconciler:
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._refresher = Coalescer(STATUS_COALESCE_SECONDS, self._drain_dirty, STATUS_THREADS)
+        # When each ZetaRouter's router key Secret was last known to exist: (uid, monotonic).
+        self._key_seen: dict[tuple[str, str], tuple[str, float]] = {}
 
     # ---- serialisation ------------------------------------------------------------------------
 
@@ -157,6 +210,7 @@ class Reconciler:
         with self._guard:
             self._locks.pop((namespace, name), None)
             self._dirty.discard((namespace, name))
+            self._key_seen.pop((namespace, name), None)
         self.applier.forget(namespace, name)
 
     # ---- entry points -------------------------------------------------------------------------
@@ -193,12 +247,12 @@ class Reconciler:
         return self.reconcile(body, trigger, loop)
 
     def refresh_status(self, namespace: str, name: str) -> None:
-        """Recompute the readiness part of the status from the Deployments (coalesced); when a
-        tier waiting for its new template may now have it, reconcile instead."""
+        """Recompute the readiness part of the status from the Deployments, soon (coalesced);
+        when a tier waiting for its new template may now have it, reconcile instead."""
         key = (namespace, name)
         with self._guard:
             self._dirty.add(key)
-        self._drain_dirty(key)
+        self._refresher.poke(key)
 
     # ---- the work -----------------------------------------------------------------------------
 
@@ -253,7 +307,7 @@ class Reconciler:
 
         outcome = Outcome(valid=True, routing_generation=want.routing_generation)
         owner = owner_view(body)
-        self._create_router_key(namespace, name, owner, outcome)
+        self._ensure_router_key(namespace, name, uid, owner, outcome, trigger)
         applied: dict[str, dict[str, Any]] = {}
         wanted: set[tuple[str, str]] = set()
         for child in want.children:
@@ -367,12 +421,26 @@ class Reconciler:
         self.events.warning(body, reason, f"{broken}{message} (children left unchanged)")
         return Outcome(valid=False, message=message)
 
-    def _create_router_key(
-        self, namespace: str, name: str, owner: kopf.Body, outcome: Outcome
+    def _ensure_router_key(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        owner: kopf.Body,
+        outcome: Outcome,
+        trigger: str,
     ) -> None:
         """Create the routers' signing key Secret once, before the pods that mount it. Only
         ``create`` (never applied): an existing Secret (ours, or one a user made to choose the
-        key) is kept, so a reconcile never rotates the key."""
+        key) is kept, so a reconcile never rotates the key. Once it is known to exist, only a
+        create or resume (operator start) tries again, and other reconciliations (drift checks,
+        spec changes) every :data:`ROUTER_KEY_RECHECK` seconds (a deleted key is put back then):
+        the create is a write request even when it is refused."""
+        now = time.monotonic()
+        seen_uid, seen_at = self._key_seen.get((namespace, name), ("", -ROUTER_KEY_RECHECK))
+        recent = seen_uid == uid and now - seen_at < ROUTER_KEY_RECHECK
+        if recent and trigger not in ("create", "resume"):
+            return
         secret = adopted(
             build_router_key_secret(name, secrets.token_urlsafe(32), secrets.token_urlsafe(32)),
             owner,
@@ -380,9 +448,12 @@ class Reconciler:
         try:
             self.kube.create(api_path("v1", "secrets", namespace), secret)
         except ApiError as e:
-            if not e.conflict:
+            if e.conflict:
+                self._key_seen[(namespace, name)] = (uid, now)
+            else:
                 outcome.errors.append(f"{_ref(secret)}: {e.message or e.reason}")
             return
+        self._key_seen[(namespace, name)] = (uid, now)
         outcome.created.append(_ref(secret))
         CHILD_CHANGES.labels("Secret", "create").inc()
 

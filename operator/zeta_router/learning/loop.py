@@ -442,9 +442,35 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         loop.forget(str(meta.get("namespace")), str(meta.get("name")))
 
+    async def daemon_while_on(stopped: kopf.DaemonStopped, body: kopf.Body, **kw: Any) -> None:
+        await daemon(stopped=stopped, body=body, **kw)
+        if (
+            stopped.reason is not None
+            and stopped.reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
+        ):
+            # Turned off: forget and clear the status once (the daemon runs only while it is on).
+            try:
+                await asyncio.get_running_loop().run_in_executor(pool, loop.run_once, body)
+            except ApiError as e:
+                log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
+
+    def wanted(spec: kopf.Spec, **_: Any) -> bool:
+        return learns(spec)
+
     kopf.daemon(
-        GROUP, VERSION, PLURAL, registry=registry, id="learning", cancellation_timeout=10.0
-    )(daemon)
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="learning",
+        cancellation_timeout=10.0,
+        when=wanted,
+    )(daemon_while_on)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="learning-forget", optional=True)(
         on_delete
     )
+
+
+def learns(spec: Mapping[str, Any]) -> bool:
+    """Whether a ZetaRouter's spec turns learning on: only those get the learner's daemon."""
+    return bool((spec.get("learning") or {}).get("enabled"))

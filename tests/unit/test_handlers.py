@@ -1,0 +1,61 @@
+"""The parts of the operator's registration that need no apiserver: when each object's drift
+check falls, which ZetaRouters get the control loop's and the learner's daemons, and how status
+refreshes are coalesced."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from zeta_router.autoscale.loop import uses_control_loop
+from zeta_router.controller.handlers import drift_phase
+from zeta_router.controller.reconcile import Coalescer
+from zeta_router.learning.loop import learns
+
+
+def test_drift_checks_of_a_fleet_are_spread_over_the_interval() -> None:
+    interval = 30.0
+    phases = [drift_phase(str(uuid.UUID(int=i * 7919)), interval) for i in range(1000)]
+    assert all(0 <= p < interval for p in phases)
+    # Spread: every tenth of the interval gets a share of the fleet (none all at once).
+    buckets = [0] * 10
+    for p in phases:
+        buckets[int(p / interval * 10)] += 1
+    assert min(buckets) > 50
+    assert max(buckets) < 150
+    # Stable for one object (across restarts of the operator).
+    assert drift_phase("u-1", interval) == drift_phase("u-1", interval)
+
+
+def test_daemons_run_only_for_routers_that_use_them() -> None:
+    off = {"autoscaling": {"enabled": False}, "feedback": {"enabled": False}}
+    assert not uses_control_loop(off)
+    assert not uses_control_loop({})
+    assert uses_control_loop({**off, "autoscaling": {"enabled": True}})
+    assert uses_control_loop({**off, "feedback": {"enabled": True}})
+    assert not learns({})
+    assert not learns({"learning": {"enabled": False}})
+    assert learns({"learning": {"enabled": True}})
+
+
+def test_pokes_for_one_key_are_coalesced_into_one_run() -> None:
+    runs: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def fn(key: tuple[str, str]) -> None:
+        runs.append(key)
+        if len(runs) == 2:
+            done.set()
+
+    later = Coalescer(0.2, fn)
+    for _ in range(50):
+        later.poke(("ns", "a"))
+        later.poke(("ns", "b"))
+    assert done.wait(30)  # a deadline for a loaded machine, not a timing
+    assert sorted(runs) == [("ns", "a"), ("ns", "b")]
+    later.poke(("ns", "a"))  # after the run: a new one
+    deadline = time.monotonic() + 30
+    while len(runs) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(runs) == [("ns", "a"), ("ns", "a"), ("ns", "b")]
