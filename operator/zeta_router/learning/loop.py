@@ -450,7 +450,8 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
         ):
             # Turned off: forget and clear the status once (the daemon runs only while it is on).
             try:
-                await asyncio.get_running_loop().run_in_executor(pool, loop.run_once, body)
+                # Turned off, it only clears the status: no router is contacted.
+                await asyncio.to_thread(loop.run_once, body)
             except ApiError as e:
                 log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
 
