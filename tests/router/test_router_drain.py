@@ -28,7 +28,7 @@ import openai
 import pytest
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
-from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH
+from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH, ROUTER_DRAIN_PATH
 from zeta_router.api.routing import RoutingConfig, routing_yaml
 from zeta_router_dev.local.llama import LlamaServer
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
@@ -191,6 +191,20 @@ def test_drain_stops_readiness_keeps_serving_and_is_refused_from_outside(
     )
     assert raw.http_response.status_code == 200
     assert raw.headers["connection"] == "close"
+
+
+@pytest.mark.llama
+def test_the_kubelets_http_hook_drains_from_the_node_address(router: RouterProcess) -> None:
+    """The router container's preStop is the kubelet's GET, from the node's address (not
+    127.0.0.1), answered once the drain has ended; kubelets before 1.23 ask for a doubled
+    slash."""
+    assert router.get("/readyz")[0] == 200
+    status, body, _ = request(router.admin_url + "/" + ROUTER_DRAIN_PATH, "GET", source="127.0.0.2")
+    assert status == 200, body
+    assert '"status": "drained"' in body
+    status, ready, _ = router.get("/readyz")
+    assert status == 503
+    assert ready["status"] == "draining"
 
 
 @pytest.mark.llama

@@ -10,8 +10,8 @@ How long that lasts cannot be known in advance, so the drain ends when the traff
 not after a fixed delay. The kubelet runs each container's ``preStop`` hook, then sends it
 SIGTERM, and kills it after the pod's grace period.
 
-1. The router container's preStop runs ``zeta-router drain``, which asks the router (on its
-   admin port, over 127.0.0.1, so from inside the pod only) to stop being ready (``/readyz``
+1. The router container's preStop is an HTTP GET of the router's :data:`ROUTER_DRAIN_PATH`
+   (admin port), which asks the router to stop being ready (``/readyz``
    answers 503 and every response carries ``Connection: close``, so keep-alive clients open
    their next connection through a Service, which picks a pod that stays) and returns once the
    drain has ended (:func:`drain_ends_at`): at least ``spec.router.drainDelay`` has passed and
@@ -39,6 +39,16 @@ from typing import Final
 
 DRAIN_PATH: Final = "/drain"
 """POST, accepted from 127.0.0.1 only: start draining; answers once the drain has ended."""
+ROUTER_DRAIN_PATH: Final = "/drain/router"
+"""GET: the router container's preStop hook: start draining; answers once the drain has ended.
+An HTTP hook rather than an exec of ``zeta-router drain``: the kubelet performs it itself, so it
+needs nothing of the container's runtime. An exec hook joins the container's mount namespace,
+and where the runtime could only ``chroot`` into the container's root (a node whose "/" is not
+the mount namespace's root, e.g. one run inside a plain chroot), the joined process kept the
+node's root, found no ``zeta-router`` there, and the router got SIGTERM with no drain at all:
+new connections that kube-proxy still sent to the pod were refused."""
+ROUTER_DRAIN_HOOK_PATH: Final = ROUTER_DRAIN_PATH.lstrip("/")
+"""The path as the pod's ``httpGet`` hook names it (see :data:`MODEL_IDLE_HOOK_PATH`)."""
 MODEL_IDLE_PATH: Final = "/drain/model-idle"
 """GET: starts the drain too, and answers once it has ended, the router's client requests have
 finished and the pod's model server holds no request (or cannot be reached)."""

@@ -32,8 +32,8 @@ from typing import Any, Final
 
 from zeta_router.api import defaults
 from zeta_router.api.lifecycle import (
-    GRACE_MARGIN_SECONDS,
     MODEL_IDLE_HOOK_PATH,
+    ROUTER_DRAIN_HOOK_PATH,
     termination_grace_seconds,
 )
 from zeta_router.api.models import ResourceRequirements, TierSpec, ZetaRouterSpec
@@ -177,10 +177,6 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
     /etc/zeta-router/routing.yaml --local-tier <tier> --port <router port> --admin-port <admin
     port> --request-key-file <the router key>``; the probes use the admin port."""
     r = spec.router
-    drain_command = [
-        "zeta-router", "drain", "--port", str(r.admin_port),
-        "--timeout", _seconds(r.drain_timeout_seconds + GRACE_MARGIN_SECONDS),
-    ]  # fmt: skip
     return {
         "name": ROUTER_CONTAINER,
         "image": r.image or image,
@@ -224,7 +220,9 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         # Stop being ready, and keep serving until traffic has stopped arriving (see
         # api.lifecycle); the hooks are served on the admin port, which outlives the client
         # port's drain. The hook waits as long as the longest drain.
-        "lifecycle": {"preStop": {"exec": {"command": drain_command}}},
+        "lifecycle": {
+            "preStop": {"httpGet": {"path": ROUTER_DRAIN_HOOK_PATH, "port": r.admin_port}}
+        },
         "volumeMounts": [
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
             {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},

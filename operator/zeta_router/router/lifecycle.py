@@ -1,10 +1,11 @@
 """How a router in a ZetaRouter pod stops without losing a request (see
 ``zeta_router.api.lifecycle`` for the whole sequence and the grace period).
 
-Both endpoints are on the admin port (which keeps answering while the client port drains):
+The endpoints are on the admin port (which keeps answering while the client port drains):
 
-- ``POST /drain`` (from 127.0.0.1 only: the ``zeta-router drain`` preStop hook of the router
-  container): the router stops being ready (``/readyz`` answers 503) and every response from
+- ``GET /drain/router`` (the router container's preStop, an HTTP hook run by the kubelet; and
+  ``POST /drain``, from 127.0.0.1 only, which ``zeta-router drain`` sends by hand from inside
+  the pod): the router stops being ready (``/readyz`` answers 503) and every response from
   then on carries ``Connection: close``, so clients open their next connection through a
   Service, to a pod that stays; it keeps accepting and serving whatever arrives, and answers
   once the drain has ended: the drain delay has passed and no new connection or request has
@@ -31,7 +32,13 @@ import aiohttp
 from aiohttp import web
 
 from zeta_router.api.engines import IN_FLIGHT
-from zeta_router.api.lifecycle import DRAIN_PATH, MODEL_IDLE_PATH, DrainTiming, drain_ends_at
+from zeta_router.api.lifecycle import (
+    DRAIN_PATH,
+    MODEL_IDLE_PATH,
+    ROUTER_DRAIN_PATH,
+    DrainTiming,
+    drain_ends_at,
+)
 from zeta_router.router.config import RuntimeConfig
 
 log = logging.getLogger("zeta_router.router.lifecycle")
@@ -167,8 +174,10 @@ class Lifecycle:
         while draining applies to the client API."""
         hooks = admin_app if admin_app is not None else app
         hooks.router.add_post(DRAIN_PATH, self.handle_drain)
+        hooks.router.add_get(ROUTER_DRAIN_PATH, self.handle_drain_hook)
         hooks.router.add_get(MODEL_IDLE_PATH, self.handle_model_idle)
         # What a kubelet before 1.23 asks for when a hook's path starts with a slash.
+        hooks.router.add_get("/" + ROUTER_DRAIN_PATH, self.handle_drain_hook)
         hooks.router.add_get("/" + MODEL_IDLE_PATH, self.handle_model_idle)
         app.on_response_prepare.append(self._close_when_draining)
 
@@ -192,6 +201,12 @@ class Lifecycle:
                            "type": "forbidden"}},
                 status=403,
             )  # fmt: skip
+        return await self.handle_drain_hook(request)
+
+    async def handle_drain_hook(self, request: web.Request) -> web.StreamResponse:
+        """The router container's preStop (the kubelet's GET, from the node): whoever reaches the
+        admin port could already start the drain through the model server's hook, so it is
+        accepted from the same peers (the NetworkPolicy admits only scrapers and the operator)."""
         self.begin_drain("preStop")
         await self.drained()
         return web.json_response({"status": "drained", "drainedAfterSeconds": self.drained_after})
