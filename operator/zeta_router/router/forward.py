@@ -182,6 +182,7 @@ class Forwarder:
                             "try": len(tried),
                         },
                     )
+                began = time.perf_counter()
                 try:
                     result = await self._on_replica(
                         request,
@@ -203,7 +204,7 @@ class Forwarder:
                 if result[1] is not None:
                     self._replica_failed(tier, replica, result[1])
                 elif result[0].status < 500:  # (as for the breaker: a 500 is no verdict)
-                    replicas.succeeded(replica)
+                    replicas.succeeded(replica, time.perf_counter() - began)
                 return result
         finally:
             self.metrics.inflight_add(tier.name, -1)
