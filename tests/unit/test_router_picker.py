@@ -161,6 +161,8 @@ def test_equal_or_unknown_costs_pick_as_plain_loads() -> None:
     assert costs([0.0, 0.0, 0.0], [True] * 3) is None
     assert costs([2.0, 0.0, 0.0], [True] * 3) is None  # one known: nothing to compare
     assert costs([2.0, 0.0, 4.0], [True] * 3) == [2 / 3, 1.0, 4 / 3]  # unknown: the mean
+    assert costs([2.0, 2.5, 2.9], [True] * 3) is None  # within COST_SPREAD: alike
+    assert costs([2.0, 9.0, 4.0], [True, False, True]) == [2 / 3, 3.0, 4 / 3]  # usable ones' mean
     rnd = random.Random(7)
     for _ in range(500):
         loads = [rnd.randrange(6) for _ in range(3)]

@@ -102,6 +102,11 @@ class Pick:
 #: The widest a replica's cost may be from the mean: a replica that answered one request very
 #: slowly (or very fast) is not thereby shut out of (or flooded with) requests.
 COST_RANGE: Final = 8.0
+#: Replicas whose times per request are within this ratio of each other count as equally fast.
+#: A replica's time includes its queue, so the replica holding the most popular prefixes is
+#: always somewhat slower than the others; weighting that difference would spill its prefixes
+#: for nothing. A replica really slower (fewer CPUs, a noisy neighbour) is well past it.
+COST_SPREAD: Final = 1.5
 
 
 def load_bound(total: float, candidates: int, load_factor: float) -> int:
@@ -114,9 +119,10 @@ def costs(seconds: Sequence[float], usable: Sequence[bool]) -> list[float] | Non
     """Each replica's cost per request relative to the mean of the usable ones (1.0: average),
     from ``seconds[i]``, the replica's typical time per request (an average the caller keeps;
     0: not known yet, counted as the mean of the known). None when fewer than two usable
-    replicas are known: every load then counts alike."""
+    replicas are known, or when they are all within :data:`COST_SPREAD` of each other: every
+    load then counts alike."""
     known = [t for t, ok in zip(seconds, usable, strict=True) if ok and t > 0]
-    if len(known) < 2:
+    if len(known) < 2 or max(known) < COST_SPREAD * min(known):
         return None
     mean_known = sum(known) / len(known)
     filled = [t if t > 0 else mean_known for t in seconds]
