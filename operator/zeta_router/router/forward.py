@@ -183,6 +183,7 @@ class Forwarder:
                         },
                     )
                 began = time.perf_counter()
+                held = replicas.state(replica).load() + 1
                 try:
                     result = await self._on_replica(
                         request,
@@ -204,7 +205,7 @@ class Forwarder:
                 if result[1] is not None:
                     self._replica_failed(tier, replica, result[1])
                 elif result[0].status < 500:  # (as for the breaker: a 500 is no verdict)
-                    replicas.succeeded(replica, time.perf_counter() - began)
+                    replicas.succeeded(replica, time.perf_counter() - began, held)
                 return result
         finally:
             self.metrics.inflight_add(tier.name, -1)

@@ -102,10 +102,10 @@ class Pick:
 #: The widest a replica's cost may be from the mean: a replica that answered one request very
 #: slowly (or very fast) is not thereby shut out of (or flooded with) requests.
 COST_RANGE: Final = 8.0
-#: Replicas whose times per request are within this ratio of each other count as equally fast.
-#: A replica's time includes its queue, so the replica holding the most popular prefixes is
-#: always somewhat slower than the others; weighting that difference would spill its prefixes
-#: for nothing. A replica really slower (fewer CPUs, a noisy neighbour) is well past it.
+#: Replicas whose times per request are within this ratio of each other count as equally fast:
+#: the times are noisy (prompts and answers differ in length, a cached prefix is quick), and
+#: weighting noise would spill prefixes for nothing. A replica really slower (fewer CPUs, a
+#: noisy neighbour) is well past it.
 COST_SPREAD: Final = 1.5
 
 

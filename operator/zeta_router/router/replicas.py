@@ -61,7 +61,7 @@ class ReplicaState:
     reported: int = 0  # requests running and waiting, by the replica's own gauges
     failures: int = 0  # consecutive
     ejected_until: float = 0.0  # monotonic seconds
-    seconds: float = 0.0  # time per request, a moving average of its answered ones (0: none)
+    seconds: float = 0.0  # time per request per request held, a moving average (0: none yet)
 
     def load(self) -> int:
         # The replica's own count covers every router's requests, but is up to a metrics
@@ -286,13 +286,15 @@ class Replicas:
         s = self.state(replica)
         s.outstanding = max(0, s.outstanding - 1)
 
-    def succeeded(self, replica: Replica, seconds: float) -> None:
-        """A request answered by ``replica`` in ``seconds`` (its whole answer)."""
+    def succeeded(self, replica: Replica, seconds: float, held: int) -> None:
+        """A request answered by ``replica`` in ``seconds`` (its whole answer), sent when the
+        replica held ``held`` requests with it. A replica shares itself among the requests it
+        holds, so a request's time divided by them is the replica's speed, whatever its load:
+        a replica busier than another is not thereby slower (its load counts already)."""
         s = self.state(replica)
         s.failures = 0
-        s.seconds = (
-            seconds if s.seconds <= 0 else s.seconds + SECONDS_WEIGHT * (seconds - s.seconds)
-        )
+        t = seconds / max(1, held)
+        s.seconds = t if s.seconds <= 0 else s.seconds + SECONDS_WEIGHT * (t - s.seconds)
 
     def failed(self, tier: Tier, replica: Replica, now: float) -> bool:
         """Count a failure of ``replica``; True when it ejects the replica."""
