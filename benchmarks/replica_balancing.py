@@ -15,8 +15,9 @@ Workloads:
 
 Strategies compared (the router's ``--balancing``): ``random`` (a random replica per request,
 what a Service gives), ``round-robin``, and ``prefix`` (ours: prompt prefix affinity by
-consistent hashing with bounded loads, the replicas' own load gauges, least loaded). Every run
-uses fresh prompts (a salt), so no run profits from the caches of another.
+consistent hashing with bounded loads, the replicas' own load gauges, least loaded; loads
+weighted by each replica's measured speed). Every run uses fresh prompts (a salt), so no run
+profits from the caches of another.
 
 The servers are started once and serve every strategy: llama.cpp's prompt cache is on (each
 slot keeps its last prompt, and :data:`CACHE_RAM_MIB` of host memory keeps earlier ones, about
