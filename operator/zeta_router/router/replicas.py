@@ -286,13 +286,16 @@ class Replicas:
         s = self.state(replica)
         s.outstanding = max(0, s.outstanding - 1)
 
-    def succeeded(self, replica: Replica, seconds: float, held: int) -> None:
-        """A request answered by ``replica`` in ``seconds`` (its whole answer), sent when the
-        replica held ``held`` requests with it. A replica shares itself among the requests it
-        holds, so a request's time divided by them is the replica's speed, whatever its load:
-        a replica busier than another is not thereby slower (its load counts already)."""
+    def succeeded(self, replica: Replica, seconds: float | None = None, held: int = 1) -> None:
+        """A request answered by ``replica`` in ``seconds`` (its whole answer; None: not
+        measured), sent when the replica held ``held`` requests with it. A replica shares
+        itself among the requests it holds, so a request's time divided by them is the
+        replica's speed, whatever its load: a replica busier than another is not thereby slower
+        (its load counts already)."""
         s = self.state(replica)
         s.failures = 0
+        if seconds is None:
+            return
         t = seconds / max(1, held)
         s.seconds = t if s.seconds <= 0 else s.seconds + SECONDS_WEIGHT * (t - s.seconds)
 
