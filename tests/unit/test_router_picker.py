@@ -152,8 +152,21 @@ def test_bounded_loads_hold_weighted_by_cost(
         assert p is not None
         if p.reason in ("prefix", "prefix_spill"):
             total = sum(n_ * c for n_, c in zip(loads, weights, strict=True))
-            assert (loads[p.index] + 1) * weights[p.index] <= load_bound(total, n, factor)
+            bound = load_bound(total, n, factor)
+            assert loads[p.index] == 0 or (loads[p.index] + 1) * weights[p.index] <= bound
         loads[p.index] += 1
+
+
+def test_an_idle_replica_takes_its_own_keys_however_slow() -> None:
+    ring = Ring(urls(2))
+    key = next(k for k in range(1000) if owner(ring, k) == 1)
+    slow = [0.125, 8.0]
+    p = pick("prefix", ring, [0, 0], [True, True], key, cost=slow)
+    assert p is not None
+    assert (p.index, p.reason) == (1, "prefix")
+    p = pick("prefix", ring, [0, 1], [True, True], key, cost=slow)  # busy and slow: spill
+    assert p is not None
+    assert (p.index, p.reason) == (0, "prefix_spill")
 
 
 def test_equal_or_unknown_costs_pick_as_plain_loads() -> None:

@@ -171,7 +171,9 @@ def pick(
             if not usable[i]:
                 first = False
                 continue
-            if after[i] <= bound:
+            # An idle replica always takes its own keys, however slow: as with counts alone
+            # (the bound is at least 1), affinity holds on a tier that is not busy.
+            if after[i] <= bound or loads[i] == 0:
                 return Pick(i, "prefix" if first else "prefix_spill")
             first = False
     least = min(after[i] for i in candidates)
