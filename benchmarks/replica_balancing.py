@@ -15,8 +15,20 @@ Workloads:
 
 Strategies compared (the router's ``--balancing``): ``random`` (a random replica per request,
 what a Service gives), ``round-robin``, and ``prefix`` (ours: prompt prefix affinity by
-consistent hashing with bounded loads, the replicas' own load gauges, least loaded). Every run
-uses fresh prompts (a salt), so no run profits from the caches of another.
+consistent hashing with bounded loads, the replicas' own load gauges, least loaded; loads
+weighted by each replica's measured speed). Every run uses fresh prompts (a salt), so no run
+profits from the caches of another.
+
+The servers are started once and serve every strategy: llama.cpp's prompt cache is on (each
+slot keeps its last prompt, and :data:`CACHE_RAM_MIB` of host memory keeps earlier ones, about
+2,900 tokens of SmolLM2-135M at 22.5 KiB a token), ``--cache-reuse`` off and a slot is chosen
+by prompt similarity (0.1), llama.cpp's defaults. Affinity saves prompt tokens only where one
+replica's cache cannot hold every live prefix: with the default workload (3 system prompts)
+both replicas soon hold all of them whatever the picks. ``--system-prompts 12
+--system-words 300 --conversations 24 --turns 2 --concurrency 8`` (a *many* workload) has more
+live prompts (~400 tokens each) than one replica's cache holds (some 9: two slots and ~7 in
+host memory), and half as many per replica when they meet by prefix: the case of many
+conversations on few replicas.
 
 Figures: TTFT p50/p99 (first streamed event), requests/s, prompt tokens sent and prompt tokens
 the servers computed (llama.cpp's ``llamacpp:prompt_tokens_total``: tokens not served from its
@@ -47,6 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from zeta_router_dev.images.llama_server import CACHE_RAM_MIB  # noqa: E402
 from zeta_router_dev.local.llama import LlamaServer, start_llama_server  # noqa: E402
 from zeta_router_dev.local.router_proc import RouterProcess, start_router  # noqa: E402
 
@@ -289,7 +302,9 @@ def main() -> None:
                 start_llama_server(f"r{i}", threads=args.threads, ctx_size=8192, log_dir=work)
             )
         print(
-            f"{args.replicas} llama.cpp replicas (threads {args.threads}, 2 slots each); "
+            f"{args.replicas} llama.cpp replicas (threads {args.threads}, 2 slots each, prompt "
+            f"cache on: slots plus {CACHE_RAM_MIB} MiB of host memory, --cache-reuse 0, slot "
+            "prompt similarity 0.1, the same for every strategy); "
             f"{args.conversations} conversations x {args.turns} turns, {args.system_prompts} "
             f"shared system prompts of {args.system_words} words, {args.concurrency} at once; "
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",

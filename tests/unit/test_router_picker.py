@@ -12,6 +12,7 @@ from zeta_router.router.picker import (
     REASONS,
     STRATEGIES,
     Ring,
+    costs,
     load_bound,
     pick,
     prefix_key,
@@ -126,6 +127,98 @@ def test_bounded_loads_hold(n: int, factor: float, keys: list[int], hot: int) ->
         loads[p.index] += 1
         total = sum(loads)
         assert max(loads) <= load_bound(total - 1, n, factor)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 8),
+    factor=st.sampled_from([1.0, 1.25, 2.0]),
+    seconds=st.lists(st.floats(0.0, 100.0), min_size=8, max_size=8),
+    keys=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=200),
+)
+def test_bounded_loads_hold_weighted_by_cost(
+    n: int, factor: float, seconds: list[float], keys: list[int]
+) -> None:
+    """With replicas of different speeds, a prefix pick never takes a replica past the bound
+    on its cost-weighted load, and the costs stay within their range around the mean."""
+    ring = Ring(urls(n))
+    usable = [True] * n
+    cost = costs(seconds[:n], usable)
+    weights = cost or [1.0] * n
+    assert all(1 / 8 <= c <= 8 for c in weights)
+    loads = [0] * n
+    for key in keys:
+        p = pick("prefix", ring, loads, usable, key, load_factor=factor, cost=cost)
+        assert p is not None
+        if p.reason in ("prefix", "prefix_spill"):
+            total = sum(n_ * c for n_, c in zip(loads, weights, strict=True))
+            bound = load_bound(total, n, factor)
+            assert loads[p.index] == 0 or (loads[p.index] + 1) * weights[p.index] <= bound
+        loads[p.index] += 1
+
+
+def test_an_idle_replica_takes_its_own_keys_however_slow() -> None:
+    ring = Ring(urls(2))
+    key = next(k for k in range(1000) if owner(ring, k) == 1)
+    slow = [0.125, 8.0]
+    p = pick("prefix", ring, [0, 0], [True, True], key, cost=slow)
+    assert p is not None
+    assert (p.index, p.reason) == (1, "prefix")
+    p = pick("prefix", ring, [0, 1], [True, True], key, cost=slow)  # busy and slow: spill
+    assert p is not None
+    assert (p.index, p.reason) == (0, "prefix_spill")
+
+
+def test_equal_or_unknown_costs_pick_as_plain_loads() -> None:
+    ring = Ring(urls(3))
+    assert costs([0.0, 0.0, 0.0], [True] * 3) is None
+    assert costs([2.0, 0.0, 0.0], [True] * 3) is None  # one known: nothing to compare
+    assert costs([2.0, 0.0, 4.0], [True] * 3) == [2 / 3, 1.0, 4 / 3]  # unknown: the mean
+    assert costs([2.0, 2.5, 2.9], [True] * 3) is None  # within COST_SPREAD: alike
+    assert costs([2.0, 9.0, 4.0], [True, False, True]) == [2 / 3, 3.0, 4 / 3]  # usable ones' mean
+    rnd = random.Random(7)
+    for _ in range(500):
+        loads = [rnd.randrange(6) for _ in range(3)]
+        key = rnd.getrandbits(64)
+        for strategy in ("prefix", "least-loaded"):
+            plain = pick(strategy, ring, loads, [True] * 3, key, turn=1)
+            same = pick(strategy, ring, loads, [True] * 3, key, turn=1, cost=[1.0] * 3)
+            assert plain == same
+
+
+def _share_of_slow(cost: list[float] | None, strategy: str, seed: int) -> float:
+    """Replica 1 serves half as fast as replica 0; requests keep arriving (32 at a time in the
+    system) with random prompt prefixes; each step one request finishes, on a replica drawn in
+    proportion to its load times its speed. The share of requests replica 1 got."""
+    rnd = random.Random(seed)
+    ring = Ring(urls(2))
+    speed = [2.0, 1.0]
+    loads = [0, 0]
+    got = [0, 0]
+    keys = [rnd.getrandbits(64) for _ in range(40)]
+    for step in range(4000):
+        p = pick(strategy, ring, loads, [True, True], rnd.choice(keys), turn=step, cost=cost)
+        assert p is not None
+        loads[p.index] += 1
+        got[p.index] += 1
+        if sum(loads) >= 32:
+            rates = [n * v for n, v in zip(loads, speed, strict=True)]
+            done = 0 if rnd.random() * sum(rates) < rates[0] else 1
+            loads[done] -= 1
+    return got[1] / sum(got)
+
+
+def test_a_replica_twice_as_slow_gets_fewer_requests() -> None:
+    """Its measured time per request doubles its cost: it takes fewer requests than the fast
+    one, and fewer than when loads were counted alike."""
+    cost = costs([1.0, 2.0], [True, True])  # replica 1 takes twice as long
+    assert cost == [2 / 3, 4 / 3]
+    for strategy in ("prefix", "least-loaded"):
+        for seed in range(3):
+            weighted = _share_of_slow(cost, strategy, seed)
+            plain = _share_of_slow(None, strategy, seed)
+            assert weighted < 0.45
+            assert weighted < plain
 
 
 @settings(max_examples=20, deadline=None)

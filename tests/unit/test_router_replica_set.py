@@ -197,3 +197,24 @@ def test_a_tier_with_no_replica_is_a_state_not_an_error() -> None:
     assert reps.choose(small, None, (), now=0.0) is None
     assert reps.choose(small, 12345, (), now=0.0) is None
     assert not reps.multiple(small)
+
+
+def test_a_replica_slow_per_request_held_gets_fewer_least_loaded_picks() -> None:
+    """A request's time counts divided by the requests its replica held: a busy replica is not
+    thereby slow; one twice as slow per request held loses the ties to the faster."""
+    reps = replica_set(config("http://10.0.0.1:8000", "http://10.0.0.2:8000"), {})
+    small = reps.config.tiers[0]
+    fast, slow = reps.of(small).replicas
+    for _ in range(5):
+        reps.succeeded(fast, 4.0, 4)  # busy: 1 s per request held
+        reps.succeeded(slow, 2.0, 1)  # idle but slow: 2 s
+    assert reps.state(fast).seconds == pytest.approx(1.0)
+    assert reps.state(slow).seconds == pytest.approx(2.0)
+    picks = []
+    for _ in range(6):  # loads 0/0 at first: alike in count, not in time
+        chosen = reps.choose(small, None, (), 0.0)
+        assert chosen is not None
+        picks.append(chosen[0])
+        reps.begin(chosen[0])
+    assert picks.count(fast) == 4
+    assert picks.count(slow) == 2

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_PORT = 8080
+#: llama.cpp's host-memory prompt cache (``--cache-ram``): prompts of finished requests kept for
+#: later ones that begin alike (llama.cpp's default is 8 GiB; an image shares a node).
+CACHE_RAM_MIB = 64
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def build_params(opts: Options, xllamacpp: Any) -> Any:
     params.endpoint_metrics = opts.metrics
     if opts.alias:
         params.model_alias = {opts.alias}
-    params.cache_ram_mib = 64
+    params.cache_ram_mib = CACHE_RAM_MIB
     params.warmup = opts.warmup
     return params
 

@@ -168,7 +168,8 @@ class Forwarder:
                     raise TierError("no_replica", "no replica of the tier left to try")
                 replica, why = chosen
                 tried.append(replica.url)
-                more = len(tried) < tries and len(tried) < len(replicas.of(tier).replicas)
+                count = len(replicas.of(tier).replicas)
+                more = len(tried) < tries and len(tried) < count
                 self.metrics.replica_request(tier.name, replica.url, why.reason)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
@@ -182,6 +183,9 @@ class Forwarder:
                             "try": len(tried),
                         },
                     )
+                # The replica's speed, for the picker: only where there is a choice to make.
+                began = time.perf_counter() if count > 1 else 0.0
+                held = replicas.state(replica).load() + 1 if count > 1 else 0
                 try:
                     result = await self._on_replica(
                         request,
@@ -203,7 +207,8 @@ class Forwarder:
                 if result[1] is not None:
                     self._replica_failed(tier, replica, result[1])
                 elif result[0].status < 500:  # (as for the breaker: a 500 is no verdict)
-                    replicas.succeeded(replica)
+                    took = time.perf_counter() - began if count > 1 else None
+                    replicas.succeeded(replica, took, held)
                 return result
         finally:
             self.metrics.inflight_add(tier.name, -1)

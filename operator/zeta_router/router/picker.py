@@ -9,8 +9,11 @@ the first replica clockwise from it whose load stays within the bound
 ``ceil(load_factor * (total + 1) / n)``. Requests that begin alike (the turns of one
 conversation, requests sharing a long system prompt) thus meet on one replica, whose prompt
 cache holds their prefix, unless it is already busier than the bound; then they spill to the
-next replica on the ring, the same one for every router. The hash is of the replicas'
-addresses, not of any router's state, so every router of a ZetaRouter picks alike without
+next replica on the ring, the same one for every router. A replica's load is weighted by its
+*cost*, how long its requests take relative to the others' (:func:`costs`): a replica half as
+fast counts each request it holds twice, so it reaches the bound with half the requests and
+its share of the spills and of the least-loaded picks falls with its speed. The hash is of the
+replicas' addresses, not of any router's state, so every router of a ZetaRouter picks alike without
 talking to the others; adding or removing a replica moves only the keys of the ring arcs it
 gains or loses.
 
@@ -96,9 +99,36 @@ class Pick:
     reason: str
 
 
-def load_bound(total: int, candidates: int, load_factor: float) -> int:
-    """The most requests a replica may hold after taking one more, for bounded loads."""
+#: The widest a replica's cost may be from the mean: a replica that answered one request very
+#: slowly (or very fast) is not thereby shut out of (or flooded with) requests.
+COST_RANGE: Final = 8.0
+#: Replicas whose times per request are within this ratio of each other count as equally fast:
+#: the times are noisy (prompts and answers differ in length, a cached prefix is quick), and
+#: weighting noise would spill prefixes for nothing. A replica really slower (fewer CPUs, a
+#: noisy neighbour) is well past it.
+COST_SPREAD: Final = 1.5
+
+
+def load_bound(total: float, candidates: int, load_factor: float) -> int:
+    """The most (cost-weighted) load a replica may hold after taking one more request, for
+    bounded loads."""
     return math.ceil(load_factor * (total + 1) / candidates)
+
+
+def costs(seconds: Sequence[float], usable: Sequence[bool]) -> list[float] | None:
+    """Each replica's cost per request relative to the mean of the usable ones (1.0: average),
+    from ``seconds[i]``, the replica's typical time per request (an average the caller keeps;
+    0: not known yet, counted as the mean of the known). None when fewer than two usable
+    replicas are known, or when they are all within :data:`COST_SPREAD` of each other: every
+    load then counts alike."""
+    known = [t for t, ok in zip(seconds, usable, strict=True) if ok and t > 0]
+    if len(known) < 2 or max(known) < COST_SPREAD * min(known):
+        return None
+    mean_known = sum(known) / len(known)
+    filled = [t if t > 0 else mean_known for t in seconds]
+    mean = sum(t for t, ok in zip(filled, usable, strict=True) if ok) / sum(usable)
+    low, high = 1 / COST_RANGE, COST_RANGE
+    return [min(high, max(low, t / mean)) for t in filled]
 
 
 def pick(
@@ -111,11 +141,13 @@ def pick(
     load_factor: float = 1.25,
     local: int | None = None,
     turn: int = 0,
+    cost: Sequence[float] | None = None,
 ) -> Pick | None:
     """The replica for one request: ``loads[i]`` is replica ``i``'s load (requests in progress
     or waiting), ``usable[i]`` whether it may be tried (not ejected, not tried already for this
     request), ``key`` the hash of the request's prompt prefix (None: none), ``local`` this pod's
-    own replica, ``turn`` a counter (round robin, and the rotation among ties)."""
+    own replica, ``turn`` a counter (round robin, and the rotation among ties), ``cost[i]`` the
+    weight of each request replica ``i`` holds (:func:`costs`; None: 1 for all)."""
     candidates = [i for i, ok in enumerate(usable) if ok]
     if not candidates:
         return None
@@ -126,18 +158,26 @@ def pick(
     if strategy == "random":
         # ``turn`` is the caller's random draw: this function stays deterministic.
         return Pick(candidates[turn % len(candidates)], "random")
+    if cost is None:
+        after: Sequence[float] = [n + 1 for n in loads]  # each replica's load, one more taken
+        total: float = sum(loads[i] for i in candidates)
+    else:
+        after = [(n + 1) * c for n, c in zip(loads, cost, strict=True)]
+        total = sum(loads[i] * cost[i] for i in candidates)
     if strategy == "prefix" and key is not None:
-        bound = load_bound(sum(loads[i] for i in candidates), len(candidates), load_factor)
+        bound = load_bound(total, len(candidates), load_factor)
         first = True
         for i in ring.walk(key):
             if not usable[i]:
                 first = False
                 continue
-            if loads[i] + 1 <= bound:
+            # An idle replica always takes its own keys, however slow: as with counts alone
+            # (the bound is at least 1), affinity holds on a tier that is not busy.
+            if after[i] <= bound or loads[i] == 0:
                 return Pick(i, "prefix" if first else "prefix_spill")
             first = False
-    least = min(loads[i] for i in candidates)
-    tied = [i for i in candidates if loads[i] == least]
+    least = min(after[i] for i in candidates)
+    tied = [i for i in candidates if after[i] == least]
     if local is not None and local in tied and len(tied) > 1:
         return Pick(local, "local_tie")
     return Pick(tied[turn % len(tied)], "least_loaded")

@@ -28,7 +28,7 @@ from zeta_router.api.routing import Balancing, is_ip_literal
 from zeta_router.router.config import RuntimeConfig, Tier
 from zeta_router.router.lifecycle import in_flight
 from zeta_router.router.metrics import RouterMetrics
-from zeta_router.router.picker import Pick, Ring, pick
+from zeta_router.router.picker import Pick, Ring, costs, pick
 
 log = logging.getLogger("zeta_router.router.replicas")
 
@@ -38,6 +38,9 @@ NO_SUCH_NAME = frozenset(
 )
 #: Longest a name resolution or a metrics read may take.
 IO_SECONDS = 2.0
+#: Weight of a request's time in its replica's average time per request: the average follows
+#: a replica that slows down (or recovers) within some ten requests.
+SECONDS_WEIGHT = 0.2
 
 
 #: The pick of a tier's only replica (most tiers, most of the time: allocated once).
@@ -58,6 +61,7 @@ class ReplicaState:
     reported: int = 0  # requests running and waiting, by the replica's own gauges
     failures: int = 0  # consecutive
     ejected_until: float = 0.0  # monotonic seconds
+    seconds: float = 0.0  # time per request per request held, a moving average (0: none yet)
 
     def load(self) -> int:
         # The replica's own count covers every router's requests, but is up to a metrics
@@ -267,6 +271,7 @@ class Replicas:
             load_factor=st.load_factor,
             local=tr.local,
             turn=turn,
+            cost=costs([s.seconds for s in states], usable),
         )
         if chosen is None:
             return None
@@ -281,8 +286,18 @@ class Replicas:
         s = self.state(replica)
         s.outstanding = max(0, s.outstanding - 1)
 
-    def succeeded(self, replica: Replica) -> None:
-        self.state(replica).failures = 0
+    def succeeded(self, replica: Replica, seconds: float | None = None, held: int = 1) -> None:
+        """A request answered by ``replica`` in ``seconds`` (its whole answer; None: not
+        measured), sent when the replica held ``held`` requests with it. A replica shares
+        itself among the requests it holds, so a request's time divided by them is the
+        replica's speed, whatever its load: a replica busier than another is not thereby slower
+        (its load counts already)."""
+        s = self.state(replica)
+        s.failures = 0
+        if seconds is None:
+            return
+        t = seconds / max(1, held)
+        s.seconds = t if s.seconds <= 0 else s.seconds + SECONDS_WEIGHT * (t - s.seconds)
 
     def failed(self, tier: Tier, replica: Replica, now: float) -> bool:
         """Count a failure of ``replica``; True when it ejects the replica."""
