@@ -31,7 +31,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("operator", "zeta_router.controller.cli", "run the ZetaRouter operator (kopf)"),
     Subcommand("router", "zeta_router.router.cli", "run the routing sidecar / standalone router"),
     Subcommand(
-        "drain", "zeta_router.router.drain_cli", "preStop hook: stop this pod's router, then wait"
+        "drain",
+        "zeta_router.router.drain_cli",
+        "drain this pod's router by hand (what its preStop hook does), then wait",
     ),
     Subcommand(
         "render",

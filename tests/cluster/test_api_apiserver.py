@@ -19,6 +19,7 @@ import yaml
 from support.cluster import REPO, load_yaml_docs
 from zeta_router.api.models import parse_status, parse_zetarouter
 from zeta_router.controller.apply import changed_paths
+from zeta_router.controller.cli import pdb_api_version
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
 from zeta_router.render import names
 from zeta_router.render.children import render
@@ -109,13 +110,19 @@ def test_rendered_children_are_applied_and_a_second_apply_changes_nothing(
     kube: Kube, namespace: str, path: Path
 ) -> None:
     body = sample(path)
-    out = render(body["metadata"]["name"], namespace, parse_zetarouter(body))
+    # The PodDisruptionBudget's version is the one this cluster serves, as the operator asks.
+    out = render(
+        body["metadata"]["name"],
+        namespace,
+        parse_zetarouter(body),
+        pdb_api_version=pdb_api_version(kube),
+    )
     peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     children = [*out.children, build_network_policy(body["metadata"]["name"], [peer])]
     for child in children:
         kind = names.child_kind(child["kind"])
         obj = {**child, "metadata": {**child["metadata"], "namespace": namespace}}
-        where = api_path(kind.api_version, kind.plural, namespace, child["metadata"]["name"])
+        where = api_path(child["apiVersion"], kind.plural, namespace, child["metadata"]["name"])
         first = kube.apply(where, obj, names.FIELD_MANAGER)
         again = kube.apply(where, obj, names.FIELD_MANAGER)
         # The apiserver's defaults are not ours and never look like drift: nothing is written

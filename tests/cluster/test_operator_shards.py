@@ -33,7 +33,9 @@ def expected_names(body: dict[str, Any]) -> dict[str, set[str]]:
     tiers = [t["name"] for t in body["spec"]["tiers"]]
     return {
         "Deployment": {f"{name}-{t}" for t in tiers},
-        "Service": {name} | {f"{name}-{t}" for t in tiers},
+        "Service": {name}
+        | {f"{name}-{t}" for t in tiers}
+        | {f"{name}-{t}-replicas" for t in tiers},
         "ConfigMap": {f"{name}-routing"},
     }
 

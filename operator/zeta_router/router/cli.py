@@ -73,7 +73,7 @@ request headers: X-Zeta-Context, X-Zeta-Tier (force a tier, when allowed; with
 
 signals: SIGTERM/SIGINT drain and exit (stop accepting clients, let requests in flight
   finish for --drain-seconds, /readyz answering 503 meanwhile); SIGHUP re-reads --config.
-  In a pod the preStop hook (`zeta-router drain`) comes first: the router keeps serving, not
+  In a pod the preStop hook (GET /drain/router) comes first: the router keeps serving, not
   ready, until traffic has stopped (--drain-delay, --drain-quiet, --drain-timeout).
 See docs/router.md for the config file reference and metrics.
 """
@@ -293,7 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="S",
-        help="in a pod: after the preStop hook (`zeta-router drain`) asks to drain, keep "
+        help="in a pod: after the preStop hook (GET /drain/router) asks to drain, keep "
         "serving, not ready, at least this long while Services stop sending requests "
         "(default: %(default)s)",
     )

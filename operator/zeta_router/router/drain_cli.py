@@ -1,8 +1,8 @@
-"""`zeta-router drain`: the preStop hook of a ZetaRouter pod's router container.
+"""`zeta-router drain`: drain this pod's router by hand, from inside the pod (``kubectl exec``).
 
-It asks the router of this pod (on 127.0.0.1, its admin port) to stop being ready and waits
-until it has kept serving for its drain delay (``zeta_router.router.lifecycle``); the kubelet
-then sends SIGTERM.
+It asks the router of this pod (``POST /drain`` on 127.0.0.1, its admin port) to stop being
+ready and waits until its drain has ended (``zeta_router.router.lifecycle``), as the router
+container's preStop hook (the kubelet's ``GET /drain/router``) does.
 A router that is not running (nothing to drain) is not an error.
 """
 
