@@ -19,8 +19,9 @@ from zeta_router.api.lifecycle import DRAIN_PATH
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Tell the router on this pod to stop taking new requests (it stops being ready and "
-        "closes connections after each response), then wait out its drain delay. Used as the "
-        "router container's preStop hook; SIGTERM then makes it finish what is in flight."
+        "closes connections after each response), then wait until its drain has ended, as the "
+        "router container's preStop hook (the kubelet's GET /drain/router) does; SIGTERM then "
+        "makes it finish what is in flight. Run it inside the pod (kubectl exec)."
     )
     parser.add_argument(
         "--port",
