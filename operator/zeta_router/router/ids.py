@@ -128,6 +128,11 @@ def read_keys(path: Path) -> list[bytes]:
         text = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_keys(text, path)
+
+
+def parse_keys(text: bytes, path: Path) -> list[bytes]:
+    """The keys in ``text``, the content of the key file ``path`` (named in the error)."""
     keys = [line.strip() for line in text.splitlines() if line.strip()]
     if not keys:
         raise KeyFileError(f"{path} holds no key")

@@ -18,12 +18,47 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zeta_router.router.config import ConfigError, RuntimeConfig, compile_config, parse_config
-from zeta_router.router.ids import KeyFileError, Signer, key_id, read_keys
+from zeta_router.router.ids import KeyFileError, Signer, key_id, parse_keys
 
 log = logging.getLogger("zeta_router.router.reload")
 
 
-class ConfigWatcher:
+class _PolledFile:
+    """The polling loop both watchers share: :meth:`poll` every ``interval`` seconds, or at once
+    after :meth:`check_now` (SIGHUP)."""
+
+    #: What the file holds, for the log line of a poll that failed.
+    what = "file"
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self._digest: bytes | None = None
+        self._wake = asyncio.Event()
+
+    def check_now(self) -> None:
+        """Ask the polling loop to look at the file right away (SIGHUP)."""
+        self._wake.set()
+
+    def poll(self) -> bool:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            try:
+                self.poll()
+            except Exception:  # a watcher that dies would silently freeze what it watches
+                log.exception(
+                    f"{self.what} poll failed", extra={"event": f"{self.what}_poll_failed"}
+                )
+
+
+class ConfigWatcher(_PolledFile):
+    what = "config"
+
     def __init__(
         self,
         path: Path,
@@ -34,22 +69,15 @@ class ConfigWatcher:
         interval: float = 1.0,
         ngram_key: bytes | None = None,
     ) -> None:
-        self.path = path
+        super().__init__(path, interval)
         self.local_tier = local_tier
         self.ngram_key = ngram_key
         self.on_config = on_config
         self.on_error = on_error
-        self.interval = interval
-        self._digest: bytes | None = None
-        self._wake = asyncio.Event()
 
     def prime(self, content: bytes) -> None:
         """Mark ``content`` (the file the router started with) as already applied."""
         self._digest = hashlib.sha256(content).digest()
-
-    def check_now(self) -> None:
-        """Ask the polling loop to look at the file right away (SIGHUP)."""
-        self._wake.set()
 
     def poll(self) -> bool:
         """Look at the file once; returns True when a new configuration was applied."""
@@ -78,21 +106,13 @@ class ConfigWatcher:
             self.on_error(reason)
         return False
 
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            self._wake.clear()
-            try:
-                self.poll()
-            except Exception:  # a watcher that dies would silently freeze the config
-                log.exception("config poll failed", extra={"event": "config_poll_failed"})
 
-
-class KeyWatcher:
+class KeyWatcher(_PolledFile):
     """Re-reads the mounted request key file (a Secret volume, swapped like a ConfigMap's) and
     hands new keys to the signer: the first signs from then on, every one verifies. A file that
     cannot be used is reported once per distinct content and the keys in use stay."""
+
+    what = "key"
 
     def __init__(
         self,
@@ -102,29 +122,28 @@ class KeyWatcher:
         on_keys: Callable[[Signer], None] | None = None,
         interval: float = 1.0,
     ) -> None:
-        self.path = path
+        super().__init__(path, interval)
         self.signer = signer
         self.on_keys = on_keys
-        self.interval = interval
-        self._digest: bytes | None = None
-        self._wake = asyncio.Event()
-
-    def check_now(self) -> None:
-        self._wake.set()
 
     def poll(self) -> bool:
         """Look at the file once; returns True when new keys were taken."""
+        unreadable: KeyFileError | None = None
         try:
             content = self.path.read_bytes()
         except OSError as exc:
             content = f"missing:{exc.errno}".encode()
+            unreadable = KeyFileError(f"cannot read {self.path}: {exc.strerror or exc}")
         digest = hashlib.sha256(content).digest()
         if digest == self._digest:
             return False
         first = self._digest is None
         self._digest = digest
         try:
-            keys = read_keys(self.path)
+            # The content just hashed, not a second read that could see another file.
+            if unreadable is not None:
+                raise unreadable
+            keys = parse_keys(content, self.path)
             if first and self.signer.key_ids == tuple(key_id(k) for k in keys):
                 return False  # what the router started with
             self.signer.set_keys(keys)
@@ -145,13 +164,3 @@ class KeyWatcher:
         if self.on_keys is not None:
             self.on_keys(self.signer)
         return True
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            self._wake.clear()
-            try:
-                self.poll()
-            except Exception:  # a watcher that dies would silently freeze the keys
-                log.exception("key poll failed", extra={"event": "key_poll_failed"})
