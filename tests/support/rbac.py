@@ -69,7 +69,9 @@ NAMESPACED: tuple[Grant, ...] = (
         "",
         ("secrets",),
         ("get",),
-        "metadata of Secrets named by env secretKeyRef; annotated Prometheus credentials",
+        "metadata of Secrets named by env secretKeyRef; annotated Prometheus credentials; the "
+        "n-gram key in the ZetaRouter's own `<name>-router-key` (the learner, for a cold-start "
+        "file)",
         "secrets-get",
     ),
     Grant("", ("events",), ("create", "patch"), "Events on ZetaRouters"),
