@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,9 @@ from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.kube import Kube, api_path
 from zeta_router.learning.collect import ADDRESSES_ENV
+from zeta_router.learning.cycle import model_id
 from zeta_router.render import names
+from zeta_router.scoring.learned import LearnedCorrection
 from zeta_router.scoring.scorer import default_scorer
 from zeta_router_dev.local.configmap_sync import ConfigMapSync
 from zeta_router_dev.local.llama import LlamaServer
@@ -48,6 +51,8 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
+# "... (35 most recent of 140 labels)": the labels a verdict was reached on.
+LABELS_IN = re.compile(r"of (\d+) labels\)")
 NAME = "learner"
 LAW = [
     "Is an oral agreement to sell {x} enforceable under the statute of frauds?",
@@ -338,6 +343,13 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         labels = sum(tier == "small" for _, tier in traffic.served)
         assert labels >= 100
 
+        def adopted_messages() -> list[str]:
+            return [
+                str(e.get("message", ""))
+                for e in events_for(kube, namespace, NAME)
+                if e.get("reason") == "LearnedModelAdopted"
+            ]
+
         def refitted_on_all() -> bool:
             status = context_status(kube, namespace)
             return status.get("source") == "learned" and f"of {labels} labels)" in str(
@@ -349,16 +361,9 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         assert status["labels"] == labels, status
         assert status["modelLabels"] >= 60, status
         assert status.get("adoptedAt"), status
-        model_id = status["modelId"]
-        adopted = [
-            e.get("message", "")
-            for e in events_for(kube, namespace, NAME)
-            if e.get("reason") == "LearnedModelAdopted"
-        ]
-        assert adopted, "no LearnedModelAdopted Event"
-        assert "beats" in adopted[0]
-        # (Refits of phase 1's labels may adopt more than once; the inverted file must not.)
-        adoptions = len(adopted)
+        # Events are posted in the background: wait for the one the status already reflects.
+        wait_for(lambda: bool(adopted_messages()), 30, "a LearnedModelAdopted Event")
+        assert "beats" in adopted_messages()[0]
         store = kube.get(api_path("v1", "configmaps", namespace, f"{NAME}-learned"))
         assert "default" in yaml.safe_load(store["data"]["models.yaml"])
         doc = routing(kube, namespace)
@@ -415,15 +420,26 @@ def test_the_operator_learns_from_feedback_and_refuses_a_model_of_inverted_label
         wait_for(refused_with_file, 240, "the model of the inverted file refused")
         status = context_status(kube, namespace)
         assert f"of {status['labels']} labels)" in status["message"], status
-        assert status["modelId"] == model_id
         assert status["apgrAfter"] < status["apgrBefore"]
         assert status["labels"] > 240
-        reasons = [e.get("reason") for e in events_for(kube, namespace, NAME)]
-        assert "ColdStartFileRead" in reasons
-        assert "LearnedModelRefused" in reasons
-        assert reasons.count("LearnedModelAdopted") == adoptions
+
+        def reasons() -> list[str]:
+            return [str(e.get("reason")) for e in events_for(kube, namespace, NAME)]
+
+        wait_for(
+            lambda: {"ColdStartFileRead", "LearnedModelRefused"} <= set(reasons()),
+            30,
+            "the ColdStartFileRead and LearnedModelRefused Events",
+        )
+        # Refits of phase 1 and 2's labels (fewer than 240) may adopt more than once; no refit
+        # that includes the inverted file's 240 labels ever may.
+        adopted_on = [int(n) for m in adopted_messages() for n in LABELS_IN.findall(m)]
+        assert adopted_on, adopted_messages()
+        assert max(adopted_on) < 240, adopted_messages()
+        # The model the routers still run is the one in use, not the file's.
         still = next(c for c in routing(kube, namespace)["contexts"] if c["name"] == "default")
-        assert still["learned"] == learned
+        assert still["learned"]["ngramCount"] > 0
+        assert model_id(LearnedCorrection.model_validate(still["learned"])) == status["modelId"]
     finally:
         sync.stop()
         for r in routers.values():

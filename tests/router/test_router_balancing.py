@@ -17,6 +17,7 @@ import pytest
 
 from support.fake_upstream import start_fake_upstream
 from zeta_router_dev.local.llama import LlamaServer
+from zeta_router_dev.local.prometheus import free_port
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 pytestmark = pytest.mark.llama
@@ -197,3 +198,27 @@ def test_a_failing_replica_is_ejected_and_the_other_answers(
     finally:
         assert router.stop() == 0
         bad.stop()
+
+
+def test_a_tier_whose_known_replicas_cannot_be_reached_is_tried_through_its_service(
+    llama_servers: dict[str, LlamaServer], tmp_path: Path
+) -> None:
+    # During a rollout a router may know only pods that are gone (it learns of new ones by name
+    # resolution, late); the tier's Service already leads to the new ones.
+    service = llama_servers["small"]
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = tmp_path / "routing.yaml"
+    config.write_text(
+        f"tiers: [{{name: small, url: '{service.url}', replicas: ['{gone}']}}]\n"
+        "contexts: [{name: default, thresholds: []}]\ndefaultContext: default\n"
+    )
+    router = start_router(["--config", str(config)], tmp_path)
+    try:
+        client = _client(router)
+        for i in range(3):
+            assert _ask(client, f"Gone {i}.", "Hi?") == 200
+        picks = _picks(router)
+        assert picks.get(service.url) == 3, picks
+        assert picks.get(gone, 0.0) >= 1, picks  # it was tried first, and failed to connect
+    finally:
+        assert router.stop() == 0

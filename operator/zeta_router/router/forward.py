@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +27,7 @@ from zeta_router.router.errors import ApiError, error_response
 from zeta_router.router.http1 import Response
 from zeta_router.router.ids import Signer
 from zeta_router.router.metrics import RouterMetrics
-from zeta_router.router.picker import prefix_key
+from zeta_router.router.picker import Pick, prefix_key
 from zeta_router.router.relay import decision_headers, relay
 from zeta_router.router.replicas import Replica
 from zeta_router.router.upstream import (
@@ -161,15 +161,19 @@ class Forwarder:
         self.metrics.inflight_add(tier.name, 1)
         tries = cfg.source.balancing.replica_tries
         tried: list[str] = []
+        fallback: Replica | None = None
         try:
             while True:
-                chosen = replicas.choose(tier, key, tried, time.monotonic())
-                if chosen is None:
-                    raise TierError("no_replica", "no replica of the tier left to try")
-                replica, why = chosen
+                if fallback is None:
+                    chosen = replicas.choose(tier, key, tried, time.monotonic())
+                    if chosen is None:
+                        raise TierError("no_replica", "no replica of the tier left to try")
+                    replica, why = chosen
+                else:
+                    replica, why = fallback, SERVICE
                 tried.append(replica.url)
                 count = len(replicas.of(tier).replicas)
-                more = len(tried) < tries and len(tried) < count
+                more = fallback is None and len(tried) < tries and len(tried) < count
                 self.metrics.replica_request(tier.name, replica.url, why.reason)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
@@ -201,8 +205,12 @@ class Forwarder:
                     )
                 except TierError as err:
                     self._replica_failed(tier, replica, err)
-                    if not more or loop.time() >= deadline:
+                    if loop.time() >= deadline:
                         raise
+                    if not more:
+                        fallback = service_fallback(tier, tried, err, fallback)
+                        if fallback is None:
+                            raise
                     continue
                 if result[1] is not None:
                     self._replica_failed(tier, replica, result[1])
@@ -307,6 +315,22 @@ class Forwarder:
         resp = error_response(err)
         decision_headers(resp, d, None)
         return resp
+
+
+#: The pick of a tier's Service address after its known replicas could not be reached.
+SERVICE = Pick(0, "service")
+
+
+def service_fallback(
+    tier: Tier, tried: Sequence[str], err: TierError, previous: Replica | None
+) -> Replica | None:
+    """The tier's Service address, for one last try, when no replica the router knows of
+    could even be connected to (None: no such try). A router learns of a tier's new pods by
+    name resolution, a second or more late (DNS caches too); during a rollout it may know only
+    pods that are gone, while the tier's ClusterIP Service already leads to the new ones. Pure."""
+    if previous is not None or not err.unreached or tier.url in tried or not tier.replicas:
+        return None
+    return Replica(tier.url)
 
 
 async def error_detail(resp: Response) -> str:

@@ -52,6 +52,8 @@ REASONS: Final = {
     "local_tie": "the least loaded, tied with others: this pod's own",
     "round_robin": "the next replica in turn",
     "random": "a replica at random",
+    "service": "the tier's Service address: no replica this router knows could be connected to "
+    "(it may know only replicas that are gone; the Service knows the ones ready now)",
 }
 
 

@@ -68,12 +68,16 @@ class TierError(Exception):
     """A tier could not take the request; ``reason`` (one of FAILURE_REASONS) is the metric
     label."""
 
-    def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, status: int | None = None, *, unreached: bool = False
+    ) -> None:
         assert reason in FAILURE_REASONS, reason
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.status = status
+        # No connection was made: nobody saw the request, so sending it elsewhere is safe.
+        self.unreached = unreached
 
 
 def attempt_order(chosen: int, tiers: int, failover: bool) -> list[int]:
@@ -228,9 +232,9 @@ class Upstreams:
         try:
             return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
         except ConnectTimeoutError as exc:
-            raise TierError("timeout", f"cannot connect: {exc}") from None
+            raise TierError("timeout", f"cannot connect: {exc}", unreached=True) from None
         except ConnectError as exc:
-            raise TierError("refused", f"cannot connect: {exc}") from None
+            raise TierError("refused", f"cannot connect: {exc}", unreached=True) from None
         except TimeoutError:
             raise TierError("timeout", f"no response within {wait:.3g}s") from None
         except DisconnectedError as exc:
