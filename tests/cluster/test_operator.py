@@ -273,6 +273,40 @@ def test_deleted_children_are_recreated(
     )
 
 
+def unchanged_drift_checks(operator: OperatorProcess) -> float:
+    """Drift checks that found, from the operator's watch alone, that nothing had moved."""
+    prefix = 'zeta_operator_reconciles_total{result="unchanged",trigger="drift"} '
+    for line in operator.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_an_idle_zetarouter_is_checked_from_the_watch_and_an_edit_is_still_put_back(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    zr = create_zr(kube, namespace, sample())
+    wait_children(kube, namespace, zr)
+    tier = tier_names(zr)[0]
+    # Nothing moves: the checks conclude so without listing or applying anything.
+    wait_for(lambda: unchanged_drift_checks(operator) >= 2, 4 * DRIFT_INTERVAL + TIMEOUT, "checks")
+    path = api_path("v1", "services", namespace, f"chat-{tier}")
+    kube.patch(path, {"metadata": {"labels": {"zeta.ai/tier": "edited"}}}, MERGE_PATCH)
+    # The edit moved the Service: the next check takes the full path and puts the label back.
+    wait_for(
+        lambda: kube.get(path)["metadata"]["labels"]["zeta.ai/tier"] == tier,
+        2 * DRIFT_INTERVAL + TIMEOUT,
+        "the edited label to be put back",
+    )
+    # And once repaired, the checks are from the watch again.
+    start = unchanged_drift_checks(operator)
+    wait_for(
+        lambda: unchanged_drift_checks(operator) >= start + 2,
+        4 * DRIFT_INTERVAL + TIMEOUT,
+        "checks from the watch after the repair",
+    )
+
+
 def test_replicas_are_the_users_within_min_and_max(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:

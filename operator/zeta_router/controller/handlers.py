@@ -136,7 +136,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     def drift_check(body: kopf.Body) -> None:
         meta = body.metadata
         try:
-            reconciler.reconcile(body, "drift")
+            reconciler.check_drift(body)
         except Exception as e:  # logged, not raised: the next interval checks again
             log.warning("%s/%s: drift check failed: %s", meta.namespace, meta.name, e)
 
@@ -164,28 +164,39 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         drift
     )
 
-    def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        owner = owner_name(body)
+    def on_child_event(kind: str, type: str | None, body: kopf.Body) -> None:
         namespace = body.metadata.namespace
-        if owner is None or namespace is None:
+        if namespace is None:
+            return
+        # What the drift checks compare with (type None: the initial listing).
+        if type == "DELETED":
+            reconciler.seen.gone(kind, namespace, str(body.metadata.name))
+        else:
+            reconciler.seen.seen(kind, body)
+        owner = owner_name(body)
+        if owner is None:
             return
         if type == "DELETED":
             # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
             # which reconcile_named sees and skips): put it back now, not at the next drift check.
             reconciler.reconcile_named(namespace, owner, "child-deleted")
-        elif type is not None and body.get("kind") == names.DEPLOYMENT.kind:
+        elif type is not None and kind == names.DEPLOYMENT.kind:
             # Readiness changes flow into the ZetaRouter's status promptly. (type None: the
             # initial listing, after which the resume handlers reconcile anyway.)
             reconciler.refresh_status(namespace, owner)
 
     for kind in child_kinds:
+
+        def on_event(type: str | None, body: kopf.Body, _kind: str = kind.kind, **_: Any) -> None:
+            on_child_event(_kind, type, body)
+
         kopf.on.event(
             kind.api_version,
             kind.plural,
             registry=registry,
             id=f"child-{kind.plural}",
             labels={names.MANAGED_BY: names.MANAGED_BY_VALUE},
-        )(on_child_event)
+        )(on_event)
 
     def liveness(**_: Any) -> dict[str, Any]:
         return {"drift_interval": cfg.drift_interval}

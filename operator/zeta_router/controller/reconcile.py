@@ -32,7 +32,7 @@ from prometheus_client import Counter, Histogram
 from zeta_router.api.models import SpecError
 from zeta_router.api.pod_policy import PolicyError, referenced_secrets
 from zeta_router.controller import desired as desired_mod
-from zeta_router.controller.apply import Applier, adopted, controller_uid, owner_view
+from zeta_router.controller.apply import Applier, adopted, controller_uid, fingerprint, owner_view
 from zeta_router.controller.desired import LoopChoice, RenderSettings
 from zeta_router.controller.events import EventRecorder
 from zeta_router.controller.readiness import (
@@ -41,6 +41,7 @@ from zeta_router.controller.readiness import (
     ready_summary,
     tier_state,
 )
+from zeta_router.controller.seen import SeenChildren, Settled, unchanged
 from zeta_router.controller.status import (
     SPEC_VALID,
     condition,
@@ -170,6 +171,10 @@ class Reconciler:
         self._refresher = Coalescer(STATUS_COALESCE_SECONDS, self._drain_dirty, STATUS_THREADS)
         # When each ZetaRouter's router key Secret was last known to exist: (uid, monotonic).
         self._key_seen: dict[tuple[str, str], tuple[str, float]] = {}
+        #: The children as the operator's watch shows them (fed by the child event handlers).
+        self.seen = SeenChildren()
+        # Each ZetaRouter as its last full reconciliation without error left it.
+        self._settled: dict[tuple[str, str], Settled] = {}
 
     # ---- serialisation ------------------------------------------------------------------------
 
@@ -211,6 +216,7 @@ class Reconciler:
             self._locks.pop((namespace, name), None)
             self._dirty.discard((namespace, name))
             self._key_seen.pop((namespace, name), None)
+            self._settled.pop((namespace, name), None)
         self.applier.forget(namespace, name)
 
     # ---- entry points -------------------------------------------------------------------------
@@ -236,6 +242,21 @@ class Reconciler:
         finally:
             RECONCILES.labels(trigger, result).inc()
             RECONCILE_SECONDS.labels(trigger).observe(time.monotonic() - started)
+
+    def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
+        """A drift check: nothing to do (None) when the watch shows every child as the last
+        reconciliation left it and no other, and the router key is not due for its recheck;
+        otherwise the full reconciliation, which repairs."""
+        meta = body["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        uid = str(meta["uid"])
+        generation = int(meta.get("generation") or 0)
+        if not self._key_recheck_due(key, uid, time.monotonic()) and unchanged(
+            self._settled.get(key), uid, generation, self.seen.of(key[0], uid)
+        ):
+            RECONCILES.labels("drift", "unchanged").inc()
+            return None
+        return self.reconcile(body, "drift")
 
     def reconcile_named(
         self, namespace: str, name: str, trigger: str, loop: LoopChoice | None = None
@@ -359,6 +380,20 @@ class Reconciler:
             body, tiers, generation, fields, apply_error, True, conditions, tier_fields
         )
         self._post_events(body, trigger, outcome, want)
+        if outcome.errors:
+            self._settled.pop((namespace, name), None)
+        else:
+            kinds = {k.kind for k in self.child_kinds()}
+            self._settled[(namespace, name)] = Settled(
+                uid,
+                generation,
+                {
+                    (kind, child): fingerprint(obj)
+                    for ref, obj in applied.items()
+                    for kind, _, child in [ref.partition("/")]
+                    if kind in kinds
+                },
+            )
         if outcome.changed or outcome.errors:
             log.info(
                 "%s/%s reconciled (%s): created=%s patched=%s deleted=%s errors=%s",
@@ -408,6 +443,7 @@ class Reconciler:
         """SpecValid=False and a Warning Event (``PolicyViolation`` naming the rules, for a
         spec the pod policy refuses); the children stay as they are."""
         meta = body["metadata"]
+        self._settled.pop((str(meta["namespace"]), str(meta["name"])), None)
         log.warning("%s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
         patch_status(
             self.kube,
@@ -437,9 +473,10 @@ class Reconciler:
         spec changes) every :data:`ROUTER_KEY_RECHECK` seconds (a deleted key is put back then):
         the create is a write request even when it is refused."""
         now = time.monotonic()
-        seen_uid, seen_at = self._key_seen.get((namespace, name), ("", -ROUTER_KEY_RECHECK))
-        recent = seen_uid == uid and now - seen_at < ROUTER_KEY_RECHECK
-        if recent and trigger not in ("create", "resume"):
+        if not self._key_recheck_due((namespace, name), uid, now) and trigger not in (
+            "create",
+            "resume",
+        ):
             return
         secret = adopted(
             build_router_key_secret(name, secrets.token_urlsafe(32), secrets.token_urlsafe(32)),
@@ -456,6 +493,10 @@ class Reconciler:
         self._key_seen[(namespace, name)] = (uid, now)
         outcome.created.append(_ref(secret))
         CHILD_CHANGES.labels("Secret", "create").inc()
+
+    def _key_recheck_due(self, key: tuple[str, str], uid: str, now: float) -> bool:
+        seen_uid, seen_at = self._key_seen.get(key, ("", -ROUTER_KEY_RECHECK))
+        return seen_uid != uid or now - seen_at >= ROUTER_KEY_RECHECK
 
     def _write_status(
         self,
