@@ -17,7 +17,7 @@ from zeta_router.api.lifecycle import (
     termination_grace_seconds,
 )
 from zeta_router.router.cli import drain_timing
-from zeta_router.router.lifecycle import Lifecycle, in_flight
+from zeta_router.router.lifecycle import Lifecycle, ModelQuiet, in_flight, work_done
 
 VLLM = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -139,3 +139,43 @@ def test_sigterm_ends_a_drain_that_traffic_still_holds() -> None:
         return lc._watch.cancelled()
 
     assert asyncio.run(run()) is True
+
+
+# ---- when a stopping pod's model server may stop -----------------------------------------------
+
+
+def test_work_done_reads_the_engines_counters() -> None:
+    assert (
+        work_done("llamacpp:n_decode_total 41\nllamacpp:requests_processing 0\n", "llamacpp") == 41
+    )
+    vllm = (
+        'vllm:prompt_tokens_total{model_name="m"} 10\n'
+        'vllm:generation_tokens_total{model_name="m"} 5\n'
+    )
+    assert work_done(vllm, "vllm") == 15
+    assert work_done(LLAMACPP, "llamacpp") is None  # an older server without the counter
+
+
+def test_the_model_server_stops_only_after_a_quiet_period_without_requests_or_work() -> None:
+    state = ModelQuiet(quiet=3.0)
+    assert not state.observe(0.0, 0, 100)
+    assert not state.observe(0.5, 0, 100)  # idle, not for long enough yet
+    # A request from another pod's router came and went between two reads: its work shows.
+    assert not state.observe(1.0, 0, 107)
+    assert not state.observe(3.5, 0, 107)
+    assert state.observe(4.0, 0, 107)  # quiet since 1.0
+    # A request held, or a read that failed, starts the quiet period again.
+    state = ModelQuiet(quiet=1.0)
+    assert not state.observe(0.0, 0, None)
+    assert not state.observe(0.9, 2, None)
+    assert not state.observe(1.0, 0, None)
+    state.busy()
+    assert not state.observe(1.5, 0, None)
+    assert not state.observe(2.0, 0, None)
+    assert state.observe(2.5, 0, None)
+
+
+def test_without_a_quiet_period_two_idle_reads_suffice() -> None:
+    state = ModelQuiet(quiet=0.0)
+    assert not state.observe(0.0, 0, 5)
+    assert state.observe(0.0, 0, 5)

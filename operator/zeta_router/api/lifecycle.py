@@ -24,9 +24,11 @@ SIGTERM, and kills it after the pod's grace period.
    model-server preStop waits on it, then it exits.
 3. The model-server container's preStop is an HTTP GET of the router's :data:`MODEL_IDLE_PATH`
    (admin port), which answers once the router's drain has ended, its client requests in flight
-   have finished, and the model server holds no request any more (its own in-flight gauges:
-   requests from this pod's router and from other pods' routers through the tier Service
-   alike). Only then is the model server signalled.
+   have finished, and the model server has held no request and done no work for
+   ``spec.router.drainQuietPeriod`` (its own in-flight gauges and work counters: requests from
+   this pod's router and from other pods' routers alike; those send to it directly, as a
+   replica of its tier, until their name resolution drops it, seconds after the endpoint
+   removal). Only then is the model server signalled.
 
 The grace period covers all of it: :func:`termination_grace_seconds`.
 """

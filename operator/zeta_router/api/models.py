@@ -641,7 +641,8 @@ class RouterSpec(SpecModel):
         pattern=DURATION,
         description="A stopping pod keeps serving until no new connection or request has "
         "reached its router for this long (and drainDelay has passed); then its router stops "
-        "accepting, finishes what is in flight, and only then is its model server stopped. "
+        "accepting, finishes what is in flight, and its model server is stopped once it too "
+        "has had no request for this long (other pods' routers send to it directly). "
         "Longer is safer where requests are far apart; each stopping pod takes about this "
         "much longer than endpoint removal takes.",
     )

@@ -14,10 +14,12 @@ The endpoints are on the admin port (which keeps answering while the client port
 - ``GET /drain/model-idle`` (the model-server container's preStop, an HTTP hook run by the
   kubelet, in parallel with the router's): begins the drain too (the pod is stopping), and
   answers once it has ended, the client requests in flight have finished, and the model server
-  of this pod holds no request (its own in-flight gauges, read from its ``/metrics`` on
-  127.0.0.1: requests from any router count), or cannot be reached any more, or the router's
-  total request timeout has passed. It changes nothing the router container's own hook would
-  not, so it needs no protection beyond a cap on how many may wait at once.
+  of this pod has held no request and done no work for the quiet period (its own in-flight
+  gauges and work counters, read from its ``/metrics`` on 127.0.0.1: requests from any router
+  count, and other pods' routers still send it some until they learn of its removal), or
+  cannot be reached any more, or the router's total request timeout has passed. It changes
+  nothing the router container's own hook would not, so it needs no protection beyond a cap
+  on how many may wait at once.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
-from zeta_router.api.engines import IN_FLIGHT
+from zeta_router.api.engines import IN_FLIGHT, WORK_DONE
 from zeta_router.api.lifecycle import (
     DRAIN_PATH,
     MODEL_IDLE_PATH,
@@ -50,9 +52,8 @@ IDLE_POLLS = 2
 MAX_WAITERS = 4
 
 
-def in_flight(metrics_text: str, engine: str) -> float | None:
-    """Requests a model server holds, from its Prometheus text (None: no such gauge)."""
-    wanted = IN_FLIGHT.get(engine, ())
+def _metric_sum(metrics_text: str, wanted: tuple[str, ...]) -> float | None:
+    """The sum of the samples of the metrics ``wanted`` in a Prometheus text (None: none)."""
     total: float | None = None
     for line in metrics_text.splitlines():
         if not line or line.startswith("#"):
@@ -65,6 +66,48 @@ def in_flight(metrics_text: str, engine: str) -> float | None:
                 continue
             total = (total or 0.0) + value
     return total
+
+
+def in_flight(metrics_text: str, engine: str) -> float | None:
+    """Requests a model server holds, from its Prometheus text (None: no such gauge)."""
+    return _metric_sum(metrics_text, IN_FLIGHT.get(engine, ()))
+
+
+def work_done(metrics_text: str, engine: str) -> float | None:
+    """A count that moves whenever the model server works (None: no such counter)."""
+    return _metric_sum(metrics_text, WORK_DONE.get(engine, ()))
+
+
+@dataclass
+class ModelQuiet:
+    """Whether a stopping pod's model server has been quiet long enough to stop: it held no
+    request and did no work for ``quiet`` seconds, over at least :data:`IDLE_POLLS` reads.
+    Other pods' routers send requests straight to it (it is a replica of its tier), and learn
+    of its removal by name resolution, seconds late: while they still do, it keeps serving.
+    Pure: the caller reads the clock and the metrics."""
+
+    quiet: float
+    since: float | None = None
+    reads: int = 0
+    work: float | None = None
+
+    def observe(self, now: float, held: float | None, work: float | None) -> bool:
+        moved = work is not None and self.work is not None and work != self.work
+        self.work = work
+        if held is None or held > 0:
+            self.since, self.reads = None, 0
+            return False
+        if moved:  # a request came and went since the last read: quiet from now on
+            self.since, self.reads = now, 1
+            return False
+        if self.since is None:
+            self.since = now
+        self.reads += 1
+        return self.reads >= IDLE_POLLS and now - self.since >= self.quiet
+
+    def busy(self) -> None:
+        """A read that failed or came late: a busy server is not an idle one."""
+        self.since, self.reads = None, 0
 
 
 class Drainable(Protocol):
@@ -255,12 +298,13 @@ class Lifecycle:
         return None
 
     async def _wait_model_idle(self, deadline: float) -> bool:
-        """True once the local model server is idle (or gone); False at the deadline."""
+        """True once the local model server has been quiet for the drain's quiet period (or is
+        gone); False at the deadline."""
         local = self._local_model()
         if local is None:
             return True
         url, engine = local
-        quiet = 0
+        state = ModelQuiet(self.timing.quiet)
         timeout = aiohttp.ClientTimeout(total=5.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.monotonic() < deadline:
@@ -270,15 +314,13 @@ class Lifecycle:
                 except aiohttp.ClientConnectorError:
                     return True  # nothing listens any more: nothing left to protect
                 except (aiohttp.ClientError, TimeoutError):
-                    # A busy server answers its metrics late: busy is not idle.
-                    quiet = 0
+                    state.busy()
                     await asyncio.sleep(POLL_SECONDS)
                     continue
                 held = in_flight(text, engine) if status == 200 else None
                 if held is None:
                     return True  # no gauge to wait on: the drain delay was all we could do
-                quiet = quiet + 1 if held <= 0 else 0
-                if quiet >= IDLE_POLLS:
+                if state.observe(time.monotonic(), held, work_done(text, engine)):
                     return True
                 await asyncio.sleep(POLL_SECONDS)
         return False
