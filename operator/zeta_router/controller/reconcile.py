@@ -290,11 +290,20 @@ class Reconciler:
     def _list_children(
         self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
     ) -> Live:
-        """This ZetaRouter's children by kind and name (only those it controls)."""
+        """This ZetaRouter's children by kind and name (only those it controls).
+
+        Served from the apiserver's watch cache (``resourceVersion=0``), as an informer would:
+        a read from etcd costs the apiserver every object of the kind in the namespace, so a
+        fleet's lists would grow with the fleet. The cache may lag the latest write by moments;
+        that costs at most one more apply (a child's fingerprint looks moved) or a delete that
+        finds the child gone already, and a Deployment's readiness is at least as fresh as the
+        event that asked for the refresh (the operator's watch is served from the same cache)."""
         selector = names.children_selector(name)
         live: Live = {}
         for kind in kinds or self.child_kinds():
-            items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
+            items = self.kube.list(
+                api_path(kind.api_version, kind.plural, namespace), selector, resourceVersion="0"
+            )
             live[kind.kind] = {
                 o["metadata"]["name"]: o
                 for o in items.get("items") or []
@@ -310,7 +319,13 @@ class Reconciler:
         generation = int(meta.get("generation") or 0)
         if meta.get("deletionTimestamp"):
             return Outcome(valid=True, message="being deleted")
-        live = self._list_children(namespace, name, uid)
+        # A ZetaRouter being created has no children of its own yet (those of an earlier one of
+        # the same name have another owner, and the applier looks before it creates): no list.
+        live = (
+            {k.kind: {} for k in self.child_kinds()}
+            if trigger == "create"
+            else self._list_children(namespace, name, uid)
+        )
         try:
             want = desired_mod.compute(
                 body,
