@@ -61,6 +61,10 @@ def main() -> int:
         help="template changes and operator upgrades, N of each, alternating (default: 1)",
     )  # fmt: skip
     parser.add_argument(
+        "--keep-files", action="store_true",
+        help="keep the node's state directory (every container's log) and print where it is",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-streams", action="store_true",
         help="skip the scale-down and the pod deletions with streams in flight",
     )  # fmt: skip
@@ -134,8 +138,10 @@ def main() -> int:
             with contextlib.suppress(ApiError):
                 kube.delete(api_path("v1", "namespaces", None, ns))
         if started_here:
-            node.down()
-            if args.state_dir is None:  # the temporary folder made above
+            node.down(keep_files=args.keep_files)
+            if args.keep_files:
+                print(f"the node's files (container logs under it): {state_dir}")
+            elif args.state_dir is None:  # the temporary folder made above
                 shutil.rmtree(state_dir.parent, ignore_errors=True)
     return 0
 

@@ -56,6 +56,8 @@ class Outcome:
     """(seconds from the start, Event message) of each RollingOut Event."""
     drains: list[dict[str, Any]] = field(default_factory=list)
     """The ``drain_end`` log line of each stopping pod's router (as far as it was read)."""
+    failures: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(pod, log line) of each replica or tier failure a router logged (as far as read)."""
 
     def summary(self) -> str:
         order = "; ".join(f"+{t:.0f}s {m}" for t, m in self.rollouts) or "no rollout"
@@ -71,17 +73,30 @@ class Outcome:
                 + (" (timed out)" if d.get("timed_out") else "")
                 for d in self.drains
             )
+        for pod, e in self.failures:
+            text += (
+                f"\n  {e.get('ts', '')} {pod}: {e.get('event')} {e.get('tier', '')} "
+                f"{e.get('replica', '')} {e.get('reason', '')} "
+                f"{e.get('detail') or e.get('failures') or ''}"
+            )
         return text
+
+
+#: Router log events that say a request did not go where it was sent.
+FAILURE_EVENTS = frozenset({"replica_failed", "all_tiers_failed"})
 
 
 class DrainWatch:
     """Reads the router log of every pod that stops while it runs (``kubectl logs``, once a
     second until the pod is gone) and keeps each ``drain_end`` line: how long the drain took
-    and when the last connection or request arrived (endpoint removal, as the pod saw it)."""
+    and when the last connection or request arrived (endpoint removal, as the pod saw it).
+    Also keeps every pod's failure lines (:data:`FAILURE_EVENTS`): those of the pods that stay
+    are read when the watch ends."""
 
     def __init__(self, kubeconfig: Path, kube: Kube, namespace: str) -> None:
         self.kubeconfig, self.kube, self.namespace = kubeconfig, kube, namespace
         self.drains: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, list[dict[str, Any]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drain-watch", daemon=True)
 
@@ -92,6 +107,9 @@ class DrainWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(60)
+        with contextlib.suppress(Exception):  # figures only
+            for pod in self.kube.list(api_path("v1", "pods", self.namespace))["items"]:
+                self._read(pod["metadata"]["name"])
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -107,11 +125,16 @@ class DrainWatch:
              self.namespace, "logs", pod, "-c", "router"],
             capture_output=True, text=True, check=False, timeout=30,
         )  # fmt: skip
+        failures = []
         for line in proc.stdout.splitlines():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
                 if isinstance(event, dict) and event.get("event") == "drain_end":
                     self.drains[pod] = event
+                if isinstance(event, dict) and event.get("event") in FAILURE_EVENTS:
+                    failures.append(event)
+        if failures:
+            self.failures[pod] = failures
 
 
 @dataclass
@@ -212,6 +235,7 @@ class Stack:
             time.time() - started,
             self.rolling_out_events(started),
             list(drains.drains.values()),
+            [(pod, e) for pod, events in drains.failures.items() for e in events],
         )
 
     def template_change(self) -> Outcome:

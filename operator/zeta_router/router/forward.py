@@ -255,6 +255,17 @@ class Forwarder:
 
     def _replica_failed(self, tier: Tier, replica: Replica, err: TierError) -> None:
         self.metrics.replica_failure(tier.name, replica.url, err.reason)
+        # Which replica failed, and how: the tier's error the client may get names only the tier.
+        log.info(
+            "replica failed",
+            extra={
+                "event": "replica_failed",
+                "tier": tier.name,
+                "replica": replica.url,
+                "reason": err.reason,
+                "detail": err.detail,
+            },
+        )
         if err.reason not in NOT_BREAKER_REASONS:
             self.upstreams.replicas.failed(tier, replica, time.monotonic())
 
