@@ -2,6 +2,11 @@
 on demand (fixed error statuses, slow first bytes, slow streams) and for load and overhead
 measurements (it answers at once).
 
+Playing an external provider: with ``api_key`` set it answers 401 to any request whose
+``Authorization`` is not ``Bearer <api_key>`` (counting both), and with ``usage`` set its answers
+report token usage as OpenAI's do (streams: a last event with ``usage`` when the request asks
+for it with ``stream_options.include_usage``).
+
 Run as a process: ``python -m support.fake_upstream`` (with ``tests`` on ``PYTHONPATH``); it prints
 ``{"port": N}`` once listening on 127.0.0.1. Behaviour is set at run time with
 ``POST /_control`` and what it saw is read with ``GET /_stats``.
@@ -54,6 +59,10 @@ class State:
         self.models: Counter[str] = Counter()
         self.completed = 0
         self.cancelled = 0
+        self.api_key: str | None = None  # the provider's key: others get 401
+        self.authorized = 0
+        self.unauthorized = 0
+        self.usage: dict[str, int] | None = None  # usage each answer reports
 
 
 def _nonce(body: dict[str, Any]) -> str:
@@ -83,6 +92,14 @@ def build_app() -> web.Application:
         if "X-Client-Request-Id" in request.headers:
             state.client_request_ids[request.headers["X-Client-Request-Id"]] += 1
         state.models[str(body.get("model"))] += 1
+        if state.api_key is not None:
+            if request.headers.get("Authorization") != f"Bearer {state.api_key}":
+                state.unauthorized += 1
+                return web.json_response(
+                    {"error": {"message": "invalid API key", "type": "invalid_request_error"}},
+                    status=401,
+                )
+            state.authorized += 1
         chat = request.path.endswith("/chat/completions")
         try:
             if state.hang:
@@ -116,6 +133,11 @@ def build_app() -> web.Application:
                     await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                     if state.chunk_delay:
                         await asyncio.sleep(state.chunk_delay)
+                if state.usage is not None and (body.get("stream_options") or {}).get(
+                    "include_usage"
+                ):
+                    event = {"id": "x", "model": MODEL, "choices": [], "usage": state.usage}
+                    await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                 if not state.no_done:
                     await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
@@ -139,9 +161,15 @@ def build_app() -> web.Application:
                 else {"index": 0, "text": text}
             )
             state.completed += 1
-            return web.json_response(
-                {"id": "x", "object": "chat.completion", "model": MODEL, "choices": [choice]}
-            )
+            answer: dict[str, Any] = {
+                "id": "x",
+                "object": "chat.completion",
+                "model": MODEL,
+                "choices": [choice],
+            }
+            if state.usage is not None:
+                answer["usage"] = state.usage
+            return web.json_response(answer)
         except (asyncio.CancelledError, ConnectionResetError):
             state.cancelled += 1
             raise
@@ -165,6 +193,8 @@ def build_app() -> web.Application:
                 "client_request_ids": dict(state.client_request_ids),
                 "headers_seen": sorted(state.headers_seen),
                 "models": dict(state.models),
+                "authorized": state.authorized,
+                "unauthorized": state.unauthorized,
             }
         )
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from zeta_router.api.routing import Balancing, is_ip_literal
+from zeta_router.api.routing import EXTERNAL_ENGINE, Balancing, is_ip_literal
 from zeta_router.router.config import RuntimeConfig, Tier
 from zeta_router.router.lifecycle import in_flight
 from zeta_router.router.metrics import RouterMetrics
@@ -357,7 +357,10 @@ class Replicas:
         failures, and forgotten when it leaves the set)."""
         engines = {t.name: t.engine for t in self.config.tiers}
         work: list[tuple[Replica, str]] = [
-            (r, engines.get(name, "vllm")) for name, tr in self.tiers.items() for r in tr.replicas
+            (r, engines.get(name, "vllm"))
+            for name, tr in self.tiers.items()
+            if engines.get(name) != EXTERNAL_ENGINE  # a provider's /metrics is not ours to read
+            for r in tr.replicas
         ]
         if len(work) <= len(self.tiers):
             return  # one replica per tier: nothing to choose between
