@@ -22,6 +22,7 @@ import yaml
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
 from support.routing_files import FLAT_SCORER
+from zeta_router_dev.cluster import pki
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 KEY = "sk-test-3f9a1c0e7b2d4e6f8a0b"
@@ -83,7 +84,11 @@ def _routing(
 
 
 def _start(
-    tmp_path: Path, cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch, key: str | None = KEY
+    tmp_path: Path,
+    cfg: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str | None = KEY,
+    trust: Path | None = None,
 ) -> RouterProcess:
     path = tmp_path / "routing.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -91,6 +96,8 @@ def _start(
         monkeypatch.delenv(KEY_ENV, raising=False)
     else:
         monkeypatch.setenv(KEY_ENV, key)  # (the router process inherits it)
+    if trust is not None:  # the CA bundle OpenSSL's default verify paths read
+        monkeypatch.setenv("SSL_CERT_FILE", str(trust))
     return start_router(["--config", str(path), "--access-log", "--log-level", "debug"], tmp_path)
 
 
@@ -283,3 +290,41 @@ def test_wrong_or_missing_key(
         assert provider.stats()["unauthorized"] == 2
     finally:
         r.stop()
+
+
+def test_https_to_the_provider(
+    tmp_path: Path, cluster_tier: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router's own client speaks TLS to the provider, checking its certificate: a
+    provider whose certificate the router does not trust never sees the request (or the key),
+    and the request fails over."""
+    certs = pki.generate(tmp_path / "pki")  # a CA and a certificate for 127.0.0.1
+    tls = (certs.serving_cert, certs.serving_key, certs.ca_cert)
+    provider = start_fake_upstream(tmp_path / "tls-provider.log", tls=tls)
+    try:
+        provider.control(api_key=KEY, usage=USAGE)
+        assert provider.url.startswith("https://")
+        cfg = _routing(cluster_tier, provider, to_external=True)
+        r = _start(tmp_path, cfg, monkeypatch, trust=certs.ca_cert)
+        try:
+            status, headers, body = _chat(r)
+            assert status == 200, body
+            assert headers["x-zeta-tier"] == "hosted"
+            assert provider.stats()["authorized"] == 1
+        finally:
+            r.stop()
+        _no_key_in_logs(r)
+
+        monkeypatch.delenv("SSL_CERT_FILE")  # the system's CAs only: not this one
+        r = _start(tmp_path, cfg, monkeypatch)
+        try:
+            status, headers, _ = _chat(r)
+            assert status == 200
+            assert headers["x-zeta-tier"] == "small"
+            assert r.metric("zeta_router_tier_failures_total", tier="hosted", reason="refused") == 1
+            assert provider.stats()["requests"] == 1  # (the first router's only)
+        finally:
+            r.stop()
+        _no_key_in_logs(r)
+    finally:
+        provider.stop()
