@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from support import zetarouters
-from support.cluster import REPO, children, conditions, events_for, load_yaml_docs
-from support.zetarouters import create_zr, get_zr, wait_condition
+from support.cluster import REPO, children, conditions, events_for, load_yaml_docs, wait_for
+from support.zetarouters import TIMEOUT, create_zr, get_zr, wait_condition
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.kube import MERGE_PATCH, Kube, api_path
 from zeta_router_dev.local.operator_proc import OperatorProcess
@@ -91,6 +91,13 @@ def test_external_tier_key_by_reference_only(
     assert hosted["servedModelName"] == "provider-model-name"
     assert hosted["external"]["apiKeyEnv"] == "ZETA_EXTERNAL_KEY_HOSTED"
     assert hosted["external"]["overflowOnly"] is True
+
+    # The status lists the tiers the operator runs (an external tier has no Deployment).
+    def status_tiers() -> list[str] | None:
+        tiers = [t.get("name") for t in get_zr(kube, namespace, "ovf")["status"].get("tiers", [])]
+        return tiers if tiers == served else None
+
+    wait_for(status_tiers, TIMEOUT, "status.tiers of the tiers the operator runs")
     # The key itself: nowhere the operator writes.
     zr = get_zr(kube, namespace, "ovf")
     written = json.dumps([cm, have, zr, events_for(kube, namespace, "ovf")])

@@ -128,6 +128,7 @@ class Forwarder:
                 keyed = True
                 key = prefix_key(body, cfg.source.balancing.prefix_chars)
             overhead += time.perf_counter() - t_build
+            d.usage = None  # (this attempt's answer's; a cascade forwards one decision twice)
             with attempt:
                 try:
                     response, late, extra = await self._attempt(
