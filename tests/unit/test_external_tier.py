@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -25,7 +26,7 @@ from zeta_router.render.deployment import MODEL_CONTAINER, ROUTER_CONTAINER
 from zeta_router.router.config import ConfigError, compile_config
 from zeta_router.router.ratelimit import RateLimiter
 from zeta_router.router.relay import SseRewriter, rewrite_model, usage_of
-from zeta_router.router.upstream import attempt_order, external_headers
+from zeta_router.router.upstream import Upstreams, attempt_order, external_headers
 
 KEY_SECRET = "provider-key"
 
@@ -272,3 +273,31 @@ def test_a_copy_of_the_spec_is_not_changed_by_parsing() -> None:
     before = copy.deepcopy(doc)
     parse_zetarouter(doc)
     assert doc == before
+
+
+def test_a_reload_keeps_the_window_unless_the_limits_change() -> None:
+    env = {"ZETA_EXTERNAL_KEY_HOSTED": "sk"}
+
+    def runtime(rpm: int) -> Any:
+        out = render("chat", "ns", parse_zetarouter(spec(limits={"requestsPerMinute": rpm})))
+        return compile_config(out.routing, "small", environ=env)
+
+    async def t() -> None:
+        up = Upstreams(runtime(1))
+        try:
+            hosted = up.replicas.config.tier_by_name["hosted"]
+            lim = up.limiter(hosted)
+            assert lim is not None
+            assert lim.refusal(0.0) is None
+            up.reconfigure(runtime(1))  # (a reload with the same limits)
+            assert up.limiter(hosted) is lim
+            up.reconfigure(runtime(2))
+            fresh = up.limiter(runtime(2).tier_by_name["hosted"])
+            assert fresh is not lim
+            assert fresh is not None
+            assert fresh.requests_per_minute == 2
+            assert up.limiter(runtime(2).tier_by_name["small"]) is None
+        finally:
+            await up.close()
+
+    asyncio.run(t())
