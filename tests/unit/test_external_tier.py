@@ -19,13 +19,15 @@ from zeta_router.api.pod_policy import (
     check_spec,
     referenced_secrets,
 )
-from zeta_router.api.routing import CONFIGMAP_KEY, RoutingExternal
+from zeta_router.api.routing import CONFIGMAP_KEY, RoutingExternal, RoutingTier
 from zeta_router.render import names
 from zeta_router.render.children import render
 from zeta_router.render.deployment import MODEL_CONTAINER, ROUTER_CONTAINER
 from zeta_router.router.config import ConfigError, compile_config
+from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.ratelimit import RateLimiter
 from zeta_router.router.relay import SseRewriter, rewrite_model, usage_of
+from zeta_router.router.replicas import Replicas
 from zeta_router.router.upstream import Upstreams, attempt_order, external_headers
 
 KEY_SECRET = "provider-key"
@@ -301,3 +303,36 @@ def test_a_reload_keeps_the_window_unless_the_limits_change() -> None:
             await up.close()
 
     asyncio.run(t())
+
+
+def test_routing_file_external_tiers_have_no_replicas() -> None:
+    base = {"name": "x", "url": "https://p.example.com", "engine": "external"}
+    ext = {"apiKeyEnv": "K"}
+    RoutingTier.model_validate({**base, "external": ext})
+    for extra in ({"replicas": ["https://q.example.com"]}, {"engine": "vllm"}):
+        with pytest.raises(ValueError, match="is external"):
+            RoutingTier.model_validate({**base, **extra, "external": ext})
+
+
+def test_no_load_gauges_are_read_from_a_provider() -> None:
+    doc = spec()
+    cfg = render("chat", "ns", parse_zetarouter(doc)).routing
+    tiers = list(cfg.tiers)
+    tiers[0] = tiers[0].model_copy(
+        update={"replicas": ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]}
+    )
+    cfg = cfg.model_copy(update={"tiers": tiers})
+    rt = compile_config(cfg, environ={"ZETA_EXTERNAL_KEY_HOSTED": "sk"})
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> str | None:
+        fetched.append(url)
+        return ""
+
+    async def t() -> None:
+        replicas = Replicas(rt, RouterMetrics(), frozenset())
+        await replicas.read_loads(fetch)
+
+    asyncio.run(t())
+    assert "http://10.0.0.1:8000" in fetched
+    assert not [u for u in fetched if "example.com" in u]

@@ -132,6 +132,17 @@ class RoutingTier(_Model):
         "read, no health probe); absent for the tiers the operator runs.",
     )
 
+    @model_validator(mode="after")
+    def _check_external(self) -> Self:
+        if self.external is not None and (
+            self.replicas or self.local_url or self.engine != EXTERNAL_ENGINE
+        ):
+            raise ValueError(
+                f"tier {self.name!r} is external: it has no replicas or localUrl, and its "
+                f"engine is {EXTERNAL_ENGINE!r}"
+            )
+        return self
+
 
 #: How a context sends requests to tiers: by the prompt's score, or small tier first.
 ROUTING_MODES: tuple[str, ...] = ("route", "cascade")

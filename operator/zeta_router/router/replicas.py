@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from zeta_router.api.routing import EXTERNAL_ENGINE, Balancing, is_ip_literal
+from zeta_router.api.routing import Balancing, is_ip_literal
 from zeta_router.router.config import RuntimeConfig, Tier
 from zeta_router.router.lifecycle import in_flight
 from zeta_router.router.metrics import RouterMetrics
@@ -355,14 +355,15 @@ class Replicas:
         None). A replica that does not answer in time keeps what it reported last: a busy
         replica answers late, and busy is not idle (one that is gone is ejected by its
         failures, and forgotten when it leaves the set)."""
-        engines = {t.name: t.engine for t in self.config.tiers}
+        # (an external provider's /metrics is not ours to read)
+        engines = {t.name: t.engine for t in self.config.tiers if t.external is None}
         work: list[tuple[Replica, str]] = [
-            (r, engines.get(name, "vllm"))
+            (r, engines[name])
             for name, tr in self.tiers.items()
-            if engines.get(name) != EXTERNAL_ENGINE  # a provider's /metrics is not ours to read
+            if name in engines
             for r in tr.replicas
         ]
-        if len(work) <= len(self.tiers):
+        if len(work) <= len(engines):
             return  # one replica per tier: nothing to choose between
         texts = await asyncio.gather(*(fetch(r.url) for r, _ in work), return_exceptions=True)
         for (r, engine), text in zip(work, texts, strict=True):
