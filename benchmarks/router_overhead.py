@@ -19,6 +19,8 @@ Figures printed:
   with other work the req/s depend on what else runs, while the CPU a request costs the router
   does much less, and 1 s divided by it bounds what one core can do;
 - the router's RSS after the load, and its own zeta_router_overhead_seconds mean.
+With --external the requests go to an external tier (the same upstream, playing the provider:
+the API key header, the client-side limits and the usage count on every request).
 Never fails on timings: it prints figures.
 """
 
@@ -197,6 +199,40 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def _external_routing(workdir: Path, url: str) -> Path:
+    """A routing file whose every request goes to an external tier on ``url`` (the flat
+    scorer gives 0.5, above the cut point), with limits far above the load, so that each
+    request pays for the key header, the limits' window and the usage count."""
+    from support.routing_files import FLAT_SCORER
+
+    os.environ["ZETA_EXTERNAL_KEY_HOSTED"] = "sk-benchmark"  # (the router inherits it)
+    cfg = {
+        "router": "zeta",
+        "tiers": [
+            {"name": "small", "url": url, "engine": "llamacpp"},
+            {
+                "name": "hosted",
+                "url": url,
+                "servedModelName": "provider-model",
+                "engine": "external",
+                "external": {
+                    "apiKeyEnv": "ZETA_EXTERNAL_KEY_HOSTED",
+                    "requestsPerMinute": 10_000_000,
+                    "tokensPerMinute": 1_000_000_000,
+                    "promptCostPer1kTokens": 0.5,
+                    "completionCostPer1kTokens": 1.5,
+                },
+            },
+        ],
+        "contexts": [{"name": "default", "thresholds": [0.4]}],
+        "defaultContext": "default",
+        "scorer": FLAT_SCORER,
+    }
+    path = workdir / "routing.yaml"
+    path.write_text(json.dumps(cfg))  # (JSON is YAML)
+    return path
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
         _loadgen_main(sys.argv[2:])
@@ -205,6 +241,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--paced-rate", type=float, default=500.0, help="req/s offered, paced")
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="route every request to an external tier (API key header, client-side limits, "
+        "usage counted from the answers) instead of a tier the cluster runs",
+    )
     args = parser.parse_args()
     n1, n64, seconds = (300, 3000, 3) if args.quick else (1000, 10000, 5)
 
@@ -215,12 +257,12 @@ def main() -> None:
     upstream = start_fake_upstream(workdir / "upstream.log")
     _pin(upstream.process.pid, other_cpus)
     try:
+        tiers = ["--tier", f"small={upstream.url}", "--tier", f"large={upstream.url}"]
+        if args.external:
+            tiers = ["--config", str(_external_routing(workdir, upstream.url))]
+            upstream.control(usage={"prompt_tokens": 12, "completion_tokens": 8})
         router = start_router(
-            [
-                *("--tier", f"small={upstream.url}", "--tier", f"large={upstream.url}"),
-                *("--log-level", "warning", "--event-loop", args.event_loop),
-            ],
-            workdir,
+            [*tiers, *("--log-level", "warning", "--event-loop", args.event_loop)], workdir
         )
     except BaseException:
         upstream.stop()
@@ -266,6 +308,8 @@ def main() -> None:
         router.stop(signal.SIGTERM)
         upstream.stop()
 
+    if args.external:
+        print("every request served by an external tier (key, limits, usage counted)")
     print(
         f"router pinned to CPU {sorted(router_cpus or [])}, upstream and load generators to "
         f"{sorted(other_cpus or [])}; event loop: {args.event_loop}; "

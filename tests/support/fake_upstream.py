@@ -2,6 +2,11 @@
 on demand (fixed error statuses, slow first bytes, slow streams) and for load and overhead
 measurements (it answers at once).
 
+Playing an external provider: with ``api_key`` set it answers 401 to any request whose
+``Authorization`` is not ``Bearer <api_key>`` (counting both), and with ``usage`` set its answers
+report token usage as OpenAI's do (streams: a last event with ``usage`` when the request asks
+for it with ``stream_options.include_usage``).
+
 Run as a process: ``python -m support.fake_upstream`` (with ``tests`` on ``PYTHONPATH``); it prints
 ``{"port": N}`` once listening on 127.0.0.1. Behaviour is set at run time with
 ``POST /_control`` and what it saw is read with ``GET /_stats``.
@@ -16,6 +21,7 @@ import json
 import os
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -54,6 +60,10 @@ class State:
         self.models: Counter[str] = Counter()
         self.completed = 0
         self.cancelled = 0
+        self.api_key: str | None = None  # the provider's key: others get 401
+        self.authorized = 0
+        self.unauthorized = 0
+        self.usage: dict[str, int] | None = None  # usage each answer reports
 
 
 def _nonce(body: dict[str, Any]) -> str:
@@ -83,6 +93,14 @@ def build_app() -> web.Application:
         if "X-Client-Request-Id" in request.headers:
             state.client_request_ids[request.headers["X-Client-Request-Id"]] += 1
         state.models[str(body.get("model"))] += 1
+        if state.api_key is not None:
+            if request.headers.get("Authorization") != f"Bearer {state.api_key}":
+                state.unauthorized += 1
+                return web.json_response(
+                    {"error": {"message": "invalid API key", "type": "invalid_request_error"}},
+                    status=401,
+                )
+            state.authorized += 1
         chat = request.path.endswith("/chat/completions")
         try:
             if state.hang:
@@ -116,6 +134,11 @@ def build_app() -> web.Application:
                     await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                     if state.chunk_delay:
                         await asyncio.sleep(state.chunk_delay)
+                if state.usage is not None and (body.get("stream_options") or {}).get(
+                    "include_usage"
+                ):
+                    event = {"id": "x", "model": MODEL, "choices": [], "usage": state.usage}
+                    await resp.write(f"data: {json.dumps(event)}\n\n".encode())
                 if not state.no_done:
                     await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
@@ -139,9 +162,15 @@ def build_app() -> web.Application:
                 else {"index": 0, "text": text}
             )
             state.completed += 1
-            return web.json_response(
-                {"id": "x", "object": "chat.completion", "model": MODEL, "choices": [choice]}
-            )
+            answer: dict[str, Any] = {
+                "id": "x",
+                "object": "chat.completion",
+                "model": MODEL,
+                "choices": [choice],
+            }
+            if state.usage is not None:
+                answer["usage"] = state.usage
+            return web.json_response(answer)
         except (asyncio.CancelledError, ConnectionResetError):
             state.cancelled += 1
             raise
@@ -165,6 +194,8 @@ def build_app() -> web.Application:
                 "client_request_ids": dict(state.client_request_ids),
                 "headers_seen": sorted(state.headers_seen),
                 "models": dict(state.models),
+                "authorized": state.authorized,
+                "unauthorized": state.unauthorized,
             }
         )
 
@@ -177,10 +208,14 @@ def build_app() -> web.Application:
     return app
 
 
-async def _main(port: int) -> None:
+async def _main(port: int, tls: tuple[str, str] | None = None) -> None:
     runner = web.AppRunner(build_app(), handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048)
+    context = None
+    if tls is not None:  # https, as a hosted provider is reached
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048, ssl_context=context)
     await site.start()
     bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     sys.stdout.write(json.dumps({"port": bound}) + "\n")
@@ -196,10 +231,12 @@ async def _main(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", help="serve https with this certificate (and --tls-key)")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(_main(args.port))
+    uvloop.run(_main(args.port, (args.tls_cert, args.tls_key) if args.tls_cert else None))
 
 
 # -- the parent's handle -------------------------------------------------------------------------
@@ -209,10 +246,15 @@ def main() -> None:
 class FakeUpstream:
     process: subprocess.Popen[bytes]
     port: int
+    ca: Path | None = None
+    """The CA of its certificate when it serves https."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
 
     def control(self, **settings: Any) -> None:
         req = urllib.request.Request(
@@ -220,10 +262,10 @@ class FakeUpstream:
             data=json.dumps(settings).encode(),
             headers={"Content-Type": "application/json"},
         )
-        urllib.request.urlopen(req, timeout=5).read()
+        urllib.request.urlopen(req, timeout=5, context=self._context()).read()
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/_stats", timeout=5) as r:
+        with urllib.request.urlopen(self.url + "/_stats", timeout=5, context=self._context()) as r:
             data: dict[str, Any] = json.loads(r.read())
             return data
 
@@ -238,15 +280,19 @@ class FakeUpstream:
 
 
 def start_fake_upstream(
-    log_path: Path | None = None, timeout: float = 20.0, port: int = 0
+    log_path: Path | None = None,
+    timeout: float = 20.0,
+    port: int = 0,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> FakeUpstream:
     """Start the fake upstream as a process on 127.0.0.1 (``port`` 0: a free one); returns once
-    it listens."""
+    it listens. ``tls``: (certificate, key, CA) to serve https with."""
+    tls_args = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     tests_dir = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     stderr = log_path.open("ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "support.fake_upstream", "--port", str(port)],
+        [sys.executable, "-m", "support.fake_upstream", "--port", str(port), *tls_args],
         stdout=subprocess.PIPE,
         stderr=stderr,
         stdin=subprocess.DEVNULL,
@@ -271,7 +317,8 @@ def start_fake_upstream(
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         raise RuntimeError("the fake upstream did not start")
-    return FakeUpstream(proc, int(json.loads(line.split(b"\n")[0])["port"]))
+    port = int(json.loads(line.split(b"\n")[0])["port"])
+    return FakeUpstream(proc, port, tls[2] if tls else None)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,9 @@ def test_schema_covers_types_enums_and_ranges(schema: dict[str, Any]) -> None:
     nodes = dict(walk(schema))
     assert nodes["spec"]["required"] == ["tiers"]
     assert nodes["spec.tiers"]["minItems"] == 1
-    assert nodes["spec.tiers[]"]["required"] == ["name", "model"]
+    # (model is required of the tiers the operator runs only: an external tier has none)
+    assert nodes["spec.tiers[]"]["required"] == ["name"]
+    assert nodes["spec.tiers[].external"]["required"] == ["baseUrl", "model", "apiKeySecretRef"]
     assert nodes["spec.tiers[].engine"]["enum"] == ["vllm", "llamacpp"]
     assert nodes["spec.autoscaling.mode"]["enum"] == ["apply", "advisory"]
     rate = nodes["spec.router.shadowSampleRate"]

@@ -190,17 +190,21 @@ def test_samples_parse(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     (body,) = [d for d in docs if d.get("kind") == "ZetaRouter"]
     spec = parse_zetarouter(body)
-    assert len(spec.tiers) == 2
-    assert all(len(t) == 1 for t in spec.spec_thresholds().values())
+    assert len(spec.served_tiers) == 2
+    assert all(len(t) == len(spec.tiers) - 1 for t in spec.spec_thresholds().values())
 
 
 def test_samples_cover_both_engines() -> None:
     engines = set()
     for path in SAMPLES:
         body = yaml.safe_load(path.read_text())
-        engines |= {t.engine for t in parse_zetarouter(body).tiers}
+        engines |= {t.engine for t in parse_zetarouter(body).served_tiers}
     assert engines == {"vllm", "llamacpp"}
-    assert {p.name for p in SAMPLES} == {"zetarouter-7b-14b.yaml", "zetarouter-cpu.yaml"}
+    assert {p.name for p in SAMPLES} == {
+        "zetarouter-7b-14b.yaml",
+        "zetarouter-cpu.yaml",
+        "zetarouter-external-overflow.yaml",
+    }
 
 
 # ---- validation errors ------------------------------------------------------------------------
@@ -426,7 +430,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "missing model",
         _set(base(), "tiers.0", {"name": "small"}),
-        "spec.tiers[0].model: Field required",
+        "spec.tiers[0].model: required (unless the tier is external)",
     ),
     (
         "unknown field",

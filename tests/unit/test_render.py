@@ -52,6 +52,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 SAMPLES = {
     "zetarouter-7b-14b": REPO / "manifests/samples/zetarouter-7b-14b.yaml",
     "zetarouter-cpu": REPO / "manifests/samples/zetarouter-cpu.yaml",
+    "zetarouter-external-overflow": REPO / "manifests/samples/zetarouter-external-overflow.yaml",
 }
 NAMESPACE = "demo"
 
@@ -516,11 +517,13 @@ def test_the_router_accepts_the_rendered_config_for_every_tier(key: str) -> None
     spec = parse_zetarouter(body)
     out = render(body["metadata"]["name"], NAMESPACE, spec)
     cfg = RoutingConfig.model_validate(routing_of(out))
-    for tier in spec.tiers:
-        runtime = compile_config(cfg, local_tier=tier.name)
+    # (what the router containers' environment holds: each external tier's key)
+    keys = {names.external_key_env(t.name): "k" for t in spec.tiers if t.external is not None}
+    for tier in spec.served_tiers:
+        runtime = compile_config(cfg, local_tier=tier.name, environ=keys)
         local = runtime.tier_by_name[tier.name]
         assert local.url == f"http://127.0.0.1:{tier.port}"
-        others = [t for t in runtime.tiers if t.name != tier.name]
+        others = [t for t in runtime.tiers if t.name != tier.name and t.external is None]
         assert all(t.url.endswith(f".{NAMESPACE}.svc:{t_port(spec, t.name)}") for t in others)
 
 

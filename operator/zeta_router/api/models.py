@@ -30,6 +30,7 @@ from itertools import pairwise
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
 
 from zeta_router.api import defaults
 from zeta_router.api.fields import (
@@ -55,6 +56,7 @@ from zeta_router.api.learning import LearningSpec, learning_problems
 from zeta_router.api.routing import (
     DEFAULT_ESCALATE_ABOVE,
     Balancing,
+    BaseUrl,
     CircuitBreaker,
     RoutingMode,
     Stickiness,
@@ -84,6 +86,8 @@ __all__ = [
     "ContextSpec",
     "Decision",
     "EnvVar",
+    "ExternalLimits",
+    "ExternalSpec",
     "FeedbackSpec",
     "LearningSpec",
     "LocalObjectReference",
@@ -234,8 +238,100 @@ class DisruptionBudget(SpecModel):
     )
 
 
+class ExternalLimits(SpecModel):
+    """Client-side limits of an external tier, kept by each router on its own (N routers may
+    send up to N times these): past one, the tier counts as unavailable for the request, which
+    fails over (reason rate_limited)."""
+
+    requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Requests each router sends the provider in any 60 s; none: no limit.",
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000_000,
+        description="Tokens (prompt + completion, from the answers' usage) each router has "
+        "had the provider process in any 60 s; once reached, no new request until the window "
+        "moves on. None: no limit.",
+    )
+
+
+class ExternalSpec(SpecModel):
+    """A tier served by an OpenAI-compatible provider outside the cluster: no Deployment, the
+    routers send it requests with an API key from a Secret."""
+
+    base_url: BaseUrl = Field(
+        pattern=r"^https?://",
+        max_length=2048,
+        description="Base URL of the provider's OpenAI-compatible API, e.g. "
+        "https://api.example.com/v1 (a trailing /v1 is implied). https only, unless "
+        "allowInsecureHttp.",
+    )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Allow an http:// baseUrl: the API key then travels in clear text. Only "
+        "for a provider reached over a network you trust (e.g. a gateway in the cluster).",
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model name sent to the provider (the request's model is rewritten to it).",
+    )
+    api_key_secret_ref: SecretKeyRef = Field(
+        description="Secret (and key, default 'token') holding the provider's API key, sent as "
+        "Authorization: Bearer. The Secret must be annotated zeta.ai/usable-by with this "
+        "ZetaRouter's name or '*' (the pod policy's secret-ref rule); the key reaches only "
+        "the router containers, as an environment variable.",
+    )
+    limits: ExternalLimits = Field(
+        default_factory=ExternalLimits,
+        description="Requests and tokens per minute each router may send the provider.",
+    )
+    overflow_only: bool = Field(
+        default=False,
+        description="Never a request's first choice: the tier is tried only after the "
+        "cluster's tiers failed it (saturated, at zero replicas, down), as the last resort.",
+    )
+    prompt_cost_per_1k_tokens: float = Field(
+        default=0.0,
+        alias="promptCostPer1kTokens",
+        ge=0.0,
+        description="Price of 1000 prompt tokens (any currency unit, used for "
+        "zeta_router_cost_total).",
+    )
+    completion_cost_per_1k_tokens: float = Field(
+        default=0.0,
+        alias="completionCostPer1kTokens",
+        ge=0.0,
+        description="Price of 1000 completion tokens (same unit).",
+    )
+
+    @model_validator(mode="after")
+    def _check_scheme(self) -> Self:
+        if self.base_url.startswith("http://") and not self.allow_insecure_http:
+            raise ProblemsError(
+                [
+                    (
+                        "baseUrl",
+                        "http:// would send the API key in clear text; use https:// (or set "
+                        "allowInsecureHttp: true for a network you trust)",
+                    )
+                ]
+            )
+        return self
+
+
+#: Fields an external tier may set besides ``external`` (everything else is the model
+#: server's, which it does not have).
+_EXTERNAL_TIER_FIELDS: Final = frozenset({"name", "cost_weight", "external"})
+
+
 class TierSpec(SpecModel):
-    """One tier: a model served by a Deployment of model-server pods, each with a router sidecar."""
+    """One tier: a model served by a Deployment of model-server pods, each with a router sidecar
+    (or, with external, by a provider outside the cluster)."""
 
     name: str = Field(
         pattern=DNS_LABEL,
@@ -244,13 +340,14 @@ class TierSpec(SpecModel):
         description="Tier name, a DNS label (e.g. small, large, 7b). Names the Deployment and "
         "Service <router>-<name>; '<router>-<name>' must fit in 63 characters.",
     )
-    model: str = Field(
+    model: str | None = Field(
+        default=None,
         min_length=1,
         max_length=512,
-        description="Model to serve. vllm: a Hugging Face model id (Qwen/Qwen2.5-7B-Instruct) or "
-        "a path in the container. llamacpp: a GGUF file path in the container (ending in "
-        ".gguf or starting with /) or a Hugging Face repo (user/repo[:quant]) that llama-server "
-        "downloads.",
+        description="Model to serve (required unless external). vllm: a Hugging Face model "
+        "id (Qwen/Qwen2.5-7B-Instruct) or a path in the container. llamacpp: a GGUF file path "
+        "in the container (ending in .gguf or starting with /) or a Hugging Face repo "
+        "(user/repo[:quant]) that llama-server downloads.",
     )
     served_model_name: str | None = Field(
         default=None,
@@ -371,10 +468,25 @@ class TierSpec(SpecModel):
         "persistentVolumeClaim, emptyDir and ephemeral; never hostPath).",
     )
 
+    external: ExternalSpec | None = Field(
+        default=None,
+        description="An OpenAI-compatible provider outside the cluster serves this tier: no "
+        "Deployment, Services or PodDisruptionBudget; the routers send it requests with the "
+        "API key. Only name and costWeight may be set besides it. See docs/router.md, "
+        "'External tiers'.",
+    )
+
     @property
     def served_name(self) -> str:
-        """The model name the server answers to."""
-        return self.served_model_name or self.model
+        """The model name the server (or the external provider) answers to."""
+        if self.external is not None:
+            return self.external.model
+        return self.served_model_name or self.model or ""
+
+    @property
+    def server_model(self) -> str:
+        """``model`` of a tier with a model server (always set after validation)."""
+        return self.model or ""
 
     @property
     def effective_image(self) -> str:
@@ -402,7 +514,10 @@ class TierSpec(SpecModel):
 
     @property
     def gpus_per_replica(self) -> int:
-        """GPUs one replica uses (its ``nvidia.com/gpu`` limit, else request; 0 without)."""
+        """GPUs one replica uses (its ``nvidia.com/gpu`` limit, else request; 0 without, and
+        for an external tier)."""
+        if self.external is not None:
+            return 0
         res = self.resources or ResourceRequirements(limits={GPU_RESOURCE: 1})
         if self.engine != "vllm" and self.resources is None:
             return 0
@@ -436,6 +551,21 @@ class TierSpec(SpecModel):
 
     @model_validator(mode="after")
     def _check_args(self) -> Self:
+        if self.external is not None:
+            mixed = sorted(self.model_fields_set - _EXTERNAL_TIER_FIELDS)
+            if mixed:
+                raise ProblemsError(
+                    [
+                        (
+                            to_camel(f),
+                            "an external tier has no model server: remove this field (or external)",
+                        )
+                        for f in mixed
+                    ]
+                )
+            return self
+        if self.model is None:
+            raise ProblemsError([("model", "required (unless the tier is external)")])
         owned = _OWNED_FLAGS[self.engine]
         problems = []
         for i, arg in enumerate(self.args):
@@ -875,6 +1005,11 @@ class ZetaRouterSpec(SpecModel):
         apply mode."""
         return self.loop_enabled and self.autoscaling.mode == "apply"
 
+    @property
+    def served_tiers(self) -> list[TierSpec]:
+        """The tiers the operator runs (a Deployment each): every tier but the external ones."""
+        return [t for t in self.tiers if t.external is None]
+
     def tier(self, name: str) -> TierSpec:
         for t in self.tiers:
             if t.name == name:
@@ -930,7 +1065,10 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     n = len(spec.tiers)
     problems += _duplicates([t.name for t in spec.tiers], "tiers[{}].name")
+    problems += _external_problems(spec)
     for i, t in enumerate(spec.tiers):
+        if t.external is not None:
+            continue
         if t.port == spec.router.port:
             problems.append(
                 (
@@ -1036,6 +1174,36 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
     if not problems:
         router.contexts = contexts
         router.default_context = default_context
+    return problems
+
+
+def _external_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
+    """Where external tiers may be: routers live in the pods of the tiers the operator runs, so
+    one such tier is needed; the control loop scales Deployments, which external tiers lack."""
+    external = [i for i, t in enumerate(spec.tiers) if t.external is not None]
+    if not external:
+        return []
+    if len(external) == len(spec.tiers):
+        return [
+            (
+                "tiers",
+                "every tier is external, but the routers run in the pods of a tier with a "
+                "model server: add one",
+            )
+        ]
+    problems = []
+    for flag, on in (
+        ("autoscaling.enabled", spec.autoscaling.enabled),
+        ("feedback.enabled", spec.feedback.enabled),
+    ):
+        if on:
+            problems.append(
+                (
+                    flag,
+                    f"the control loop does not run with an external tier (spec.tiers"
+                    f"[{external[0]}]) yet: turn it off or remove the external tier",
+                )
+            )
     return problems
 
 

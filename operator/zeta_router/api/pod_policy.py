@@ -17,9 +17,9 @@ in docs/security.md is checked against it):
 - ``run-as-root``: ``spec.tiers[].runAsUser: 0`` only when the installer allows root.
 - ``model-image`` / ``router-image``: images only under the allowed prefixes (when any are set;
   a tier's default image counts too).
-- ``secret-ref``: an env ``valueFrom.secretKeyRef`` only to a Secret whose annotation
-  ``zeta.ai/usable-by`` lists the ZetaRouter (or ``*``); the operator reads the Secret's
-  metadata, never its data.
+- ``secret-ref``: an env ``valueFrom.secretKeyRef`` (and an external tier's
+  ``apiKeySecretRef``) only to a Secret whose annotation ``zeta.ai/usable-by`` lists the
+  ZetaRouter (or ``*``); the operator reads the Secret's metadata, never its data.
 - ``pod-security``: a guard on the rendered pods themselves: no privileged container, no added
   capability, privilege escalation off, no host namespaces, no hostPath volume. The renderer
   never produces these from any spec; the guard keeps it so whatever field is added later.
@@ -102,8 +102,9 @@ RULES: Final[tuple[Rule, ...]] = (
         "--secret-refs",
         "podPolicy.secretRefs",
         "marked",
-        f"env valueFrom.secretKeyRef only to Secrets annotated {USABLE_BY_ANNOTATION} with "
-        "the ZetaRouter's name or * (marked), to any Secret of the namespace (any), or none",
+        f"env valueFrom.secretKeyRef and external tiers' apiKeySecretRef only to Secrets "
+        f"annotated {USABLE_BY_ANNOTATION} with the ZetaRouter's name or * (marked), to any "
+        "Secret of the namespace (any), or none",
     ),
     Rule(
         RULE_POD_SECURITY,
@@ -168,15 +169,24 @@ def _secret_refs(env: Iterable[Any]) -> Iterable[tuple[int, str]]:
             yield j, str(ref.get("name") or "")
 
 
+def _external_key_secret(tier: Any) -> str:
+    """The Secret an external tier's API key comes from ('' for none)."""
+    external = tier.get("external") if isinstance(tier, Mapping) else None
+    ref = external.get("apiKeySecretRef") if isinstance(external, Mapping) else None
+    return str(ref.get("name") or "") if isinstance(ref, Mapping) else ""
+
+
 def referenced_secrets(body_or_spec: Mapping[str, Any]) -> list[str]:
-    """Names of the Secrets a ZetaRouter's env ``secretKeyRef`` name (from the raw object, so
-    that the caller can read their annotations before the spec is parsed)."""
+    """Names of the Secrets a ZetaRouter's env ``secretKeyRef`` and external tiers'
+    ``apiKeySecretRef`` name (from the raw object, so that the caller can read their
+    annotations before the spec is parsed)."""
     spec = body_or_spec.get("spec", body_or_spec)
     tiers = spec.get("tiers") if isinstance(spec, Mapping) else None
     found: list[str] = []
     for tier in tiers if isinstance(tiers, list) else []:
         env = tier.get("env") if isinstance(tier, Mapping) else None
-        for _, name in _secret_refs(env if isinstance(env, list) else []):
+        names = [n for _, n in _secret_refs(env if isinstance(env, list) else [])]
+        for name in [*names, _external_key_secret(tier)]:
             if name and name not in found:
                 found.append(name)
     return found
@@ -207,6 +217,12 @@ def check_spec(
     allowed_volumes = ", ".join(policy.cache_volume_types) or "none"
     for i, tier in enumerate(spec.tiers):
         at = f"spec.tiers[{i}]"
+        if tier.external is not None:  # no pod of its own: only the key's Secret to check
+            secret = tier.external.api_key_secret_ref.name
+            why = _secret_refusal(name, secret, policy, secret_annotations)
+            if why:
+                out.append(Violation(RULE_SECRET_REF, f"{at}.external.apiKeySecretRef", why))
+            continue
         if tier.model_cache:
             kinds = [k for k in tier.model_cache if k != "name"]
             bad = [k for k in kinds if k not in policy.cache_volume_types]

@@ -53,8 +53,10 @@ spec:
 ```
 
 Clients then call `http://chat:{defaults.ROUTER_PORT}/v1` with model `chat` (or `chat/<context>`).
-Complete samples: `manifests/samples/zetarouter-7b-14b.yaml` (vLLM on GPUs) and
-`manifests/samples/zetarouter-cpu.yaml` (llama.cpp on CPUs).
+Complete samples: `manifests/samples/zetarouter-7b-14b.yaml` (vLLM on GPUs),
+`manifests/samples/zetarouter-cpu.yaml` (llama.cpp on CPUs) and
+`manifests/samples/zetarouter-external-overflow.yaml` (an external provider as the overflow
+tier).
 
 ## How a spec is checked
 
@@ -81,6 +83,12 @@ Two layers, both with a message that names the field:
    - `autoscaling.prometheus.url` is set when autoscaling or feedback is enabled;
      `autoscaling.interval` is at least 1s; `autoscaling.maxGpus` covers the GPUs of every
      tier's `replicas.min`;
+   - a tier with `external` sets only `name` and `costWeight` besides it (no model server:
+     no `model`, image, resources, replicas, ...), every other tier sets `model`; at least
+     one tier is not external (the routers live in its pods); `external.baseUrl` is
+     `https://` unless `allowInsecureHttp`, with a host, no credentials, query or fragment;
+     autoscaling and feedback are off while a tier is external; the key's Secret is marked
+     for the ZetaRouter (the pod policy, [security.md](security.md));
    - feedback, when enabled, has `targetLargeShare` or `qualityFloor` and at least two tiers;
      `feedback.bounds` name defined contexts, once each, with `min` <= `max`, and each range
      contains its context's thresholds.
@@ -129,7 +137,9 @@ Each tier's pods hold two containers:
   <router.drainQuietPeriod> --drain-timeout <router.drainTimeout> --drain-seconds
   <router.timeouts.totalSeconds>`, then `router.args`; the ConfigMap is mounted read-only at
   `/etc/zeta-router/`; liveness `GET /healthz`, readiness `GET /readyz`; preStop `zeta-router
-  drain`.
+  drain`. With external tiers, its environment holds each one's API key
+  (`ZETA_EXTERNAL_KEY_<TIER>`, by `secretKeyRef` from `external.apiKeySecretRef`; the model
+  server does not get it). An external tier has no pods.
 
 Placement: `nodeSelector`, `affinity`, `tolerations`, `topologySpreadConstraints` and
 `priorityClassName` per tier; `imagePullSecrets` for every pod of the ZetaRouter.

@@ -22,11 +22,15 @@ from zeta_router.scoring.learned import LearnedCorrection
 from zeta_router.scoring.weights import ScorerWeights
 
 CONFIGMAP_KEY = "routing.yaml"
+#: ``engine`` of an external tier in the routing file: no model server whose gauges to read.
+EXTERNAL_ENGINE = "external"
 
 __all__ = [
     "CONFIGMAP_KEY",
+    "EXTERNAL_ENGINE",
     "LearnedCorrection",
     "RoutingConfig",
+    "RoutingExternal",
     "ScorerWeights",
     "configmap_routing",
     "parse_routing_yaml",
@@ -83,6 +87,24 @@ BaseUrl = Annotated[str, AfterValidator(base_url)]
 """A tier URL, normalised by :func:`base_url`."""
 
 
+class RoutingExternal(_Model):
+    """What the routers need of an external tier (an OpenAI-compatible provider): never the
+    API key itself, only the environment variable that holds it."""
+
+    api_key_env: str = Field(
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable of the router holding the API key (sent as "
+        "Authorization: Bearer).",
+    )
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    overflow_only: bool = False
+    prompt_cost_per_1k_tokens: float = Field(default=0.0, ge=0.0, alias="promptCostPer1kTokens")
+    completion_cost_per_1k_tokens: float = Field(
+        default=0.0, ge=0.0, alias="completionCostPer1kTokens"
+    )
+
+
 class RoutingTier(_Model):
     name: str
     url: BaseUrl = Field(
@@ -104,6 +126,22 @@ class RoutingTier(_Model):
     served_model_name: str | None = None
     engine: str = "vllm"
     cost_weight: float = Field(default=1.0, gt=0)
+    external: RoutingExternal | None = Field(
+        default=None,
+        description="The tier is an external provider at ``url`` (no replicas, no metrics "
+        "read, no health probe); absent for the tiers the operator runs.",
+    )
+
+    @model_validator(mode="after")
+    def _check_external(self) -> Self:
+        if self.external is not None and (
+            self.replicas or self.local_url or self.engine != EXTERNAL_ENGINE
+        ):
+            raise ValueError(
+                f"tier {self.name!r} is external: it has no replicas or localUrl, and its "
+                f"engine is {EXTERNAL_ENGINE!r}"
+            )
+        return self
 
 
 #: How a context sends requests to tiers: by the prompt's score, or small tier first.

@@ -136,7 +136,7 @@ def compute(
             spec.loop_owns_replicas,
             loop_replicas.get(t.name),
         )
-        for t in spec.tiers
+        for t in spec.served_tiers
     }
     out = render(
         name,

@@ -51,15 +51,15 @@ class Rendered:
     children: list[dict[str, Any]]
     routing: RoutingConfig
     tier_deployments: dict[str, str]
-    """Tier name -> Deployment name, in tier order."""
+    """Tier name -> Deployment name, in tier order (external tiers have none)."""
     status_fields: dict[str, Any] = field(default_factory=dict)
     """Status fields describing what was rendered (``thresholds``, ``thresholdsSummary``,
     ``routingGeneration``)."""
 
 
 def initial_replicas(spec: ZetaRouterSpec) -> dict[str, int]:
-    """Each tier's ``replicas.initial`` (resolved)."""
-    return {t.name: t.replicas.start for t in spec.tiers}
+    """Each tier's ``replicas.initial`` (resolved); external tiers have none."""
+    return {t.name: t.replicas.start for t in spec.served_tiers}
 
 
 def loop_desired_replicas(status: ZetaRouterStatus | None) -> dict[str, int]:
@@ -79,10 +79,11 @@ def build_children(
 ) -> list[dict[str, Any]]:
     """Every child: the routing ConfigMap (holding ``routing``), then per tier its Deployment,
     its two Services and its PodDisruptionBudget (unless the tier turns it off), then the entry
-    Service. A tier missing from ``replicas`` gets its initial count."""
+    Service. A tier missing from ``replicas`` gets its initial count. An external tier has no
+    child of its own (only its entry in the routing configuration)."""
     counts = {**initial_replicas(spec), **(replicas or {})}
     out = [build_configmap(name, routing)]
-    for tier in spec.tiers:
+    for tier in spec.served_tiers:
         out.append(build_deployment(name, spec, tier, counts[tier.name], router_image))
         out.append(build_tier_service(name, tier, spec))
         out.append(build_tier_replicas_service(name, tier))
@@ -116,6 +117,6 @@ def render(
     return Rendered(
         children=build_children(name, spec, config, replicas, router_image, pdb_api_version),
         routing=config,
-        tier_deployments={t.name: names.tier_object_name(name, t.name) for t in spec.tiers},
+        tier_deployments={t.name: names.tier_object_name(name, t.name) for t in spec.served_tiers},
         status_fields=routing_status_fields(config),
     )

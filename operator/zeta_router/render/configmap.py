@@ -20,12 +20,14 @@ from itertools import pairwise
 from typing import Any
 
 from zeta_router.api.learning import DEFAULT_JUDGE_PROMPT
-from zeta_router.api.models import ZetaRouterSpec, ZetaRouterStatus
+from zeta_router.api.models import TierSpec, ZetaRouterSpec, ZetaRouterStatus
 from zeta_router.api.routing import (
     CONFIGMAP_KEY,
+    EXTERNAL_ENGINE,
     LearnedCorrection,
     RoutingConfig,
     RoutingContext,
+    RoutingExternal,
     RoutingLearning,
     RoutingTier,
     configmap_routing,
@@ -103,6 +105,37 @@ def routing_learning(spec: ZetaRouterSpec) -> RoutingLearning | None:
     )
 
 
+def routing_tier(name: str, namespace: str, t: TierSpec) -> RoutingTier:
+    """A tier as the routers see it: its Services, or an external provider's URL and limits
+    (and the name of the variable holding its key, never the key)."""
+    ext = t.external
+    if ext is not None:
+        return RoutingTier(
+            name=t.name,
+            url=ext.base_url,
+            served_model_name=ext.model,
+            engine=EXTERNAL_ENGINE,
+            cost_weight=t.cost_weight,
+            external=RoutingExternal(
+                api_key_env=names.external_key_env(t.name),
+                requests_per_minute=ext.limits.requests_per_minute,
+                tokens_per_minute=ext.limits.tokens_per_minute,
+                overflow_only=ext.overflow_only,
+                prompt_cost_per_1k_tokens=ext.prompt_cost_per_1k_tokens,
+                completion_cost_per_1k_tokens=ext.completion_cost_per_1k_tokens,
+            ),
+        )
+    return RoutingTier(
+        name=t.name,
+        url=tier_url(name, namespace, t.name, t.port),
+        local_url=f"http://127.0.0.1:{t.port}",
+        replicas=[tier_replicas_url(name, namespace, t.name, t.port)],
+        served_model_name=t.served_name,
+        engine=t.engine,
+        cost_weight=t.cost_weight,
+    )
+
+
 def build_routing_config(
     name: str,
     namespace: str,
@@ -124,18 +157,7 @@ def build_routing_config(
     return RoutingConfig(
         generation=generation,
         router=r.model_name or name,
-        tiers=[
-            RoutingTier(
-                name=t.name,
-                url=tier_url(name, namespace, t.name, t.port),
-                local_url=f"http://127.0.0.1:{t.port}",
-                replicas=[tier_replicas_url(name, namespace, t.name, t.port)],
-                served_model_name=t.served_name,
-                engine=t.engine,
-                cost_weight=t.cost_weight,
-            )
-            for t in spec.tiers
-        ],
+        tiers=[routing_tier(name, namespace, t) for t in spec.tiers],
         contexts=[
             RoutingContext(
                 name=c.name,

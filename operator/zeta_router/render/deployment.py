@@ -91,7 +91,7 @@ def model_server_args(tier: TierSpec) -> list[str]:
     if tier.engine == "vllm":
         base = [
             "--model",
-            tier.model,
+            tier.server_model,
             "--served-model-name",
             tier.served_name,
             "--port",
@@ -102,7 +102,7 @@ def model_server_args(tier: TierSpec) -> list[str]:
             base += ["--tensor-parallel-size", str(tp)]
     else:
         base = [
-            *_llamacpp_model_flag(tier.model),
+            *_llamacpp_model_flag(tier.server_model),
             "--alias",
             tier.served_name,
             "--host",
@@ -210,6 +210,7 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             # Health and metrics: probes and monitors only, never behind the entry Service.
             {"name": ROUTER_ADMIN_PORT_NAME, "containerPort": r.admin_port, "protocol": "TCP"},
         ],
+        **_external_keys_env(spec),
         "resources": _resources(r.resources or ROUTER_RESOURCES),
         "readinessProbe": _http_probe(
             "/readyz", ROUTER_ADMIN_PORT_NAME, period=5, timeout=3, failures=2
@@ -230,6 +231,26 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
         ],
         "securityContext": _container_security(ROUTER_UID, read_only_root=True),
     }
+
+
+def _external_keys_env(spec: ZetaRouterSpec) -> dict[str, Any]:
+    """``env`` of the router container: each external tier's API key, from its Secret (the
+    router reads the variable the routing file names). Only the router containers get it:
+    never the model server, a ConfigMap or an annotation."""
+    env = [
+        {
+            "name": names.external_key_env(t.name),
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": t.external.api_key_secret_ref.name,
+                    "key": t.external.api_key_secret_ref.key,
+                }
+            },
+        }
+        for t in spec.tiers
+        if t.external is not None
+    ]
+    return {"env": env} if env else {}
 
 
 def _cache_source(tier: TierSpec) -> dict[str, Any]:

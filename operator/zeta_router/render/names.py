@@ -48,6 +48,16 @@ NGRAM_KEY_FIELD: Final = "ngram-key"
 """The Secret's data key holding the secret of the hashed n-grams of learning samples (a
 Secret without it: the first request key stands in)."""
 
+EXTERNAL_KEY_ENV_PREFIX: Final = "ZETA_EXTERNAL_KEY_"
+"""Prefix of the router containers' environment variables holding external tiers' API keys."""
+
+
+def external_key_env(tier: str) -> str:
+    """The router containers' environment variable holding external tier ``tier``'s API key
+    (named in the routing file, set from the tier's Secret; tier names are DNS labels)."""
+    return EXTERNAL_KEY_ENV_PREFIX + tier.upper().replace("-", "_")
+
+
 Component = Literal["model-server", "router", "replicas"]
 """``replicas``: a tier's headless Service. Not ``model-server``, so that the monitors that
 select the tier Services by component do not scrape every model server a second time through

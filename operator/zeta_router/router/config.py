@@ -8,8 +8,9 @@ request always sees one consistent configuration from start to end.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,7 @@ from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, 
 from zeta_router.api.routing import (
     DEFAULT_ESCALATE_ABOVE,
     RoutingConfig,
+    RoutingExternal,
     ScorerWeights,
     base_url,
 )
@@ -44,6 +46,11 @@ class Tier:
     #: Where the replicas are (base URLs; names are resolved to all their addresses).
     replicas: tuple[str, ...] = ()
     engine: str = "vllm"  # which gauges say how loaded a replica is
+    #: An external provider: its limits, overflow rule and prices (None: a tier we run).
+    external: RoutingExternal | None = None
+    #: The provider's API key, from the environment variable the routing file names; never
+    #: printed (repr) or logged.
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class RuntimeConfig:
     default_context: str
     ngram_key: bytes | None = None
     """Key of the hashed n-grams (samples and learned corrections); None: unkeyed (offline)."""
+    overflow: frozenset[int] = frozenset()
+    """Indices of the overflow-only tiers: never a request's first choice."""
 
     @property
     def generation(self) -> int:
@@ -104,7 +113,10 @@ def tier_urls(value: str) -> list[str]:
 
 
 def compile_config(
-    cfg: RoutingConfig, local_tier: str | None = None, ngram_key: bytes | None = None
+    cfg: RoutingConfig,
+    local_tier: str | None = None,
+    ngram_key: bytes | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> RuntimeConfig:
     names = [t.name for t in cfg.tiers]
     if local_tier is not None and local_tier not in names:
@@ -112,8 +124,18 @@ def compile_config(
     tiers = []
     for i, t in enumerate(cfg.tiers):
         url = t.local_url if (t.name == local_tier and t.local_url) else t.url
+        key = external_key(t.name, t.external, environ)
         tiers.append(
-            Tier(i, t.name, normalise_url(url), t.served_model_name, tuple(t.replicas), t.engine)
+            Tier(
+                i,
+                t.name,
+                normalise_url(url),
+                t.served_model_name,
+                tuple(t.replicas),
+                t.engine,
+                t.external,
+                key,
+            )
         )
     shared = cfg.scorer or default_weights()
     contexts: dict[str, Context] = {}
@@ -132,7 +154,26 @@ def compile_config(
         contexts=contexts,
         default_context=cfg.default_context,
         ngram_key=ngram_key,
+        overflow=frozenset(
+            t.index for t in tiers if t.external is not None and t.external.overflow_only
+        ),
     )
+
+
+def external_key(
+    tier: str, external: RoutingExternal | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """An external tier's API key, read from the environment variable its entry names (the
+    operator sets it from the tier's Secret). None for a tier we run."""
+    if external is None:
+        return None
+    value = (os.environ if environ is None else environ).get(external.api_key_env, "").strip()
+    if not value:
+        raise ConfigError(
+            f"tier {tier!r}: the environment variable {external.api_key_env} that should hold "
+            "its API key is not set"
+        )
+    return value
 
 
 def parse_config(text: str) -> RoutingConfig:

@@ -46,6 +46,8 @@ class Decision:
     session_token: str | None = None  # to return as x-zeta-session
     shadow_text: list[str] = field(default_factory=list)
     served: Tier | None = None
+    #: (prompt, completion) tokens of the answer, from its ``usage`` when it reports one.
+    usage: tuple[int, int] | None = None
     _rid: str = ""
 
     def sign(self, served: Tier | None) -> str:

@@ -32,6 +32,7 @@ from zeta_router.router.relay import decision_headers, relay
 from zeta_router.router.replicas import Replica
 from zeta_router.router.upstream import (
     FAILOVER_STATUSES,
+    KEY_REFUSED_STATUSES,
     NOT_BREAKER_REASONS,
     TierError,
     Upstreams,
@@ -71,7 +72,12 @@ class Forwarder:
         own time spent building payloads and rewriting the answer."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.source.timeouts.total_seconds  # the event loop's clock
-        order = attempt_order(d.tier, len(cfg.tiers), cfg.source.failover and not d.forced)
+        order = attempt_order(
+            d.tier,
+            len(cfg.tiers),
+            cfg.source.failover and not d.forced,
+            cfg.overflow if not d.forced else frozenset(),  # (a pinned tier is the client's)
+        )
         failures: list[tuple[Tier, TierError]] = []
         payloads: dict[str | None, bytes] = {}
         overhead = 0.0
@@ -104,6 +110,14 @@ class Forwarder:
                         queue += [(s, True) for s in skipped]
                     continue
                 attempt = Attempt(breaker, None)  # no other choice left: try it anyway
+            if tier.external is not None:
+                limited = self._rate_limited(tier)
+                if limited is not None:
+                    self._tier_failed(d, tier, limited, attempt)
+                    failures.append((tier, limited))
+                    if i == len(queue) and skipped and not last_resort:
+                        queue += [(s, True) for s in skipped]
+                    continue
             t_build = time.perf_counter()
             payload = payloads.get(tier.model)
             if payload is None:
@@ -114,6 +128,7 @@ class Forwarder:
                 keyed = True
                 key = prefix_key(body, cfg.source.balancing.prefix_chars)
             overhead += time.perf_counter() - t_build
+            d.usage = None  # (this attempt's answer's; a cascade forwards one decision twice)
             with attempt:
                 try:
                     response, late, extra = await self._attempt(
@@ -132,10 +147,33 @@ class Forwarder:
                 elif response.status < 500:
                     attempt.success()
                 # (a 500 says nothing about the tier's health: no verdict)
+            if d.usage is not None:
+                self._count_usage(tier, d.usage)
             if response.status == 200 and late is None:
                 self.on_answered(cfg, d, body, tier)
             return response, overhead + extra
         return self.all_failed(d, failures, loop.time() >= deadline), overhead
+
+    def _rate_limited(self, tier: Tier) -> TierError | None:
+        """An external tier's client-side limit, when it refuses this request (else the
+        request is counted against it)."""
+        limiter = self.upstreams.limiter(tier)
+        why = limiter.refusal(time.monotonic()) if limiter is not None else None
+        return None if why is None else TierError("rate_limited", why, 429)
+
+    def _count_usage(self, tier: Tier, usage: tuple[int, int]) -> None:
+        prompt, completion = usage
+        ext = tier.external
+        cost = 0.0
+        if ext is not None:
+            cost = (
+                prompt * ext.prompt_cost_per_1k_tokens
+                + completion * ext.completion_cost_per_1k_tokens
+            ) / 1000.0
+            limiter = self.upstreams.limiter(tier)
+            if limiter is not None:
+                limiter.add_tokens(time.monotonic(), prompt + completion)
+        self.metrics.count_tokens(tier.name, prompt, completion, cost)
 
     async def _attempt(
         self,
@@ -245,8 +283,11 @@ class Forwarder:
             resp = await self.upstreams.open(tier, path, payload, headers, first_byte, replica)
             try:
                 if resp.status in FAILOVER_STATUSES and may_move_on:
-                    detail = await error_detail(resp)
+                    detail = await error_detail(resp, tier.external is None)
                     raise TierError(f"http_{resp.status}", detail, resp.status)
+                if resp.status in KEY_REFUSED_STATUSES and tier.external is not None:
+                    # The router's key, not the client's request: never the client's answer.
+                    raise TierError("key_refused", f"HTTP {resp.status}", resp.status)
                 return await relay(request, resp, d, tier, sent, deadline, self.metrics)
             finally:
                 resp.close()
@@ -344,8 +385,11 @@ def service_fallback(
     return Replica(tier.url)
 
 
-async def error_detail(resp: Response) -> str:
-    """A short description of an error answer: its status and the start of its body."""
+async def error_detail(resp: Response, with_body: bool = True) -> str:
+    """A short description of an error answer: its status and the start of its body (not for
+    an external provider, whose errors may quote the router's API key)."""
+    if not with_body:
+        return f"HTTP {resp.status}"
     deadline = asyncio.get_running_loop().time() + 1.0
     try:
         text = (await resp.read(deadline, limit=2048)).decode("utf-8", "replace")

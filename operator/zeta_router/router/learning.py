@@ -174,10 +174,12 @@ class RouterLearning:
         candidate: str,
         template: str | None,
     ) -> str | None:
-        """Ask the largest tier; "yes", "no", "" (neither) or None (no answer)."""
+        """Ask the largest (non-external) tier; "yes", "no", "" (neither) or None (no answer)."""
         from zeta_router.api.learning import DEFAULT_JUDGE_PROMPT
 
-        judge = cfg.tiers[-1]
+        # The largest tier the cluster runs: an external one would spend its quota outside
+        # its limits.
+        judge = next((t for t in reversed(cfg.tiers) if t.external is None), cfg.tiers[-1])
         request = features.request_text(body)[0]
         messages = judge_messages(template or DEFAULT_JUDGE_PROMPT, request, reference, candidate)
         payload: dict[str, Any] = {

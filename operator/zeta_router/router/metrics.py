@@ -210,6 +210,21 @@ class RouterMetrics:
             ("verdict",),
             registry=r,
         )
+        self.tokens = Counter(
+            "zeta_router_tokens_total",
+            "Tokens of the answers tiers gave, by tier and kind (prompt, completion), from "
+            "each answer's usage (a stream reports it when the client asks for it, "
+            "stream_options.include_usage).",
+            ("tier", "kind"),
+            registry=r,
+        )
+        self.cost = Counter(
+            "zeta_router_cost_total",
+            "Estimated cost of the answers of external tiers, from their usage and the tier's "
+            "prices per 1000 tokens (the prices' currency unit).",
+            ("tier",),
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
@@ -257,6 +272,12 @@ class RouterMetrics:
 
     def replica_ejection(self, tier: str, replica: str) -> None:
         self.child(self.replica_ejections, tier, replica).inc()  # type: ignore[attr-defined]
+
+    def count_tokens(self, tier: str, prompt: int, completion: int, cost: float) -> None:
+        self.child(self.tokens, tier, "prompt").inc(prompt)  # type: ignore[attr-defined]
+        self.child(self.tokens, tier, "completion").inc(completion)  # type: ignore[attr-defined]
+        if cost > 0:
+            self.child(self.cost, tier).inc(cost)  # type: ignore[attr-defined]
 
     def client_timeout(self, phase: str) -> None:
         self.child(self.client_timeouts, phase).inc()  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -87,7 +88,7 @@ async def _relay_whole(
         media = ctype.split(";", 1)[0].strip().lower()
         if media and media != JSON_TYPE and not media.endswith("+json"):
             raise TierError("bad_response", f"a 200 answer of Content-Type {media!r}, not JSON")
-        data = rewrite_model(data, d.requested_model, d.shadow_text if d.shadow else None)
+        data = rewrite_model(data, d.requested_model, d.shadow_text if d.shadow else None, d)
     resp = web.Response(status=upstream.status, body=data)
     resp.headers["Content-Type"] = ctype or JSON_TYPE
     decision_headers(resp, d, tier)
@@ -104,7 +105,7 @@ async def _relay_stream(
     deadline: float,
     metrics: RouterMetrics,
 ) -> tuple[web.StreamResponse, TierError | None, float]:
-    rewriter = SseRewriter(d.requested_model, d.shadow_text if d.shadow else None)
+    rewriter = SseRewriter(d.requested_model, d.shadow_text if d.shadow else None, d)
     chunks = upstream.chunks(deadline)
     # Nothing is sent before the tier's first bytes: until then the request can fail over.
     try:
@@ -181,9 +182,27 @@ def _dumps(obj: object) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def rewrite_model(data: bytes, model: str, collect: list[str] | None) -> bytes:
-    """A 200 JSON answer with ``model`` set to what the client asked for. Raises TierError
-    when the body is not a JSON object."""
+class UsageSink(Protocol):
+    usage: tuple[int, int] | None
+
+
+def usage_of(obj: dict[str, Any]) -> tuple[int, int] | None:
+    """``(prompt_tokens, completion_tokens)`` of an answer or stream event that reports its
+    ``usage`` (None: it does not, or not as numbers)."""
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return max(0, prompt), max(0, completion)
+
+
+def rewrite_model(
+    data: bytes, model: str, collect: list[str] | None, usage: UsageSink | None = None
+) -> bytes:
+    """A 200 JSON answer with ``model`` set to what the client asked for (and its token
+    ``usage`` kept on ``usage``). Raises TierError when the body is not a JSON object."""
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError):
@@ -194,6 +213,8 @@ def rewrite_model(data: bytes, model: str, collect: list[str] | None) -> bytes:
         text = answer_text(obj)
         if text is not None:
             collect.append(text)
+    if usage is not None and "usage" in obj:
+        usage.usage = usage_of(obj)
     if "model" not in obj:
         return data
     obj["model"] = model
@@ -205,11 +226,14 @@ class SseRewriter:
     complete line at once and holding back only an unfinished one. ``done`` tells whether the
     ``data: [DONE]`` terminator went through."""
 
-    __slots__ = ("_collect", "_held", "_model", "done")
+    __slots__ = ("_collect", "_held", "_model", "_usage", "done")
 
-    def __init__(self, model: str, collect: list[str] | None) -> None:
+    def __init__(
+        self, model: str, collect: list[str] | None, usage: UsageSink | None = None
+    ) -> None:
         self._model = model
         self._collect = collect
+        self._usage = usage
         self._held = b""
         self.done = False
 
@@ -246,6 +270,8 @@ class SseRewriter:
             return line
         if self._collect is not None:
             self._collect.append(delta_text(event))
+        if self._usage is not None and event.get("usage"):  # (the last event, when asked for)
+            self._usage.usage = usage_of(event)
         if "model" not in event:
             return line
         event["model"] = self._model

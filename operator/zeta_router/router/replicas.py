@@ -355,11 +355,15 @@ class Replicas:
         None). A replica that does not answer in time keeps what it reported last: a busy
         replica answers late, and busy is not idle (one that is gone is ejected by its
         failures, and forgotten when it leaves the set)."""
-        engines = {t.name: t.engine for t in self.config.tiers}
+        # (an external provider's /metrics is not ours to read)
+        engines = {t.name: t.engine for t in self.config.tiers if t.external is None}
         work: list[tuple[Replica, str]] = [
-            (r, engines.get(name, "vllm")) for name, tr in self.tiers.items() for r in tr.replicas
+            (r, engines[name])
+            for name, tr in self.tiers.items()
+            if name in engines
+            for r in tr.replicas
         ]
-        if len(work) <= len(self.tiers):
+        if len(work) <= len(engines):
             return  # one replica per tier: nothing to choose between
         texts = await asyncio.gather(*(fetch(r.url) for r, _ in work), return_exceptions=True)
         for (r, engine), text in zip(work, texts, strict=True):

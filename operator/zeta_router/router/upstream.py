@@ -30,12 +30,16 @@ from zeta_router.router.http1 import (
     Response,
 )
 from zeta_router.router.metrics import RouterMetrics
+from zeta_router.router.ratelimit import RateLimiter
 from zeta_router.router.replicas import Replica, Replicas
 
 log = logging.getLogger("zeta_router.router.upstream")
 
 #: Statuses that mean "this tier cannot take the request now" rather than "the request is bad".
 FAILOVER_STATUSES = frozenset({429, 502, 503, 504})
+#: An external provider's answers that refuse the router's API key: a failure of the tier (its
+#: configuration), never relayed to the client, who did not send that key.
+KEY_REFUSED_STATUSES = frozenset({401, 403})
 #: Of those, the ones that count against a tier's circuit breaker (429 is load, not breakage).
 BREAKER_STATUSES = frozenset({502, 503, 504})
 
@@ -57,11 +61,14 @@ FAILURE_REASONS: dict[str, str] = {
     "truncated": "an event stream that ended without its data: [DONE] terminator",
     "busy": "every connection this router may open to the tier was in use for the whole wait "
     "(the router's own limit, --tier-connections; not counted by the circuit breaker)",
+    "key_refused": "an external tier refused the router's API key (401 or 403)",
     "circuit_open": "skipped: the tier's circuit breaker is open",
+    "rate_limited": "an external tier's client-side limit (requests or tokens per minute) is "
+    "reached (not counted by the circuit breaker)",
     "no_replica": "the tier has no replica to try (none known, or every one already tried)",
 }
 #: Failures that say nothing about the tier's health: the breaker is left as it was.
-NOT_BREAKER_REASONS = frozenset({"http_429", "busy", "circuit_open"})
+NOT_BREAKER_REASONS = frozenset({"http_429", "busy", "circuit_open", "rate_limited"})
 
 
 class TierError(Exception):
@@ -80,11 +87,35 @@ class TierError(Exception):
         self.unreached = unreached
 
 
-def attempt_order(chosen: int, tiers: int, failover: bool) -> list[int]:
-    """The chosen tier, then each larger tier, then each smaller one (nearest first), once each."""
-    if not failover:
+def attempt_order(
+    chosen: int, tiers: int, failover: bool, overflow: frozenset[int] = frozenset()
+) -> list[int]:
+    """The chosen tier, then each larger tier, then each smaller one (nearest first), once each.
+    Overflow-only tiers (``overflow``) are never first: they move to the end of that order
+    (and are left out without failover), so a request reaches them only once every other tier
+    failed it."""
+    if not failover and chosen not in overflow:
         return [chosen]
-    return [chosen, *range(chosen + 1, tiers), *range(chosen - 1, -1, -1)]
+    order = [chosen, *range(chosen + 1, tiers), *range(chosen - 1, -1, -1)]
+    if overflow:
+        regular = [i for i in order if i not in overflow]
+        if not failover:
+            return regular[:1]
+        order = regular + [i for i in order if i in overflow]
+    return order
+
+
+#: Client headers an external provider never gets: they belong to the client's own account
+#: with whatever it meant to call, not to the router's account with the provider.
+CLIENT_ACCOUNT_HEADERS = ("Authorization", "OpenAI-Organization", "OpenAI-Project")
+
+
+def external_headers(headers: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """The headers sent to an external tier: the client's, without its credentials, with the
+    router's API key."""
+    out = {k: v for k, v in headers.items() if k not in CLIENT_ACCOUNT_HEADERS}
+    out["Authorization"] = f"Bearer {api_key}"
+    return out
 
 
 def upstream_payload(body: dict[str, Any], model: str | None) -> bytes:
@@ -115,6 +146,7 @@ class Upstreams:
         self._pools: dict[str, Pool] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._limiters: dict[str, RateLimiter] = {}
         self._probes: dict[str, _Probe] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.tier_connections = tier_connections
@@ -141,6 +173,10 @@ class Upstreams:
             del self._breakers[name]
         for name in [n for n in self._slots if n not in config.tier_by_name]:
             del self._slots[name]
+        for name, limiter in list(self._limiters.items()):
+            tier = config.tier_by_name.get(name)
+            if tier is None or not limiter.same_limits(tier.external):
+                del self._limiters[name]  # (new limits start with an empty window)
 
     def prune(self) -> None:
         """Retire the pools of replicas no longer known."""
@@ -177,6 +213,18 @@ class Upstreams:
             st = self._breaker_settings
             b = self._breakers[tier.name] = CircuitBreaker(st.failure_threshold, st.open_seconds)
         return b
+
+    def limiter(self, tier: Tier) -> RateLimiter | None:
+        """The client-side limits of an external tier (None: none set)."""
+        if tier.external is None:
+            return None
+        lim = self._limiters.get(tier.name)
+        if lim is None:
+            lim = RateLimiter.of(tier.external)
+            if lim is None:
+                return None
+            self._limiters[tier.name] = lim
+        return lim
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return dict(self._breakers)
@@ -229,6 +277,8 @@ class Upstreams:
         except ValueError as exc:  # (URLs are checked where they enter: a last guard)
             raise TierError("error", f"unusable replica URL: {exc}") from None
         wait = self.timeouts.first_byte_seconds if within is None else max(0.0, within)
+        if tier.api_key is not None:
+            headers = external_headers(headers, tier.api_key)
         try:
             return await pool.request("POST", path, headers, payload, pool.loop.time() + wait)
         except ConnectTimeoutError as exc:
@@ -246,7 +296,11 @@ class Upstreams:
 
     async def probe(self, tier: Tier, max_age: float = 1.0) -> bool:
         """Whether a replica of the tier answers its health endpoint (each replica's verdict
-        cached for ``max_age`` seconds)."""
+        cached for ``max_age`` seconds). An external tier is not probed (its health endpoint,
+        if any, wants the key; probes would spend its limits): it counts as up, and its
+        circuit breaker tells when it is not."""
+        if tier.external is not None:
+            return True
         replicas = self.replicas.of(tier).replicas
         results = await asyncio.gather(*(self._probe_cached(r.url, max_age) for r in replicas))
         return any(results)

@@ -1,0 +1,105 @@
+"""An external tier against a real apiserver and the operator as a real process with the RBAC
+we ship: the sample with an external overflow tier is refused while the key's Secret is not
+marked for it (SpecValid=False, no children), then gets no Deployment or Service for that tier,
+its routers get the key by secretKeyRef, and the key is in no ConfigMap, status or Event."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from support import zetarouters
+from support.cluster import REPO, children, conditions, events_for, load_yaml_docs, wait_for
+from support.zetarouters import TIMEOUT, create_zr, get_zr, wait_condition
+from zeta_router.api.routing import CONFIGMAP_KEY
+from zeta_router.kube import MERGE_PATCH, Kube, api_path
+from zeta_router_dev.local.operator_proc import OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("kubelet")]
+
+SAMPLE = REPO / "manifests" / "samples" / "zetarouter-external-overflow.yaml"
+KEY = "sk-cluster-test-5e1d9b7c3a"
+
+
+def external_sample(name: str) -> dict[str, Any]:
+    (doc,) = [d for d in load_yaml_docs(SAMPLE) if d.get("kind") == "ZetaRouter"]
+    doc = copy.deepcopy(doc)
+    doc["metadata"] = {"name": name}
+    return doc
+
+
+def test_external_tier_key_by_reference_only(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    body = external_sample("ovf")
+    ref = body["spec"]["tiers"][2]["external"]["apiKeySecretRef"]
+    kube.create(
+        api_path("v1", "secrets", namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": ref["name"]},
+            "stringData": {ref["key"]: KEY},
+        },
+    )
+    create_zr(kube, namespace, body)
+    refused = wait_condition(kube, namespace, "ovf", "SpecValid", "False")
+    message = conditions(refused)["SpecValid"]["message"]
+    assert message.startswith(
+        f"spec.tiers[2].external.apiKeySecretRef: Secret {ref['name']} is not marked for this "
+        "ZetaRouter"
+    ), message
+    assert all(not objs for objs in children(kube, namespace, "ovf").values())
+
+    # The Secret's owner marks it: the next reconciliation accepts the ZetaRouter.
+    kube.patch(
+        api_path("v1", "secrets", namespace, ref["name"]),
+        {"metadata": {"annotations": {"zeta.ai/usable-by": "ovf"}}},
+        MERGE_PATCH,
+    )
+    wait_condition(kube, namespace, "ovf", "SpecValid", "True")
+    served = ["small", "large"]  # no child for the external tier "hosted"
+    have = zetarouters.wait_children(
+        kube,
+        namespace,
+        body,
+        {
+            "Deployment": {f"ovf-{t}" for t in served},
+            "Service": {"ovf"}
+            | {f"ovf-{t}" for t in served}
+            | {f"ovf-{t}-replicas" for t in served},
+            "ConfigMap": {"ovf-routing"},
+        },
+    )
+    for name, dep in have["Deployment"].items():
+        containers = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
+        assert containers["router"]["env"] == [
+            {
+                "name": "ZETA_EXTERNAL_KEY_HOSTED",
+                "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
+            }
+        ], name
+        assert "ZETA_EXTERNAL_KEY_HOSTED" not in json.dumps(containers["model"]), name
+
+    cm = have["ConfigMap"]["ovf-routing"]
+    hosted = yaml.safe_load(cm["data"][CONFIGMAP_KEY])["tiers"][2]
+    assert hosted["url"] == "https://llm.example.com"
+    assert hosted["servedModelName"] == "provider-model-name"
+    assert hosted["external"]["apiKeyEnv"] == "ZETA_EXTERNAL_KEY_HOSTED"
+    assert hosted["external"]["overflowOnly"] is True
+
+    # The status lists the tiers the operator runs (an external tier has no Deployment).
+    def status_tiers() -> list[str] | None:
+        tiers = [t.get("name") for t in get_zr(kube, namespace, "ovf")["status"].get("tiers", [])]
+        return tiers if tiers == served else None
+
+    wait_for(status_tiers, TIMEOUT, "status.tiers of the tiers the operator runs")
+    # The key itself: nowhere the operator writes.
+    zr = get_zr(kube, namespace, "ovf")
+    written = json.dumps([cm, have, zr, events_for(kube, namespace, "ovf")])
+    assert KEY not in written
+    assert KEY not in operator.log_path.read_text(errors="replace")
