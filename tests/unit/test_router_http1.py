@@ -241,3 +241,28 @@ def test_connections_are_renewed_after_their_maximum_age() -> None:
             await renewed.close()
 
     run(main())
+
+
+def test_a_name_resolved_ahead_of_time_is_connected_to_without_the_resolver() -> None:
+    # ".invalid" never resolves (RFC 2606): only the address known ahead of time can reach the
+    # server, and the name still names it in the Host header.
+    async def main() -> None:
+        async with server(lambda n: [LENGTH]) as s:
+            port = s["url"].rsplit(":", 1)[1]
+            asked: list[str] = []
+
+            def known(host: str) -> tuple[str, ...] | None:
+                asked.append(host)
+                return ("127.0.0.1",)
+
+            pool = Pool(f"http://tier.example.invalid:{port}", 5.0, known=known)
+            resp, _ = await call(pool)
+            assert resp.status == 200
+            assert asked == ["tier.example.invalid"]
+            assert f"Host: tier.example.invalid:{port}".encode() in s["requests"][0]
+            # Nothing known: the name is resolved for the connection (and here cannot be).
+            unknown = Pool(f"http://tier.example.invalid:{port}", 5.0, known=lambda h: None)
+            with pytest.raises(ConnectError):
+                await call(unknown)
+
+    run(main())

@@ -18,7 +18,7 @@ from zeta_router.router.config import (
     standalone_config,
 )
 from zeta_router.router.metrics import RouterMetrics
-from zeta_router.router.replicas import Replica, Replicas, TierReplicas, expand
+from zeta_router.router.replicas import Replica, Replicas, TierReplicas, expand, names_to_resolve
 
 NAMED = "http://chat-small-replicas.ns.svc:8000"
 
@@ -218,3 +218,35 @@ def test_a_replica_slow_per_request_held_gets_fewer_least_loaded_picks() -> None
         reps.begin(chosen[0])
     assert picks.count(fast) == 4
     assert picks.count(slow) == 2
+
+
+def test_a_tiers_service_name_is_resolved_ahead_and_kept_while_the_resolver_cannot_tell() -> None:
+    cfg = RoutingConfig.model_validate(
+        {
+            "tiers": [
+                {
+                    "name": "small",
+                    "url": "http://chat-small.ns.svc:8000",
+                    "replicas": ["http://chat-small-replicas.ns.svc:8000"],
+                },
+                {"name": "large", "url": "http://127.0.0.1:8001"},
+            ],
+            "contexts": [{"name": "default", "thresholds": [0.5]}],
+            "defaultContext": "default",
+        }
+    )
+    answers: dict[str, tuple[str, ...] | None] = {"chat-small.ns.svc": ("10.96.0.7",)}
+    reps = replica_set(cfg, answers)
+    assert names_to_resolve(reps.config.tiers) == {
+        "chat-small.ns.svc",
+        "chat-small-replicas.ns.svc",
+    }
+    assert reps.known_addresses("chat-small.ns.svc") is None  # not resolved yet
+    asyncio.run(reps.resolve_all())
+    assert reps.known_addresses("chat-small.ns.svc") == ("10.96.0.7",)
+    answers["chat-small.ns.svc"] = None  # a resolver that times out keeps nothing from us
+    asyncio.run(reps.resolve_all())
+    assert reps.known_addresses("chat-small.ns.svc") == ("10.96.0.7",)
+    answers["chat-small.ns.svc"] = ()  # the Service is gone: connections resolve the name
+    asyncio.run(reps.resolve_all())
+    assert reps.known_addresses("chat-small.ns.svc") is None

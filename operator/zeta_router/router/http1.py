@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import urlsplit
 
 #: Largest response head (status line and headers) accepted.
@@ -371,11 +371,22 @@ class Response:
         self.close()
 
 
+#: The addresses a name is known to have now, resolved ahead of time (None: not known).
+KnownAddresses = Callable[[str], tuple[str, ...] | None]
+
+
 class Pool:
-    """Keep-alive connections to one server (``scheme://host:port``)."""
+    """Keep-alive connections to one server (``scheme://host:port``). With ``known``, a new
+    connection goes to an address of the host resolved ahead of time where there is one, so a
+    slow or failing resolver does not hold requests up (the name still names the server: in the
+    Host header and for TLS); otherwise the name is resolved for the connection."""
 
     def __init__(
-        self, base_url: str, connect_seconds: float, max_age_seconds: float = MAX_AGE_SECONDS
+        self,
+        base_url: str,
+        connect_seconds: float,
+        max_age_seconds: float = MAX_AGE_SECONDS,
+        known: KnownAddresses | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -391,6 +402,7 @@ class Pool:
         self.host_header = (host_header if default else f"{host_header}:{self.port}").encode()
         self.connect_seconds = connect_seconds
         self.max_age_seconds = max_age_seconds
+        self.known = known
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
@@ -400,11 +412,12 @@ class Pool:
         seconds = self.connect_seconds
         if deadline is not None:
             seconds = min(seconds, deadline - self.loop.time())
+        addresses = self.known(self.host) if self.known is not None else None
         try:
             async with asyncio.timeout(max(0.0, seconds)):
                 _, conn = await self.loop.create_connection(
                     lambda: _Connection(self),
-                    self.host,
+                    addresses[0] if addresses else self.host,
                     self.port,
                     ssl=self.ssl,
                     server_hostname=self.host if self.ssl else None,

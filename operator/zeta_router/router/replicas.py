@@ -118,13 +118,18 @@ def expand(
 
 
 def names_to_resolve(tiers: Sequence[Tier]) -> set[str]:
+    """The names to resolve in the background: every replica name (to expand it into its
+    addresses) and every cluster tier's own URL (its Service: connections then go to the
+    address last resolved, not through the resolver at request time; a ClusterIP never changes
+    while its Service exists, and one dropped resolver packet can cost seconds)."""
+    sources = [s for t in tiers for s in t.replicas] + [t.url for t in tiers if t.external is None]
     return {
         host
-        for t in tiers
-        for source in t.replicas
+        for source in sources
         if urlsplit(source).scheme == "http"
         and (host := urlsplit(source).hostname or "")
         and not is_ip_literal(host)
+        and host != "localhost"
     }
 
 
@@ -219,6 +224,10 @@ class Replicas:
     def urls(self) -> set[str]:
         """Every replica's URL, every tier."""
         return {r.url for tr in self.tiers.values() for r in tr.replicas}
+
+    def known_addresses(self, host: str) -> tuple[str, ...] | None:
+        """The addresses ``host`` resolved to last (None: none known; the pool resolves it)."""
+        return self.resolved.get(host) or None
 
     def multiple(self, tier: Tier) -> bool:
         """Whether the tier has replicas to choose between."""

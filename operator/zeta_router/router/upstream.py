@@ -204,7 +204,9 @@ class Upstreams:
         for the tier being slow."""
         p = self._pools.get(url)
         if p is None:
-            p = self._pools[url] = Pool(url, self.timeouts.connect_seconds)
+            p = self._pools[url] = Pool(
+                url, self.timeouts.connect_seconds, known=self.replicas.known_addresses
+            )
         return p
 
     def breaker(self, tier: Tier) -> CircuitBreaker:
