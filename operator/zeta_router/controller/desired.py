@@ -74,6 +74,8 @@ class LoopChoice:
     status_fields: Callable[[int], dict[str, Any]]
     """The loop's status fields, given the routing generation that was rendered."""
     conditions: tuple[Mapping[str, Any], ...] = ()
+    tier_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """More status fields per tier (e.g. ``sleep``), written with ``desiredReplicas``."""
 
 
 @dataclass(frozen=True)
