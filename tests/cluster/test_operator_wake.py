@@ -144,7 +144,8 @@ def test_requests_wanting_a_sleeping_tier_wake_it_through_the_admin_port(
 
     ip = wait_for(small_pod_ip, TIMEOUT, "the small tier's pod")
     # Asleep from the start: zero replicas, and the routers are told so.
-    assert kube.get(dep_path)["spec"]["replicas"] == 0
+    large = wait_for(lambda: kube.get_or_none(dep_path), TIMEOUT, "the large tier's Deployment")
+    assert large["spec"]["replicas"] == 0
     wait_for(
         lambda: "asleep: true" in kube.get(cm_path)["data"]["routing.yaml"],
         TIMEOUT,

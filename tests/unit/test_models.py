@@ -205,6 +205,20 @@ def test_samples_cover_both_engines() -> None:
         "zetarouter-7b-14b.yaml",
         "zetarouter-cpu.yaml",
         "zetarouter-external-overflow.yaml",
+        "zetarouter-sleeping-large.yaml",
+    }
+
+
+def test_sleeping_sample_lets_only_its_large_tier_sleep() -> None:
+    body = yaml.safe_load((REPO / "manifests/samples/zetarouter-sleeping-large.yaml").read_text())
+    spec = parse_zetarouter(body)
+    assert [t.replicas.may_sleep for t in spec.tiers] == [False, True]
+    assert spec.tiers[1].replicas.sleep_after_seconds == 900.0
+    assert spec.loop_owns_replicas
+    assert {c.name: c.when_asleep for c in spec.contexts} == {
+        "ZetaHRM": "wait",
+        "ZetaTRM": "fallback",
+        "default": "fallback",
     }
 
 

@@ -39,8 +39,8 @@ from zeta_router.api.models import (
 from zeta_router.bounded_http import FetchError
 from zeta_router.bounded_http import fetch as bounded_fetch
 from zeta_router.controller.desired import LoopChoice
+from zeta_router.controller.routers import list_routers
 from zeta_router.kube import ApiError, Kube, api_path
-from zeta_router.learning.collect import list_routers
 from zeta_router.render import names
 
 if TYPE_CHECKING:
