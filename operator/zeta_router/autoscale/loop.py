@@ -324,6 +324,14 @@ class ControlLoop:
             generation=routing.generation,
         )
 
+    def _replicas_moved(
+        self, namespace: str, name: str, settings: LoopSettings, running: Running
+    ) -> bool:
+        if not any(t.may_sleep for t in settings.policy.tiers):
+            return False  # only the wake daemon scales a tier besides the loop
+        now = self.read_running(namespace, name, settings)
+        return now is None or now.replicas != running.replicas
+
     def snapshot(
         self, body: Mapping[str, Any], settings: LoopSettings, mem: Memory
     ) -> MetricsSnapshot:
@@ -455,6 +463,10 @@ class ControlLoop:
             routing_generation = outcome.routing_generation
         else:
             routing_generation = None
+            if replicas is not None and self._replicas_moved(namespace, name, settings, running):
+                # Something scaled a tier since this interval read the Deployments (the wake
+                # daemon, from a sleeping tier): recording the older counts would undo it.
+                replicas = None
             patch_status(
                 self.kube,
                 namespace,
