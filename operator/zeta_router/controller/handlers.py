@@ -166,7 +166,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     # Whether each tier's Deployment had a ready replica when last seen: a tier that may sleep
     # is marked asleep in the routing config until it has one (render.configmap.asleep_tiers),
-    # so a change either way renders the children again, not only the status.
+    # so its first ready replica renders the children again, not only the status.
     had_ready: dict[tuple[str, str], bool] = {}
 
     def on_child_event(kind: str, type: str | None, body: kopf.Body) -> None:
@@ -188,7 +188,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             had_ready[key] = ready
             if type == "DELETED":
                 had_ready.pop(key, None)
-            elif type is not None and before is not None and before != ready:
+            elif type is not None and before is False and ready:
                 reconciler.reconcile_named(namespace, owner, "tier-readiness")
                 return
         if type == "DELETED":
