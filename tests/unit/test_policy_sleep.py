@@ -192,6 +192,7 @@ def _spec() -> ZetaRouterSpec:
                 {"name": "large", "model": "l", "replicas": {"min": 0, "max": 2}},
             ],
             "router": {"contexts": [{"name": "default", "whenAsleep": "wait", "waitSeconds": 20}]},
+            "autoscaling": {"enabled": True, "prometheus": {"url": "http://prometheus:9090"}},
         }
     )
 
@@ -212,6 +213,13 @@ def test_asleep_tiers(
     replicas: dict[str, int], ready: dict[str, int | None], asleep: set[str]
 ) -> None:
     assert asleep_tiers(_spec(), replicas, ready) == asleep
+
+
+def test_no_tier_is_marked_asleep_unless_the_loop_owns_replicas() -> None:
+    spec = _spec().model_copy(
+        update={"autoscaling": _spec().autoscaling.model_copy(update={"mode": "advisory"})}
+    )
+    assert asleep_tiers(spec, {"small": 1, "large": 0}, {"small": 1, "large": 0}) == set()
 
 
 def test_routing_config_marks_sleeping_tiers_and_waiting_contexts() -> None:

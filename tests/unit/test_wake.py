@@ -116,3 +116,41 @@ def test_sleep_and_wake_have_their_own_events_and_status() -> None:
     }
     assert sleep_fields(_decision(woken), 0.0)["large"]["sleep"]["state"] == "Awake"
     assert sleep_fields(_decision(down), 0.0) == {}
+
+
+def _runtime(asleep: tuple[bool, ...]) -> Any:
+    from zeta_router.api.routing import RoutingConfig
+    from zeta_router.router.config import compile_config
+
+    tiers = [
+        {"name": f"t{i}", "url": f"http://127.0.0.1:{9000 + i}", **({"asleep": True} if a else {})}
+        for i, a in enumerate(asleep)
+    ]
+    cuts = [round((i + 1) / len(asleep), 3) for i in range(len(asleep) - 1)]
+    return compile_config(
+        RoutingConfig.model_validate(
+            {
+                "tiers": tiers,
+                "contexts": [{"name": "default", "thresholds": cuts}],
+                "defaultContext": "default",
+            }
+        )
+    )
+
+
+def test_awake_order_leaves_sleeping_tiers_out_and_falls_back_without_failover() -> None:
+    from zeta_router.router.errors import ApiError
+    from zeta_router.router.sleep import awake_order
+    from zeta_router.router.upstream import attempt_order
+
+    cfg = _runtime((False, True, False))
+    assert awake_order(attempt_order(1, 3, True), cfg) == [2, 0]
+    # Failover off: the nearest awake tier still answers (larger first) ...
+    assert awake_order(attempt_order(1, 3, False), cfg) == [2]
+    assert awake_order([2], _runtime((False, False, True))) == [1]
+    # ... but never for a request pinned to the sleeping tier.
+    with pytest.raises(ApiError) as e:
+        awake_order([1], cfg, fallback=False)
+    assert (e.value.status, e.value.code) == (503, "tier_asleep")
+    # A sleeping tier is never a failover target either.
+    assert awake_order(attempt_order(0, 3, True), cfg) == [0, 2]

@@ -12,6 +12,10 @@ a ``TierWoken`` Event).
 A daemon runs only for a ZetaRouter whose control loop owns replicas and which has a tier that
 may sleep; while none of its tiers sleeps it only looks at the status (no request anywhere).
 The first reading of a router is its baseline: only requests counted after it wake a tier.
+
+The same daemon ends a wake: a woken tier stays marked asleep in the routing config until it has
+a ready replica, and a replica becoming ready changes no child, so when the status first shows
+one it has the children rendered again (once per wake).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from zeta_router.api.models import (
     TierSpec,
     parse_zetarouter,
 )
+from zeta_router.api.routing import configmap_routing
 from zeta_router.bounded_http import FetchError
 from zeta_router.bounded_http import fetch as bounded_fetch
 from zeta_router.controller.desired import LoopChoice
@@ -130,6 +135,8 @@ def wants_waker(spec: Mapping[str, Any]) -> bool:
 class WakeMemory:
     seen: dict[str, dict[str, float]] = field(default_factory=dict)
     """The last reading of each router (pod name -> count per tier)."""
+    awake: set[str] = field(default_factory=set)
+    """Tiers seen ready and no longer marked asleep in the routing config (until they sleep)."""
 
 
 def _rfc3339(ts: float) -> str:
@@ -182,10 +189,11 @@ class Waker:
         may_sleep = {t.name for t in spec.tiers if t.replicas.may_sleep}
         if not spec.loop_owns_replicas or not may_sleep:
             return IDLE_SECONDS
+        waking = self.unmark_ready(body, namespace, name, may_sleep, mem)
         asleep = self.asleep(namespace, name, sleeping_candidates(body, may_sleep))
         if not asleep:
             mem.seen.clear()  # the next sleep starts from fresh baselines
-            return IDLE_SECONDS
+            return self.poll if waking else IDLE_SECONDS
         now_counts: dict[str, dict[str, float]] = {}
         for endpoint in list_routers(self.kube, namespace, name, spec.router.admin_port):
             try:
@@ -206,6 +214,45 @@ class Waker:
         if woken:
             self.wake(body, spec.tiers, woken)
         return self.poll
+
+    def unmark_ready(
+        self,
+        body: Mapping[str, Any],
+        namespace: str,
+        name: str,
+        may_sleep: set[str],
+        mem: WakeMemory,
+    ) -> bool:
+        """A tier that may sleep stays marked asleep in the routing config until it has a ready
+        replica (``render.configmap.asleep_tiers``); readiness alone changes no child, so once
+        the status shows one, render the children again. Returns whether a tier is still
+        waking (ready, the config not yet seen unmarked)."""
+        waking = False
+        for entry in (body.get("status") or {}).get("tiers") or []:
+            tier = entry.get("name")
+            if tier not in may_sleep:
+                continue
+            if entry.get("desiredReplicas") == 0 or not entry.get("readyReplicas"):
+                mem.awake.discard(tier)
+                continue
+            if tier in mem.awake:
+                continue
+            if tier in self.marked_asleep(namespace, name):
+                waking = True
+                if self.reconciler is not None:
+                    self.reconciler.reconcile_named(namespace, name, "tier-ready")
+            else:
+                mem.awake.add(tier)
+        return waking
+
+    def marked_asleep(self, namespace: str, name: str) -> set[str]:
+        cm = self.kube.get_or_none(
+            api_path("v1", names.CONFIGMAP.plural, namespace, names.routing_configmap_name(name))
+        )
+        routing = configmap_routing(cm) if cm is not None else None
+        if routing is None:
+            return set()
+        return {t.name for t in routing.tiers if t.asleep}
 
     def asleep(self, namespace: str, name: str, candidates: list[str]) -> set[str]:
         """The candidates whose Deployment asks for zero replicas."""

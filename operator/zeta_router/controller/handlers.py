@@ -164,11 +164,6 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         drift
     )
 
-    # Whether each tier's Deployment had a ready replica when last seen: a tier that may sleep
-    # is marked asleep in the routing config until it has one (render.configmap.asleep_tiers),
-    # so its first ready replica renders the children again, not only the status.
-    had_ready: dict[tuple[str, str], bool] = {}
-
     def on_child_event(kind: str, type: str | None, body: kopf.Body) -> None:
         namespace = body.metadata.namespace
         if namespace is None:
@@ -181,16 +176,6 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         owner = owner_name(body)
         if owner is None:
             return
-        if kind == names.DEPLOYMENT.kind:
-            key = (namespace, str(body.metadata.name))
-            ready = bool((body.get("status") or {}).get("readyReplicas"))
-            before = had_ready.get(key)
-            had_ready[key] = ready
-            if type == "DELETED":
-                had_ready.pop(key, None)
-            elif type is not None and before is False and ready:
-                reconciler.reconcile_named(namespace, owner, "tier-readiness")
-                return
         if type == "DELETED":
             # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
             # which reconcile_named sees and skips): put it back now, not at the next drift check.

@@ -79,11 +79,14 @@ def _same(a: Sequence[float], b: Sequence[float]) -> bool:
 def asleep_tiers(
     spec: ZetaRouterSpec, replicas: Mapping[str, int], ready: Mapping[str, int | None]
 ) -> set[str]:
-    """The tiers the routers must treat as asleep: those that may sleep (``min: 0``) and have
-    no replica asked for, or no ready one yet (woken, still starting: requests there would
-    find no server). ``ready``: ready replicas per tier (None or absent: unknown, taken as
-    none for a tier just woken from zero)."""
-    out = set()
+    """The tiers the routers must treat as asleep: while the control loop owns replicas (it
+    puts tiers to sleep, and its wake daemon ends a wake), those that may sleep (``min: 0``)
+    and have no replica asked for, or no ready one yet (woken, still starting: requests there
+    would find no server). ``ready``: ready replicas per tier (None or absent: unknown, taken
+    as none for a tier just woken from zero)."""
+    out: set[str] = set()
+    if not spec.loop_owns_replicas:
+        return out
     for t in spec.tiers:
         if not t.replicas.may_sleep:
             continue

@@ -80,7 +80,7 @@ class Forwarder:
             cfg.overflow if not d.forced else frozenset(),  # (a pinned tier is the client's)
         )
         if cfg.tiers[d.tier].asleep:
-            order = awake_order(order, cfg)
+            order = awake_order(order, cfg, fallback=not d.forced)
             d.asleep = cfg.tiers[d.tier].name
             self.metrics.asleep_fallbacks.labels(d.asleep).inc()
         elif any(t.asleep for t in cfg.tiers):

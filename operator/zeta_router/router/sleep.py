@@ -34,10 +34,17 @@ def asleep_tier(cfg: RuntimeConfig, index: int) -> Tier | None:
     return tier if tier.asleep else None
 
 
-def awake_order(order: Sequence[int], cfg: RuntimeConfig) -> list[int]:
-    """The attempt order without sleeping tiers; :class:`ApiError` (503) when that leaves none
-    (a request pinned to a sleeping tier, or failover off)."""
+def awake_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = True) -> list[int]:
+    """The attempt order without sleeping tiers. When that leaves none because the decided tier
+    (``order[0]``) sleeps and failover is off, the nearest awake tier (larger first) answers
+    instead: a sleeping tier did not fail, the request just has no replica there (unless
+    ``fallback`` is False: a request pinned to the tier). :class:`ApiError` (503) when no tier
+    is left."""
     out = [i for i in order if not cfg.tiers[i].asleep]
+    if not out and fallback and order:
+        chosen, n = order[0], len(cfg.tiers)
+        nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
+        out = [i for i in nearest if not cfg.tiers[i].asleep][:1]
     if not out:
         names = ", ".join(cfg.tiers[i].name for i in order)
         raise ApiError(
