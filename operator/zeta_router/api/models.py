@@ -1159,7 +1159,8 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
     for i, c in enumerate(contexts):
         problems += _scorer_problems(c.scorer, f"router.contexts[{i}].scorer")
 
-    if n and all(t.replicas.may_sleep for t in spec.tiers):
+    served = [t for t in spec.tiers if t.external is None]
+    if served and all(t.replicas.may_sleep for t in served):
         problems.append(
             (
                 "tiers",

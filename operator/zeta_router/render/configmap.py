@@ -87,7 +87,7 @@ def asleep_tiers(
     out: set[str] = set()
     if not spec.loop_owns_replicas:
         return out
-    for t in spec.tiers:
+    for t in spec.served_tiers:
         if not t.replicas.may_sleep:
             continue
         if replicas.get(t.name, t.replicas.start) == 0 or not ready.get(t.name):
