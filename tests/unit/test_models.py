@@ -110,8 +110,9 @@ def test_llamacpp_defaults() -> None:
     ],
 )
 def test_replica_defaults(replicas: dict[str, int], expected: tuple[int, int, int]) -> None:
-    spec = parse_zetarouter({"tiers": [{"name": "t", "model": "m", "replicas": replicas}]})
-    r = spec.tiers[0].replicas
+    # (a second tier: one tier must keep a replica, for the routers)
+    tiers = [{"name": "s", "model": "s"}, {"name": "t", "model": "m", "replicas": replicas}]
+    r = parse_zetarouter({"tiers": tiers}).tiers[1].replicas
     assert (r.min, r.max, r.initial) == expected
     assert (r.maximum, r.start) == expected[1:]
 
@@ -204,6 +205,20 @@ def test_samples_cover_both_engines() -> None:
         "zetarouter-7b-14b.yaml",
         "zetarouter-cpu.yaml",
         "zetarouter-external-overflow.yaml",
+        "zetarouter-sleeping-large.yaml",
+    }
+
+
+def test_sleeping_sample_lets_only_its_large_tier_sleep() -> None:
+    body = yaml.safe_load((REPO / "manifests/samples/zetarouter-sleeping-large.yaml").read_text())
+    spec = parse_zetarouter(body)
+    assert [t.replicas.may_sleep for t in spec.tiers] == [False, True]
+    assert spec.tiers[1].replicas.sleep_after_seconds == 900.0
+    assert spec.loop_owns_replicas
+    assert {c.name: c.when_asleep for c in spec.contexts} == {
+        "ZetaHRM": "wait",
+        "ZetaTRM": "fallback",
+        "default": "fallback",
     }
 
 
@@ -681,3 +696,48 @@ def test_any_malformed_input_raises_only_spec_error(path: str, value: Any) -> No
         return
     assert problems
     assert all(p.startswith(("spec", "metadata")) for p, _ in problems)
+
+
+def test_every_tier_asleep_is_refused_since_routers_live_in_tier_pods() -> None:
+    spec = {
+        "tiers": [
+            {"name": "small", "model": "s", "replicas": {"min": 0, "max": 2}},
+            {"name": "large", "model": "l", "replicas": {"min": 0, "max": 2}},
+        ]
+    }
+    with pytest.raises(SpecError) as e:
+        parse_zetarouter(spec)
+    assert e.value.problems == [
+        (
+            "spec.tiers",
+            "every tier has replicas.min 0, but the routers run in the tiers' pods: at least one "
+            "tier must keep min >= 1 so that the entry Service always has a router (let the "
+            "larger tiers sleep, not the one that carries the routers)",
+        )
+    ]
+    spec["tiers"][0]["replicas"] = {"min": 1}
+    parsed = parse_zetarouter(spec)
+    assert parsed.tiers[1].replicas.may_sleep
+    assert parsed.tiers[1].replicas.sleep_after_seconds == 600.0
+
+
+def test_sleep_after_only_with_min_zero() -> None:
+    spec = base()
+    spec["tiers"][1]["replicas"] = {"min": 1, "sleepAfter": "5m"}
+    with pytest.raises(SpecError) as e:
+        parse_zetarouter(spec)
+    assert e.value.problems == [
+        ("spec.tiers[1].replicas.sleepAfter", "a tier sleeps only with min 0 (min is 1)")
+    ]
+    spec["tiers"][1]["replicas"] = {"min": 0, "sleepAfter": "90s"}
+    assert parse_zetarouter(spec).tiers[1].replicas.sleep_after_seconds == 90.0
+
+
+def test_context_when_asleep_defaults_to_fallback() -> None:
+    spec = base()
+    spec["router"] = {"contexts": [{"name": "a"}, {"name": "b", "whenAsleep": "wait"}]}
+    a, b = parse_zetarouter(spec).contexts
+    assert (a.when_asleep, b.when_asleep, b.wait_seconds) == ("fallback", "wait", 60.0)
+    spec["router"] = {"contexts": [{"name": "a", "whenAsleep": "hold"}]}
+    with pytest.raises(SpecError, match=r"spec.router.contexts\[0\].whenAsleep"):
+        parse_zetarouter(spec)

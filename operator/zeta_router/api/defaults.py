@@ -88,3 +88,10 @@ def default_thresholds(context: str, tiers: int) -> list[float]:
     """Thresholds of a context whose spec gives none: its built-in reference (0.5 for contexts
     that are not built in), spread over the tier boundaries."""
     return spread_thresholds(BUILTIN_CONTEXTS.get(context, OTHER_CONTEXT_REFERENCE), tiers)
+
+
+#: How long a tier with ``replicas.min: 0`` goes without requests before it sleeps at zero.
+SLEEP_AFTER: Final = "10m"
+
+#: How long a context with ``whenAsleep: wait`` holds a request for a waking tier.
+WAKE_WAIT_SECONDS: Final = 60.0

@@ -155,10 +155,19 @@ class ReplicaRange(SpecModel):
         description="Replicas the Deployment is created with. Defaults to min, at least 1 "
         "(and at most max).",
     )
+    sleep_after: str | None = Field(
+        default=None,
+        pattern=DURATION,
+        description="With min 0 and autoscaling in apply mode: how long the tier must go "
+        "without a request (none answered, queued or wanted while asleep) before the control "
+        f"loop takes it to zero replicas. Defaults to {defaults.SLEEP_AFTER}. Only for min 0.",
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         problems: list[tuple[str, str]] = []
+        if self.sleep_after is not None and self.min > 0:
+            problems.append(("sleepAfter", f"a tier sleeps only with min 0 (min is {self.min})"))
         if self.max is not None and self.min > self.max:
             problems.append(("", f"min {self.min} > max {self.max}"))
         hi = self.max if self.max is not None else max(self.min, 1)
@@ -183,8 +192,18 @@ class ReplicaRange(SpecModel):
         """``initial`` once resolved (always set after validation)."""
         return self.initial if self.initial is not None else min(max(self.min, 1), self.maximum)
 
+    @property
+    def may_sleep(self) -> bool:
+        """The tier may be taken to zero replicas when idle (``min: 0``)."""
+        return self.min == 0
+
+    @property
+    def sleep_after_seconds(self) -> float:
+        return duration_seconds(self.sleep_after or defaults.SLEEP_AFTER)
+
 
 Engine = Literal["vllm", "llamacpp"]
+WhenAsleep = Literal["fallback", "wait"]
 RolloutStrategy = Literal["Surge", "Replace"]
 
 # vLLM's parallelism flags (long and short forms): one replica uses tp x pp x dp GPUs.
@@ -647,6 +666,21 @@ class ContextSpec(SpecModel):
         le=1.0,
         description="cascade: escalate when the judge's probability that the smallest tier's "
         "answer is wrong is at least this (higher: fewer escalations).",
+    )
+    when_asleep: WhenAsleep = Field(
+        default="fallback",
+        description="What a request does when the tier it should go to sleeps at zero "
+        "replicas (replicas.min 0): fallback (default) answers at once on the nearest tier "
+        "that has replicas (larger first) and says so in the X-Zeta-Tier-Asleep header; wait "
+        "holds it up to waitSeconds while the tier wakes, then answers there, or falls back. "
+        "Either way the request wakes the tier (docs/autoscaling.md, 'Sleep and wake').",
+    )
+    wait_seconds: float = Field(
+        default=defaults.WAKE_WAIT_SECONDS,
+        gt=0.0,
+        le=600.0,
+        description="whenAsleep wait: the longest a request is held for a waking tier before "
+        "it falls back (timeouts.totalSeconds counts from then).",
     )
 
     @model_validator(mode="after")
@@ -1124,6 +1158,17 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
     problems += _scorer_problems(router.scorer, "router.scorer")
     for i, c in enumerate(contexts):
         problems += _scorer_problems(c.scorer, f"router.contexts[{i}].scorer")
+
+    served = [t for t in spec.tiers if t.external is None]
+    if served and all(t.replicas.may_sleep for t in served):
+        problems.append(
+            (
+                "tiers",
+                "every tier has replicas.min 0, but the routers run in the tiers' pods: at least "
+                "one tier must keep min >= 1 so that the entry Service always has a router "
+                "(let the larger tiers sleep, not the one that carries the routers)",
+            )
+        )
 
     loop = spec.autoscaling
     if (loop.enabled or spec.feedback.enabled) and not loop.prometheus.url:

@@ -131,6 +131,14 @@ class RoutingTier(_Model):
         description="The tier is an external provider at ``url`` (no replicas, no metrics "
         "read, no health probe); absent for the tiers the operator runs.",
     )
+    # Absent unless the tier sleeps, so routing files of tiers that never sleep stay as they were.
+    asleep: Literal[True] | None = Field(
+        default=None,
+        description="The tier sleeps at zero replicas (or is waking and has no ready replica "
+        "yet): no request is sent there; each one that wants it is counted "
+        "(zeta_router_wake_requests_total), which wakes it, and is answered per its context's "
+        "whenAsleep.",
+    )
 
     @model_validator(mode="after")
     def _check_external(self) -> Self:
@@ -173,6 +181,16 @@ class RoutingContext(_Model):
         le=1.0,
         description="cascade: escalate when the judge's probability that the smallest tier's "
         f"answer is wrong is at least this (absent: {DEFAULT_ESCALATE_ABOVE}).",
+    )
+    # Both absent for the default (fallback), as above.
+    when_asleep: Literal["wait"] | None = Field(
+        default=None,
+        description="fallback (absent): a request whose tier sleeps is answered at once on the "
+        "nearest tier that has replicas. wait: it is held up to waitSeconds while the tier "
+        "wakes, then answered there, or falls back.",
+    )
+    wait_seconds: float | None = Field(
+        default=None, gt=0.0, le=600.0, description="wait: the longest a request is held."
     )
 
 

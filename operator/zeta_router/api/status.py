@@ -38,6 +38,20 @@ class Condition(_Status):
     )
 
 
+class TierSleep(_Status):
+    """When a tier that may sleep (replicas.min 0) last went to zero replicas or woke, and why."""
+
+    state: Literal["Asleep", "Awake"] = Field(
+        description="Asleep: at zero replicas (requests for it are answered per their "
+        "context's whenAsleep, and wake it). Awake: woken (routers send it requests once a "
+        "replica is ready)."
+    )
+    since: str | None = Field(default=None, description="When it changed (RFC 3339).")
+    reason: str | None = Field(
+        default=None, description="Why: the idle period it slept after, or what woke it."
+    )
+
+
 class TierStatus(_Status):
     """Observed state of one tier."""
 
@@ -57,6 +71,11 @@ class TierStatus(_Status):
         default=None,
         description="Replicas the control loop chose (applied in apply mode, only reported in "
         "advisory mode).",
+    )
+    sleep: TierSleep | None = Field(
+        default=None,
+        description="Only for a tier that has slept: its last sleep or wake (Events TierSlept "
+        "and TierWoken say the same).",
     )
 
 

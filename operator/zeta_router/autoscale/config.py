@@ -59,7 +59,13 @@ def settings_from_spec(namespace: str, name: str, spec: ZetaRouterSpec) -> LoopS
         spec_thresholds[ctx.name] = cuts
     policy = PolicyConfig(
         tiers=tuple(
-            TierPolicy(t.name, t.replicas.min, t.replicas.maximum, t.gpus_per_replica)
+            TierPolicy(
+                t.name,
+                t.replicas.min,
+                t.replicas.maximum,
+                t.gpus_per_replica,
+                t.replicas.sleep_after_seconds if t.replicas.may_sleep else None,
+            )
             for t in spec.tiers
         ),
         contexts=tuple(contexts),

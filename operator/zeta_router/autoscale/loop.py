@@ -47,10 +47,11 @@ from prometheus_client import Counter
 
 from zeta_router.api.models import GROUP, PLURAL, VERSION, SpecError, parse_zetarouter
 from zeta_router.api.routing import configmap_routing
+from zeta_router.autoscale import wake
 from zeta_router.autoscale.config import LoopSettings, settings_from_spec
 from zeta_router.autoscale.credentials import CredentialsRefusedError, SecretPolicy, read_token
 from zeta_router.autoscale.metrics import PrometheusSource
-from zeta_router.autoscale.policy import ContextState, Decision, PolicyState, decide
+from zeta_router.autoscale.policy import Change, ContextState, Decision, PolicyState, decide
 from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
 from zeta_router.bounded_http import EndpointAllowList
 from zeta_router.controller.desired import LoopChoice
@@ -102,6 +103,9 @@ _REASONS = {
     ("thresholds", "up"): "ThresholdsRaised",
     ("thresholds", "down"): "ThresholdsLowered",
 }
+TIER_SLEPT = "TierSlept"
+TIER_WOKEN = "TierWoken"
+
 _METRICS_REASONS = {
     MetricsStatus.UNREACHABLE: "PrometheusUnreachable",
     MetricsStatus.TIMEOUT: "PrometheusTimeout",
@@ -320,6 +324,14 @@ class ControlLoop:
             generation=routing.generation,
         )
 
+    def _replicas_moved(
+        self, namespace: str, name: str, settings: LoopSettings, running: Running
+    ) -> bool:
+        if not any(t.may_sleep for t in settings.policy.tiers):
+            return False  # only the wake daemon scales a tier besides the loop
+        now = self.read_running(namespace, name, settings)
+        return now is None or now.replicas != running.replicas
+
     def snapshot(
         self, body: Mapping[str, Any], settings: LoopSettings, mem: Memory
     ) -> MetricsSnapshot:
@@ -445,11 +457,16 @@ class ControlLoop:
                 thresholds_from=started_from,
                 status_fields=status_fields,
                 conditions=(metrics,),
+                tier_fields=sleep_fields(decision, now),
             )
             outcome = self.reconciler.reconcile(body, "autoscale", choice)
             routing_generation = outcome.routing_generation
         else:
             routing_generation = None
+            if replicas is not None and self._replicas_moved(namespace, name, settings, running):
+                # Something scaled a tier since this interval read the Deployments (the wake
+                # daemon, from a sleeping tier): recording the older counts would undo it.
+                replicas = None
             patch_status(
                 self.kube,
                 namespace,
@@ -459,7 +476,7 @@ class ControlLoop:
                 tiers=_desired(replicas),
             )
         for change in decision.changes:
-            self.events.normal(body, _REASONS[change.kind, change.direction], change.reason)
+            self.events.normal(body, event_reason(change), change.reason)
         return next_state(routing_generation)
 
     def _advise(
@@ -515,6 +532,36 @@ class ControlLoop:
         )
 
 
+def sleep_change(change: Change) -> str | None:
+    """Asleep or Awake when a replicas change takes a tier to zero or from it, else None."""
+    if change.kind != "replicas":
+        return None
+    if change.new == (0.0,):
+        return "Asleep"
+    if change.old == (0.0,):
+        return "Awake"
+    return None
+
+
+def event_reason(change: Change) -> str:
+    sleep = sleep_change(change)
+    if sleep is not None:
+        return TIER_SLEPT if sleep == "Asleep" else TIER_WOKEN
+    return _REASONS[change.kind, change.direction]
+
+
+def sleep_fields(decision: Decision, now: float) -> dict[str, dict[str, Any]]:
+    """``status.tiers[].sleep`` of the tiers this decision puts to sleep or wakes."""
+    out: dict[str, dict[str, Any]] = {}
+    for change in decision.changes:
+        state = sleep_change(change)
+        if state is not None:
+            out[change.target] = {
+                "sleep": {"state": state, "since": _rfc3339(now), "reason": change.reason[:1024]}
+            }
+    return out
+
+
 def _desired(replicas: Mapping[str, int] | None) -> dict[str, dict[str, Any]] | None:
     if replicas is None:
         return None
@@ -555,6 +602,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     def wanted(spec: kopf.Spec, **_: Any) -> bool:
         return uses_control_loop(spec)
 
+    wake.register(registry, context)
     kopf.daemon(
         GROUP,
         VERSION,

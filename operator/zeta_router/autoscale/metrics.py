@@ -109,6 +109,7 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
         "router_ttft_p90": "histogram_quantile(0.9, sum by (tier, le) "
         f"(rate(zeta_router_upstream_ttft_seconds_bucket{{{s}}}[{w}])))",
         "request_rate": f"sum by (tier) (rate(zeta_router_requests_total{{{s}}}[{w}]))",
+        "wanting": f"sum by (tier) (increase(zeta_router_wake_requests_total{{{s}}}[{w}]))",
         "context_requests": "sum by (context, tier) "
         f'(increase(zeta_router_requests_total{{{s},code=~"2.."}}[{w}]))',
         "context_scores": "sum by (context, le) "
@@ -187,6 +188,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
     routers_report = routers is not None and routers > 0
     request_rate = _by(results.get("request_rate", []), "tier")
     router_ttft = _by(results.get("router_ttft_p90", []), "tier")
+    wanting = _by(results.get("wanting", []), "tier")
     tiers: dict[str, TierSample] = {}
     for t in target.tiers:
         if t.engine == "vllm":
@@ -217,6 +219,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
             kv_cache_usage=kv,
             ttft_p90_seconds=ttft,
             request_rate=rate,
+            wanting=wanting.get(t.name),
         )
 
     contexts: dict[str, ContextSample] = {}

@@ -46,6 +46,9 @@ class TierSample:
     ttft_p90_seconds: float | None = None
     request_rate: float | None = None
     """Requests per second answered by the tier (0 is a real value: an idle tier)."""
+    wanting: float | None = None
+    """Requests that wanted the tier while it was asleep (the routers answered them elsewhere or
+    held them), in the window; None: the routers reported none."""
 
     @property
     def in_flight(self) -> float | None:

@@ -35,6 +35,7 @@ from zeta_router.controller import rollout
 from zeta_router.controller.replicas import ReplicaBounds, desired_replicas
 from zeta_router.render import names
 from zeta_router.render.children import loop_desired_replicas, render
+from zeta_router.render.configmap import asleep_tiers
 from zeta_router.render.networkpolicy import build_network_policy
 
 __all__ = ["Desired", "LoopChoice", "PolicyError", "RenderSettings", "SpecError", "compute"]
@@ -73,6 +74,8 @@ class LoopChoice:
     status_fields: Callable[[int], dict[str, Any]]
     """The loop's status fields, given the routing generation that was rendered."""
     conditions: tuple[Mapping[str, Any], ...] = ()
+    tier_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """More status fields per tier (e.g. ``sleep``), written with ``desiredReplicas``."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,12 @@ def _live_replicas(deployment: Mapping[str, Any] | None) -> int | None:
         return None
     value = (deployment.get("spec") or {}).get("replicas")
     return int(value) if value is not None else 1  # the apiserver's default
+
+
+def _ready_replicas(deployment: Mapping[str, Any] | None) -> int | None:
+    if deployment is None:
+        return None
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
 def with_loop_choice(status: ZetaRouterStatus, choice: LoopChoice | None) -> ZetaRouterStatus:
@@ -138,6 +147,10 @@ def compute(
         )
         for t in spec.served_tiers
     }
+    ready = {
+        t.name: _ready_replicas(live_deployments.get(names.tier_object_name(name, t.name)))
+        for t in spec.tiers
+    }
     out = render(
         name,
         namespace,
@@ -148,6 +161,7 @@ def compute(
         router_image=cfg.router_image,
         learned=learned,
         pdb_api_version=cfg.pdb_api_version,
+        asleep=asleep_tiers(spec, replicas, ready),
     )
     enforce(name, spec, out.children, cfg.pod_policy, secret_annotations or {})
     children = list(out.children)

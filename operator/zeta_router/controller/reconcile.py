@@ -391,6 +391,8 @@ class Reconciler:
             conditions += loop.conditions
             for tier, n in (loop.replicas or {}).items():
                 tier_fields[tier] = {"desiredReplicas": n}
+            for tier, more in loop.tier_fields.items():
+                tier_fields.setdefault(tier, {}).update(more)
         self._write_status(
             body, tiers, generation, fields, apply_error, True, conditions, tier_fields
         )

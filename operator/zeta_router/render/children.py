@@ -19,7 +19,7 @@ through ``status.tiers[].desiredReplicas``) is the controller's decision. Thresh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,12 +104,16 @@ def render(
     router_image: str = defaults.ROUTER_IMAGE,
     learned: Mapping[str, LearnedCorrection] | None = None,
     pdb_api_version: str = names.PDB.api_version,
+    asleep: Collection[str] = (),
 ) -> Rendered:
     """The children of ZetaRouter ``namespace/name`` (see the module docstring). ``learned``:
-    the corrections in the learner's store (``render.learned.parse_model_store``)."""
+    the corrections in the learner's store (``render.learned.parse_model_store``).
+    ``asleep``: the tiers the routers treat as asleep (``render.configmap.asleep_tiers``)."""
     thresholds = effective_thresholds(spec, status)
     corrections = effective_corrections(spec, learned or {})
-    config = build_routing_config(name, namespace, spec, thresholds, learned=corrections)
+    config = build_routing_config(
+        name, namespace, spec, thresholds, learned=corrections, asleep=asleep
+    )
     last = status.routing_generation if status is not None else None
     config = config.model_copy(
         update={"generation": routing_generation(config, live_configmap, last)}

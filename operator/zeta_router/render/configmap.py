@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -74,6 +74,25 @@ def effective_thresholds(
 def _same(a: Sequence[float], b: Sequence[float]) -> bool:
     # Thresholds travel through YAML and JSON; compare as the ConfigMap rounds them.
     return len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b, strict=True))
+
+
+def asleep_tiers(
+    spec: ZetaRouterSpec, replicas: Mapping[str, int], ready: Mapping[str, int | None]
+) -> set[str]:
+    """The tiers the routers must treat as asleep: while the control loop owns replicas (it
+    puts tiers to sleep, and its wake daemon ends a wake), those that may sleep (``min: 0``)
+    and have no replica asked for, or no ready one yet (woken, still starting: requests there
+    would find no server). ``ready``: ready replicas per tier (None or absent: unknown, taken
+    as none for a tier just woken from zero)."""
+    out: set[str] = set()
+    if not spec.loop_owns_replicas:
+        return out
+    for t in spec.served_tiers:
+        if not t.replicas.may_sleep:
+            continue
+        if replicas.get(t.name, t.replicas.start) == 0 or not ready.get(t.name):
+            out.add(t.name)
+    return out
 
 
 def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
@@ -143,13 +162,15 @@ def build_routing_config(
     thresholds: Mapping[str, Sequence[float]] | None = None,
     generation: int = 0,
     learned: Mapping[str, LearnedCorrection] | None = None,
+    asleep: Collection[str] = (),
 ) -> RoutingConfig:
     """The routing configuration of ZetaRouter ``namespace/name``.
 
     ``thresholds``: cut points per context (normally :func:`effective_thresholds`); contexts
     missing from it use the spec's. ``generation``: see :func:`routing_generation`.
     ``learned``: the learned correction per context (normally
-    ``render.learned.effective_corrections``).
+    ``render.learned.effective_corrections``). ``asleep``: the tiers that sleep (normally
+    :func:`asleep_tiers`).
     """
     chosen = dict(thresholds or {})
     corrections = dict(learned or {})
@@ -157,7 +178,12 @@ def build_routing_config(
     return RoutingConfig(
         generation=generation,
         router=r.model_name or name,
-        tiers=[routing_tier(name, namespace, t) for t in spec.tiers],
+        tiers=[
+            routing_tier(name, namespace, t).model_copy(
+                update={"asleep": True if t.name in asleep else None}
+            )
+            for t in spec.tiers
+        ],
         contexts=[
             RoutingContext(
                 name=c.name,
@@ -166,6 +192,8 @@ def build_routing_config(
                 learned=corrections.get(c.name),
                 mode="cascade" if c.mode == "cascade" else None,
                 escalate_above=c.escalate_above if c.mode == "cascade" else None,
+                when_asleep="wait" if c.when_asleep == "wait" else None,
+                wait_seconds=c.wait_seconds if c.when_asleep == "wait" else None,
             )
             for c in spec.contexts
         ],

@@ -16,7 +16,12 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from zeta_router.api.defaults import BUILTIN_CONTEXTS, BUILTIN_DEFAULT_CONTEXT, spread_thresholds
+from zeta_router.api.defaults import (
+    BUILTIN_CONTEXTS,
+    BUILTIN_DEFAULT_CONTEXT,
+    spread_thresholds,
+)
+from zeta_router.api.defaults import WAKE_WAIT_SECONDS as DEFAULT_WAKE_WAIT
 from zeta_router.api.routing import (
     DEFAULT_ESCALATE_ABOVE,
     RoutingConfig,
@@ -51,6 +56,7 @@ class Tier:
     #: The provider's API key, from the environment variable the routing file names; never
     #: printed (repr) or logged.
     api_key: str | None = field(default=None, repr=False)
+    asleep: bool = False  # at zero replicas (or waking): no request goes there
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,7 @@ class Context:
     selector: Selector
     cascade: bool = False  # small tier first, the largest when the judge doubts its answer
     escalate_above: float = DEFAULT_ESCALATE_ABOVE
+    wait_seconds: float | None = None  # hold requests for a sleeping tier (None: fall back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,7 @@ def compile_config(
                 t.engine,
                 t.external,
                 key,
+                asleep=bool(t.asleep),
             )
         )
     shared = cfg.scorer or default_weights()
@@ -146,7 +154,8 @@ def compile_config(
         except ValueError as exc:
             raise ConfigError(f"context {c.name!r}: {exc}") from None
         escalate = DEFAULT_ESCALATE_ABOVE if c.escalate_above is None else c.escalate_above
-        contexts[c.name] = Context(c.name, scorer, selector, c.mode == "cascade", escalate)
+        wait = (c.wait_seconds or DEFAULT_WAKE_WAIT) if c.when_asleep == "wait" else None
+        contexts[c.name] = Context(c.name, scorer, selector, c.mode == "cascade", escalate, wait)
     return RuntimeConfig(
         source=cfg,
         tiers=tuple(tiers),

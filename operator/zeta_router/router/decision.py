@@ -48,6 +48,7 @@ class Decision:
     served: Tier | None = None
     #: (prompt, completion) tokens of the answer, from its ``usage`` when it reports one.
     usage: tuple[int, int] | None = None
+    asleep: str | None = None  # the sleeping tier it wanted, when answered on another
     _rid: str = ""
 
     def sign(self, served: Tier | None) -> str:

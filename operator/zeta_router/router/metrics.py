@@ -110,6 +110,20 @@ class RouterMetrics:
             ("tier", "replica"),
             registry=r,
         )
+        self.wake_requests = Counter(
+            "zeta_router_wake_requests_total",
+            "Requests whose tier was asleep at zero replicas (or waking), by that tier: the "
+            "signal that wakes it (the operator reads it from the admin port).",
+            ("tier",),
+            registry=r,
+        )
+        self.asleep_fallbacks = Counter(
+            "zeta_router_asleep_fallbacks_total",
+            "Requests answered on another tier because theirs was asleep (whenAsleep fallback, "
+            "or wait past waitSeconds), by the sleeping tier.",
+            ("tier",),
+            registry=r,
+        )
         self.replicas = Gauge(
             "zeta_router_replicas",
             "Replicas this router knows for each tier.",

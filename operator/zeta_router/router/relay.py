@@ -26,6 +26,7 @@ from zeta_router.router.errors import JSON_TYPE, error_body
 from zeta_router.router.http1 import BodyError, Response
 from zeta_router.router.metrics import NO_TIER, RouterMetrics
 from zeta_router.router.shadow import answer_text, delta_text
+from zeta_router.router.sleep import ASLEEP_HEADER
 from zeta_router.router.upstream import TierError
 
 log = logging.getLogger("zeta_router.router")
@@ -173,6 +174,8 @@ def decision_headers(resp: web.StreamResponse, d: Decision, tier: Tier | None) -
         h["x-client-request-id"] = d.client_request_id
     if d.session_token is not None:
         h["x-zeta-session"] = d.session_token
+    if d.asleep is not None:
+        h[ASLEEP_HEADER] = d.asleep
 
 
 def _dumps(obj: object) -> bytes:

@@ -18,10 +18,12 @@ from aiohttp import web
 
 from zeta_router.router.app import Router
 from zeta_router.router.cascade import cascade, cascades
+from zeta_router.router.config import RuntimeConfig
 from zeta_router.router.connections import Handler as ConnectionHandler
 from zeta_router.router.decision import Decision
 from zeta_router.router.errors import JSON_TYPE, ApiError, error_body, error_response
 from zeta_router.router.metrics import NO_TIER
+from zeta_router.router.sleep import asleep_tier, same_tiers, wait_awake
 from zeta_router.router.validation import Kind, load_json, parse_body
 from zeta_router.scoring.samples import PAGE as SAMPLES_PAGE
 
@@ -53,6 +55,7 @@ async def completion(
         body = parse_body(raw, kind)
         d = router.decide(request, body, cfg)
         context_name = d.context.name
+        cfg = await hold_for_wake(router, cfg, d)
         metrics.observe(metrics.decision_score, d.score, context_name)
         headers = {}  # X-Request-Id: set per tier tried
         if d.client_request_id is not None:
@@ -94,6 +97,23 @@ async def completion(
             metrics.observe(metrics.overhead, overhead)
             if router.options.access_log:
                 router.access(request, d, body, code, t0)
+
+
+async def hold_for_wake(router: Router, cfg: RuntimeConfig, d: Decision) -> RuntimeConfig:
+    """Count a request whose tier sleeps (it wakes the tier) and, for a context that waits,
+    hold it until a reloaded config says the tier is awake: that config is the one to forward
+    with. Otherwise the same config, and forwarding falls back (see ``router.sleep``)."""
+    tier = asleep_tier(cfg, d.tier)
+    if tier is None:
+        return cfg
+    router.metrics.wake_requests.labels(tier.name).inc()
+    if d.context.wait_seconds is None:
+        return cfg
+    woken = await wait_awake(lambda: router.config, tier.name, d.context.wait_seconds)
+    if woken is None or not same_tiers(cfg, woken):
+        d.asleep = tier.name  # still asleep: fall back
+        return cfg
+    return woken
 
 
 def parse_feedback(raw: bytes) -> tuple[str, float, str | None]:

@@ -186,6 +186,8 @@ class ShadowSampler:
             return  # answered by the largest tier (a failover): no pair to make
         if other.external is not None or tier.external is not None:
             return  # a provider's answers cost money and its limits: never a shadow pair
+        if other.asleep:
+            return  # no replica to ask: the pair is not worth waking it for
         if self._slots.locked():
             log.debug(
                 "shadow request dropped: too many in flight", extra={"event": "shadow_dropped"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 
 from zeta_router.autoscale.policy import PolicyConfig, PolicyState, decide
 from zeta_router.autoscale.snapshot import MetricsSnapshot
@@ -49,6 +50,24 @@ class PolicyController:
             replicas=dict(decision.replicas),
             thresholds=dict(decision.thresholds),
             decisions=len(decision.changes),
+        )
+
+    def wake(self, tier: str, now: float) -> Control | None:
+        """The operator's wake path (``autoscale.wake``): a sleeping tier scaled from zero at
+        once on requests that wanted it; the loop's next interval carries on from there."""
+        if self.config is None or self.state is None:
+            return None
+        ts = self.state.tiers.get(tier)
+        if ts is None or ts.desired > 0:
+            return None
+        wanted = max(1, self.config.tier(tier).min_replicas)
+        tiers = dict(self.state.tiers)
+        tiers[tier] = replace(ts, desired=wanted, idle_since=None, low_since=None)
+        self.state = replace(self.state, tiers=tiers)
+        return Control(
+            replicas={name: t.desired for name, t in tiers.items()},
+            thresholds={},
+            decisions=1,
         )
 
 

@@ -68,6 +68,14 @@ class _Tier:
     started: deque[tuple[float, float]] = field(default_factory=deque)
     """(first-token time, TTFT) of requests in the metrics window."""
     completed: deque[float] = field(default_factory=deque)
+    asleep: bool = False
+    """The routers' view (the routing config's ``asleep``): no request is sent here."""
+    held: dict[int, None] = field(default_factory=dict)
+    """Requests held for this tier while it wakes (whenAsleep wait), in arrival order."""
+    wanting: deque[float] = field(default_factory=deque)
+    """When requests wanted this tier while it slept (in the metrics window)."""
+    wake_pending: bool = False
+    notice_pending: bool = False
 
     def account(self, now: float, until: float) -> None:
         t = min(now, until)
@@ -108,6 +116,14 @@ class SimResult:
     decisions: int
     unserved: int
     timeline: list[TimelinePoint]
+    asleep_hours: dict[str, float] = field(default_factory=dict)
+    """Hours each tier that may sleep spent at zero replicas."""
+    wakes: int = 0
+    fallbacks: int = 0
+    """Requests answered on another tier because theirs slept."""
+    wake_to_answer: list[float] = field(default_factory=list)
+    """Seconds from the first request wanting a sleeping tier to the routers sending it
+    requests again (held ones first), per wake."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -124,11 +140,15 @@ class SimResult:
             "quality": round(self.quality, 5),
             "decisions": self.decisions,
             "unserved": self.unserved,
+            "asleepHours": {k: round(v, 3) for k, v in self.asleep_hours.items()},
+            "wakes": self.wakes,
+            "fallbacks": self.fallbacks,
+            "wakeToAnswerSeconds": [round(x, 1) for x in self.wake_to_answer],
         }
 
 
 # Event kinds, ordered so that at equal times completions free slots before anything else.
-_DONE, _READY, _TICK = 0, 1, 2
+_DONE, _READY, _TICK, _WAKE, _NOTICE, _EXPIRE = 0, 1, 2, 3, 4, 5
 
 
 class Simulation:
@@ -158,6 +178,12 @@ class Simulation:
         """(time, context, tier, score, shadow agreement or None) in the metrics window."""
         self.decisions = 0
         self.timeline: list[TimelinePoint] = []
+        self.wakes = 0
+        self.fallbacks = 0
+        self.asleep_since: dict[int, float] = {}
+        self.asleep_seconds = [0.0] * len(self.tiers)
+        self.first_wanting: dict[int, float] = {}
+        self.wake_to_answer: list[float] = []
 
     # ---- event plumbing
 
@@ -196,6 +222,40 @@ class Simulation:
         ctx = self.trace.context[req]
         score = self.trace.score[req]
         tier_i = bisect_right(self.thresholds[ctx], score)
+        if self.tiers[tier_i].asleep:
+            tier_i = self._asleep(tier_i, req, now)
+            if tier_i < 0:
+                return  # held while the tier wakes
+        self._enqueue(tier_i, req, now)
+
+    def _asleep(self, tier_i: int, req: int, now: float) -> int:
+        """A request for a sleeping tier: counted (it wakes the tier, ``wake_seconds`` later),
+        then held (wait: returns -1) or answered by the nearest awake tier (its index)."""
+        tier = self.tiers[tier_i]
+        tier.wanting.append(now)
+        self.first_wanting.setdefault(tier_i, now)
+        if not tier.wake_pending and not any(not r.draining for r in tier.replicas):
+            tier.wake_pending = True
+            self._push(now + self.scenario.wake_seconds, _WAKE, tier_i)
+        if self.scenario.when_asleep == "wait":
+            tier.held[req] = None
+            self._push(now + self.scenario.wait_seconds, _EXPIRE, tier_i, req)
+            return -1
+        return self._fallback(tier_i)
+
+    def _fallback(self, tier_i: int) -> int:
+        """The nearest awake tier, larger first (as failover goes); the tier itself if none."""
+        n = len(self.tiers)
+        order: list[int] = [*range(tier_i + 1, n), *range(tier_i - 1, -1, -1)]
+        for i in order:
+            if not self.tiers[i].asleep:
+                self.fallbacks += 1
+                return i
+        return tier_i
+
+    def _enqueue(self, tier_i: int, req: int, now: float) -> None:
+        ctx = self.trace.context[req]
+        score = self.trace.score[req]
         self.tier_of[req] = tier_i
         agreement = None
         if tier_i < len(self.tiers) - 1 and self.rng.random() < self.scenario.shadow_sample_rate:
@@ -205,6 +265,58 @@ class Simulation:
         tier = self.tiers[tier_i]
         tier.queue.append(req)
         self._dispatch(tier_i, now)
+
+    def _wake(self, tier_i: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        tier.wake_pending = False
+        if any(not r.draining for r in tier.replicas):
+            return
+        self.wakes += 1
+        wake = getattr(self.controller, "wake", None)
+        control = wake(tier.spec.name, now) if wake is not None else None
+        if control is not None:
+            self._apply(control, now)
+        else:
+            self._scale(tier_i, max(1, tier.spec.min_replicas), now)
+
+    def _ready(self, tier_i: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        if tier.asleep and not tier.notice_pending and tier.serving(now):
+            tier.notice_pending = True
+            self._push(now + self.scenario.wake_notice_seconds, _NOTICE, tier_i)
+        self._dispatch(tier_i, now)
+
+    def _notice(self, tier_i: int, now: float) -> None:
+        """The routers learn the woken tier is awake: held requests go to it."""
+        tier = self.tiers[tier_i]
+        tier.notice_pending = False
+        if not tier.serving(now):
+            return
+        self._set_asleep(tier_i, False, now)
+        wanted_at = self.first_wanting.pop(tier_i, None)
+        if wanted_at is not None:
+            self.wake_to_answer.append(now - wanted_at)
+        held = list(tier.held)
+        tier.held.clear()
+        for req in held:
+            self._enqueue(tier_i, req, now)
+
+    def _expire(self, tier_i: int, req: int, now: float) -> None:
+        tier = self.tiers[tier_i]
+        if req in tier.held:
+            del tier.held[req]
+            self._enqueue(self._fallback(tier_i), req, now)
+
+    def _set_asleep(self, tier_i: int, asleep: bool, now: float) -> None:
+        tier = self.tiers[tier_i]
+        if asleep == tier.asleep:
+            return
+        tier.asleep = asleep
+        if asleep:
+            self.asleep_since[tier_i] = now
+        else:
+            since = self.asleep_since.pop(tier_i, now)
+            self.asleep_seconds[tier_i] += now - since
 
     def _finish(self, tier_i: int, replica_id: int, now: float) -> None:
         tier = self.tiers[tier_i]
@@ -236,6 +348,8 @@ class Simulation:
                 live.append(r)
                 self._push(r.ready_at, _READY, tier_i)
         elif target < len(live):
+            if target == 0 and tier.spec.may_sleep:
+                self._set_asleep(tier_i, True, now)
             # Replicas still starting go first, then the least busy ready ones drain.
             live.sort(key=lambda r: (r.ready_at <= now, r.active))
             for r in live[: len(live) - target]:
@@ -249,7 +363,7 @@ class Simulation:
         for name, n in control.replicas.items():
             self._scale(self.tier_index[name], n, now)
         new = {k: tuple(v) for k, v in control.thresholds.items()}
-        if self.thresholds and new != self.thresholds:
+        if self.thresholds and new and new != self.thresholds:
             self.generation += 1
         self.thresholds.update(new)
         self.decisions += control.decisions
@@ -265,6 +379,8 @@ class Simulation:
                 tier.started.popleft()
             while tier.completed and tier.completed[0] < horizon:
                 tier.completed.popleft()
+            while tier.wanting and tier.wanting[0] < horizon:
+                tier.wanting.popleft()
             serving = [r for r in tier.replicas if r.ready_at <= now]
             ready = sum(1 for r in serving if not r.draining)
             running = float(sum(r.active for r in serving))
@@ -281,6 +397,7 @@ class Simulation:
                 kv_cache_usage=kv,
                 ttft_p90_seconds=p90,
                 request_rate=len(tier.completed) / window,
+                wanting=float(len(tier.wanting)) if tier.spec.may_sleep else None,
             )
         while self.routed and self.routed[0][0] < horizon:
             self.routed.popleft()
@@ -339,7 +456,13 @@ class Simulation:
                 if kind == _DONE:
                     self._finish(a, b, time)
                 elif kind == _READY:
-                    self._dispatch(a, time)
+                    self._ready(a, time)
+                elif kind == _WAKE:
+                    self._wake(a, time)
+                elif kind == _NOTICE:
+                    self._notice(a, time)
+                elif kind == _EXPIRE:
+                    self._expire(a, b, time)
                 else:
                     while last_arrival_window and last_arrival_window[0] < time - interval:
                         last_arrival_window.popleft()
@@ -359,10 +482,15 @@ class Simulation:
                 break
         for tier in self.tiers:
             tier.account(end, end)
+        for tier_i, since in list(self.asleep_since.items()):
+            self.asleep_seconds[tier_i] += max(0.0, end - since)
         return self._result()
 
     def _idle(self) -> bool:
-        return all(not t.queue and all(r.active == 0 for r in t.replicas) for t in self.tiers)
+        return all(
+            not t.queue and not t.held and all(r.active == 0 for r in t.replicas)
+            for t in self.tiers
+        )
 
     def _record(self, now: float, rate: float, snapshot: MetricsSnapshot) -> None:
         self.timeline.append(
@@ -410,6 +538,14 @@ class Simulation:
             decisions=self.decisions,
             unserved=unserved,
             timeline=self.timeline,
+            asleep_hours={
+                t.spec.name: self.asleep_seconds[i] / 3600.0
+                for i, t in enumerate(self.tiers)
+                if t.spec.may_sleep
+            },
+            wakes=self.wakes,
+            fallbacks=self.fallbacks,
+            wake_to_answer=self.wake_to_answer,
         )
 
 

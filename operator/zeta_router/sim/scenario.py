@@ -45,6 +45,12 @@ class SimTier(_Model):
         description="Decode speed lost at a full batch (0.5: half speed), linear in occupancy.",
     )
     startup_seconds: float = Field(default=120.0, ge=0)
+    sleep_after_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="With min_replicas 0: idle time after which the tier sleeps at zero "
+        "(replicas.sleepAfter). None: it never sleeps.",
+    )
     quality_intercept: float = Field(default=0.9, ge=0, le=1)
     quality_slope: float = Field(
         default=0.3,
@@ -54,12 +60,18 @@ class SimTier(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.sleep_after_seconds is not None and self.min_replicas > 0:
+            raise ValueError(f"tier {self.name}: sleep_after_seconds needs min_replicas 0")
         if not self.min_replicas <= self.initial_replicas <= self.max_replicas:
             raise ValueError(
                 f"tier {self.name}: need min {self.min_replicas} <= initial "
                 f"{self.initial_replicas} <= max {self.max_replicas}"
             )
         return self
+
+    @property
+    def may_sleep(self) -> bool:
+        return self.sleep_after_seconds is not None
 
     def p_correct(self, score: float) -> float:
         return min(1.0, max(0.0, self.quality_intercept - self.quality_slope * score))
@@ -91,6 +103,24 @@ class Scenario(_Model):
     quality_floor: float | None = Field(default=None, ge=0, le=1)
     threshold_step: float = Field(default=0.02, gt=0, le=0.5)
     feedback_min_samples: int = Field(default=200, ge=1)
+    when_asleep: Literal["fallback", "wait"] = Field(
+        default="fallback",
+        description="What requests for a sleeping tier do (every context's whenAsleep).",
+    )
+    wait_seconds: float = Field(default=60.0, gt=0, description="whenAsleep wait: the bound.")
+    wake_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="From the first request wanting a sleeping tier to the operator scaling it "
+        "from zero (it reads the routers every 2s).",
+    )
+    wake_notice_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="From a woken tier's first ready replica to the routers sending it "
+        "requests: the routing ConfigMap's update reaching the pods' mounted file (the "
+        "kubelet's sync period, about a minute).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -117,7 +147,13 @@ class Scenario(_Model):
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(
             tiers=tuple(
-                TierPolicy(t.name, t.min_replicas, t.max_replicas, t.gpus_per_replica)
+                TierPolicy(
+                    t.name,
+                    t.min_replicas,
+                    t.max_replicas,
+                    t.gpus_per_replica,
+                    t.sleep_after_seconds,
+                )
                 for t in self.tiers
             ),
             contexts=tuple(

@@ -202,3 +202,95 @@ def generate(spec: PatternSpec, contexts: Sequence[ContextMix], seed: int = 0) -
         score=[float(x) for x in scores],
         name=spec.pattern,
     )
+
+
+#: The hours of a day-with-night trace: (start hour, relative rate at the start, at the end).
+DAY_SHAPE: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 0.0),  # night: the night share only
+    (6.0, 0.0, 1.0),  # morning ramp
+    (9.0, 1.0, 1.0),  # working day
+    (18.0, 1.0, 0.0),  # evening ramp
+    (22.0, 0.0, 0.0),  # night again
+)
+
+
+def day_envelope(t: np.ndarray, night_share: float) -> np.ndarray:
+    """Relative arrival rate over a day at times ``t`` (seconds, wrapped to 24 h): the
+    :data:`DAY_SHAPE` (linear ramps), never below ``night_share``."""
+    hours = (t % 86400.0) / 3600.0
+    out = np.zeros_like(hours, dtype=float)
+    bounds = [h for h, _, _ in DAY_SHAPE] + [24.0]
+    for (start, a, b), end in zip(DAY_SHAPE, bounds[1:], strict=True):
+        mask = (hours >= start) & (hours < end)
+        out[mask] = a + (b - a) * (hours[mask] - start) / (end - start)
+    result: np.ndarray = np.maximum(out, night_share)
+    return result
+
+
+def day_with_night(
+    base: Trace, night_share: float = 0.002, seed: int = 0, name: str | None = None
+) -> Trace:
+    """A day-long trace with a night, built from ``base``: ``base`` is repeated back to back
+    until it covers 24 hours (its requests' tokens, contexts and scores as they are, shifted in
+    time), then thinned by :func:`day_envelope`, so the day keeps ``base``'s own rate and
+    burstiness and the night keeps ``night_share`` of it. Reproducible for a seed."""
+    if not len(base) or base.duration <= 0:
+        raise TraceError("the base trace needs requests spread over some time")
+    # One mean gap after the last request, so copies follow each other as the requests do.
+    period = base.duration * len(base) / max(len(base) - 1, 1)
+    copies = math.ceil(86400.0 / period)
+    rng = np.random.default_rng(seed)
+    arrival = np.concatenate([np.asarray(base.arrival) + k * period for k in range(copies)])
+    index = np.tile(np.arange(len(base)), copies)
+    keep = (arrival < 86400.0) & (rng.random(arrival.size) < day_envelope(arrival, night_share))
+    picked = index[keep]
+    return Trace(
+        arrival=[float(x) for x in arrival[keep]],
+        context=[base.context[i] for i in picked],
+        prompt_tokens=[base.prompt_tokens[i] for i in picked],
+        output_tokens=[base.output_tokens[i] for i in picked],
+        score=[base.score[i] for i in picked],
+        name=name or f"{base.name}-day",
+    )
+
+
+def load_azure_csv(
+    path: Path, contexts: Sequence[ContextMix], seed: int = 0, name: str = "azure"
+) -> Trace:
+    """The Azure LLM inference trace (``TIMESTAMP,ContextTokens,GeneratedTokens``, as published
+    in Azure/AzurePublicDataset) as a simulator trace: arrivals from the timestamps (from 0),
+    token counts as given, and each request's context and decision score drawn from
+    ``contexts`` (the trace has neither), reproducible for a seed."""
+    import datetime as dt
+
+    stamps: list[float] = []
+    prompts: list[int] = []
+    outputs: list[int] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    ts = dt.datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+                    stamps.append(ts.timestamp())
+                    prompts.append(max(1, int(row["ContextTokens"])))
+                    outputs.append(max(1, int(row["GeneratedTokens"])))
+                except (KeyError, ValueError, AttributeError) as exc:
+                    raise TraceError(f"{path}:{line}: not an Azure trace row ({exc})") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read trace: {exc.strerror}") from exc
+    if not stamps:
+        raise TraceError(f"{path}: the trace has no requests")
+    order = np.argsort(np.asarray(stamps), kind="stable")
+    t0 = stamps[int(order[0])]
+    rng = np.random.default_rng(seed)
+    weights = np.array([c.weight for c in contexts], dtype=float)
+    ctx_idx = rng.choice(len(contexts), size=len(stamps), p=weights / weights.sum())
+    scores = np.array([rng.beta(contexts[i].score_alpha, contexts[i].score_beta) for i in ctx_idx])
+    return Trace(
+        arrival=[stamps[int(i)] - t0 for i in order],
+        context=[contexts[int(ctx_idx[i])].name for i in order],
+        prompt_tokens=[prompts[int(i)] for i in order],
+        output_tokens=[outputs[int(i)] for i in order],
+        score=[float(scores[i]) for i in order],
+        name=name,
+    )

@@ -28,6 +28,11 @@ Replicas, per tier (smallest first):
     A tier scales down by one step only after ``scale_down_delay`` of uninterrupted low load, and
     each further step waits a full delay again. Scale-up sizing and the scale-down check use the
     same headroom, so a constant load settles and stays (no flapping).
+  * sleep (tiers with ``min_replicas`` 0 and a ``sleep_after``): a tier that saw no request at
+    all (none answered, queued, running, or wanted while asleep) for ``sleep_after`` goes to
+    zero replicas; any request, and any missing signal, restarts that idle clock. A tier at
+    zero wakes (to max(1, min)) on any request it is asked to serve, above all the routers'
+    count of requests that wanted it while it slept (answered elsewhere, or held).
   * missing data (no snapshot, no series for a signal) never scales down and resets the
     low-load clock. Bounds from the spec ([min, max] and the GPU budget) are always enforced.
   * the GPU budget (``max_gpus``) is shared smallest tier first: a scale-up that would exceed it
@@ -106,7 +111,12 @@ def decide(
         tstate = state.tiers[tier.name]
         if not snapshot.available:
             outcomes[tier.name] = TierOutcome(
-                tstate.desired, None, False, False, False, replace(tstate, low_since=None)
+                tstate.desired,
+                None,
+                False,
+                False,
+                False,
+                replace(tstate, low_since=None, idle_since=None),
             )
             continue
         sample = snapshot.tiers.get(tier.name) or TierSample(name=tier.name)

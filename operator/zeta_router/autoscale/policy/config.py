@@ -23,6 +23,9 @@ class TierPolicy:
     min_replicas: int
     max_replicas: int
     gpus_per_replica: float = 1.0
+    sleep_after_seconds: float | None = None
+    """With ``min_replicas`` 0: how long the tier must see no request at all (answered, queued,
+    running or wanted while asleep) before it goes to zero. None: it never sleeps."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < self.min_replicas:
@@ -30,6 +33,17 @@ class TierPolicy:
                 f"tier {self.name!r}: replicas bounds [{self.min_replicas}, "
                 f"{self.max_replicas}] are not a valid range"
             )
+        if self.sleep_after_seconds is not None and (
+            self.min_replicas > 0 or self.sleep_after_seconds <= 0
+        ):
+            raise ValueError(
+                f"tier {self.name!r}: sleep_after_seconds needs min_replicas 0 and a positive "
+                "period"
+            )
+
+    @property
+    def may_sleep(self) -> bool:
+        return self.sleep_after_seconds is not None
         if self.gpus_per_replica < 0:
             raise ValueError(f"tier {self.name!r}: gpus_per_replica must be >= 0")
 

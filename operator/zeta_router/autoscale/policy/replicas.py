@@ -52,16 +52,30 @@ def decide_tier(
     ready = s.ready_replicas
     wpr = s.waiting_per_replica
 
-    if ready == 0 and desired == 0 and ((s.request_rate or 0) > 0 or (s.waiting or 0) > 0):
-        # A tier scaled to zero wakes up on any traffic it is asked to serve.
+    wanting = s.wanting or 0.0
+    if desired == 0 and (
+        wanting > 0 or (ready == 0 and ((s.request_rate or 0) > 0 or (s.waiting or 0) > 0))
+    ):
+        # A tier scaled to zero wakes up on any traffic it is asked to serve: requests the
+        # routers had to answer elsewhere (or hold) while it slept, or any that reached it.
+        what = (
+            f"woken by {fmt(wanting)} requests wanting it while asleep"
+            if wanting > 0
+            else "requests waiting at 0 replicas"
+        )
         return TierOutcome(
             max(1, tier.min_replicas),
-            "requests waiting at 0 replicas",
+            what,
             True,
             False,
             False,
-            replace(ts, low_since=None),
+            replace(ts, low_since=None, idle_since=None),
         )
+    if tier.may_sleep:
+        asleep = _sleep(tier, s, ts, now, notes)
+        if isinstance(asleep, TierOutcome):
+            return asleep
+        ts = asleep
 
     # TTFT p90 lags a drained queue by a metrics window; remember when there last was one.
     queued_before = ts.queued_at
@@ -110,7 +124,7 @@ def decide_tier(
             " before scaling down"
         )
         return TierOutcome(desired, None, False, True, True, replace(ts, low_since=low_since))
-    wanted = max(tier.min_replicas, desired - config.scale_down_step)
+    wanted = max(_floor(tier), desired - config.scale_down_step)
     ttft = s.ttft_p90_seconds
     what = (
         f"low load for {held:.0f}s (queue {fmt(wpr or 0.0)}/replica, "
@@ -118,6 +132,49 @@ def decide_tier(
         + ")"
     )
     return TierOutcome(wanted, what, False, True, True, replace(ts, low_since=now))
+
+
+def _floor(tier: TierPolicy) -> int:
+    """The fewest replicas load may take a tier to: a tier that may sleep keeps one until its
+    idle period says it sleeps (one rule takes it to zero, with its own clock)."""
+    return max(tier.min_replicas, 1) if tier.may_sleep else tier.min_replicas
+
+
+def idle(s: TierSample) -> bool | None:
+    """Whether a tier saw no request at all in the window: none answered, queued, running or
+    wanted while asleep. None: a load signal is missing (unknown is never idle)."""
+    if s.request_rate is None or s.waiting is None or s.running is None:
+        return None
+    return s.request_rate == 0 and s.waiting + s.running == 0 and not s.wanting
+
+
+def _sleep(
+    tier: TierPolicy, s: TierSample, ts: TierState, now: float, notes: list[str]
+) -> TierOutcome | TierState:
+    """A tier that may sleep goes to zero after ``sleep_after_seconds`` without a request; the
+    idle clock restarts on any request and on any missing signal (no metrics, no scale-down).
+    Returns the outcome when it sleeps now, else its state with the idle clock updated."""
+    if ts.desired == 0:
+        return replace(ts, idle_since=None)
+    quiet = idle(s)
+    if not quiet:
+        if quiet is None:
+            notes.append(f"tier {tier.name}: load metrics missing; not putting it to sleep")
+        return replace(ts, idle_since=None)
+    since = ts.idle_since if ts.idle_since is not None else now
+    held = now - since
+    after = tier.sleep_after_seconds or 0.0
+    if held < after:
+        notes.append(f"tier {tier.name}: idle for {held:.0f}s of {after:.0f}s before sleeping")
+        return replace(ts, idle_since=since)
+    return TierOutcome(
+        0,
+        f"asleep: no request for {held:.0f}s (sleepAfter {after:.0f}s)",
+        False,
+        True,
+        True,
+        replace(ts, idle_since=None, low_since=None),
+    )
 
 
 def _is_light(config: PolicyConfig, s: TierSample) -> bool:
@@ -241,7 +298,7 @@ def _is_low(
 ) -> tuple[bool, str | None]:
     """Whether a light-loaded tier could lose a step of replicas without coming under pressure."""
     desired = ts.desired
-    if desired <= tier.min_replicas:
+    if desired <= _floor(tier):
         return False, None
     if s.ready_replicas is None or s.waiting is None or s.running is None:
         return False, "load metrics missing; not scaling down"

@@ -21,6 +21,8 @@ class TierState:
     pressure_seen_at: float | None = None
     queued_at: float | None = None
     """Last time the tier had a notable queue (its TTFT p90 lags that by a metrics window)."""
+    idle_since: float | None = None
+    """Since when a tier that may sleep has seen no request at all (None: it has, or unknown)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class PolicyState:
                     "pressureLoad": s.pressure_load,
                     "pressureSeenAt": s.pressure_seen_at,
                     "queuedAt": s.queued_at,
+                    "idleSince": s.idle_since,
                 }
                 for name, s in self.tiers.items()
             },
@@ -129,6 +132,7 @@ class PolicyState:
                     pressure_load=_opt_float(v.get("pressureLoad")),
                     pressure_seen_at=_opt_float(v.get("pressureSeenAt")),
                     queued_at=_opt_float(v.get("queuedAt")),
+                    idle_since=_opt_float(v.get("idleSince")),
                 )
                 for name, v in dict(data.get("tiers", {})).items()
             }
