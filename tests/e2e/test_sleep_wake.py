@@ -108,10 +108,14 @@ def _replicas(kube: Kube, namespace: str) -> int | None:
     return None if dep is None else int(dep["spec"]["replicas"])
 
 
-def _asleep_in_configmap(kube: Kube, namespace: str) -> bool:
+def _routing(kube: Kube, namespace: str) -> dict[str, Any]:
     cm = kube.get(api_path("v1", "configmaps", namespace, names.routing_configmap_name(NAME)))
-    doc = yaml.safe_load(cm["data"]["routing.yaml"])
-    return bool(doc["tiers"][1].get("asleep"))
+    doc: dict[str, Any] = yaml.safe_load(cm["data"]["routing.yaml"])
+    return doc
+
+
+def _asleep_in_configmap(kube: Kube, namespace: str) -> bool:
+    return bool(_routing(kube, namespace)["tiers"][1].get("asleep"))
 
 
 def _reasons(kube: Kube, namespace: str) -> list[str]:
@@ -172,7 +176,8 @@ def test_large_tier_sleeps_wakes_on_traffic_and_sleeps_again(
         wait_for(lambda: _replicas(kube, namespace) == 0, STEP, "the large tier asleep")
         wait_for(lambda: "TierSlept" in _reasons(kube, namespace), STEP, "a TierSlept Event")
         wait_for(lambda: _asleep_in_configmap(kube, namespace), STEP, "asleep in the ConfigMap")
-        generation = yaml.safe_load(config.read_text())["generation"]
+        # The generation of the ConfigMap that says so (the router's file follows it, later).
+        generation = _routing(kube, namespace)["generation"]
         wait_for(
             lambda: router.metric("zeta_router_config_generation") >= generation,
             STEP,

@@ -292,18 +292,13 @@ class Reconciler:
     ) -> Live:
         """This ZetaRouter's children by kind and name (only those it controls).
 
-        Served from the apiserver's watch cache (``resourceVersion=0``), as an informer would:
-        a read from etcd costs the apiserver every object of the kind in the namespace, so a
-        fleet's lists would grow with the fleet. The cache may lag the latest write by moments;
-        that costs at most one more apply (a child's fingerprint looks moved) or a delete that
-        finds the child gone already, and a Deployment's readiness is at least as fresh as the
-        event that asked for the refresh (the operator's watch is served from the same cache)."""
+        A consistent read (from etcd), not from the apiserver's watch cache: what a
+        reconciliation reads it may write back (a Deployment's replicas while the control loop
+        owns them), and a cache that lags the loop's last write by a moment would undo it."""
         selector = names.children_selector(name)
         live: Live = {}
         for kind in kinds or self.child_kinds():
-            items = self.kube.list(
-                api_path(kind.api_version, kind.plural, namespace), selector, resourceVersion="0"
-            )
+            items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
             live[kind.kind] = {
                 o["metadata"]["name"]: o
                 for o in items.get("items") or []
