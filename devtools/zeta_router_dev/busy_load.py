@@ -4,10 +4,15 @@ own bound passes, whichever comes first, so a crashed caller leaves nothing spin
 
     with BusyLoad(count=2, bound_seconds=3600):
         ...  # measure
+
+or, around any command (here the whole test suite on a loaded machine)::
+
+    .venv/bin/python -m zeta_router_dev.busy_load --count 2 -- make test
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -72,3 +77,44 @@ class BusyLoad:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m zeta_router_dev.busy_load",
+        description="Run a command while COUNT processes spin on the cores; they are stopped by "
+        "their PIDs when the command ends (or by themselves after --bound seconds). Exits with "
+        "the command's status.",
+    )
+    parser.add_argument(
+        "--count", type=int, default=None, help="spinning processes (default: one per core)"
+    )
+    parser.add_argument(
+        "--bound",
+        type=float,
+        default=7200.0,
+        metavar="S",
+        help="each spinner stops by itself after S seconds (default 7200)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given: put it after --, e.g. -- make test")
+    if args.count is not None and args.count < 1:
+        parser.error("--count must be at least 1")
+    with BusyLoad(args.count, args.bound) as busy:
+        print(
+            f"{busy.count} spinning processes (PIDs {busy.pids}) while: {' '.join(command)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            return subprocess.call(command)
+        except FileNotFoundError:
+            print(f"no such command: {command[0]}", file=sys.stderr)
+            return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

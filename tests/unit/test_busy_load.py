@@ -1,0 +1,55 @@
+"""The load generator the loaded-machine measurements use: its spinners run while the command
+does and are gone when it ends, and the command's exit status comes back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from zeta_router_dev.busy_load import BusyLoad, main
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A reaped child is gone; an unreaped zombie is not spinning either.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_the_spinners_run_during_the_block_and_are_stopped_by_pid_after() -> None:
+    with BusyLoad(count=2, bound_seconds=600) as busy:
+        pids = list(busy.pids)
+        assert len(pids) == 2
+        assert all(_alive(p) for p in pids)
+    assert not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids)
+
+
+def test_the_command_line_returns_the_commands_status_with_the_spinners_running() -> None:
+    # The command itself counts the spinners that are children of its parent (the runner).
+    script = (
+        "import os, sys\n"
+        "ppid = os.getppid()\n"
+        "kids = [p for p in os.listdir('/proc') if p.isdigit() and p != str(os.getpid())\n"
+        "        and open(f'/proc/{p}/stat').read().rsplit(') ', 1)[1].split()[1] == str(ppid)]\n"
+        "sys.exit(40 + len(kids))\n"
+    )
+    assert main(["--count", "2", "--", sys.executable, "-c", script]) == 42
+
+
+def test_the_command_line_refuses_no_command_and_a_count_below_one() -> None:
+    for argv in ([], ["--count", "0", "--", "true"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "zeta_router_dev.busy_load", *argv],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2
+        assert "error:" in r.stderr
+
+
+def test_a_missing_command_is_named() -> None:
+    assert main(["--count", "1", "--", "/nonexistent/zeta-no-such-command"]) == 127
