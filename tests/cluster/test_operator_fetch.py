@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from support.cluster import conditions, events_for, wait_for
+from support.fixtures_cluster import StartOperator
 from support.zetarouters import TIMEOUT, create_zr, get_zr, patch_spec, sample
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.kube import Kube, api_path
-from zeta_router.learning.collect import ADDRESSES_ENV
 from zeta_router.render import names
 from zeta_router.scoring.samples import Batch
 from zeta_router_dev.local.operator_proc import OperatorProcess
@@ -90,30 +90,8 @@ def servers() -> Iterator[list[_Server]]:
 
 
 @pytest.fixture
-def addresses(tmp_path: Path) -> Path:
-    path = tmp_path / "router-addresses.json"
-    path.write_text("{}")
-    return path
-
-
-@pytest.fixture
-def fetch_operator(
-    zr_crd: object,
-    kubelet: None,
-    operator_kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    addresses: Path,
-) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        kubeconfig=operator_kubeconfig,
-        namespaces=[namespace],
-        log_path=tmp_path / "operator.log",
-        drift_interval=3.0,
-        env={ADDRESSES_ENV: str(addresses), TICK_ENV: "1"},
-    ).start()
-    yield proc
-    proc.stop()
+def fetch_operator(start_operator: StartOperator) -> OperatorProcess:
+    return start_operator({TICK_ENV: "1"})
 
 
 def _cpu_zr(name: str, **spec: Any) -> dict[str, Any]:

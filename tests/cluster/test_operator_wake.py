@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,12 @@ import openai
 import pytest
 
 from support.cluster import conditions, events_for, wait_for
+from support.fixtures_cluster import StartOperator
 from support.routing_files import routing_config, write_plain
 from support.zetarouters import TIMEOUT, create_zr, get_zr, sample, wait_condition
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.autoscale.wake import WAKE_POLL_ENV
 from zeta_router.kube import Kube, api_path
-from zeta_router.learning.collect import ADDRESSES_ENV
 from zeta_router.render import names
 from zeta_router_dev.local.operator_proc import OperatorProcess
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
@@ -30,30 +29,8 @@ pytestmark = [pytest.mark.cluster]
 
 
 @pytest.fixture
-def addresses(tmp_path: Path) -> Path:
-    path = tmp_path / "router-addresses.json"
-    path.write_text("{}")
-    return path
-
-
-@pytest.fixture
-def wake_operator(
-    zr_crd: object,
-    kubelet: None,
-    operator_kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    addresses: Path,
-) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        kubeconfig=operator_kubeconfig,
-        namespaces=[namespace],
-        log_path=tmp_path / "operator.log",
-        drift_interval=3.0,
-        env={ADDRESSES_ENV: str(addresses), TICK_ENV: "1", WAKE_POLL_ENV: "0.5"},
-    ).start()
-    yield proc
-    proc.stop()
+def wake_operator(start_operator: StartOperator) -> OperatorProcess:
+    return start_operator({TICK_ENV: "1", WAKE_POLL_ENV: "0.5"})
 
 
 def _zr(name: str, small_min: int = 1) -> dict[str, Any]:

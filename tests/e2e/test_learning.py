@@ -20,7 +20,6 @@ import json
 import random
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,10 @@ import pytest
 import yaml
 
 from support.cluster import apply, events_for, wait_for
+from support.fixtures_cluster import StartOperator
 from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.kube import Kube, api_path
-from zeta_router.learning.collect import ADDRESSES_ENV
 from zeta_router.learning.cycle import model_id
 from zeta_router.render import names
 from zeta_router.scoring.learned import LearnedCorrection
@@ -139,30 +138,8 @@ def zetarouter(
 
 
 @pytest.fixture
-def addresses(tmp_path: Path) -> Path:
-    path = tmp_path / "router-addresses.json"
-    path.write_text("{}")
-    return path
-
-
-@pytest.fixture
-def learning_operator(
-    zr_crd: object,
-    kubelet: None,
-    operator_kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    addresses: Path,
-) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        kubeconfig=operator_kubeconfig,
-        namespaces=[namespace],
-        log_path=tmp_path / "operator.log",
-        drift_interval=3.0,
-        env={ADDRESSES_ENV: str(addresses)},
-    ).start()
-    yield proc
-    proc.stop()
+def learning_operator(start_operator: StartOperator) -> OperatorProcess:
+    return start_operator({})
 
 
 def zr(kube: Kube, namespace: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ import pytest
 import yaml
 
 from support.cluster import apply, events_for, wait_for
+from support.fixtures_cluster import StartOperator
 from support.fixtures_prometheus import StartPrometheus
 from zeta_router.autoscale.loop import TICK_ENV
 from zeta_router.autoscale.wake import WAKE_POLL_ENV
-from zeta_router.controller.routers import ADDRESSES_ENV
 from zeta_router.kube import Kube, api_path
 from zeta_router.render import names
 from zeta_router_dev.local.configmap_sync import ConfigMapSync
@@ -77,30 +76,8 @@ def zetarouter(prometheus_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def addresses(tmp_path: Path) -> Path:
-    path = tmp_path / "router-addresses.json"
-    path.write_text("{}")
-    return path
-
-
-@pytest.fixture
-def sleep_operator(
-    zr_crd: object,
-    kubelet: None,
-    operator_kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    addresses: Path,
-) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        kubeconfig=operator_kubeconfig,
-        namespaces=[namespace],
-        log_path=tmp_path / "operator.log",
-        drift_interval=3.0,
-        env={ADDRESSES_ENV: str(addresses), TICK_ENV: "1", WAKE_POLL_ENV: "0.5"},
-    ).start()
-    yield proc
-    proc.stop()
+def sleep_operator(start_operator: StartOperator) -> OperatorProcess:
+    return start_operator({TICK_ENV: "1", WAKE_POLL_ENV: "0.5"})
 
 
 def _replicas(kube: Kube, namespace: str) -> int | None:

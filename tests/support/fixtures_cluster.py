@@ -14,12 +14,17 @@
   of ``manifests/role.yaml`` bound there, nothing more.
 - ``operator``: ``zeta-router operator`` serving that namespace as a real subprocess, with a
   short drift interval; the test may stop, kill or restart it.
+- ``addresses`` and ``start_operator``: for tests whose operator reads routers' admin ports
+  (learning, wake, fetch limits). The stand-in kubelet's pod addresses lead nowhere, so the
+  operator finds each pod's router through the ``addresses`` file (pod IP -> admin address) the
+  test writes; ``start_operator(env)`` starts it like ``operator`` with that file and any
+  further environment (shorter loop intervals), stopped at the end of the test.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +38,14 @@ from support.cluster import (
     unique_name,
     wait_for,
 )
+from zeta_router.controller.routers import ADDRESSES_ENV
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router_dev.local.operator_proc import OperatorProcess
 
 DRIFT_INTERVAL = 3.0
+
+# start_operator's value: start the operator with this further environment.
+StartOperator = Callable[[dict[str, str]], OperatorProcess]
 
 
 @dataclass(frozen=True)
@@ -154,3 +163,37 @@ def operator(
     ).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def addresses(tmp_path: Path) -> Path:
+    path = tmp_path / "router-addresses.json"
+    path.write_text("{}")
+    return path
+
+
+@pytest.fixture
+def start_operator(
+    zr_crd: object,
+    kubelet: None,
+    operator_kubeconfig: Path,
+    namespace: str,
+    tmp_path: Path,
+    addresses: Path,
+) -> Iterator[StartOperator]:
+    started: list[OperatorProcess] = []
+
+    def start(env: dict[str, str]) -> OperatorProcess:
+        proc = OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            namespaces=[namespace],
+            log_path=tmp_path / "operator.log",
+            drift_interval=DRIFT_INTERVAL,
+            env={ADDRESSES_ENV: str(addresses), **env},
+        ).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

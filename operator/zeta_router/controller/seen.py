@@ -10,7 +10,8 @@ metadata), a child missing or one too many sends the check down the full path (l
 apply), which repairs as before. A stale view can only make a check do the full path once more.
 
 A few bytes per child: memory stays flat as the fleet grows (a whole object would cost tens of
-kilobytes each, thousands of times).
+kilobytes each, thousands of times). A deleted ZetaRouter leaves nothing behind: the garbage
+collector deletes its children, and their deletions in the watch empty its entry.
 """
 
 from __future__ import annotations
@@ -76,10 +77,6 @@ class SeenChildren:
         with self._lock:
             return dict(self._by_owner.get((namespace, uid), {}))
 
-    def forget_owner(self, namespace: str, uid: str) -> None:
-        with self._lock:
-            for kind, name in self._by_owner.pop((namespace, uid), {}):
-                self._owner_of.pop((kind, namespace, name), None)
 
 
 def unchanged(
