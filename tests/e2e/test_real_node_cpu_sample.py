@@ -33,8 +33,11 @@ from support.fixtures_node import RealNodeHandle
 from support.tools import run_tool
 from zeta_router.autoscale.metrics import PrometheusSource, target_from
 from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.render import names
 from zeta_router.render.deployment import MODEL_CONTAINER, ROUTER_CONTAINER
+from zeta_router_dev.cluster.dns import lookup
 from zeta_router_dev.cluster.node import NodeInfo
+from zeta_router_dev.cluster.nodeconfig import BRIDGE_ADDRESS, CLUSTER_DOMAIN
 from zeta_router_dev.cluster.workloads import (
     debug_dump,
     helm,
@@ -233,6 +236,31 @@ def test_both_tiers_run_real_containers_that_pass_their_probes(stack: Stack) -> 
         raise AssertionError(f"{e}\nexpected {sorted(expected)}\nseen {last}") from None
     model_probes = {k for k in seen if k[1] == MODEL_CONTAINER}
     assert {k[2] for k in model_probes} == {"Startup", "Readiness", "Liveness"}
+
+
+def replicas_resolved(stack: Stack, tier: str, count: int) -> list[str] | None:
+    """The addresses the tier's replica name resolves to, once they are its ``count`` ready pods
+    (what every router resolves to find the tier's replicas, docs/router.md): the headless
+    Service's name, answered by the cluster DNS with the ready pods' addresses."""
+    service = names.tier_replicas_service_name(stack.name, tier)
+    ready = sorted(
+        p["status"]["podIP"]
+        for p in stack.tier_pods(tier)
+        if not p["metadata"].get("deletionTimestamp")
+        and condition_is(p, "Ready", "True")
+        and p["status"].get("podIP")
+    )
+    found = sorted(
+        lookup(f"{service}.{stack.namespace}.svc.{CLUSTER_DOMAIN}", BRIDGE_ADDRESS) or []
+    )
+    return found if len(ready) == count and found == ready else None
+
+
+def test_a_tiers_replica_name_resolves_to_its_ready_pods(stack: Stack) -> None:
+    found = wait_for(
+        lambda: replicas_resolved(stack, "small", 1), POD, "the small tier's replica name"
+    )
+    assert all(ip.startswith("198.18.") for ip in found)  # pod addresses, not a ClusterIP
 
 
 def test_the_openai_client_gets_answers_from_both_tiers_through_the_entry_service(
@@ -458,10 +486,15 @@ def test_the_control_loop_scales_a_tier_and_the_new_replica_serves(stack: Stack)
             180,
             "the second large pod to pass its probes",
         )
+        wait_for(
+            lambda: replicas_resolved(stack, "large", 2),
+            POD,
+            "the large tier's replica name to resolve to both ready pods",
+        )
         pods = {p["metadata"]["name"] for p in stack.tier_pods("large")}
 
-        # Real capacity: both large pods answer part of the load (kube-proxy spreads the
-        # tier Service's connections), as their own llama.cpp counters in Prometheus show.
+        # Real capacity: both large pods answer part of the load (every router picks among the
+        # tier's replicas), as their own llama.cpp counters in Prometheus show.
         def both_serving() -> dict[str, float] | None:
             rows = source.query(
                 "sum by (pod) (increase(llamacpp:tokens_predicted_total"

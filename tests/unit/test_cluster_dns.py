@@ -1,5 +1,6 @@
-"""The real node's cluster DNS: Service names to ClusterIPs, NXDOMAIN for other cluster names,
-everything else forwarded; over UDP and TCP, against a server on 127.0.0.1."""
+"""The real node's cluster DNS: Service names to ClusterIPs (a headless Service's to its ready
+endpoints), NXDOMAIN for other cluster names, everything else forwarded; over UDP and TCP,
+against a server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from zeta_router_dev.cluster.dns import (
 )
 
 SERVICES = {("team-a", "chat-small"): "198.19.0.10", ("default", "kubernetes"): "198.19.0.1"}
+ADDRESSES = {key: (ip,) for key, ip in SERVICES.items()}
 
 
 def svc(ns: str, name: str, ip: str | None) -> dict[str, object]:
@@ -33,25 +35,69 @@ def svc(ns: str, name: str, ip: str | None) -> dict[str, object]:
 
 def test_resolve_names_of_the_cluster_domain() -> None:
     name = "chat-small.team-a.svc.cluster.local"
-    assert resolve(name, 1, SERVICES, "cluster.local") == Answer(NOERROR, ("198.19.0.10",))
-    assert resolve(name.upper() + ".", 1, SERVICES, "cluster.local").addresses == ("198.19.0.10",)
-    assert resolve(name, 28, SERVICES, "cluster.local") == Answer(NOERROR)  # AAAA: no data
+    assert resolve(name, 1, ADDRESSES, "cluster.local") == Answer(NOERROR, ("198.19.0.10",))
+    assert resolve(name.upper() + ".", 1, ADDRESSES, "cluster.local").addresses == ("198.19.0.10",)
+    assert resolve(name, 28, ADDRESSES, "cluster.local") == Answer(NOERROR)  # AAAA: no data
     # A search-list expansion of a name that exists elsewhere does not.
-    assert resolve(f"{name}.team-a.svc.cluster.local", 1, SERVICES, "cluster.local") == Answer(
+    assert resolve(f"{name}.team-a.svc.cluster.local", 1, ADDRESSES, "cluster.local") == Answer(
         NXDOMAIN
     )
-    assert resolve("pod.team-a.pod.cluster.local", 1, SERVICES, "cluster.local") == Answer(NXDOMAIN)
-    assert resolve("pypi.org", 1, SERVICES, "cluster.local") is None  # forwarded
+    assert resolve("pod.team-a.pod.cluster.local", 1, ADDRESSES, "cluster.local") == Answer(
+        NXDOMAIN
+    )
+    assert resolve("pypi.org", 1, ADDRESSES, "cluster.local") is None  # forwarded
 
 
-def test_service_table_follows_changes_and_skips_headless() -> None:
+def endpoints(ns: str, name: str, ready: list[str], unready: list[str]) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": ns, "name": name},
+        "subsets": [
+            {
+                "addresses": [{"ip": ip} for ip in ready],
+                "notReadyAddresses": [{"ip": ip} for ip in unready],
+            }
+        ],
+    }
+
+
+def test_service_table_follows_changes() -> None:
     table = ServiceTable()
-    table.replace([svc("a", "x", "198.19.0.5"), svc("a", "headless", "None")])
-    assert table.snapshot() == {("a", "x"): "198.19.0.5"}
+    table.replace([svc("a", "x", "198.19.0.5"), svc("a", "pending", None)])
+    assert table.snapshot() == {("a", "x"): ("198.19.0.5",)}
     assert table.synced.is_set()
     table.update("ADDED", svc("b", "y", "198.19.0.6"))
     table.update("DELETED", svc("a", "x", "198.19.0.5"))
-    assert table.snapshot() == {("b", "y"): "198.19.0.6"}
+    assert table.snapshot() == {("b", "y"): ("198.19.0.6",)}
+
+
+def test_a_headless_service_answers_its_ready_endpoints_only() -> None:
+    table = ServiceTable()
+    table.replace([svc("a", "chat-small-replicas", "None"), svc("a", "chat-small", "198.19.0.9")])
+    # Listed before its Endpoints: the name exists, with no address yet.
+    assert table.snapshot()[("a", "chat-small-replicas")] == ()
+    table.replace_endpoints(
+        [
+            endpoints("a", "chat-small-replicas", ["198.18.0.7", "198.18.0.5"], ["198.18.0.6"]),
+            endpoints("a", "chat-small", ["198.18.0.7"], []),  # not headless: its ClusterIP
+        ]
+    )
+    snap = table.snapshot()
+    assert snap[("a", "chat-small-replicas")] == ("198.18.0.5", "198.18.0.7")
+    assert snap[("a", "chat-small")] == ("198.19.0.9",)
+    answer = resolve("chat-small-replicas.a.svc.cluster.local", 1, snap, "cluster.local")
+    assert answer == Answer(NOERROR, ("198.18.0.5", "198.18.0.7"))
+    # A pod that starts terminating moves to notReadyAddresses: no longer answered.
+    table.update_endpoints(
+        "MODIFIED", endpoints("a", "chat-small-replicas", ["198.18.0.5"], ["198.18.0.7"])
+    )
+    assert table.snapshot()[("a", "chat-small-replicas")] == ("198.18.0.5",)
+    table.update_endpoints("DELETED", endpoints("a", "chat-small-replicas", [], []))
+    assert table.snapshot()[("a", "chat-small-replicas")] == ()
+    # The Service deleted: the name is gone.
+    table.update("DELETED", svc("a", "chat-small-replicas", "None"))
+    assert ("a", "chat-small-replicas") not in table.snapshot()
+    gone = resolve("chat-small-replicas.a.svc.cluster.local", 1, table.snapshot(), "cluster.local")
+    assert gone == Answer(NXDOMAIN)
 
 
 def test_malformed_queries_are_refused_to_parse() -> None:

@@ -1,13 +1,15 @@
-"""The local node's cluster DNS: Service names to ClusterIPs, so that pods reach each other the
-way they do on any cluster (a router reaches another tier at ``http://<router>-<tier>.<ns>.svc``).
+"""The local node's cluster DNS: Service names to addresses, so that pods reach each other the
+way they do on any cluster (a router reaches another tier at ``http://<router>-<tier>.<ns>.svc``,
+and finds the tier's ready pods at ``<router>-<tier>-replicas.<ns>.svc``).
 
 Debian has no CoreDNS; this small server covers what pods here need and nothing more: ``A``
-records for ``<service>.<namespace>.svc.<domain>`` (Services with a ClusterIP), an empty answer
-for other record types of those names, ``NXDOMAIN`` for every other name in the cluster domain,
-and names outside it forwarded to this machine's own nameservers (``/etc/resolv.conf``). No
-records for pods, headless Services or SRV. It listens on the node's bridge address (the
-kubelet's ``clusterDNS``), UDP and TCP, and follows Services with a list and watch as the
-kube-dns identity (default RBAC's ``system:kube-dns`` role: read Services and Endpoints).
+records for ``<service>.<namespace>.svc.<domain>`` (a Service's ClusterIP, or for a headless
+Service the addresses of its ready endpoints, as CoreDNS answers), an empty answer for other
+record types of those names, ``NXDOMAIN`` for every other name in the cluster domain, and names
+outside it forwarded to this machine's own nameservers (``/etc/resolv.conf``). No records for
+pods or SRV. It listens on the node's bridge address (the kubelet's ``clusterDNS``), UDP and
+TCP, and follows Services and Endpoints with lists and watches as the kube-dns identity
+(default RBAC's ``system:kube-dns`` role: read Services and Endpoints).
 
 Run as ``python -m zeta_router_dev.cluster.dns --kubeconfig FILE --listen ADDRESS``.
 """
@@ -24,7 +26,7 @@ import socketserver
 import struct
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -101,20 +103,21 @@ class Answer:
 
 
 def resolve(
-    name: str, qtype: int, services: Mapping[tuple[str, str], str], domain: str
+    name: str, qtype: int, services: Mapping[tuple[str, str], Sequence[str]], domain: str
 ) -> Answer | None:
     """The answer for a name in the cluster domain, ``None`` for a name outside it (to be
-    forwarded). ``services`` maps (namespace, name) to a ClusterIP."""
+    forwarded). ``services`` maps (namespace, name) to the Service's addresses: its ClusterIP,
+    or a headless Service's ready endpoints (none: the name exists, with no record)."""
     name = name.rstrip(".").lower()
     suffix = "." + domain.lower()
     if name != domain.lower() and not name.endswith(suffix):
         return None
     labels = name[: -len(suffix)].split(".") if name.endswith(suffix) else []
     if len(labels) == 3 and labels[2] == "svc":
-        ip = services.get((labels[1], labels[0]))
-        if ip:
+        addresses = services.get((labels[1], labels[0]))
+        if addresses is not None:
             if qtype in (TYPE_A, TYPE_ANY):
-                return Answer(NOERROR, (ip,))
+                return Answer(NOERROR, tuple(addresses))
             return Answer(NOERROR)  # the name exists, with no record of this type
     return Answer(NXDOMAIN)
 
@@ -131,60 +134,116 @@ def upstream_nameservers(resolv_conf: str, exclude: Sequence[str] = ()) -> list[
 
 
 class ServiceTable:
-    """ClusterIPs by (namespace, name), kept current by a list and watch of Services."""
+    """Each Service's addresses by (namespace, name), kept current by lists and watches of
+    Services and Endpoints: a ClusterIP, or for a headless Service the ready addresses of its
+    Endpoints (a terminating or unready pod is in ``notReadyAddresses``, so never answered)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ips: dict[tuple[str, str], str] = {}
-        self.synced = threading.Event()
+        self._headless: set[tuple[str, str]] = set()
+        self._ready: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.synced = threading.Event()  # Services listed (Endpoints may follow)
 
-    def snapshot(self) -> dict[tuple[str, str], str]:
+    def snapshot(self) -> dict[tuple[str, str], tuple[str, ...]]:
         with self._lock:
-            return dict(self._ips)
+            out: dict[tuple[str, str], tuple[str, ...]] = {k: (ip,) for k, ip in self._ips.items()}
+            out.update({key: self._ready.get(key, ()) for key in self._headless})
+            return out
 
     def replace(self, services: Sequence[Mapping[str, Any]]) -> None:
-        table = {}
+        ips, headless = {}, set()
         for svc in services:
             key, ip = _service_entry(svc)
-            if ip:
-                table[key] = ip
+            if ip == "None":
+                headless.add(key)
+            elif ip:
+                ips[key] = ip
         with self._lock:
-            self._ips = table
+            self._ips, self._headless = ips, headless
         self.synced.set()
 
     def update(self, kind: str, svc: Mapping[str, Any]) -> None:
         key, ip = _service_entry(svc)
         with self._lock:
-            if kind == "DELETED" or not ip:
-                self._ips.pop(key, None)
-            else:
+            self._ips.pop(key, None)
+            self._headless.discard(key)
+            if kind == "DELETED":
+                return
+            if ip == "None":
+                self._headless.add(key)
+            elif ip:
                 self._ips[key] = ip
 
-    def follow(self, kube: Any, stop: threading.Event) -> None:
-        from zeta_router.kube import api_path
+    def replace_endpoints(self, items: Sequence[Mapping[str, Any]]) -> None:
+        ready = dict(_endpoints_entry(ep) for ep in items)
+        with self._lock:
+            self._ready = ready
 
-        path = api_path("v1", "services")
-        while not stop.is_set():
-            try:
-                listing = kube.list(path)
-                self.replace(listing.get("items", []))
-                rv = listing["metadata"]["resourceVersion"]
-                while not stop.is_set():
-                    for kind, obj in kube.watch(path, rv):
-                        rv = obj["metadata"].get("resourceVersion", rv)
-                        if kind in ("ADDED", "MODIFIED", "DELETED"):
-                            self.update(kind, obj)
-            except Exception as e:
-                if not stop.is_set():
-                    log.warning("service watch restarting: %s", e)
-                    stop.wait(1.0)
+    def update_endpoints(self, kind: str, ep: Mapping[str, Any]) -> None:
+        key, addresses = _endpoints_entry(ep)
+        with self._lock:
+            if kind == "DELETED":
+                self._ready.pop(key, None)
+            else:
+                self._ready[key] = addresses
+
+    def follow(self, kube: Any, stop: threading.Event) -> None:
+        """Follow Services here and Endpoints in a thread of their own, until ``stop``."""
+        threading.Thread(
+            target=_follow,
+            args=(kube, "endpoints", self.replace_endpoints, self.update_endpoints, stop),
+            daemon=True,
+        ).start()
+        _follow(kube, "services", self.replace, self.update, stop)
+
+
+def _follow(
+    kube: Any,
+    resource: str,
+    replace: Callable[[Sequence[Mapping[str, Any]]], None],
+    update: Callable[[str, Mapping[str, Any]], None],
+    stop: threading.Event,
+) -> None:
+    from zeta_router.kube import api_path
+
+    path = api_path("v1", resource)
+    while not stop.is_set():
+        try:
+            listing = kube.list(path)
+            replace(listing.get("items", []))
+            rv = listing["metadata"]["resourceVersion"]
+            while not stop.is_set():
+                for kind, obj in kube.watch(path, rv):
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        update(kind, obj)
+        except Exception as e:
+            if not stop.is_set():
+                log.warning("%s watch restarting: %s", resource, e)
+                stop.wait(1.0)
 
 
 def _service_entry(svc: Mapping[str, Any]) -> tuple[tuple[str, str], str | None]:
+    """(namespace, name) and the ClusterIP: an address, ``"None"`` (headless) or none yet."""
     meta = svc.get("metadata") or {}
     ip = (svc.get("spec") or {}).get("clusterIP")
     key = (str(meta.get("namespace")), str(meta.get("name")))
-    return key, (ip if ip and ip != "None" else None)
+    return key, (str(ip) if ip else None)
+
+
+def _endpoints_entry(ep: Mapping[str, Any]) -> tuple[tuple[str, str], tuple[str, ...]]:
+    meta = ep.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    ready = sorted(
+        {
+            str(a["ip"])
+            for subset in ep.get("subsets") or []
+            for a in subset.get("addresses") or []
+            if a.get("ip")
+        }
+    )
+    return key, tuple(ready)
 
 
 class Resolver:
@@ -279,7 +338,8 @@ def lookup(name: str, server: str, port: int = 53, timeout: float = 2.0) -> list
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zeta_router_dev.cluster.dns",
-        description="Cluster DNS of the local real node: Service names to ClusterIPs.",
+        description="Cluster DNS of the local real node: Service names to ClusterIPs (headless "
+        "Services: their ready endpoints).",
     )
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--listen", required=True, help="address to listen on (UDP and TCP)")
