@@ -117,7 +117,14 @@ async def _stream(session: Any, url: str, body: dict[str, Any], res: Result) -> 
     return "".join(text)
 
 
-async def _run(url: str, jobs: list[list[dict[str, Any]]], concurrency: int, res: Result) -> None:
+async def _run(
+    url: str,
+    jobs: list[list[dict[str, Any]]],
+    concurrency: int,
+    res: Result,
+    model: str = "zeta",
+    headers: dict[str, str] | None = None,
+) -> None:
     """``jobs``: conversations (lists of user turns with their system prompt); each runs turn
     after turn, carrying the answers; ``concurrency`` conversations at once."""
     import aiohttp
@@ -126,7 +133,7 @@ async def _run(url: str, jobs: list[list[dict[str, Any]]], concurrency: int, res
     for j in jobs:
         queue.put_nowait(j)
     timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
 
         async def worker() -> None:
             while not queue.empty():
@@ -135,7 +142,7 @@ async def _run(url: str, jobs: list[list[dict[str, Any]]], concurrency: int, res
                 for turn in turns:
                     messages.extend(turn["messages"])
                     body = {
-                        "model": "zeta",
+                        "model": model,
                         "messages": messages,
                         "max_tokens": turn["max_tokens"],
                         "temperature": 0,
