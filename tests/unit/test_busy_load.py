@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from zeta_router_dev.busy_load import BusyLoad, main
 
@@ -28,16 +29,33 @@ def test_the_spinners_run_during_the_block_and_are_stopped_by_pid_after() -> Non
     assert not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids)
 
 
-def test_the_command_line_returns_the_commands_status_with_the_spinners_running() -> None:
-    # The command itself counts the spinners that are children of its parent (the runner).
+def test_the_command_line_returns_the_commands_status_with_the_spinners_running(
+    tmp_path: Path,
+) -> None:
+    # The command lists its siblings that spin (children of the runner, this process, which
+    # may have other children: servers of session fixtures) and exits with a status of its own.
+    seen = tmp_path / "spinners"
     script = (
         "import os, sys\n"
-        "ppid = os.getppid()\n"
-        "kids = [p for p in os.listdir('/proc') if p.isdigit() and p != str(os.getpid())\n"
-        "        and open(f'/proc/{p}/stat').read().rsplit(') ', 1)[1].split()[1] == str(ppid)]\n"
-        "sys.exit(40 + len(kids))\n"
+        "ppid = str(os.getppid())\n"
+        "def parent(p):\n"
+        "    return open(f'/proc/{p}/stat').read().rsplit(') ', 1)[1].split()[1]\n"
+        "def spins(p):\n"
+        "    return b'time.monotonic() < end' in open(f'/proc/{p}/cmdline', 'rb').read()\n"
+        "pids = []\n"
+        "for p in os.listdir('/proc'):\n"
+        "    try:\n"
+        "        if p.isdigit() and p != str(os.getpid()) and parent(p) == ppid and spins(p):\n"
+        "            pids.append(p)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "open(sys.argv[1], 'w').write(' '.join(pids))\n"
+        "sys.exit(7)\n"
     )
-    assert main(["--count", "2", "--", sys.executable, "-c", script]) == 42
+    assert main(["--count", "2", "--", sys.executable, "-c", script, str(seen)]) == 7
+    pids = [int(p) for p in seen.read_text().split()]
+    assert len(pids) == 2
+    assert not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids)  # stopped after
 
 
 def test_the_command_line_refuses_no_command_and_a_count_below_one() -> None:
