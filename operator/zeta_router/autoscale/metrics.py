@@ -64,6 +64,9 @@ LABEL_COMPONENT = "app_kubernetes_io_component"
 LABEL_TIER = "zeta_ai_tier"
 
 COMPONENT_MODEL_SERVER = "model-server"
+COST_METRIC = "zeta_router_cost_total"
+"""The routers' estimate of what an external tier's answers cost (``router.metrics``)."""
+SECONDS_PER_HOUR = 3600
 COMPONENT_ROUTER = "router"
 
 
@@ -80,7 +83,10 @@ class RouterTarget:
     namespace: str
     name: str
     tiers: tuple[TierTarget, ...]
+    """The tiers the operator runs (external tiers have no model server to read)."""
     contexts: tuple[str, ...]
+    external: tuple[str, ...] = ()
+    """External tiers, whose spend rate is read from the routers' cost counter."""
 
 
 def _quote(value: str) -> str:
@@ -121,14 +127,22 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
         "routers": f"count(zeta_router_config_generation{{{s}}})",
     }
     if len(target.tiers) > 1:
-        largest = _quote(target.tiers[-1].name)
+        # Quality of the requests kept below the largest tier the cluster runs (an external
+        # tier's answers are no part of it).
+        if target.external:
+            above = "|".join([target.tiers[-1].name, *target.external])
+            not_kept = f"tier!~{_quote(above)}"
+        else:
+            not_kept = f"tier!={_quote(target.tiers[-1].name)}"
         q["feedback_sum"] = (
-            "sum by (context) "
-            f"(increase(zeta_router_feedback_score_sum{{{s},tier!={largest}}}[{w}]))"
+            f"sum by (context) (increase(zeta_router_feedback_score_sum{{{s},{not_kept}}}[{w}]))"
         )
         q["feedback_count"] = (
-            "sum by (context) "
-            f"(increase(zeta_router_feedback_score_count{{{s},tier!={largest}}}[{w}]))"
+            f"sum by (context) (increase(zeta_router_feedback_score_count{{{s},{not_kept}}}[{w}]))"
+        )
+    if target.external:
+        q["spend_per_hour"] = (
+            f"sum by (tier) (rate({COST_METRIC}{{{s}}}[{w}])) * {SECONDS_PER_HOUR}"
         )
     if "vllm" in engines:
         q["vllm_waiting"] = f"sum {by_tier} ({VLLM_WAITING}{{{s}}})"
@@ -250,11 +264,20 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
             quality_samples=samples,
         )
     generation = _scalar(results.get("generation_min", []))
+    spend = _by(results.get("spend_per_hour", []), "tier")
+    spend_per_hour: dict[str, float] = {}
+    for ext in target.external:
+        if ext in spend:
+            spend_per_hour[ext] = spend[ext]
+        elif routers_report:
+            # Routers report, but none has counted a cost for this tier: it spent nothing.
+            spend_per_hour[ext] = 0.0
     return MetricsSnapshot(
         status=MetricsStatus.OK,
         tiers=tiers,
         contexts=contexts,
         config_generation=None if generation is None else int(generation),
+        spend_per_hour=spend_per_hour,
     )
 
 

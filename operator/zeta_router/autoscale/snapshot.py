@@ -138,6 +138,9 @@ class MetricsSnapshot:
     contexts: Mapping[str, ContextSample] = field(default_factory=dict)
     config_generation: int | None = None
     """Lowest routing-config generation reported by the routers (None: none reported)."""
+    spend_per_hour: Mapping[str, float] = field(default_factory=dict)
+    """Estimated spend rate of each external tier (its cost counter's rate x 3600, in its
+    prices' unit per hour); a tier absent: no data."""
 
     @property
     def available(self) -> bool:
