@@ -369,3 +369,90 @@ def test_the_router_sends_a_paused_tier_nothing() -> None:
     assert err.value.code == "tier_paused"
     assert "maxCostPerHour" in str(err.value)
     assert err.value.headers["Retry-After"] == "60"
+
+
+# ---- refused demand (the overflow the loop must still see) -----------------------------------
+
+
+def test_a_tier_refusing_requests_scales_up_for_them() -> None:
+    cfg = PolicyConfig(tiers=(TierPolicy("small", 1, 8),), contexts=())
+    state = PolicyState.initial(cfg, {"small": 2})
+    # A short queue (below target) but 3/s refused next to 3/s answered: double the tier.
+    sample = TierSample("small", 2, 2, 30, None, 0.5, 3.0, refused_rate=3.0)
+    assert sample.demand_in_flight == pytest.approx(64.0)
+    snap = MetricsSnapshot(status=MetricsStatus.OK, tiers={"small": sample})
+    d = decide(cfg, snap, state, 0.0)
+    assert d.replicas == {"small": 4}
+    assert "3/s refused (429 or busy)" in d.summary
+    # Without refusals the same load holds (no pressure), and nothing refused is unknown.
+    quiet = MetricsSnapshot(
+        status=MetricsStatus.OK,
+        tiers={"small": TierSample("small", 2, 2, 30, None, 0.5, 3.0, refused_rate=0.0)},
+    )
+    assert decide(cfg, quiet, state, 0.0).replicas == {"small": 2}
+    assert TierSample("small", 2, 2, 30, None, 0.5, 3.0).demand_in_flight == 32
+
+
+def test_the_refused_query_and_its_reading() -> None:
+    target = target_from("ns", "chat", [("small", "vllm")], [])
+    q = build_queries(target, 60)
+    assert q["refused"] == (
+        'sum by (tier) (rate(zeta_router_tier_failures_total{namespace="ns",'
+        'app_kubernetes_io_instance="chat",reason=~"http_429|busy"}[60s]))'
+    )
+    base = {"targets": [{"metric": {"zeta_ai_tier": "small"}, "value": [0, "1"]}]}
+    routers = {"routers": [{"metric": {}, "value": [0, "2"]}]}
+    refused = {"refused": [{"metric": {"tier": "small"}, "value": [0, "0.5"]}]}
+    assert assemble(target, {**base, **routers, **refused}).tiers["small"].refused_rate == 0.5
+    assert assemble(target, {**base, **routers}).tiers["small"].refused_rate == 0.0
+    assert assemble(target, base).tiers["small"].refused_rate is None
+
+
+# ---- the simulator's external tier -------------------------------------------------------------
+
+
+def _sim(cap: float | None) -> Any:
+    from zeta_router.sim.controllers import PolicyController
+    from zeta_router.sim.engine import simulate
+    from zeta_router.sim.scenario import Scenario, SimContext, SimExternal, SimTier
+    from zeta_router.sim.trace import Trace
+
+    scenario = Scenario(
+        tiers=[
+            SimTier(name="small", min_replicas=1, max_replicas=1, concurrency=1, startup_seconds=5)
+        ],
+        contexts=[SimContext(name="c", thresholds=[])],
+        interval_seconds=10,
+        metrics_window_seconds=60,
+        external=SimExternal(
+            ttft_seconds=0.5,
+            prompt_cost_per_1k_tokens=1.0,
+            completion_cost_per_1k_tokens=2.0,
+            max_cost_per_hour=cap,
+            refuse_queue_per_replica=1,
+        ),
+    )
+    # 100 requests at once: one runs, one queues, the rest overflow (each costs 0.1 + 0.2).
+    n = 100
+    trace = Trace(
+        arrival=[1.0 + i * 0.01 for i in range(n)] + [60.0 + i * 0.01 for i in range(n)],
+        context=["c"] * 2 * n,
+        prompt_tokens=[100] * 2 * n,
+        output_tokens=[100] * 2 * n,
+        score=[0.5] * 2 * n,
+        name="flood",
+    )
+    return simulate(scenario, trace, PolicyController())
+
+
+def test_the_simulated_provider_takes_the_overflow_and_its_cap_pauses_it() -> None:
+    free = _sim(None)
+    assert free.external_requests == 196
+    assert free.external_spend == pytest.approx(196 * 0.3)
+    assert free.share_by_tier["hosted"] == pytest.approx(0.98)
+    assert free.external_paused_hours == 0
+    # Capped at 1/h: the first flood pauses it (58.8 in a minute is far over), so the second
+    # one queues on the cluster's tier instead.
+    capped = _sim(1.0)
+    assert capped.external_requests == 98
+    assert capped.external_paused_hours > 0

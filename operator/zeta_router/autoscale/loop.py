@@ -530,6 +530,8 @@ class ControlLoop:
             self.kube,
             str(meta["namespace"]),
             str(meta["name"]),
+            # No estimate, and nothing paused, without the loop (render unpauses at once).
+            fields={"external": None},
             conditions=[
                 condition(
                     METRICS_AVAILABLE,

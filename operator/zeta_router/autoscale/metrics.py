@@ -64,6 +64,8 @@ LABEL_COMPONENT = "app_kubernetes_io_component"
 LABEL_TIER = "zeta_ai_tier"
 
 COMPONENT_MODEL_SERVER = "model-server"
+REFUSED_REASONS = "http_429|busy"
+"""Tier failures that mean "no capacity" (``router.upstream``): demand the tier's queue lacks."""
 COST_METRIC = "zeta_router_cost_total"
 """The routers' estimate of what an external tier's answers cost (``router.metrics``)."""
 SECONDS_PER_HOUR = 3600
@@ -116,6 +118,8 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
         f"(rate(zeta_router_upstream_ttft_seconds_bucket{{{s}}}[{w}])))",
         "request_rate": f"sum by (tier) (rate(zeta_router_requests_total{{{s}}}[{w}]))",
         "wanting": f"sum by (tier) (increase(zeta_router_wake_requests_total{{{s}}}[{w}]))",
+        "refused": "sum by (tier) (rate(zeta_router_tier_failures_total"
+        f'{{{s},reason=~"{REFUSED_REASONS}"}}[{w}]))',
         "context_requests": "sum by (context, tier) "
         f'(increase(zeta_router_requests_total{{{s},code=~"2.."}}[{w}]))',
         "context_scores": "sum by (context, le) "
@@ -203,6 +207,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
     request_rate = _by(results.get("request_rate", []), "tier")
     router_ttft = _by(results.get("router_ttft_p90", []), "tier")
     wanting = _by(results.get("wanting", []), "tier")
+    refused = _by(results.get("refused", []), "tier")
     tiers: dict[str, TierSample] = {}
     for t in target.tiers:
         if t.engine == "vllm":
@@ -234,6 +239,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
             ttft_p90_seconds=ttft,
             request_rate=rate,
             wanting=wanting.get(t.name),
+            refused_rate=refused.get(t.name, 0.0 if routers_report else None),
         )
 
     contexts: dict[str, ContextSample] = {}

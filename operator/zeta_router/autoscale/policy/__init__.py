@@ -17,6 +17,10 @@ Replicas, per tier (smallest first):
     pressure asks for ``ceil(ready * ttft / target)``. Scale-ups are bounded (at most double,
     at least one) and counted from the replicas already asked for, so replicas that are still
     starting are not asked for twice.
+  * refused requests: a tier that refused requests for lack of capacity (429, or the routers'
+    connections to it busy; they went to another tier, an external overflow tier often) is
+    under pressure and never lightly loaded; it is sized for its answered plus refused rate,
+    and queue-pressure sizing counts the refused requests in its in-flight load (Little's law).
   * near capacity: before a queue forms, in-flight load per replica above ``anticipation`` of
     the pressure point (or, for vLLM with no pressure point yet, KV-cache use above its limit)
     scales up the same way.
