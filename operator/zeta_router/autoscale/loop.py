@@ -16,6 +16,10 @@ reconciliation, which renders the children with it, applies them and writes the 
   the loop chose, from which the controller's drift repair renders between intervals.
   Thresholds do not move again until every router reports the routing generation that carries
   the last change (``zeta_router_config_generation``).
+- External tiers: ``status.external`` holds each one's estimated spend per hour and whether it
+  is paused for its ``maxCostPerHour`` (the policy's spend rule); a pause or resume is a change
+  like any other (rendered into the routing ConfigMap's ``external.paused``, Events
+  ``ExternalTierPaused`` / ``ExternalTierResumed``).
 - ``mode: advisory``: nothing is applied; the recommendation is in the status and the Events.
 - Feedback without autoscaling moves thresholds only; replicas stay the user's.
 - A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``; every
@@ -76,7 +80,7 @@ log = logging.getLogger(__name__)
 DECISIONS = Counter(
     "zeta_operator_decisions_total",
     "Changes decided by the control loop (applied, or recommended in advisory mode), by kind "
-    "(replicas, thresholds) and direction (up, down).",
+    "(replicas, thresholds, spend: an external tier paused or resumed) and direction (up, down).",
     ("kind", "direction"),
 )
 INTERVALS = Counter(
