@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.cluster import events_for, wait_for
+from support.cluster import conditions, events_for, wait_for
 from support.fake_upstream import FakeUpstream, start_fake_upstream
 from support.fixtures_cluster import StartOperator
 from support.fixtures_prometheus import StartPrometheus
@@ -198,6 +198,15 @@ def test_an_external_tier_over_its_spend_cap_is_paused_then_resumed(
         assert first["maxCostPerHour"] == CAP
         assert first["paused"] is False
         assert first["costPerHour"] == 0
+        # The loop runs for the tier the operator runs, and only for it.
+        zr = get_zr(kube, namespace, name)
+        assert conditions(zr)["MetricsAvailable"]["status"] == "True"
+        assert set(zr["status"]["loopState"]["tiers"]) == {"small"}
+        assert [(t["name"], t.get("desiredReplicas")) for t in zr["status"]["tiers"]] == [
+            ("small", 1)
+        ]
+        deps = kube.list(api_path("apps/v1", "deployments", namespace), f"{names.INSTANCE}={name}")
+        assert [d["metadata"]["name"] for d in deps["items"]] == [f"{name}-small"]
 
         # Spend: a few answers at 20 each within the 60 s window is far above 100 per hour.
         for _ in range(3):
@@ -210,9 +219,13 @@ def test_an_external_tier_over_its_spend_cap_is_paused_then_resumed(
         cm_path = api_path("v1", "configmaps", namespace, names.routing_configmap_name(name))
         routing = yaml.safe_load(kube.get(cm_path)["data"][CONFIGMAP_KEY])
         assert routing["tiers"][1]["external"]["paused"] is True
-        (event,) = [
-            e for e in events_for(kube, namespace, name) if e["reason"] == "ExternalTierPaused"
-        ]
+        (event,) = wait_for(
+            lambda: [
+                e for e in events_for(kube, namespace, name) if e["reason"] == "ExternalTierPaused"
+            ],
+            TIMEOUT,
+            "an ExternalTierPaused Event",
+        )
         assert event["type"] == "Normal"
         assert f"> maxCostPerHour {CAP:g}" in event["message"], event["message"]
         assert KEY not in json.dumps(get_zr(kube, namespace, name)["status"])
@@ -226,6 +239,12 @@ def test_an_external_tier_over_its_spend_cap_is_paused_then_resumed(
             TIMEOUT,
             "the routing ConfigMap without the paused mark",
         )
-        assert any(e["reason"] == "ExternalTierResumed" for e in events_for(kube, namespace, name))
+        wait_for(
+            lambda: any(
+                e["reason"] == "ExternalTierResumed" for e in events_for(kube, namespace, name)
+            ),
+            TIMEOUT,
+            "an ExternalTierResumed Event",
+        )
     finally:
         assert router.stop() == 0
