@@ -2,7 +2,8 @@
 real router process: the router sends requests to a local server playing the provider (it
 checks the key and reports usage), counts their cost, Prometheus scrapes it, and the operator
 pauses the tier once the estimated spend is over maxCostPerHour (status, Event, the routing
-ConfigMap's mark), then resumes it when the spend has fallen back for a window."""
+ConfigMap's mark), then resumes it when the spend has fallen back for a window. An external
+tier below a served one is refused while the loop runs (SpecValid=False, no children)."""
 
 from __future__ import annotations
 
@@ -248,3 +249,30 @@ def test_an_external_tier_over_its_spend_cap_is_paused_then_resumed(
         )
     finally:
         assert router.stop() == 0
+
+
+def test_an_external_tier_below_a_served_one_is_refused_with_the_loop(
+    kube: Kube, namespace: str, start_operator: StartOperator
+) -> None:
+    body = _zr("mid", "http://127.0.0.1:9")
+    tiers = body["spec"]["tiers"]
+    tiers.append({**tiers[0], "name": "large"})  # small, hosted, large
+    body["spec"]["router"]["contexts"][0]["thresholds"] = [0.4, 0.8]
+    start_operator({TICK_ENV: "1"})
+    create_zr(kube, namespace, body)
+    refused = wait_condition(kube, namespace, "mid", "SpecValid", "False")
+    message = conditions(refused)["SpecValid"]["message"]
+    assert message.startswith(
+        "spec.tiers[1].external: with autoscaling or feedback enabled, external tiers come "
+        "after every tier the operator runs"
+    ), message
+    wait_for(
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] == "InvalidSpec"
+            for e in events_for(kube, namespace, "mid")
+        ),
+        TIMEOUT,
+        "a Warning Event InvalidSpec",
+    )
+    deps = kube.list(api_path("apps/v1", "deployments", namespace), f"{names.INSTANCE}=mid")
+    assert deps["items"] == []
