@@ -456,3 +456,14 @@ def test_the_simulated_provider_takes_the_overflow_and_its_cap_pauses_it() -> No
     capped = _sim(1.0)
     assert capped.external_requests == 98
     assert capped.external_paused_hours > 0
+
+
+def test_the_report_shows_the_provider_share_and_spend() -> None:
+    from zeta_router.sim.report import format_table
+
+    r = _sim(None)
+    assert r.summary()["externalTier"] == "hosted"
+    header, _, line = format_table([r]).splitlines()
+    assert header.split()[-2:] == ["external", "spend"]
+    assert line.split()[-2:] == ["98.0%", "58.80"]
+    assert line.split()[7] == "2.0%"  # the largest served tier's share, not the provider's

@@ -128,6 +128,8 @@ class SimResult:
     wake_to_answer: list[float] = field(default_factory=list)
     """Seconds from the first request wanting a sleeping tier to the routers sending it
     requests again (held ones first), per wake."""
+    external_tier: str | None = None
+    """The scenario's external tier (its share is in ``share_by_tier``, last), if any."""
     external_requests: int = 0
     """Requests the external tier answered (overflow)."""
     external_spend: float = 0.0
@@ -154,6 +156,7 @@ class SimResult:
             "wakes": self.wakes,
             "fallbacks": self.fallbacks,
             "wakeToAnswerSeconds": [round(x, 1) for x in self.wake_to_answer],
+            "externalTier": self.external_tier,
             "externalRequests": self.external_requests,
             "externalSpend": round(self.external_spend, 4),
             "externalPausedHours": round(self.external_paused_hours, 3),
@@ -635,6 +638,7 @@ class Simulation:
             wakes=self.wakes,
             fallbacks=self.fallbacks,
             wake_to_answer=self.wake_to_answer,
+            external_tier=self.external.name if self.external is not None else None,
             external_requests=self.external_requests,
             external_spend=self.external_spend,
             external_paused_hours=self.external_paused_seconds / 3600.0,
