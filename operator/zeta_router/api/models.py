@@ -337,8 +337,9 @@ class ExternalSpec(SpecModel):
         "estimates the tier's spend rate from the routers' zeta_router_cost_total (rate over "
         "its window x 3600) and, above the cap, pauses the tier: the routers send it nothing "
         "(requests that would go there are answered on the nearest tier that can; one pinned "
-        "to it gets 503 tier_paused) until the estimate is back under 90% of the cap. Needs "
-        "autoscaling (enabled, with prometheus.url). None: no cap.",
+        "to it gets 503 tier_paused) until the estimate is back under 90% of the cap, after at "
+        "least one window paused. Needs autoscaling (enabled, with prometheus.url). None: no "
+        "cap.",
     )
 
     @model_validator(mode="after")
