@@ -328,3 +328,39 @@ def test_https_to_the_provider(
         _no_key_in_logs(r)
     finally:
         provider.stop()
+
+
+def test_a_paused_tier_gets_nothing_and_a_pinned_request_a_clear_error(
+    tmp_path: Path,
+    cluster_tier: FakeUpstream,
+    provider: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The control loop paused hosted for its spend cap: requests scored for it go to small.
+    cfg = _routing(cluster_tier, provider, to_external=True)
+    cfg["tiers"][1]["external"]["paused"] = True
+    cfg["allowForceTier"] = True
+    r = _start(tmp_path, cfg, monkeypatch)
+    try:
+        for _ in range(2):
+            status, headers, body = _chat(r)
+            assert status == 200, body
+            assert headers["x-zeta-tier"] == "small"
+        req = urllib.request.Request(
+            r.url + "/v1/chat/completions",
+            data=json.dumps(
+                {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
+            ).encode(),
+            headers={"Content-Type": "application/json", "X-Zeta-Tier": "hosted"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=60)
+        assert err.value.code == 503
+        assert err.value.headers["Retry-After"] == "60"
+        error = json.loads(err.value.read())["error"]
+        assert error["code"] == "tier_paused"
+        assert "maxCostPerHour" in error["message"]
+        assert provider.stats()["requests"] == 0
+    finally:
+        r.stop()
+    _no_key_in_logs(r)

@@ -120,7 +120,9 @@ def test_where_external_tiers_may_be() -> None:
     assert "spec.tiers[0].model: required (unless the tier is external)" in errors(doc)
     doc = spec()
     doc["autoscaling"] = {"enabled": True, "prometheus": {"url": "http://p:9090"}}
-    assert "spec.autoscaling.enabled: the control loop does not run with an external tier" in (
+    assert parse_zetarouter(doc).autoscaling.enabled  # external tiers at the top: fine
+    doc["tiers"] = [doc["tiers"][0], doc["tiers"][2], doc["tiers"][1]]
+    assert "spec.tiers[1].external: with autoscaling or feedback enabled, external tiers" in (
         errors(doc)
     )
     doc = spec(limits={"requestsPerMinute": 0})

@@ -65,6 +65,7 @@ from zeta_router.api.routing import (
 from zeta_router.api.status import (
     Condition,
     Decision,
+    ExternalTierStatus,
     TierStatus,
     ZetaRouterStatus,
     parse_status,
@@ -88,6 +89,7 @@ __all__ = [
     "EnvVar",
     "ExternalLimits",
     "ExternalSpec",
+    "ExternalTierStatus",
     "FeedbackSpec",
     "LearningSpec",
     "LocalObjectReference",
@@ -326,6 +328,18 @@ class ExternalSpec(SpecModel):
         alias="completionCostPer1kTokens",
         ge=0.0,
         description="Price of 1000 completion tokens (same unit).",
+    )
+    max_cost_per_hour: float | None = Field(
+        default=None,
+        alias="maxCostPerHour",
+        gt=0.0,
+        description="Spend cap, in the prices' currency unit per hour. The control loop "
+        "estimates the tier's spend rate from the routers' zeta_router_cost_total (rate over "
+        "its window x 3600) and, above the cap, pauses the tier: the routers send it nothing "
+        "(requests that would go there are answered on the nearest tier that can; one pinned "
+        "to it gets 503 tier_paused) until the estimate is back under 90% of the cap, after at "
+        "least one window paused. Needs autoscaling (enabled, with prometheus.url). None: no "
+        "cap.",
     )
 
     @model_validator(mode="after")
@@ -1224,7 +1238,9 @@ def _semantic_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
 
 def _external_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
     """Where external tiers may be: routers live in the pods of the tiers the operator runs, so
-    one such tier is needed; the control loop scales Deployments, which external tiers lack."""
+    one such tier is needed. With the control loop, external tiers sit above every tier the
+    operator runs: the loop moves the cut points between the tiers it scales and leaves those
+    into an external tier as written, which only means something at the top of the ladder."""
     external = [i for i, t in enumerate(spec.tiers) if t.external is not None]
     if not external:
         return []
@@ -1237,16 +1253,44 @@ def _external_problems(spec: ZetaRouterSpec) -> list[tuple[str, str]]:
             )
         ]
     problems = []
-    for flag, on in (
-        ("autoscaling.enabled", spec.autoscaling.enabled),
-        ("feedback.enabled", spec.feedback.enabled),
-    ):
-        if on:
+    if spec.loop_enabled:
+        first_served_above = [
+            i for i in external if any(t.external is None for t in spec.tiers[i + 1 :])
+        ]
+        for i in first_served_above:
             problems.append(
                 (
-                    flag,
-                    f"the control loop does not run with an external tier (spec.tiers"
-                    f"[{external[0]}]) yet: turn it off or remove the external tier",
+                    f"tiers[{i}].external",
+                    "with autoscaling or feedback enabled, external tiers come after every "
+                    "tier the operator runs (the control loop moves the cut points between "
+                    "those and keeps the ones into an external tier as written): move this "
+                    "tier to the end of the list",
+                )
+            )
+    if spec.feedback.enabled and len(spec.tiers) - len(external) < 2:
+        problems.append(
+            (
+                "feedback.enabled",
+                "needs at least two tiers the operator runs (external tiers do not count: "
+                "feedback moves only the cut points between the tiers the cluster serves)",
+            )
+        )
+    loop = spec.autoscaling
+    for i in external:
+        ext = spec.tiers[i].external
+        if ext is not None and ext.max_cost_per_hour is not None and not loop.prometheus.url:
+            problems.append(
+                (
+                    f"tiers[{i}].external.maxCostPerHour",
+                    "needs autoscaling.prometheus.url (the spend is estimated from the "
+                    "routers' zeta_router_cost_total) and autoscaling.enabled",
+                )
+            )
+        elif ext is not None and ext.max_cost_per_hour is not None and not loop.enabled:
+            problems.append(
+                (
+                    f"tiers[{i}].external.maxCostPerHour",
+                    "needs autoscaling.enabled (the control loop watches the spend)",
                 )
             )
     return problems

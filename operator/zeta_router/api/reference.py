@@ -87,9 +87,12 @@ Two layers, both with a message that names the field:
      no `model`, image, resources, replicas, ...), every other tier sets `model`; at least
      one tier is not external (the routers live in its pods); `external.baseUrl` is
      `https://` unless `allowInsecureHttp`, with a host, no credentials, query or fragment;
-     autoscaling and feedback are off while a tier is external; the key's Secret is marked
-     for the ZetaRouter (the pod policy, [security.md](security.md));
-   - feedback, when enabled, has `targetLargeShare` or `qualityFloor` and at least two tiers;
+     with autoscaling or feedback enabled, external tiers come after every tier the operator
+     runs; `external.maxCostPerHour` needs `autoscaling.enabled` and
+     `autoscaling.prometheus.url`; the key's Secret is marked for the ZetaRouter (the pod
+     policy, [security.md](security.md));
+   - feedback, when enabled, has `targetLargeShare` or `qualityFloor` and at least two tiers
+     (two the operator runs, when a tier is external);
      `feedback.bounds` name defined contexts, once each, with `min` <= `max`, and each range
      contains its context's thresholds.
 
@@ -182,7 +185,11 @@ stopped, once it holds no request. The grace period (`terminationGracePeriodSeco
   still those the loop started from (`status.thresholdsFrom`): editing them in the spec puts
   the new values in force at once, and the loop carries on from there. A threshold change only
   rewrites the routing ConfigMap (its `generation` goes up by one); routers reload it and no pod
-  restarts.
+  restarts. With external tiers, the loop moves only the cut points between the tiers the
+  operator runs; those into an external tier are always the spec's.
+- External tiers: never scaled; with `external.maxCostPerHour`, the control loop (apply mode)
+  pauses the tier while its estimated spend is above the cap (`status.external[].paused`; the
+  routing ConfigMap marks it, and the routers send it nothing).
 """
 
 OUTRO = """\

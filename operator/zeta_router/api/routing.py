@@ -103,6 +103,13 @@ class RoutingExternal(_Model):
     completion_cost_per_1k_tokens: float = Field(
         default=0.0, ge=0.0, alias="completionCostPer1kTokens"
     )
+    # Absent unless paused, so routing files without a spend cap stay as they were.
+    paused: Literal[True] | None = Field(
+        default=None,
+        description="Paused by the control loop for the tier's spend cap (maxCostPerHour): no "
+        "request is sent there; a request that wants it is answered on the nearest tier "
+        "that can, one pinned to it gets 503 tier_paused.",
+    )
 
 
 class RoutingTier(_Model):

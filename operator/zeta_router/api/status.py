@@ -79,6 +79,29 @@ class TierStatus(_Status):
     )
 
 
+class ExternalTierStatus(_Status):
+    """An external tier's spend, as the control loop estimates it, and its pause."""
+
+    name: str = Field(description="Tier name.")
+    cost_per_hour: float | None = Field(
+        default=None,
+        description="Estimated spend per hour (the routers' zeta_router_cost_total, rate over "
+        "the loop's window x 3600), in the tier's prices' unit; absent: no data.",
+    )
+    max_cost_per_hour: float | None = Field(
+        default=None, description="The tier's spend cap (external.maxCostPerHour)."
+    )
+    paused: bool = Field(
+        default=False,
+        description="The routers send the tier nothing: its spend went over maxCostPerHour "
+        "(Events ExternalTierPaused and ExternalTierResumed say when, with the figures).",
+    )
+    since: str | None = Field(
+        default=None, description="When it was last paused or resumed (RFC 3339)."
+    )
+    reason: str | None = Field(default=None, description="Why, with the figures.")
+
+
 class Decision(_Status):
     """The control loop's last decision."""
 
@@ -165,6 +188,11 @@ class ZetaRouterStatus(_Status):
     )
     thresholds_summary: str | None = Field(
         default=None, description="The thresholds in one line, e.g. ZetaHRM=0.4 default=0.5."
+    )
+    external: list[ExternalTierStatus] | None = Field(
+        default=None,
+        description="External tiers, while the control loop runs: estimated spend per hour "
+        "and whether each is paused for its spend cap.",
     )
     last_decision: Decision | None = Field(
         default=None, description="The control loop's last decision."

@@ -16,6 +16,10 @@ reconciliation, which renders the children with it, applies them and writes the 
   the loop chose, from which the controller's drift repair renders between intervals.
   Thresholds do not move again until every router reports the routing generation that carries
   the last change (``zeta_router_config_generation``).
+- External tiers: ``status.external`` holds each one's estimated spend per hour and whether it
+  is paused for its ``maxCostPerHour`` (the policy's spend rule); a pause or resume is a change
+  like any other (rendered into the routing ConfigMap's ``external.paused``, Events
+  ``ExternalTierPaused`` / ``ExternalTierResumed``).
 - ``mode: advisory``: nothing is applied; the recommendation is in the status and the Events.
 - Feedback without autoscaling moves thresholds only; replicas stay the user's.
 - A Normal Event per change, and ``zeta_operator_decisions_total{kind,direction}``; every
@@ -76,7 +80,7 @@ log = logging.getLogger(__name__)
 DECISIONS = Counter(
     "zeta_operator_decisions_total",
     "Changes decided by the control loop (applied, or recommended in advisory mode), by kind "
-    "(replicas, thresholds) and direction (up, down).",
+    "(replicas, thresholds, spend: an external tier paused or resumed) and direction (up, down).",
     ("kind", "direction"),
 )
 INTERVALS = Counter(
@@ -102,6 +106,8 @@ _REASONS = {
     ("replicas", "down"): "ScaledDown",
     ("thresholds", "up"): "ThresholdsRaised",
     ("thresholds", "down"): "ThresholdsLowered",
+    ("spend", "down"): "ExternalTierPaused",
+    ("spend", "up"): "ExternalTierResumed",
 }
 TIER_SLEPT = "TierSlept"
 TIER_WOKEN = "TierWoken"
@@ -289,7 +295,8 @@ class ControlLoop:
         contexts = dict(state.contexts)
         for ctx in settings.policy.contexts:
             now_cuts = running.thresholds.get(ctx.name)
-            spec_cuts = settings.spec_thresholds.get(ctx.name)
+            spec_all = settings.spec_thresholds.get(ctx.name)
+            spec_cuts = None if spec_all is None else settings.loop_cuts(spec_all)
             if now_cuts is None or spec_cuts is None or len(now_cuts) != len(spec_cuts):
                 continue
             shift = tuple(max(0.0, n - s) for n, s in zip(now_cuts, spec_cuts, strict=True))
@@ -320,7 +327,8 @@ class ControlLoop:
             return Running(replicas=replicas, thresholds={}, generation=None)
         return Running(
             replicas=replicas,
-            thresholds={c.name: tuple(c.thresholds) for c in routing.contexts},
+            # The cut points the loop moves (those into an external tier are the spec's).
+            thresholds={c.name: settings.loop_cuts(c.thresholds) for c in routing.contexts},
             generation=routing.generation,
         )
 
@@ -427,8 +435,9 @@ class ControlLoop:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         generation = int(meta.get("generation") or 0)
         last = self._last_decision(decision, now, mem, advisory=False)
-        chosen = {k: list(v) for k, v in decision.thresholds.items()}
+        chosen = {k: settings.full_cuts(k, v) for k, v in decision.thresholds.items()}
         started_from = {k: list(v) for k, v in settings.spec_thresholds.items()}
+        external = external_status(settings, decision, now, body)
 
         def next_state(routing_generation: int | None) -> PolicyState:
             if not decision.thresholds_changed:
@@ -444,6 +453,8 @@ class ControlLoop:
                 "thresholdsFrom": started_from,
                 "loopState": next_state(routing_generation).to_dict(),
             }
+            if external is not None:
+                fields["external"] = external
             if last is not None:
                 fields["lastDecision"] = last
             return fields
@@ -458,6 +469,7 @@ class ControlLoop:
                 status_fields=status_fields,
                 conditions=(metrics,),
                 tier_fields=sleep_fields(decision, now),
+                external=external,
             )
             outcome = self.reconciler.reconcile(body, "autoscale", choice)
             routing_generation = outcome.routing_generation
@@ -491,6 +503,9 @@ class ControlLoop:
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
         fields: dict[str, Any] = {"loopState": decision.state.to_dict()}
+        external = external_status(settings, decision, now, body)
+        if external is not None:
+            fields["external"] = external
         last = self._last_decision(decision, now, mem, advisory=True)
         if last is not None:
             fields["lastDecision"] = last
@@ -519,6 +534,8 @@ class ControlLoop:
             self.kube,
             str(meta["namespace"]),
             str(meta["name"]),
+            # No estimate, and nothing paused, without the loop (render unpauses at once).
+            fields={"external": None},
             conditions=[
                 condition(
                     METRICS_AVAILABLE,
@@ -530,6 +547,40 @@ class ControlLoop:
             ],
             current=body,
         )
+
+
+def external_status(
+    settings: LoopSettings, decision: Decision, now: float, body: Mapping[str, Any]
+) -> list[dict[str, Any]] | None:
+    """``status.external``: each external tier's estimated spend per hour, its cap, and whether
+    (since when, why) it is paused. None: the ZetaRouter has no external tier."""
+    if not settings.target.external:
+        return None
+    before = {
+        str(e.get("name")): e
+        for e in (body.get("status") or {}).get("external") or []
+        if isinstance(e, Mapping)
+    }
+    reasons = {c.target: c.reason for c in decision.changes if c.kind == "spend"}
+    out: list[dict[str, Any]] = []
+    for tier in settings.target.external:
+        entry: dict[str, Any] = {"name": tier, "paused": tier in decision.paused}
+        rate = decision.spend_per_hour.get(tier)
+        if rate is not None:
+            entry["costPerHour"] = round(rate, 6)
+        cap = settings.spend_caps.get(tier)
+        if cap is not None:
+            entry["maxCostPerHour"] = cap
+        old = before.get(tier) or {}
+        if tier in reasons:
+            entry["since"] = _rfc3339(now)
+            entry["reason"] = reasons[tier][:1024]
+        elif bool(old.get("paused")) == entry["paused"]:
+            for key in ("since", "reason"):
+                if old.get(key) is not None:
+                    entry[key] = old[key]
+        out.append(entry)
+    return out
 
 
 def sleep_change(change: Change) -> str | None:

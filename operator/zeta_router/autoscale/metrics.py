@@ -64,6 +64,11 @@ LABEL_COMPONENT = "app_kubernetes_io_component"
 LABEL_TIER = "zeta_ai_tier"
 
 COMPONENT_MODEL_SERVER = "model-server"
+REFUSED_REASONS = "http_429|busy"
+"""Tier failures that mean "no capacity" (``router.upstream``): demand the tier's queue lacks."""
+COST_METRIC = "zeta_router_cost_total"
+"""The routers' estimate of what an external tier's answers cost (``router.metrics``)."""
+SECONDS_PER_HOUR = 3600
 COMPONENT_ROUTER = "router"
 
 
@@ -80,7 +85,10 @@ class RouterTarget:
     namespace: str
     name: str
     tiers: tuple[TierTarget, ...]
+    """The tiers the operator runs (external tiers have no model server to read)."""
     contexts: tuple[str, ...]
+    external: tuple[str, ...] = ()
+    """External tiers, whose spend rate is read from the routers' cost counter."""
 
 
 def _quote(value: str) -> str:
@@ -110,6 +118,8 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
         f"(rate(zeta_router_upstream_ttft_seconds_bucket{{{s}}}[{w}])))",
         "request_rate": f"sum by (tier) (rate(zeta_router_requests_total{{{s}}}[{w}]))",
         "wanting": f"sum by (tier) (increase(zeta_router_wake_requests_total{{{s}}}[{w}]))",
+        "refused": "sum by (tier) (rate(zeta_router_tier_failures_total"
+        f'{{{s},reason=~"{REFUSED_REASONS}"}}[{w}]))',
         "context_requests": "sum by (context, tier) "
         f'(increase(zeta_router_requests_total{{{s},code=~"2.."}}[{w}]))',
         "context_scores": "sum by (context, le) "
@@ -121,14 +131,22 @@ def build_queries(target: RouterTarget, window_seconds: float) -> dict[str, str]
         "routers": f"count(zeta_router_config_generation{{{s}}})",
     }
     if len(target.tiers) > 1:
-        largest = _quote(target.tiers[-1].name)
+        # Quality of the requests kept below the largest tier the cluster runs (an external
+        # tier's answers are no part of it).
+        if target.external:
+            above = "|".join([target.tiers[-1].name, *target.external])
+            not_kept = f"tier!~{_quote(above)}"
+        else:
+            not_kept = f"tier!={_quote(target.tiers[-1].name)}"
         q["feedback_sum"] = (
-            "sum by (context) "
-            f"(increase(zeta_router_feedback_score_sum{{{s},tier!={largest}}}[{w}]))"
+            f"sum by (context) (increase(zeta_router_feedback_score_sum{{{s},{not_kept}}}[{w}]))"
         )
         q["feedback_count"] = (
-            "sum by (context) "
-            f"(increase(zeta_router_feedback_score_count{{{s},tier!={largest}}}[{w}]))"
+            f"sum by (context) (increase(zeta_router_feedback_score_count{{{s},{not_kept}}}[{w}]))"
+        )
+    if target.external:
+        q["spend_per_hour"] = (
+            f"sum by (tier) (rate({COST_METRIC}{{{s}}}[{w}])) * {SECONDS_PER_HOUR}"
         )
     if "vllm" in engines:
         q["vllm_waiting"] = f"sum {by_tier} ({VLLM_WAITING}{{{s}}})"
@@ -189,6 +207,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
     request_rate = _by(results.get("request_rate", []), "tier")
     router_ttft = _by(results.get("router_ttft_p90", []), "tier")
     wanting = _by(results.get("wanting", []), "tier")
+    refused = _by(results.get("refused", []), "tier")
     tiers: dict[str, TierSample] = {}
     for t in target.tiers:
         if t.engine == "vllm":
@@ -220,6 +239,7 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
             ttft_p90_seconds=ttft,
             request_rate=rate,
             wanting=wanting.get(t.name),
+            refused_rate=refused.get(t.name, 0.0 if routers_report else None),
         )
 
     contexts: dict[str, ContextSample] = {}
@@ -250,11 +270,20 @@ def assemble(target: RouterTarget, results: Mapping[str, Result]) -> MetricsSnap
             quality_samples=samples,
         )
     generation = _scalar(results.get("generation_min", []))
+    spend = _by(results.get("spend_per_hour", []), "tier")
+    spend_per_hour: dict[str, float] = {}
+    for ext in target.external:
+        if ext in spend:
+            spend_per_hour[ext] = spend[ext]
+        elif routers_report:
+            # Routers report, but none has counted a cost for this tier: it spent nothing.
+            spend_per_hour[ext] = 0.0
     return MetricsSnapshot(
         status=MetricsStatus.OK,
         tiers=tiers,
         contexts=contexts,
         config_generation=None if generation is None else int(generation),
+        spend_per_hour=spend_per_hour,
     )
 
 

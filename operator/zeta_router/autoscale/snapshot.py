@@ -49,6 +49,20 @@ class TierSample:
     wanting: float | None = None
     """Requests that wanted the tier while it was asleep (the routers answered them elsewhere or
     held them), in the window; None: the routers reported none."""
+    refused_rate: float | None = None
+    """Requests per second the tier refused for lack of capacity (it answered 429, or every
+    connection a router may open to it was busy): they went to another tier (an external
+    overflow tier, often) or failed. Demand the tier did not see in its queue."""
+
+    @property
+    def demand_in_flight(self) -> float | None:
+        """In-flight requests, plus what the refused ones would add at the tier's own pace
+        (Little's law: in flight / answered per second is each request's time there)."""
+        in_flight = self.in_flight
+        refused, rate = self.refused_rate, self.request_rate
+        if in_flight is None or not refused or not rate:
+            return in_flight
+        return in_flight * (1.0 + refused / rate)
 
     @property
     def in_flight(self) -> float | None:
@@ -138,6 +152,9 @@ class MetricsSnapshot:
     contexts: Mapping[str, ContextSample] = field(default_factory=dict)
     config_generation: int | None = None
     """Lowest routing-config generation reported by the routers (None: none reported)."""
+    spend_per_hour: Mapping[str, float] = field(default_factory=dict)
+    """Estimated spend rate of each external tier (its cost counter's rate x 3600, in its
+    prices' unit per hour); a tier absent: no data."""
 
     @property
     def available(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 from zeta_router.api import defaults
 from zeta_router.api.models import (
+    ExternalTierStatus,
     SpecError,
     TierStatus,
     ZetaRouterStatus,
@@ -35,7 +36,7 @@ from zeta_router.controller import rollout
 from zeta_router.controller.replicas import ReplicaBounds, desired_replicas
 from zeta_router.render import names
 from zeta_router.render.children import loop_desired_replicas, render
-from zeta_router.render.configmap import asleep_tiers
+from zeta_router.render.configmap import asleep_tiers, paused_tiers
 from zeta_router.render.networkpolicy import build_network_policy
 
 __all__ = ["Desired", "LoopChoice", "PolicyError", "RenderSettings", "SpecError", "compute"]
@@ -76,6 +77,8 @@ class LoopChoice:
     conditions: tuple[Mapping[str, Any], ...] = ()
     tier_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """More status fields per tier (e.g. ``sleep``), written with ``desiredReplicas``."""
+    external: Sequence[Mapping[str, Any]] | None = None
+    """``status.external`` as the loop records it (external tiers' spend, which are paused)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def with_loop_choice(status: ZetaRouterStatus, choice: LoopChoice | None) -> Zet
     if choice is None:
         return status
     update: dict[str, Any] = {}
+    if choice.external is not None:
+        update["external"] = [ExternalTierStatus.model_validate(e) for e in choice.external]
     if choice.thresholds is not None:
         update["thresholds"] = {k: list(v) for k, v in choice.thresholds.items()}
         update["thresholds_from"] = {k: list(v) for k, v in choice.thresholds_from.items()}
@@ -162,6 +167,7 @@ def compute(
         learned=learned,
         pdb_api_version=cfg.pdb_api_version,
         asleep=asleep_tiers(spec, replicas, ready),
+        paused=paused_tiers(spec, status),
     )
     enforce(name, spec, out.children, cfg.pod_policy, secret_annotations or {})
     children = list(out.children)

@@ -105,14 +105,17 @@ def render(
     learned: Mapping[str, LearnedCorrection] | None = None,
     pdb_api_version: str = names.PDB.api_version,
     asleep: Collection[str] = (),
+    paused: Collection[str] = (),
 ) -> Rendered:
     """The children of ZetaRouter ``namespace/name`` (see the module docstring). ``learned``:
     the corrections in the learner's store (``render.learned.parse_model_store``).
-    ``asleep``: the tiers the routers treat as asleep (``render.configmap.asleep_tiers``)."""
+    ``asleep``: the tiers the routers treat as asleep (``render.configmap.asleep_tiers``).
+    ``paused``: the external tiers paused for their spend cap
+    (``render.configmap.paused_tiers``)."""
     thresholds = effective_thresholds(spec, status)
     corrections = effective_corrections(spec, learned or {})
     config = build_routing_config(
-        name, namespace, spec, thresholds, learned=corrections, asleep=asleep
+        name, namespace, spec, thresholds, learned=corrections, asleep=asleep, paused=paused
     )
     last = status.routing_generation if status is not None else None
     config = config.model_copy(

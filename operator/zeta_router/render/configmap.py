@@ -95,6 +95,20 @@ def asleep_tiers(
     return out
 
 
+def paused_tiers(spec: ZetaRouterSpec, status: ZetaRouterStatus | None) -> set[str]:
+    """The external tiers the routers must treat as paused: while the control loop owns
+    replicas (autoscaling in apply mode), those with a spend cap that the loop marked paused in
+    ``status.external`` (a cap removed from the spec unpauses at once)."""
+    if status is None or not status.external or not spec.loop_owns_replicas:
+        return set()
+    capped = {
+        t.name
+        for t in spec.tiers
+        if t.external is not None and t.external.max_cost_per_hour is not None
+    }
+    return {e.name for e in status.external if e.paused and e.name in capped}
+
+
 def tier_url(router: str, namespace: str, tier: str, port: int) -> str:
     """In-cluster URL of a tier's Service."""
     return f"http://{names.tier_object_name(router, tier)}.{namespace}.svc:{port}"
@@ -163,6 +177,7 @@ def build_routing_config(
     generation: int = 0,
     learned: Mapping[str, LearnedCorrection] | None = None,
     asleep: Collection[str] = (),
+    paused: Collection[str] = (),
 ) -> RoutingConfig:
     """The routing configuration of ZetaRouter ``namespace/name``.
 
@@ -170,7 +185,8 @@ def build_routing_config(
     missing from it use the spec's. ``generation``: see :func:`routing_generation`.
     ``learned``: the learned correction per context (normally
     ``render.learned.effective_corrections``). ``asleep``: the tiers that sleep (normally
-    :func:`asleep_tiers`).
+    :func:`asleep_tiers`). ``paused``: the external tiers paused for their spend cap
+    (normally :func:`paused_tiers`).
     """
     chosen = dict(thresholds or {})
     corrections = dict(learned or {})
@@ -179,9 +195,7 @@ def build_routing_config(
         generation=generation,
         router=r.model_name or name,
         tiers=[
-            routing_tier(name, namespace, t).model_copy(
-                update={"asleep": True if t.name in asleep else None}
-            )
+            _marked(routing_tier(name, namespace, t), t.name in asleep, t.name in paused)
             for t in spec.tiers
         ],
         contexts=[
@@ -210,6 +224,14 @@ def build_routing_config(
         scorer=r.scorer,
         learning=routing_learning(spec),
     )
+
+
+def _marked(tier: RoutingTier, asleep: bool, paused: bool) -> RoutingTier:
+    """``tier`` with its asleep mark, and (an external tier) its paused mark."""
+    update: dict[str, Any] = {"asleep": True if asleep else None}
+    if tier.external is not None:
+        update["external"] = tier.external.model_copy(update={"paused": True if paused else None})
+    return tier.model_copy(update=update)
 
 
 def routing_generation(

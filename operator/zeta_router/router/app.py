@@ -116,6 +116,7 @@ class Router:
             {c.name: list(c.selector.cuts) for c in config.contexts.values()},
             [t.name for t in config.tiers],
         )
+        self.metrics.start_costs([t.name for t in config.tiers if t.external is not None])
 
     def set_config(self, config: RuntimeConfig) -> None:
         old = self.config

@@ -58,6 +58,11 @@ class Tier:
     api_key: str | None = field(default=None, repr=False)
     asleep: bool = False  # at zero replicas (or waking): no request goes there
 
+    @property
+    def paused(self) -> bool:
+        """An external tier paused for its spend cap: no request goes there."""
+        return self.external is not None and bool(self.external.paused)
+
 
 @dataclass(frozen=True, slots=True)
 class Context:

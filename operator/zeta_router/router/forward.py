@@ -30,7 +30,7 @@ from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.picker import Pick, prefix_key
 from zeta_router.router.relay import decision_headers, relay
 from zeta_router.router.replicas import Replica
-from zeta_router.router.sleep import awake_order
+from zeta_router.router.sleep import awake_order, unpaused_order
 from zeta_router.router.upstream import (
     FAILOVER_STATUSES,
     KEY_REFUSED_STATUSES,
@@ -79,6 +79,8 @@ class Forwarder:
             cfg.source.failover and not d.forced,
             cfg.overflow if not d.forced else frozenset(),  # (a pinned tier is the client's)
         )
+        if any(t.paused for t in cfg.tiers):
+            order = unpaused_order(order, cfg, fallback=not d.forced)
         if cfg.tiers[d.tier].asleep:
             order = awake_order(order, cfg, fallback=not d.forced)
             d.asleep = cfg.tiers[d.tier].name

@@ -293,6 +293,13 @@ class RouterMetrics:
         if cost > 0:
             self.child(self.cost, tier).inc(cost)  # type: ignore[attr-defined]
 
+    def start_costs(self, tiers: Sequence[str]) -> None:
+        """Export ``zeta_router_cost_total`` at 0 for each external tier before its first
+        answer: a rate() over a series that appears with its first cost already counted misses
+        that cost (the control loop's spend estimate reads that rate)."""
+        for tier in tiers:
+            self.child(self.cost, tier)
+
     def client_timeout(self, phase: str) -> None:
         self.child(self.client_timeouts, phase).inc()  # type: ignore[attr-defined]
 

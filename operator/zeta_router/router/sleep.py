@@ -27,6 +27,8 @@ ASLEEP_HEADER = "x-zeta-tier-asleep"
 POLL_SECONDS = 0.1
 #: Retry-After of a request pinned to a sleeping tier (it is waking meanwhile).
 RETRY_AFTER_SECONDS = 10
+#: Retry-After of a request pinned to a paused external tier (it stays paused a window at least).
+PAUSED_RETRY_AFTER_SECONDS = 60
 
 
 def asleep_tier(cfg: RuntimeConfig, index: int) -> Tier | None:
@@ -44,7 +46,7 @@ def awake_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = True)
     if not out and fallback and order:
         chosen, n = order[0], len(cfg.tiers)
         nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
-        out = [i for i in nearest if not cfg.tiers[i].asleep][:1]
+        out = [i for i in nearest if not cfg.tiers[i].asleep and not cfg.tiers[i].paused][:1]
     if not out:
         names = ", ".join(cfg.tiers[i].name for i in order)
         raise ApiError(
@@ -52,6 +54,28 @@ def awake_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = True)
             f"tier {names} is asleep at zero replicas and is waking up; retry shortly",
             code="tier_asleep",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    return out
+
+
+def unpaused_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = True) -> list[int]:
+    """The attempt order without external tiers paused for their spend cap (the control loop
+    marks them; see docs/autoscaling.md). When that leaves none and ``fallback`` holds, the
+    nearest tier that is neither paused nor asleep (larger first) answers instead; a request
+    pinned to a paused tier (``fallback`` False) gets :class:`ApiError` 503 ``tier_paused``."""
+    out = [i for i in order if not cfg.tiers[i].paused]
+    if not out and fallback and order:
+        chosen, n = order[0], len(cfg.tiers)
+        nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
+        out = [i for i in nearest if not cfg.tiers[i].paused and not cfg.tiers[i].asleep][:1]
+    if not out:
+        names = ", ".join(cfg.tiers[i].name for i in order)
+        raise ApiError(
+            503,
+            f"tier {names} is paused: its estimated spend is over its maxCostPerHour; retry "
+            "later, or without X-Zeta-Tier",
+            code="tier_paused",
+            headers={"Retry-After": str(PAUSED_RETRY_AFTER_SECONDS)},
         )
     return out
 

@@ -50,6 +50,7 @@ class PolicyController:
             replicas=dict(decision.replicas),
             thresholds=dict(decision.thresholds),
             decisions=len(decision.changes),
+            paused=decision.paused,
         )
 
     def wake(self, tier: str, now: float) -> Control | None:

@@ -41,6 +41,8 @@ class Control:
     thresholds: Mapping[str, tuple[float, ...]]
     decisions: int = 0
     """Changes decided in this interval (for the report)."""
+    paused: frozenset[str] | None = None
+    """External tiers paused for their spend cap (None: unchanged)."""
 
 
 class Controller(Protocol):
@@ -76,6 +78,8 @@ class _Tier:
     """When requests wanted this tier while it slept (in the metrics window)."""
     wake_pending: bool = False
     notice_pending: bool = False
+    refused: deque[float] = field(default_factory=deque)
+    """When the tier refused a request for lack of capacity (in the metrics window)."""
 
     def account(self, now: float, until: float) -> None:
         t = min(now, until)
@@ -124,6 +128,14 @@ class SimResult:
     wake_to_answer: list[float] = field(default_factory=list)
     """Seconds from the first request wanting a sleeping tier to the routers sending it
     requests again (held ones first), per wake."""
+    external_tier: str | None = None
+    """The scenario's external tier (its share is in ``share_by_tier``, last), if any."""
+    external_requests: int = 0
+    """Requests the external tier answered (overflow)."""
+    external_spend: float = 0.0
+    """What they cost, in the prices' unit."""
+    external_paused_hours: float = 0.0
+    """Hours the external tier was paused for its spend cap."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -144,6 +156,10 @@ class SimResult:
             "wakes": self.wakes,
             "fallbacks": self.fallbacks,
             "wakeToAnswerSeconds": [round(x, 1) for x in self.wake_to_answer],
+            "externalTier": self.external_tier,
+            "externalRequests": self.external_requests,
+            "externalSpend": round(self.external_spend, 4),
+            "externalPausedHours": round(self.external_paused_hours, 3),
         }
 
 
@@ -184,6 +200,16 @@ class Simulation:
         self.asleep_seconds = [0.0] * len(self.tiers)
         self.first_wanting: dict[int, float] = {}
         self.wake_to_answer: list[float] = []
+        self.external = scenario.external
+        self.external_index = len(self.tiers)
+        """``tier_of`` of a request the external tier answered."""
+        self.external_paused = False
+        self.external_paused_since: float | None = None
+        self.external_paused_seconds = 0.0
+        self.external_spent: deque[tuple[float, float]] = deque()
+        """(time, cost) of the external tier's answers in the metrics window."""
+        self.external_spend = 0.0
+        self.external_requests = 0
 
     # ---- event plumbing
 
@@ -226,7 +252,52 @@ class Simulation:
             tier_i = self._asleep(tier_i, req, now)
             if tier_i < 0:
                 return  # held while the tier wakes
+        if self.external is not None and self._refuses(tier_i, now):
+            # The model servers refuse past their queue bound: failover, larger tiers first,
+            # then the external tier as the last resort (unless it is paused).
+            n = len(self.tiers)
+            for i in [*range(tier_i + 1, n), *range(tier_i - 1, -1, -1)]:
+                if not self.tiers[i].asleep and not self._refuses(i, now):
+                    tier_i = i
+                    break
+            else:
+                if not self.external_paused:
+                    self._overflow(req, now)
+                    return
         self._enqueue(tier_i, req, now)
+
+    def _refuses(self, tier_i: int, now: float) -> bool:
+        """A tier of the cluster refuses a request (429): its queue is at its bound (counted,
+        as the routers' zeta_router_tier_failures_total{reason="http_429"})."""
+        assert self.external is not None
+        tier = self.tiers[tier_i]
+        ready = len(tier.serving(now))
+        bound = self.external.refuse_queue_per_replica * ready
+        if ready == 0 or len(tier.queue) < bound:
+            return ready == 0
+        tier.refused.append(now)
+        return True
+
+    def _overflow(self, req: int, now: float) -> None:
+        """The external tier answers: its own TTFT, its price."""
+        ext = self.external
+        assert ext is not None
+        self.tier_of[req] = self.external_index
+        self.ttft[req] = ext.ttft_seconds
+        cost = ext.cost(self.trace.prompt_tokens[req], self.trace.output_tokens[req])
+        self.external_spend += cost
+        self.external_requests += 1
+        self.external_spent.append((now, cost))
+
+    def _set_paused(self, paused: bool, now: float) -> None:
+        if paused == self.external_paused:
+            return
+        self.external_paused = paused
+        if paused:
+            self.external_paused_since = now
+        else:
+            self.external_paused_seconds += now - (self.external_paused_since or now)
+            self.external_paused_since = None
 
     def _asleep(self, tier_i: int, req: int, now: float) -> int:
         """A request for a sleeping tier: counted (it wakes the tier, ``wake_seconds`` later),
@@ -367,6 +438,8 @@ class Simulation:
             self.generation += 1
         self.thresholds.update(new)
         self.decisions += control.decisions
+        if control.paused is not None and self.external is not None:
+            self._set_paused(self.external.name in control.paused, now)
 
     # ---- metrics
 
@@ -381,6 +454,8 @@ class Simulation:
                 tier.completed.popleft()
             while tier.wanting and tier.wanting[0] < horizon:
                 tier.wanting.popleft()
+            while tier.refused and tier.refused[0] < horizon:
+                tier.refused.popleft()
             serving = [r for r in tier.replicas if r.ready_at <= now]
             ready = sum(1 for r in serving if not r.draining)
             running = float(sum(r.active for r in serving))
@@ -398,6 +473,7 @@ class Simulation:
                 ttft_p90_seconds=p90,
                 request_rate=len(tier.completed) / window,
                 wanting=float(len(tier.wanting)) if tier.spec.may_sleep else None,
+                refused_rate=len(tier.refused) / window if self.external is not None else None,
             )
         while self.routed and self.routed[0][0] < horizon:
             self.routed.popleft()
@@ -426,11 +502,17 @@ class Simulation:
                 quality=agree_sum / agree_n if agree_n else None,
                 quality_samples=float(agree_n),
             )
+        spend: dict[str, float] = {}
+        if self.external is not None:
+            while self.external_spent and self.external_spent[0][0] < horizon:
+                self.external_spent.popleft()
+            spend[self.external.name] = sum(c for _, c in self.external_spent) / window * 3600.0
         return MetricsSnapshot(
             status=MetricsStatus.OK,
             tiers=tiers,
             contexts=contexts,
             config_generation=self.generation,
+            spend_per_hour=spend,
         )
 
     # ---- main loop
@@ -484,6 +566,8 @@ class Simulation:
             tier.account(end, end)
         for tier_i, since in list(self.asleep_since.items()):
             self.asleep_seconds[tier_i] += max(0.0, end - since)
+        if self.external_paused_since is not None:
+            self.external_paused_seconds += max(0.0, end - self.external_paused_since)
         return self._result()
 
     def _idle(self) -> bool:
@@ -518,11 +602,19 @@ class Simulation:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
         specs = self.scenario.tiers
-        counts = [0] * len(specs)
+        counts = [0] * (len(specs) + 1)
         quality = 0.0
-        for req, tier_i in enumerate(self.tier_of):
+        for req, routed in enumerate(self.tier_of):
+            tier_i = routed if routed >= 0 else len(specs) - 1  # (never routed: as before)
             counts[tier_i] += 1
-            quality += specs[tier_i].p_correct(self.trace.score[req])
+            score = self.trace.score[req]
+            if tier_i == self.external_index and self.external is not None:
+                quality += self.external.p_correct(score)
+            else:
+                quality += specs[tier_i].p_correct(score)
+        shares = {s.name: counts[i] / n if n else 0.0 for i, s in enumerate(specs)}
+        if self.external is not None:
+            shares[self.external.name] = counts[self.external_index] / n if n else 0.0
         return SimResult(
             controller=self.controller.name,
             trace=self.trace.name,
@@ -533,7 +625,7 @@ class Simulation:
             ttft_p50=pct(0.5),
             ttft_p90=pct(0.9),
             ttft_p99=pct(0.99),
-            share_by_tier={s.name: counts[i] / n if n else 0.0 for i, s in enumerate(specs)},
+            share_by_tier=shares,
             quality=quality / n if n else 0.0,
             decisions=self.decisions,
             unserved=unserved,
@@ -546,6 +638,10 @@ class Simulation:
             wakes=self.wakes,
             fallbacks=self.fallbacks,
             wake_to_answer=self.wake_to_answer,
+            external_tier=self.external.name if self.external is not None else None,
+            external_requests=self.external_requests,
+            external_spend=self.external_spend,
+            external_paused_hours=self.external_paused_seconds / 3600.0,
         )
 
 

@@ -30,21 +30,29 @@ def compare(
 
 
 def format_table(results: Sequence[SimResult]) -> str:
+    external = any(r.external_tier is not None for r in results)
     header = (
         f"{'trace':<10} {'controller':<12} {'requests':>9} {'GPU-h':>8} {'vs static':>9} "
         f"{'SLO':>8} {'TTFT p90':>9} {'large':>6} {'quality':>8} {'changes':>8}"
     )
+    if external:
+        header += f" {'external':>8} {'spend':>9}"
     lines = [header, "-" * len(header)]
     static = {r.trace: r.gpu_hours for r in results if r.controller == "static"}
     for r in results:
         base = static.get(r.trace)
         vs = f"{(r.gpu_hours / base - 1) * 100:+.1f}%" if base else "n/a"
-        large = r.share_by_tier[list(r.share_by_tier)[-1]]
-        lines.append(
+        served = [t for t in r.share_by_tier if t != r.external_tier]
+        large = r.share_by_tier[served[-1]]
+        line = (
             f"{r.trace:<10} {r.controller:<12} {r.requests:>9} {r.gpu_hours:>8.2f} {vs:>9} "
             f"{r.slo_attainment * 100:>7.2f}% {r.ttft_p90:>8.2f}s {large * 100:>5.1f}% "
             f"{r.quality * 100:>7.2f}% {r.decisions:>8}"
         )
+        if external:
+            share = r.share_by_tier.get(r.external_tier or "", 0.0)
+            line += f" {share * 100:>7.1f}% {r.external_spend:>9.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

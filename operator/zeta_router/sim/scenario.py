@@ -77,6 +77,38 @@ class SimTier(_Model):
         return min(1.0, max(0.0, self.quality_intercept - self.quality_slope * score))
 
 
+class SimExternal(_Model):
+    """An external provider as an overflow-only tier (``tiers[].external`` with
+    ``overflowOnly``): no replicas or GPUs, a fixed time to first token, a price per token, and
+    a request only when every tier of the cluster refused it."""
+
+    name: str = "hosted"
+    ttft_seconds: float = Field(default=0.8, ge=0, description="The provider's TTFT.")
+    prompt_cost_per_1k_tokens: float = Field(default=0.0, ge=0)
+    completion_cost_per_1k_tokens: float = Field(default=0.0, ge=0)
+    max_cost_per_hour: float | None = Field(
+        default=None, gt=0, description="The spend cap (external.maxCostPerHour); None: none."
+    )
+    refuse_queue_per_replica: float = Field(
+        default=8.0,
+        gt=0,
+        description="A tier of the cluster refuses a request (429, which fails over) once its "
+        "queue holds this many per ready replica, or while it has none ready: the model "
+        "servers' own queue bound. Only with an external tier; without one requests queue.",
+    )
+    quality_intercept: float = Field(default=0.92, ge=0, le=1)
+    quality_slope: float = Field(default=0.15, ge=0)
+
+    def p_correct(self, score: float) -> float:
+        return min(1.0, max(0.0, self.quality_intercept - self.quality_slope * score))
+
+    def cost(self, prompt_tokens: float, output_tokens: float) -> float:
+        return (
+            prompt_tokens * self.prompt_cost_per_1k_tokens
+            + output_tokens * self.completion_cost_per_1k_tokens
+        ) / 1000.0
+
+
 class SimContext(_Model):
     name: str
     thresholds: list[float]
@@ -113,6 +145,10 @@ class Scenario(_Model):
         ge=0,
         description="From the first request wanting a sleeping tier to the operator scaling it "
         "from zero (it reads the routers every 2s).",
+    )
+    external: SimExternal | None = Field(
+        default=None,
+        description="An external provider above the tiers, as overflow only (see SimExternal).",
     )
     wake_notice_seconds: float = Field(
         default=60.0,
@@ -164,6 +200,11 @@ class Scenario(_Model):
             scale_down_delay_seconds=self.scale_down_delay_seconds,
             max_gpus=self.max_gpus,
             load_shift=self.load_shift,
+            spend_caps=(
+                {self.external.name: self.external.max_cost_per_hour}
+                if self.external is not None and self.external.max_cost_per_hour is not None
+                else {}
+            ),
             feedback=FeedbackPolicy(
                 enabled=self.feedback_enabled,
                 target_large_share=self.target_large_share,

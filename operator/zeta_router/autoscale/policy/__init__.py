@@ -17,6 +17,10 @@ Replicas, per tier (smallest first):
     pressure asks for ``ceil(ready * ttft / target)``. Scale-ups are bounded (at most double,
     at least one) and counted from the replicas already asked for, so replicas that are still
     starting are not asked for twice.
+  * refused requests: a tier that refused requests for lack of capacity (429, or the routers'
+    connections to it busy; they went to another tier, an external overflow tier often) is
+    under pressure and never lightly loaded; it is sized for its answered plus refused rate,
+    and queue-pressure sizing counts the refused requests in its in-flight load (Little's law).
   * near capacity: before a queue forms, in-flight load per replica above ``anticipation`` of
     the pressure point (or, for vLLM with no pressure point yet, KV-cache use above its limit)
     scales up the same way.
@@ -51,6 +55,15 @@ Thresholds, per context (one cut point per tier boundary):
     are bounded by ``threshold_step``; nothing moves without ``min_samples`` requests.
   * thresholds stay within the context's bounds and strictly increasing, and do not move again
     until the routers report the config generation that carries the previous change.
+
+External tiers (a provider outside the cluster) are not in ``config.tiers``: they have no
+replicas, hold no GPUs of the budget and never sleep, and sit above every tier of ``tiers``, so
+the cut points here are those between the tiers the operator runs (the ones into an external
+tier stay as the spec writes them). Their spend, per interval:
+  * a tier with a cap (``spend_caps``) whose estimated spend per hour is above it is paused (the
+    routers send it nothing); a paused tier resumes once the estimate is under ``RESUME_SHARE``
+    of the cap and it has been paused for at least a metrics window (so the estimate covers the
+    pause). No estimate changes nothing: never paused on no data, and a paused tier stays so.
 """
 
 from __future__ import annotations
@@ -73,6 +86,7 @@ from zeta_router.autoscale.policy.replicas import (
     decide_tier,
     replicas_reason,
 )
+from zeta_router.autoscale.policy.spend import RESUME_SHARE, decide_spend
 from zeta_router.autoscale.policy.state import (
     ContextState,
     PolicyState,
@@ -84,6 +98,7 @@ from zeta_router.autoscale.snapshot import MetricsSnapshot, TierSample
 
 __all__ = [
     "MIN_THRESHOLD_GAP",
+    "RESUME_SHARE",
     "Change",
     "ChangeKind",
     "ContextPolicy",
@@ -154,7 +169,15 @@ def decide(
         config, snapshot, state, outcomes, granted, capped, notes
     )
     changes.extend(threshold_changes)
-    next_state = PolicyState(tiers=new_tiers, contexts=new_contexts, awaiting_generation=awaiting)
+    spend_per_hour = snapshot.spend_per_hour if snapshot.available else None
+    spend = decide_spend(config, spend_per_hour, state.paused, now, notes)
+    changes.extend(spend.changes)
+    next_state = PolicyState(
+        tiers=new_tiers,
+        contexts=new_contexts,
+        awaiting_generation=awaiting,
+        paused=spend.paused,
+    )
     return Decision(
         replicas=granted,
         thresholds={c.name: effective_thresholds(c, new_contexts[c.name]) for c in config.contexts},
@@ -162,6 +185,7 @@ def decide(
         notes=tuple(notes),
         state=next_state,
         metrics_available=snapshot.available,
+        spend_per_hour=dict(spend_per_hour or {}),
     )
 
 

@@ -3,6 +3,7 @@ settings and the tuning constants (pure data)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,7 +11,7 @@ MIN_THRESHOLD_GAP = 0.001
 """Smallest distance kept between two cut points of a context (they must strictly increase)."""
 
 Direction = Literal["up", "down"]
-ChangeKind = Literal["replicas", "thresholds"]
+ChangeKind = Literal["replicas", "thresholds", "spend"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +102,9 @@ class PolicyConfig:
     KV-cache or queue-target checks."""
     metrics_window_seconds: float = 120.0
     """Window of the rate and TTFT queries: TTFT stays high for this long after a queue drained."""
+    spend_caps: Mapping[str, float] = field(default_factory=dict)
+    """Spend cap per hour of external tiers (``maxCostPerHour``), by tier name. External tiers
+    are not in ``tiers``: the loop scales none of them."""
 
     def __post_init__(self) -> None:
         if not self.tiers:

@@ -4,7 +4,7 @@ next state."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zeta_router.autoscale.policy.config import ChangeKind, Direction
 from zeta_router.autoscale.policy.state import PolicyState
@@ -14,10 +14,12 @@ from zeta_router.autoscale.policy.state import PolicyState
 class Change:
     kind: ChangeKind
     target: str
-    """Tier name (replicas) or context name (thresholds)."""
+    """Tier name (replicas, spend) or context name (thresholds)."""
     direction: Direction
+    """spend: down pauses an external tier, up resumes it."""
     old: tuple[float, ...]
     new: tuple[float, ...]
+    """spend: old is the estimated spend per hour, new the cap."""
     reason: str
 
 
@@ -30,6 +32,13 @@ class Decision:
     """Why nothing changed where something might have (one line each)."""
     state: PolicyState
     metrics_available: bool
+    spend_per_hour: Mapping[str, float] = field(default_factory=dict)
+    """External tiers' estimated spend per hour this interval (absent: no data)."""
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """External tiers paused for their spend cap."""
+        return frozenset(self.state.paused)
 
     @property
     def changed(self) -> bool:

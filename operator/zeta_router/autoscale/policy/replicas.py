@@ -88,6 +88,9 @@ def decide_tier(
         and now - queued_before < config.metrics_window_seconds
     )
     queue_pressure = wpr is not None and wpr > tq * (1 + config.tolerance)
+    # Requests the tier refused (429, or the routers' connections to it busy) went elsewhere,
+    # to an overflow tier often: demand its queue does not show.
+    refuse_pressure = bool(s.refused_rate) and bool(ready)
     ttft_pressure = s.ttft_p90_seconds is not None and s.ttft_p90_seconds > tt * (
         1 + config.tolerance
     )
@@ -99,7 +102,7 @@ def decide_tier(
             "load (long prompts?); not scaling on it"
         )
         ttft_pressure = False
-    if queue_pressure or ttft_pressure:
+    if queue_pressure or ttft_pressure or refuse_pressure:
         return _scale_up(config, tier, s, ts, now, queue_pressure, ttft_pressure, ttft_stale, notes)
     near = _near_capacity(config, s, ts, now)
     if near is not None:
@@ -181,6 +184,8 @@ def _is_light(config: PolicyConfig, s: TierSample) -> bool:
     """Queue and TTFT below the low-water mark, all signals present."""
     if s.ready_replicas is None or s.waiting is None or s.running is None:
         return False
+    if s.refused_rate:
+        return False  # refusing requests is no light load, whatever its queue says
     lw = config.low_water
     if s.ready_replicas > 0 and s.waiting / s.ready_replicas > config.target_queue_per_replica * lw:
         return False
@@ -211,6 +216,7 @@ def _scale_up(
     reasons: list[str] = []
     new_ts = replace(ts, low_since=None)
     in_flight = s.in_flight
+    demand = s.demand_in_flight
     if queue_pressure and ready > 0 and s.waiting is not None:
         wpr = s.waiting / ready
         running = s.running or 0.0
@@ -218,11 +224,18 @@ def _scale_up(
             # A replica with a queue is saturated: what it runs is its capacity. Size the tier
             # so the whole load fits within the headroom of that capacity (the queue drains).
             capacity = running / ready
-            needed = max(needed, ceil_replicas(in_flight / (capacity * config.headroom)))
+            load = demand if demand is not None else in_flight
+            needed = max(needed, ceil_replicas(load / (capacity * config.headroom)))
             new_ts = replace(new_ts, pressure_load=capacity, pressure_seen_at=now)
         else:
             needed = max(needed, ceil_replicas(ready * wpr / tq))
         reasons.append(f"queue {fmt(wpr)}/replica > {fmt(tq)} target")
+    refused = s.refused_rate or 0.0
+    if refused > 0 and ready > 0:
+        rate = s.request_rate or 0.0
+        grow = ceil_replicas(ready * (rate + refused) / rate) if rate > 0 else ready + 1
+        needed = max(needed, grow)
+        reasons.append(f"{fmt(refused)}/s refused (429 or busy)")
     if ttft_pressure and s.ttft_p90_seconds is not None:
         ratio = s.ttft_p90_seconds / tt
         reasons.append(f"TTFT p90 {fmt(s.ttft_p90_seconds)}s > {fmt(tt)}s target")
@@ -269,7 +282,7 @@ def _near_capacity(
     per replica at which pressure was seen, or (vLLM) the KV-cache limit. Sized back to the
     headroom, which is also what a scale-down must leave, so the two never chase each other."""
     ready = s.ready_replicas
-    in_flight = s.in_flight
+    in_flight = s.demand_in_flight
     if not ready or in_flight is None:
         return None
     point = _pressure_point(config, ts, now)

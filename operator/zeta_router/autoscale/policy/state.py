@@ -5,7 +5,7 @@ routing generation being waited for), and its JSON form for ``status.loopState``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zeta_router.autoscale.policy.config import MIN_THRESHOLD_GAP, ContextPolicy, PolicyConfig
@@ -39,6 +39,8 @@ class PolicyState:
     contexts: Mapping[str, ContextState]
     awaiting_generation: int | None = None
     """Routing-config generation that carries the last threshold change, until routers run it."""
+    paused: Mapping[str, float] = field(default_factory=dict)
+    """External tiers paused for their spend cap, and since when."""
 
     @classmethod
     def initial(
@@ -94,7 +96,10 @@ class PolicyState:
             else:
                 contexts[c.name] = prev_ctx
         return PolicyState(
-            tiers=tiers, contexts=contexts, awaiting_generation=self.awaiting_generation
+            tiers=tiers,
+            contexts=contexts,
+            awaiting_generation=self.awaiting_generation,
+            paused=self.paused,
         )
 
     def awaiting(self, generation: int | None) -> PolicyState:
@@ -119,6 +124,7 @@ class PolicyState:
                 for name, s in self.contexts.items()
             },
             "awaitingGeneration": self.awaiting_generation,
+            "paused": dict(self.paused),
         }
 
     @classmethod
@@ -144,10 +150,12 @@ class PolicyState:
                 for name, v in dict(data.get("contexts", {})).items()
             }
             gen = data.get("awaitingGeneration")
+            paused = {str(k): float(v) for k, v in dict(data.get("paused") or {}).items()}
             return cls(
                 tiers=tiers,
                 contexts=contexts,
                 awaiting_generation=None if gen is None else int(gen),
+                paused=paused,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed autoscaler state: {exc!r}") from exc
