@@ -288,17 +288,31 @@ class Reconciler:
         )
 
     def _list_children(
-        self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        kinds: tuple[names.ChildKind, ...] = (),
+        cached: bool = False,
     ) -> Live:
         """This ZetaRouter's children by kind and name (only those it controls).
 
         A consistent read (from etcd), not from the apiserver's watch cache: what a
         reconciliation reads it may write back (a Deployment's replicas while the control loop
-        owns them), and a cache that lags the loop's last write by a moment would undo it."""
+        owns them), and a cache that lags the loop's last write by a moment would undo it.
+
+        ``cached``: from the watch cache (``resourceVersion=0``), for reads that write nothing
+        back (a status refresh). A read from etcd costs the apiserver every object of the kind
+        in the namespace, so during a burst a fleet's refreshes would grow with the fleet; the
+        cache is at least as fresh as the child event that asked for the refresh (the
+        operator's watch is served from it)."""
         selector = names.children_selector(name)
+        query = {"resourceVersion": "0"} if cached else {}
         live: Live = {}
         for kind in kinds or self.child_kinds():
-            items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
+            items = self.kube.list(
+                api_path(kind.api_version, kind.plural, namespace), selector, **query
+            )
             live[kind.kind] = {
                 o["metadata"]["name"]: o
                 for o in items.get("items") or []
@@ -548,7 +562,11 @@ class Reconciler:
             return
         uid = str(body["metadata"]["uid"])
         status = body.get("status") or {}
-        deployments = self._list_children(namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP))
+        # Read from the watch cache: what needs a write (a tier to create or to release) goes
+        # through the full reconciliation, which lists again from etcd.
+        deployments = self._list_children(
+            namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP), cached=True
+        )
         try:
             want = desired_mod.compute(
                 body,

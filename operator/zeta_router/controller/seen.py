@@ -78,7 +78,6 @@ class SeenChildren:
             return dict(self._by_owner.get((namespace, uid), {}))
 
 
-
 def unchanged(
     settled: Settled | None, uid: str, generation: int, seen: Mapping[ChildRef, str]
 ) -> bool:
