@@ -56,6 +56,13 @@ def deep_size(root: object) -> int:
     return total
 
 
+def _describe(item: object) -> str:
+    """A queued item: a watch event's type and object kind, or the item's type."""
+    if isinstance(item, dict) and isinstance(item.get("object"), dict):
+        return f"{item.get('type')} {item['object'].get('kind')}"
+    return type(item).__qualname__
+
+
 def _holders(objects: list[object]) -> list[tuple[str, object]]:
     """What the operator keeps per ZetaRouter or per child, by who keeps it."""
     out: list[tuple[str, object]] = []
@@ -82,6 +89,10 @@ def _holders(objects: list[object]) -> list[tuple[str, object]]:
     queues = [o for o in objects if isinstance(o, asyncio.Queue)]
     waiting = [list(q._queue) for q in queues]  # type: ignore[attr-defined]
     out.append((f"asyncio queues ({len(queues)}; {sum(map(len, waiting))} items waiting)", waiting))
+    kinds = Counter(_describe(item) for items in waiting for item in items)
+    for kind, n in kinds.most_common(5):
+        these = [i for w in waiting for i in w if _describe(i) == kind]
+        out.append((f"  {n} waiting: {kind}", these))
     tasks = [o for o in objects if isinstance(o, asyncio.Task)]
     out.append((f"asyncio tasks ({len(tasks)}), with their coroutines", tasks))
     return out
