@@ -59,3 +59,23 @@ def test_pokes_for_one_key_are_coalesced_into_one_run() -> None:
     while len(runs) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sorted(runs) == [("ns", "a"), ("ns", "a"), ("ns", "b")]
+
+
+def test_a_burst_of_keys_runs_once_each_in_the_order_first_poked() -> None:
+    runs: list[tuple[str, str]] = []
+    done = threading.Event()
+    keys = [("ns", f"r{i}") for i in range(1000)]
+
+    def fn(key: tuple[str, str]) -> None:
+        runs.append(key)
+        if len(runs) == len(keys):
+            done.set()
+
+    later = Coalescer(0.2, fn, threads=1)
+    for key in keys:
+        later.poke(key)
+    for key in reversed(keys):
+        later.poke(key)  # covered by the run already due
+    assert done.wait(30)  # a deadline for a loaded machine, not a timing
+    time.sleep(0.5)  # nothing more comes (a second run would be a bug)
+    assert runs == keys
