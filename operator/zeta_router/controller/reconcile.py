@@ -180,6 +180,7 @@ class Reconciler:
         self._refresher = Coalescer(STATUS_COALESCE_SECONDS, self._drain_dirty, STATUS_THREADS)
         # When each ZetaRouter's router key Secret was last known to exist: (uid, monotonic).
         self._key_seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self._key_get_forbidden = False
         #: The children as the operator's watch shows them (fed by the child event handlers).
         self.seen = SeenChildren()
         # Each ZetaRouter as its last full reconciliation without error left it.
@@ -260,12 +261,37 @@ class Reconciler:
         key = (str(meta["namespace"]), str(meta["name"]))
         uid = str(meta["uid"])
         generation = int(meta.get("generation") or 0)
-        if not self._key_recheck_due(key, uid, time.monotonic()) and unchanged(
-            self._settled.get(key), uid, generation, self.seen.of(key[0], uid)
+        if unchanged(self._settled.get(key), uid, generation, self.seen.of(key[0], uid)) and (
+            not self._key_recheck_due(key, uid, time.monotonic())
+            or self._router_key_still_there(body, key, uid)
         ):
             RECONCILES.labels("drift", "unchanged").inc()
             return None
         return self.reconcile(body, "drift")
+
+    def _router_key_still_there(
+        self, body: Mapping[str, Any], key: tuple[str, str], uid: str
+    ) -> bool:
+        """The router key's recheck as one read of its metadata, where that is allowed and
+        enough: not when the spec names Secrets the pod policy looks at (the full path looks at
+        them again, at the same pace). False: take the full path (it recreates a missing key).
+        Otherwise each ZetaRouter's check would list every child kind from etcd every
+        :data:`ROUTER_KEY_RECHECK` seconds, a cost that grows with the fleet."""
+        if self._key_get_forbidden or (
+            self.settings.pod_policy.reads_secrets and referenced_secrets(body)
+        ):
+            return False
+        namespace, name = key
+        try:
+            self.kube.get_metadata(
+                api_path("v1", "secrets", namespace, names.router_key_secret_name(name))
+            )
+        except ApiError as e:
+            if e.status == 403:
+                self._key_get_forbidden = True  # `get` on Secrets is not granted: never again
+            return False
+        self._key_seen[key] = (uid, time.monotonic())
+        return True
 
     def reconcile_named(
         self, namespace: str, name: str, trigger: str, loop: LoopChoice | None = None
@@ -297,31 +323,19 @@ class Reconciler:
         )
 
     def _list_children(
-        self,
-        namespace: str,
-        name: str,
-        uid: str,
-        kinds: tuple[names.ChildKind, ...] = (),
-        cached: bool = False,
+        self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
     ) -> Live:
         """This ZetaRouter's children by kind and name (only those it controls).
 
         A consistent read (from etcd), not from the apiserver's watch cache: what a
         reconciliation reads it may write back (a Deployment's replicas while the control loop
-        owns them), and a cache that lags the loop's last write by a moment would undo it.
-
-        ``cached``: from the watch cache (``resourceVersion=0``), for reads that write nothing
-        back (a status refresh). A read from etcd costs the apiserver every object of the kind
-        in the namespace, so during a burst a fleet's refreshes would grow with the fleet; the
-        cache is at least as fresh as the child event that asked for the refresh (the
-        operator's watch is served from it)."""
+        owns them), and a cache that lags the loop's last write by a moment would undo it. So
+        does a status refresh: from a cache behind the reconciliation just done, it would write
+        an older readiness over the newer one."""
         selector = names.children_selector(name)
-        query = {"resourceVersion": "0"} if cached else {}
         live: Live = {}
         for kind in kinds or self.child_kinds():
-            items = self.kube.list(
-                api_path(kind.api_version, kind.plural, namespace), selector, **query
-            )
+            items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
             live[kind.kind] = {
                 o["metadata"]["name"]: o
                 for o in items.get("items") or []
@@ -571,11 +585,7 @@ class Reconciler:
             return
         uid = str(body["metadata"]["uid"])
         status = body.get("status") or {}
-        # Read from the watch cache: what needs a write (a tier to create or to release) goes
-        # through the full reconciliation, which lists again from etcd.
-        deployments = self._list_children(
-            namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP), cached=True
-        )
+        deployments = self._list_children(namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP))
         try:
             want = desired_mod.compute(
                 body,
