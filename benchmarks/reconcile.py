@@ -35,6 +35,7 @@ import argparse
 import copy
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,7 @@ OPERATOR_RESOURCES = {
     "networkpolicies", "kopfpeerings",
 }  # fmt: skip
 NOT_THE_OPERATOR: set[Key] = {("UPDATE", "deployments")}
+PROFILER = "zeta_router_dev.local.memprofile"
 
 
 def kubectl() -> str:
@@ -235,6 +237,21 @@ def print_table(title: str, per: dict[str, Counter[Key]], n: int) -> None:
     print("  | | **total** | " + " | ".join(totals) + " |")
 
 
+def profile_report(pid: int, folder: Path) -> None:
+    """Ask the profiled operator for a memory report and wait for it (a minute at most)."""
+    before = set(folder.glob("memory-*.txt"))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = set(folder.glob("memory-*.txt")) - before
+        if new:
+            time.sleep(1.0)  # written in one go, but let it finish
+            print(f"  memory report: {new.pop()}")
+            return
+        time.sleep(0.5)
+    print("  memory report: none after 60 s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=20, help="routers timed one by one")
@@ -248,7 +265,20 @@ def main() -> int:
     parser.add_argument("--drift-interval", type=float, default=30.0)
     parser.add_argument("--idle-intervals", type=int, default=2, help="drift intervals measured")
     parser.add_argument("--workers", type=int, default=4, help="the operator's --workers")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write a memory report of the operator into this folder after each burst "
+        "(zeta_router_dev.local.memprofile)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="with --profile: run the operator under tracemalloc (slower, and more RSS)",
+    )
     args = parser.parse_args()
+    # Stopped by SIGTERM (or Ctrl-C), it still stops the operator and the control plane.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     workdir = Path(tempfile.mkdtemp(prefix="zeta-bench-"))
     plane = None
@@ -285,12 +315,18 @@ def main() -> int:
         ns_seq = make_namespace(kube, "bench-seq")
         bursts = [int(b) for b in args.burst.split(",") if b]
         burst_namespaces = [make_namespace(kube, f"bench-burst{size}") for size in bursts]
+        tracing = ["-X", "tracemalloc=1"] if args.tracemalloc else []
         operator = OperatorProcess(
             kubeconfig=kubeconfig,
             namespaces=[ns_count, ns_seq, *burst_namespaces],
             log_path=workdir / "operator.log",
             drift_interval=args.drift_interval,
             extra_args=["--log-format=json", f"--workers={args.workers}"],
+            launcher=(
+                [*tracing, "-m", PROFILER, str(args.profile)]
+                if args.profile
+                else ["-m", "zeta_router"]
+            ),
         ).start()
         assert operator.proc is not None
         time.sleep(1.0)  # let the operator's watches settle
@@ -432,6 +468,8 @@ def main() -> int:
                   f"every status written after {total:.1f} s: {size / total:.1f} "
                   "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
             rss = rss_mb(operator.proc.pid)
+            if args.profile:
+                profile_report(operator.proc.pid, args.profile)
             print(f"  operator RSS: {rss_idle:.0f} MB idle at start, {rss:.0f} MB with "
                   f"{total_routers} routers   (aim: < 300 MB)")  # fmt: skip
             sys.stdout.flush()

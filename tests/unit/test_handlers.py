@@ -1,16 +1,18 @@
 """The parts of the operator's registration that need no apiserver: when each object's drift
 check falls, which ZetaRouters get the control loop's and the learner's daemons, and how status
-refreshes are coalesced."""
+refreshes are coalesced, and what the router key's periodic recheck asks."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
+from typing import Any
 
 from zeta_router.autoscale.loop import uses_control_loop
 from zeta_router.controller.handlers import drift_phase
-from zeta_router.controller.reconcile import Coalescer
+from zeta_router.controller.reconcile import Coalescer, Reconciler
+from zeta_router.kube import ApiError
 from zeta_router.learning.loop import learns
 
 
@@ -59,3 +61,61 @@ def test_pokes_for_one_key_are_coalesced_into_one_run() -> None:
     while len(runs) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sorted(runs) == [("ns", "a"), ("ns", "a"), ("ns", "b")]
+
+
+def test_a_burst_of_keys_runs_once_each_in_the_order_first_poked() -> None:
+    runs: list[tuple[str, str]] = []
+    done = threading.Event()
+    keys = [("ns", f"r{i}") for i in range(1000)]
+
+    def fn(key: tuple[str, str]) -> None:
+        runs.append(key)
+        if len(runs) == len(keys):
+            done.set()
+
+    later = Coalescer(0.2, fn, threads=1)
+    for key in keys:
+        later.poke(key)
+    for key in reversed(keys):
+        later.poke(key)  # covered by the run already due
+    assert done.wait(30)  # a deadline for a loaded machine, not a timing
+    time.sleep(0.5)  # nothing more comes (a second run would be a bug)
+    assert runs == keys
+
+
+class _SecretReads:
+    """Answers the router key's metadata read with ``status`` (None: the Secret is there)."""
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+        self.paths: list[str] = []
+
+    def get_metadata(self, path: str) -> dict[str, Any]:
+        self.paths.append(path)
+        if self.status is not None:
+            raise ApiError(self.status, "Status", "refused")
+        return {"metadata": {"name": path.rsplit("/", 1)[-1]}}
+
+
+def _recheck(kube: _SecretReads) -> tuple[Reconciler, bool]:
+    reconciler = Reconciler(kube, None)  # type: ignore[arg-type]
+    body = {"metadata": {"namespace": "ns", "name": "r", "uid": "u-1"}, "spec": {}}
+    return reconciler, reconciler._router_key_still_there(body, ("ns", "r"), "u-1")
+
+
+def test_the_router_key_recheck_is_one_metadata_read_when_the_key_is_there() -> None:
+    kube = _SecretReads(None)
+    reconciler, there = _recheck(kube)
+    assert there
+    assert kube.paths == ["/api/v1/namespaces/ns/secrets/r-router-key"]
+    assert reconciler._key_seen[("ns", "r")][0] == "u-1"  # not due again for a while
+
+
+def test_a_missing_or_unreadable_router_key_takes_the_full_path() -> None:
+    assert not _recheck(_SecretReads(404))[1]
+    kube = _SecretReads(403)
+    reconciler, there = _recheck(kube)
+    assert not there
+    body = {"metadata": {"namespace": "ns", "name": "r", "uid": "u-1"}, "spec": {}}
+    assert not reconciler._router_key_still_there(body, ("ns", "r"), "u-1")
+    assert len(kube.paths) == 1  # not allowed to read Secrets: not asked again

@@ -44,6 +44,9 @@ class OperatorProcess:
     """Run in its own session, so a terminal's Ctrl-C reaches only the caller."""
     die_with_parent: bool = False
     """SIGTERM from the kernel when the thread that started it exits (Linux)."""
+    launcher: list[str] = field(default_factory=lambda: ["-m", "zeta_router"])
+    """The interpreter's arguments before the command (``zeta_router_dev.local.memprofile``
+    runs it with its memory profiled)."""
     proc: subprocess.Popen[bytes] | None = None
     liveness_url: str = ""
     metrics_url: str = ""
@@ -58,8 +61,7 @@ class OperatorProcess:
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         argv = [
             sys.executable,
-            "-m",
-            "zeta_router",
+            *self.launcher,
             "operator",
             *[f"--namespace={ns}" for ns in self.namespaces],
             f"--drift-interval={self.drift_interval}",

@@ -164,7 +164,10 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         drift
     )
 
-    def on_child_event(kind: str, type: str | None, body: kopf.Body) -> None:
+    async def on_child_event(kind: str, type: str | None, body: kopf.Body) -> None:
+        # On the event loop, not on kopf's handler threads: what most events cost is a
+        # dictionary entry and a poke, and waiting for a thread behind the creates of a burst
+        # would keep kopf's per-object queues, each event a whole object, growing meanwhile.
         namespace = body.metadata.namespace
         if namespace is None:
             return
@@ -179,7 +182,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         if type == "DELETED":
             # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
             # which reconcile_named sees and skips): put it back now, not at the next drift check.
-            reconciler.reconcile_named(namespace, owner, "child-deleted")
+            await asyncio.get_running_loop().run_in_executor(
+                None, reconciler.reconcile_named, namespace, owner, "child-deleted"
+            )
         elif type is not None and kind == names.DEPLOYMENT.kind:
             # Readiness changes flow into the ZetaRouter's status promptly. (type None: the
             # initial listing, after which the resume handlers reconcile anyway.)
@@ -187,8 +192,10 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     for kind in child_kinds:
 
-        def on_event(type: str | None, body: kopf.Body, _kind: str = kind.kind, **_: Any) -> None:
-            on_child_event(_kind, type, body)
+        async def on_event(
+            type: str | None, body: kopf.Body, _kind: str = kind.kind, **_: Any
+        ) -> None:
+            await on_child_event(_kind, type, body)
 
         kopf.on.event(
             kind.api_version,

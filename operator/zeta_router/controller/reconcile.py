@@ -20,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -121,25 +122,32 @@ Key = tuple[str, str]
 
 class Coalescer:
     """Runs ``fn(key)`` once, ``delay`` seconds after the first of any number of pokes for the
-    same ``key``; pokes meanwhile are covered by that run. One thread waits, a small pool runs."""
+    same ``key``; pokes meanwhile are covered by that run. One thread waits, a small pool runs.
+
+    The delay is the same for every key, so keys fall due in the order they were first poked: a
+    queue in that order, not a scan of every pending key at each poke (a burst pokes a thousand
+    ZetaRouters at once)."""
 
     def __init__(self, delay: float, fn: Callable[[Key], None], threads: int = 1) -> None:
         self.delay = delay
         self._fn = fn
-        self._due: dict[Key, float] = {}
+        self._pending: set[Key] = set()
+        self._due: deque[tuple[float, Key]] = deque()
         self._cv = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coalesced")
         self._thread: threading.Thread | None = None
 
     def poke(self, key: Key) -> None:
         with self._cv:
-            if key in self._due:
+            if key in self._pending:
                 return
-            self._due[key] = time.monotonic() + self.delay
+            self._pending.add(key)
+            self._due.append((time.monotonic() + self.delay, key))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="coalescer", daemon=True)
                 self._thread.start()
-            self._cv.notify()
+            if len(self._due) == 1:
+                self._cv.notify()  # the waiting thread had nothing due
 
     def _run(self) -> None:
         while True:
@@ -147,12 +155,13 @@ class Coalescer:
                 while not self._due:
                     self._cv.wait()
                 now = time.monotonic()
-                ready = [k for k, t in self._due.items() if t <= now]
+                ready = []
+                while self._due and self._due[0][0] <= now:
+                    ready.append(self._due.popleft()[1])
                 if not ready:
-                    self._cv.wait(min(self._due.values()) - now)
+                    self._cv.wait(self._due[0][0] - now)
                     continue
-                for k in ready:
-                    del self._due[k]
+                self._pending.difference_update(ready)
             for k in ready:
                 self._pool.submit(self._fn, k)
 
@@ -171,6 +180,7 @@ class Reconciler:
         self._refresher = Coalescer(STATUS_COALESCE_SECONDS, self._drain_dirty, STATUS_THREADS)
         # When each ZetaRouter's router key Secret was last known to exist: (uid, monotonic).
         self._key_seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self._key_get_forbidden = False
         #: The children as the operator's watch shows them (fed by the child event handlers).
         self.seen = SeenChildren()
         # Each ZetaRouter as its last full reconciliation without error left it.
@@ -251,12 +261,37 @@ class Reconciler:
         key = (str(meta["namespace"]), str(meta["name"]))
         uid = str(meta["uid"])
         generation = int(meta.get("generation") or 0)
-        if not self._key_recheck_due(key, uid, time.monotonic()) and unchanged(
-            self._settled.get(key), uid, generation, self.seen.of(key[0], uid)
+        if unchanged(self._settled.get(key), uid, generation, self.seen.of(key[0], uid)) and (
+            not self._key_recheck_due(key, uid, time.monotonic())
+            or self._router_key_still_there(body, key, uid)
         ):
             RECONCILES.labels("drift", "unchanged").inc()
             return None
         return self.reconcile(body, "drift")
+
+    def _router_key_still_there(
+        self, body: Mapping[str, Any], key: tuple[str, str], uid: str
+    ) -> bool:
+        """The router key's recheck as one read of its metadata, where that is allowed and
+        enough: not when the spec names Secrets the pod policy looks at (the full path looks at
+        them again, at the same pace). False: take the full path (it recreates a missing key).
+        Otherwise each ZetaRouter's check would list every child kind from etcd every
+        :data:`ROUTER_KEY_RECHECK` seconds, a cost that grows with the fleet."""
+        if self._key_get_forbidden or (
+            self.settings.pod_policy.reads_secrets and referenced_secrets(body)
+        ):
+            return False
+        namespace, name = key
+        try:
+            self.kube.get_metadata(
+                api_path("v1", "secrets", namespace, names.router_key_secret_name(name))
+            )
+        except ApiError as e:
+            if e.status == 403:
+                self._key_get_forbidden = True  # `get` on Secrets is not granted: never again
+            return False
+        self._key_seen[key] = (uid, time.monotonic())
+        return True
 
     def reconcile_named(
         self, namespace: str, name: str, trigger: str, loop: LoopChoice | None = None
@@ -294,7 +329,9 @@ class Reconciler:
 
         A consistent read (from etcd), not from the apiserver's watch cache: what a
         reconciliation reads it may write back (a Deployment's replicas while the control loop
-        owns them), and a cache that lags the loop's last write by a moment would undo it."""
+        owns them), and a cache that lags the loop's last write by a moment would undo it. So
+        does a status refresh: from a cache behind the reconciliation just done, it would write
+        an older readiness over the newer one."""
         selector = names.children_selector(name)
         live: Live = {}
         for kind in kinds or self.child_kinds():
