@@ -229,6 +229,44 @@ def quantile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def result_row(
+    workload: str, strategy: str, res: Result, computed: float, shares: list[float]
+) -> dict[str, Any]:
+    """One row of figures: ``computed`` prompt tokens the servers computed, ``shares`` of the
+    requests per replica (any unit: normalised here)."""
+    total = sum(shares) or 1.0
+    n = len(res.latency)
+    return {
+        "workload": workload,
+        "strategy": strategy,
+        "requests": n,
+        "errors": res.errors,
+        "ttft_p50_ms": quantile(res.ttft, 0.5) * 1000,
+        "ttft_p99_ms": quantile(res.ttft, 0.99) * 1000,
+        "latency_p50_ms": quantile(res.latency, 0.5) * 1000,
+        "rps": n / res.seconds if res.seconds else 0.0,
+        "prompt_tokens": res.prompt_tokens,
+        "computed_tokens": int(computed),
+        "shares": [round(x / total, 3) for x in shares],
+    }
+
+
+def header(strategy_width: int) -> str:
+    return (
+        f"{'workload':9} {'strategy':{strategy_width}} {'req':>4} {'err':>3} {'TTFT p50':>9} "
+        f"{'TTFT p99':>9} {'req/s':>6} {'prompt tok':>10} {'computed':>9}  shares"
+    )
+
+
+def format_row(row: dict[str, Any], strategy_width: int) -> str:
+    return (
+        f"{row['workload']:9} {row['strategy']:{strategy_width}} {row['requests']:>4} "
+        f"{row['errors']:>3} {row['ttft_p50_ms']:>7.0f}ms {row['ttft_p99_ms']:>7.0f}ms "
+        f"{row['rps']:>6.2f} {row['prompt_tokens']:>10} {row['computed_tokens']:>9}"
+        f"  {row['shares']}"
+    )
+
+
 def run_one(
     servers: list[LlamaServer],
     strategy: str,
@@ -258,21 +296,7 @@ def run_one(
         shares = _replica_requests(router)
     finally:
         router.stop()
-    total = sum(shares.values()) or 1.0
-    n = len(res.latency)
-    return {
-        "workload": workload,
-        "strategy": strategy,
-        "requests": n,
-        "errors": res.errors,
-        "ttft_p50_ms": quantile(res.ttft, 0.5) * 1000,
-        "ttft_p99_ms": quantile(res.ttft, 0.99) * 1000,
-        "latency_p50_ms": quantile(res.latency, 0.5) * 1000,
-        "rps": n / res.seconds if res.seconds else 0.0,
-        "prompt_tokens": res.prompt_tokens,
-        "computed_tokens": int(computed),
-        "shares": [round(shares.get(s.url, 0.0) / total, 3) for s in servers],
-    }
+    return result_row(workload, strategy, res, computed, [shares.get(s.url, 0.0) for s in servers])
 
 
 def main() -> None:
@@ -317,24 +341,14 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
-        header = (
-            f"{'workload':9} {'strategy':24} {'req':>4} {'err':>3} {'TTFT p50':>9} "
-            f"{'TTFT p99':>9} {'req/s':>6} {'prompt tok':>10} {'computed':>9}  shares"
-        )
-        print(header, flush=True)
+        print(header(24), flush=True)
         for workload in workloads:
             chosen = args.strategies.split()
             strategies = chosen if workload != "slowed" else [chosen[0], chosen[-1]]
             for strategy in strategies:
                 row = run_one(servers, strategy, workload, args, work)
                 rows.append(row)
-                print(
-                    f"{workload:9} {strategy:24} {row['requests']:>4} {row['errors']:>3} "
-                    f"{row['ttft_p50_ms']:>7.0f}ms {row['ttft_p99_ms']:>7.0f}ms "
-                    f"{row['rps']:>6.2f} {row['prompt_tokens']:>10} {row['computed_tokens']:>9}"
-                    f"  {row['shares']}",
-                    flush=True,
-                )
+                print(format_row(row, 24), flush=True)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         for s in servers:

@@ -39,7 +39,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from replica_balancing import STRATEGIES, Result, _run, quantile, shared_jobs, unique_jobs
+from replica_balancing import (
+    STRATEGIES,
+    Result,
+    _run,
+    format_row,
+    header,
+    result_row,
+    shared_jobs,
+    unique_jobs,
+)
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path
 from zeta_router.render import names
 from zeta_router.render.deployment import MODEL_PORT_NAME, ROUTER_ADMIN_PORT_NAME
@@ -162,21 +171,9 @@ def run_one(node: Node, strategy: str, workload: str, args: argparse.Namespace) 
     asyncio.run(_run(url, jobs, args.concurrency, res, model=model, headers=pinned))
     computed1, shares1 = node.computed_tokens(), node.replica_requests()
     ips = sorted(computed1)
-    shares = {ip: shares1.get(ip, 0.0) - shares0.get(ip, 0.0) for ip in ips}
-    total = sum(shares.values()) or 1.0
-    n = len(res.latency)
-    return {
-        "workload": workload,
-        "strategy": strategy,
-        "requests": n,
-        "errors": res.errors,
-        "ttft_p50_ms": quantile(res.ttft, 0.5) * 1000,
-        "ttft_p99_ms": quantile(res.ttft, 0.99) * 1000,
-        "rps": n / res.seconds if res.seconds else 0.0,
-        "prompt_tokens": res.prompt_tokens,
-        "computed_tokens": int(sum(computed1[ip] - computed0.get(ip, 0.0) for ip in ips)),
-        "shares": [round(shares[ip] / total, 3) for ip in ips],
-    }
+    computed = sum(computed1[ip] - computed0.get(ip, 0.0) for ip in ips)
+    shares = [shares1.get(ip, 0.0) - shares0.get(ip, 0.0) for ip in ips]
+    return result_row(workload, strategy, res, computed, shares)
 
 
 def main() -> int:
@@ -226,22 +223,12 @@ def main() -> int:
             f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
-        print(
-            f"{'workload':9} {'strategy':12} {'req':>4} {'err':>3} {'TTFT p50':>9} "
-            f"{'TTFT p99':>9} {'req/s':>6} {'prompt tok':>10} {'computed':>9}  shares",
-            flush=True,
-        )
+        print(header(12), flush=True)
         for workload in [w for w in args.workloads.split(",") if w]:
             for strategy in args.strategies.split():
                 row = run_one(view, strategy, workload, args)
                 rows.append(row)
-                print(
-                    f"{workload:9} {strategy:12} {row['requests']:>4} {row['errors']:>3} "
-                    f"{row['ttft_p50_ms']:>7.0f}ms {row['ttft_p99_ms']:>7.0f}ms "
-                    f"{row['rps']:>6.2f} {row['prompt_tokens']:>10} {row['computed_tokens']:>9}"
-                    f"  {row['shares']}",
-                    flush=True,
-                )
+                print(format_row(row, 12), flush=True)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         try:
