@@ -36,17 +36,26 @@ def asleep_tier(cfg: RuntimeConfig, index: int) -> Tier | None:
     return tier if tier.asleep else None
 
 
+def _order_without(
+    order: Sequence[int], cfg: RuntimeConfig, fallback: bool, kept: list[int]
+) -> list[int]:
+    """``kept`` (``order`` less the tiers left out), or when that is empty and ``fallback``
+    holds, the nearest tier to the decided one (larger first) that is neither asleep nor
+    paused; empty when there is none."""
+    if kept or not fallback or not order:
+        return kept
+    chosen, n = order[0], len(cfg.tiers)
+    nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
+    return [i for i in nearest if not cfg.tiers[i].asleep and not cfg.tiers[i].paused][:1]
+
+
 def awake_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = True) -> list[int]:
     """The attempt order without sleeping tiers. When that leaves none because the decided tier
     (``order[0]``) sleeps and failover is off, the nearest awake tier (larger first) answers
     instead: a sleeping tier did not fail, the request just has no replica there (unless
     ``fallback`` is False: a request pinned to the tier). :class:`ApiError` (503) when no tier
     is left."""
-    out = [i for i in order if not cfg.tiers[i].asleep]
-    if not out and fallback and order:
-        chosen, n = order[0], len(cfg.tiers)
-        nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
-        out = [i for i in nearest if not cfg.tiers[i].asleep and not cfg.tiers[i].paused][:1]
+    out = _order_without(order, cfg, fallback, [i for i in order if not cfg.tiers[i].asleep])
     if not out:
         names = ", ".join(cfg.tiers[i].name for i in order)
         raise ApiError(
@@ -63,11 +72,7 @@ def unpaused_order(order: Sequence[int], cfg: RuntimeConfig, fallback: bool = Tr
     marks them; see docs/autoscaling.md). When that leaves none and ``fallback`` holds, the
     nearest tier that is neither paused nor asleep (larger first) answers instead; a request
     pinned to a paused tier (``fallback`` False) gets :class:`ApiError` 503 ``tier_paused``."""
-    out = [i for i in order if not cfg.tiers[i].paused]
-    if not out and fallback and order:
-        chosen, n = order[0], len(cfg.tiers)
-        nearest = [*range(chosen + 1, n), *range(chosen - 1, -1, -1)]
-        out = [i for i in nearest if not cfg.tiers[i].paused and not cfg.tiers[i].asleep][:1]
+    out = _order_without(order, cfg, fallback, [i for i in order if not cfg.tiers[i].paused])
     if not out:
         names = ", ".join(cfg.tiers[i].name for i in order)
         raise ApiError(
