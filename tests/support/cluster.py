@@ -77,9 +77,18 @@ def apply(kube: Kube, obj: Mapping[str, Any], namespace: str | None = None) -> d
     except ApiError as e:
         if not e.conflict:
             raise
-    live = kube.get(path_of(body, namespace))
-    body["metadata"] = {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
-    return kube.replace(path_of(body, namespace), body)
+    # As client-go's RetryOnConflict: a controller (the operator adding its finalizer, say) may
+    # write the object between our read and our replace; read again and retry.
+    for attempt in range(5):
+        live = kube.get(path_of(body, namespace))
+        rv = live["metadata"]["resourceVersion"]
+        body["metadata"] = {**body["metadata"], "resourceVersion": rv}
+        try:
+            return kube.replace(path_of(body, namespace), body)
+        except ApiError as e:
+            if not e.conflict or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
