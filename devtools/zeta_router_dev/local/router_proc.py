@@ -65,6 +65,19 @@ class RouterProcess:
                     total += s.value
         return total
 
+    def settled_metric(
+        self, name: str, expected: float, timeout: float = 30.0, **labels: str
+    ) -> float:
+        """``metric(name, **labels)`` once it equals ``expected``, or its last value when
+        ``timeout`` passes first. A streamed answer is counted when the router's handler returns,
+        which may be just after the client has read the last chunk: read it with this."""
+        deadline = time.monotonic() + timeout
+        value = self.metric(name, **labels)
+        while value != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            value = self.metric(name, **labels)
+        return value
+
     def get(self, path: str) -> tuple[int, dict[str, object], dict[str, str]]:
         """GET a JSON endpoint: /healthz, /readyz on the admin port, anything else on the
         client port."""
