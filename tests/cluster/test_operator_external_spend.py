@@ -20,7 +20,8 @@ from support.cluster import conditions, events_for, wait_for
 from support.fake_upstream import FakeUpstream, start_fake_upstream
 from support.fixtures_cluster import StartOperator
 from support.fixtures_prometheus import StartPrometheus
-from support.routing_files import FLAT_SCORER
+from support.routing_files import EXTERNAL_KEY_ENV as KEY_ENV
+from support.routing_files import external_routing
 from support.zetarouters import TIMEOUT, create_zr, get_zr, wait_condition
 from zeta_router.api.routing import CONFIGMAP_KEY
 from zeta_router.autoscale.loop import TICK_ENV
@@ -32,7 +33,6 @@ from zeta_router_dev.local.router_proc import RouterProcess, start_router
 pytestmark = [pytest.mark.cluster]
 
 KEY = "sk-spend-test-8c2f0a"
-KEY_ENV = "ZETA_EXTERNAL_KEY_HOSTED"
 # Each answer reports 10 000 + 10 000 tokens: 0.5 x 10 + 1.5 x 10 = 20 per answer.
 USAGE = {"prompt_tokens": 10_000, "completion_tokens": 10_000, "total_tokens": 20_000}
 CAP = 100.0
@@ -61,27 +61,7 @@ def _router(
 ) -> RouterProcess:
     """A router standing in for the pods' sidecars: every request scores 0.5, above the cut
     point 0.4, so it goes to hosted."""
-    cfg = {
-        "generation": 1,
-        "router": "assistant",
-        "tiers": [
-            {"name": "small", "url": cluster.url, "engine": "llamacpp"},
-            {
-                "name": "hosted",
-                "url": provider.url + "/v1",
-                "servedModelName": "provider-model",
-                "engine": "external",
-                "external": {
-                    "apiKeyEnv": KEY_ENV,
-                    "promptCostPer1kTokens": 0.5,
-                    "completionCostPer1kTokens": 1.5,
-                },
-            },
-        ],
-        "contexts": [{"name": "default", "thresholds": [0.4]}],
-        "defaultContext": "default",
-        "scorer": FLAT_SCORER,
-    }
+    cfg = external_routing(cluster.url, provider.url, "provider-model", to_external=True)
     path = tmp_path / "routing.yaml"
     path.write_text(yaml.safe_dump(cfg))
     mp.setenv(KEY_ENV, KEY)

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,19 +137,11 @@ def stack(real_node: RealNodeHandle, tmp_path_factory: pytest.TempPathFactory) -
         )
     finally:
         prometheus.stop()
-        with _suppress_api():
+        with suppress(ApiError, RuntimeError):
             helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators)
         for ns in (namespace, operators):
-            with _suppress_api():
+            with suppress(ApiError, RuntimeError):
                 kube.delete(api_path("v1", "namespaces", None, ns))
-
-
-class _suppress_api:  # noqa: N801 - a context manager used like contextlib.suppress
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, ApiError | RuntimeError)
 
 
 def get_text(url: str, info: NodeInfo | None = None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,19 +104,11 @@ def sleepy(real_node: RealNodeHandle, tmp_path_factory: pytest.TempPathFactory) 
         yield Sleepy(kube, namespace, name, service_url(kube, namespace, name))
     finally:
         prometheus.stop()
-        with _suppress_api():
+        with suppress(ApiError, RuntimeError):
             helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators)
         for ns in (namespace, operators):
-            with _suppress_api():
+            with suppress(ApiError, RuntimeError):
                 kube.delete(api_path("v1", "namespaces", None, ns))
-
-
-class _suppress_api:  # noqa: N801 - a context manager used like contextlib.suppress
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, ApiError | RuntimeError)
 
 
 def test_a_sleeping_tier_is_woken_by_traffic_with_no_failed_request(sleepy: Sleepy) -> None:

@@ -21,12 +21,12 @@ import pytest
 import yaml
 
 from support.fake_upstream import FakeUpstream, start_fake_upstream
-from support.routing_files import FLAT_SCORER
+from support.routing_files import EXTERNAL_KEY_ENV as KEY_ENV
+from support.routing_files import external_routing
 from zeta_router_dev.cluster import pki
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 KEY = "sk-test-3f9a1c0e7b2d4e6f8a0b"
-KEY_ENV = "ZETA_EXTERNAL_KEY_HOSTED"
 PROVIDER_MODEL = "provider-large-model"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
@@ -54,33 +54,15 @@ def _routing(
     overflow_only: bool = False,
     limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Tiers small (the cluster's) and hosted (external); the flat scorer gives every request
-    0.5, so a cut point of 0.4 decides hosted and 0.6 decides small."""
-    external: dict[str, Any] = {
-        "apiKeyEnv": KEY_ENV,
-        "overflowOnly": overflow_only,
-        "promptCostPer1kTokens": 0.5,
-        "completionCostPer1kTokens": 1.5,
-        **(limits or {}),
-    }
-    return {
-        "generation": 1,
-        "router": "assistant",
-        "tiers": [
-            {"name": "small", "url": cluster.url, "engine": "llamacpp"},
-            {
-                "name": "hosted",
-                "url": provider.url + "/v1",
-                "servedModelName": PROVIDER_MODEL,
-                "engine": "external",
-                "external": external,
-            },
-        ],
-        "contexts": [{"name": "default", "thresholds": [0.4 if to_external else 0.6]}],
-        "defaultContext": "default",
-        "scorer": FLAT_SCORER,
-        "circuitBreaker": {"failureThreshold": 100, "openSeconds": 1},
-    }
+    return external_routing(
+        cluster.url,
+        provider.url,
+        PROVIDER_MODEL,
+        to_external=to_external,
+        overflow_only=overflow_only,
+        limits=limits,
+        circuitBreaker={"failureThreshold": 100, "openSeconds": 1},
+    )
 
 
 def _start(

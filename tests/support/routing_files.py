@@ -35,6 +35,48 @@ def routing_config(
     return cfg
 
 
+#: The environment variable the external tier's key is read from in :func:`external_routing`.
+EXTERNAL_KEY_ENV = "ZETA_EXTERNAL_KEY_HOSTED"
+
+
+def external_routing(
+    cluster_url: str,
+    provider_url: str,
+    provider_model: str,
+    *,
+    to_external: bool,
+    overflow_only: bool = False,
+    limits: dict[str, int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Tiers ``small`` (the cluster's, at ``cluster_url``) and ``hosted`` (external, at
+    ``provider_url``/v1, its key in :data:`EXTERNAL_KEY_ENV`, prices 0.5 and 1.5 per 1000
+    prompt and completion tokens). The flat scorer gives every request 0.5: ``to_external``
+    decides hosted (cut point 0.4), else small (0.6)."""
+    external: dict[str, Any] = {
+        "apiKeyEnv": EXTERNAL_KEY_ENV,
+        "overflowOnly": overflow_only,
+        "promptCostPer1kTokens": 0.5,
+        "completionCostPer1kTokens": 1.5,
+        **(limits or {}),
+    }
+    hosted = {
+        "name": "hosted",
+        "url": provider_url + "/v1",
+        "servedModelName": provider_model,
+        "engine": "external",
+        "external": external,
+    }
+    cfg = routing_config(
+        {"small": cluster_url},
+        {"default": [0.4 if to_external else 0.6]},
+        scorer=FLAT_SCORER,
+        **extra,
+    )
+    cfg["tiers"].append(hosted)
+    return cfg
+
+
 def write_plain(path: Path, cfg: dict[str, Any] | str) -> None:
     """Rewrite the file in place (an editor, or a hostPath)."""
     path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))

@@ -86,3 +86,16 @@ def test_params_for_xllamacpp() -> None:
     assert params.cpuparams.n_threads == 2
     assert params.cpuparams_batch.n_threads == 2  # follows --threads unless given
     assert params.n_parallel == 2
+
+
+def test_api_keys_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama-server's --api-key: comma-separated, LLAMA_API_KEY when the flag is not given.
+    import xllamacpp
+
+    assert parse_args(["-m", "/m.gguf"]).api_keys == ()
+    opts = parse_args(["-m", "/m.gguf", "--api-key", "k1,k2"])
+    assert opts.api_keys == ("k1", "k2")
+    assert build_params(opts, xllamacpp).api_keys == ["k1", "k2"]
+    monkeypatch.setenv("LLAMA_API_KEY", "from-env")
+    assert parse_args(["-m", "/m.gguf"]).api_keys == ("from-env",)
+    assert parse_args(["-m", "/m.gguf", "--api-key", "k3"]).api_keys == ("k3",)

@@ -7,8 +7,9 @@ server from the ``xllamacpp`` wheel, started with the command-line arguments of 
 Accepted: the arguments the operator renders (``--model``, ``--alias``, ``--host``, ``--port``,
 ``--metrics``) and those users commonly add in ``spec.tiers[].args`` (``--ctx-size``,
 ``--threads``, ``--threads-batch``, ``--parallel``, ``--batch-size``, ``--ubatch-size``,
-``--n-gpu-layers``, which is ignored on a CPU, ``--no-warmup``, ``--cont-batching``). Anything
-else is refused with llama-server's usage, exit status 2. ``--hf-repo`` cannot work in this
+``--n-gpu-layers``, which is ignored on a CPU, ``--no-warmup``, ``--cont-batching``), and
+``--api-key`` (or ``LLAMA_API_KEY``: it then plays a hosted provider that checks keys).
+Anything else is refused with llama-server's usage, exit status 2. ``--hf-repo`` cannot work in this
 image (it serves files in the image or on a volume, and has no network access to download).
 
 This file runs inside the image: it imports only the standard library and ``xllamacpp``.
@@ -46,6 +47,7 @@ class Options:
     ubatch_size: int | None = None
     warmup: bool = True
     print_port: bool = False
+    api_keys: tuple[str, ...] = ()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
         help="layers on the GPU: accepted, ignored (this image has no GPU support)",
     )  # fmt: skip
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up run")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMA_API_KEY"),
+        help="API keys (comma-separated) a request must bring as Authorization: Bearer; "
+        "default: $LLAMA_API_KEY, else none asked",
+    )
     p.add_argument(
         "-cb", "--cont-batching", action="store_true", help="continuous batching (always on)"
     )
@@ -110,6 +118,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         ubatch_size=ns.ubatch_size,
         warmup=not ns.no_warmup,
         print_port=ns.print_port,
+        api_keys=tuple(k for k in (ns.api_key or "").split(",") if k),
     )
 
 
@@ -133,6 +142,8 @@ def build_params(opts: Options, xllamacpp: Any) -> Any:
         params.model_alias = {opts.alias}
     params.cache_ram_mib = CACHE_RAM_MIB
     params.warmup = opts.warmup
+    if opts.api_keys:
+        params.api_keys = list(opts.api_keys)
     return params
 
 
