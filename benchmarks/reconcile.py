@@ -57,6 +57,7 @@ from support.cluster import (  # noqa: E402
     unique_name,
     wait_for,
 )
+from zeta_router.controller.config import OperatorConfig  # noqa: E402
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path  # noqa: E402
 from zeta_router_dev.local.operator_proc import OperatorProcess  # noqa: E402
 
@@ -264,7 +265,12 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10, help="routers whose requests are counted")
     parser.add_argument("--drift-interval", type=float, default=30.0)
     parser.add_argument("--idle-intervals", type=int, default=2, help="drift intervals measured")
-    parser.add_argument("--workers", type=int, default=4, help="the operator's --workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=OperatorConfig.workers,
+        help="the operator's --workers (default: its own, %(default)s)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=8,
+        default=OperatorConfig.workers,
         help="threads reconciling in parallel (default %(default)s)",
     )
     render_args.add_arguments(parser)

@@ -322,9 +322,7 @@ class Reconciler:
             if self.settings.network_policy or k is not names.NETWORK_POLICY
         )
 
-    def _list_children(
-        self, namespace: str, name: str, uid: str, kinds: tuple[names.ChildKind, ...] = ()
-    ) -> Live:
+    def _list_children(self, namespace: str, name: str, uid: str) -> Live:
         """This ZetaRouter's children by kind and name (only those it controls).
 
         A consistent read (from etcd), not from the apiserver's watch cache: what a
@@ -334,13 +332,46 @@ class Reconciler:
         an older readiness over the newer one."""
         selector = names.children_selector(name)
         live: Live = {}
-        for kind in kinds or self.child_kinds():
+        for kind in self.child_kinds():
             items = self.kube.list(api_path(kind.api_version, kind.plural, namespace), selector)
             live[kind.kind] = {
                 o["metadata"]["name"]: o
                 for o in items.get("items") or []
                 if controller_uid(o) == uid
             }
+        return live
+
+    def _get_tier_children(self, body: Mapping[str, Any], uid: str) -> Live:
+        """The Deployments of the tiers of ``body`` (its spec's and its status's) and its routing
+        ConfigMap, those it controls: what a status refresh reads. One read of each by name, from
+        etcd (consistent, as :meth:`_list_children` says why): a list by label from etcd costs the
+        apiserver every object of the kind in the namespace, and a burst refreshes each
+        ZetaRouter of the namespace a few times."""
+        meta = body["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        tiers = [
+            t["name"]
+            for t in ((body.get("spec") or {}).get("tiers") or [])
+            if isinstance(t, Mapping) and isinstance(t.get("name"), str) and not t.get("external")
+        ]
+        tiers += [
+            t["name"]
+            for t in ((body.get("status") or {}).get("tiers") or [])
+            if isinstance(t, Mapping) and isinstance(t.get("name"), str)
+        ]
+        wanted = {
+            names.DEPLOYMENT: sorted({names.tier_object_name(name, t) for t in tiers}),
+            names.CONFIGMAP: [names.routing_configmap_name(name)],
+        }
+        live: Live = {}
+        for kind, object_names in wanted.items():
+            live[kind.kind] = {}
+            for object_name in object_names:
+                obj = self.kube.get_or_none(
+                    api_path(kind.api_version, kind.plural, namespace, object_name)
+                )
+                if obj is not None and controller_uid(obj) == uid:
+                    live[kind.kind][object_name] = obj
         return live
 
     def _reconcile_locked(
@@ -585,7 +616,7 @@ class Reconciler:
             return
         uid = str(body["metadata"]["uid"])
         status = body.get("status") or {}
-        deployments = self._list_children(namespace, name, uid, (names.DEPLOYMENT, names.CONFIGMAP))
+        deployments = self._get_tier_children(body, uid)
         try:
             want = desired_mod.compute(
                 body,
