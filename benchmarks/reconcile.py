@@ -11,7 +11,8 @@ Against ``$KUBECONFIG`` when set, else a local control plane started for the run
   Services, ConfigMap) exists, median and p90 over routers created one after another;
 - the time to reconcile ``--burst`` ZetaRouters created at once (children present and status
   written for every one), the rate, and the operator's resident memory after that (with a list,
-  such as ``--burst 100,300,1000``, one burst after the other, the earlier ones still served);
+  such as ``--burst 100,300,1000``, one burst after the other, the earlier ones still served;
+  each burst in one namespace of its own, or spread over ``--namespaces N``);
 - the load average with each figure (the machine may be shared).
 
 The apiserver counts every client's requests: only the resources the operator works with are
@@ -202,6 +203,12 @@ def loadavg() -> str:
     return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def all_children_seen(seen: dict[str, Seen], wanted: dict[str, set[str]]) -> float | None:
+    """When the last of ``wanted`` (names by namespace) was first seen; None while some are not."""
+    times = [seen[ns].all_seen(names) for ns, names in wanted.items()]
+    return None if None in times else max(t for t in times if t is not None)
+
+
 def make_namespace(kube: Kube, prefix: str) -> str:
     name = unique_name(prefix)
     kube.create(api_path("v1", "namespaces"), {"metadata": {"name": name}})
@@ -262,6 +269,13 @@ def main() -> int:
         help="routers created at once; a comma-separated list: one burst after the other, "
         "each in a namespace of its own, the earlier ones still served",
     )
+    parser.add_argument(
+        "--namespaces",
+        type=int,
+        default=1,
+        help="spread each burst over this many namespaces of its own, round robin (a fleet of "
+        "teams; Kubernetes' own controllers scan a namespace's objects at each sync)",
+    )
     parser.add_argument("--count", type=int, default=10, help="routers whose requests are counted")
     parser.add_argument("--drift-interval", type=float, default=30.0)
     parser.add_argument("--idle-intervals", type=int, default=2, help="drift intervals measured")
@@ -320,11 +334,16 @@ def main() -> int:
         ns_count = make_namespace(kube, "bench-count")
         ns_seq = make_namespace(kube, "bench-seq")
         bursts = [int(b) for b in args.burst.split(",") if b]
-        burst_namespaces = [make_namespace(kube, f"bench-burst{size}") for size in bursts]
+        if args.namespaces < 1:
+            parser.error("--namespaces must be at least 1")
+        burst_namespaces = [
+            [make_namespace(kube, f"bench-burst{size}") for _ in range(args.namespaces)]
+            for size in bursts
+        ]
         tracing = ["-X", "tracemalloc=1"] if args.tracemalloc else []
         operator = OperatorProcess(
             kubeconfig=kubeconfig,
-            namespaces=[ns_count, ns_seq, *burst_namespaces],
+            namespaces=[ns_count, ns_seq, *(ns for group in burst_namespaces for ns in group)],
             log_path=workdir / "operator.log",
             drift_interval=args.drift_interval,
             extra_args=["--log-format=json", f"--workers={args.workers}"],
@@ -445,32 +464,35 @@ def main() -> int:
 
         # ---- bursts ---------------------------------------------------------------------------
         total_routers = n + args.sequential
-        for size, ns_burst in zip(bursts, burst_namespaces, strict=True):
-            zr_burst = api_path(ZR_API, "zetarouters", ns_burst)
-            seen_burst = Seen(kube, ns_burst)
-            watchers.append(seen_burst)
-            wanted: set[str] = set()
-            burst_names = {f"b{i}" for i in range(size)}
+        for size, group in zip(bursts, burst_namespaces, strict=True):
+            seen = {ns: Seen(kube, ns) for ns in group}
+            watchers.extend(seen.values())
+            wanted: dict[str, set[str]] = {ns: set() for ns in group}
+            burst_names: dict[str, set[str]] = {ns: set() for ns in group}
             load_before = loadavg()
             started = time.monotonic()
             for i in range(size):
-                kube.create(zr_burst, body(f"b{i}"))
-                wanted |= expected(f"b{i}", tiers)
+                ns = group[i % len(group)]
+                kube.create(api_path(ZR_API, "zetarouters", ns), body(f"b{i}"))
+                wanted[ns] |= expected(f"b{i}", tiers)
+                burst_names[ns].add(f"b{i}")
             created = time.monotonic() - started
             children_at = wait_for(
-                lambda s=seen_burst, w=wanted: s.all_seen(w), 900, "all burst children", 0.1
+                lambda s=seen, w=wanted: all_children_seen(s, w), 900, "all burst children", 0.1
             )
             wait_for(
-                lambda ns=ns_burst, b=burst_names: statuses_written(kube, ns, b),
+                lambda b=burst_names: all(statuses_written(kube, ns, n) for ns, n in b.items()),
                 900,
                 "all burst statuses",
                 2.0,
             )
             total = time.monotonic() - started
             total_routers += size
-            print(f"{size} routers created at once ({created:.1f} s to send the creates; "
+            where = f" over {len(group)} namespaces" if len(group) > 1 else ""
+            print(f"{size} routers created at once{where} ({created:.1f} s to send the creates; "
                   f"{load_before} before, {loadavg()} after):")  # fmt: skip
-            print(f"  all {len(wanted)} children present after {children_at - started:.1f} s; "
+            children = sum(len(w) for w in wanted.values())
+            print(f"  all {children} children present after {children_at - started:.1f} s; "
                   f"every status written after {total:.1f} s: {size / total:.1f} "
                   "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
             rss = rss_mb(operator.proc.pid)
