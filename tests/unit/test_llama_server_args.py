@@ -65,7 +65,9 @@ def test_bad_command_lines_exit_2_with_a_reason(
     assert message in capsys.readouterr().err
 
 
-def test_params_for_xllamacpp() -> None:
+def fake_xllamacpp() -> SimpleNamespace:
+    """What build_params touches of xllamacpp (whose CommonParams differ between versions)."""
+
     def ns() -> SimpleNamespace:
         return SimpleNamespace(
             model=SimpleNamespace(path=""),
@@ -73,7 +75,11 @@ def test_params_for_xllamacpp() -> None:
             cpuparams_batch=SimpleNamespace(n_threads=0),
         )
 
-    fake = SimpleNamespace(CommonParams=ns)
+    return SimpleNamespace(CommonParams=ns)
+
+
+def test_params_for_xllamacpp() -> None:
+    fake = fake_xllamacpp()
     opts = parse_args(
         ["-m", "/m.gguf", "--alias", "a", "--host", "0.0.0.0", "--metrics", "-t", "2"]
     )
@@ -90,12 +96,12 @@ def test_params_for_xllamacpp() -> None:
 
 def test_api_keys_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # llama-server's --api-key: comma-separated, LLAMA_API_KEY when the flag is not given.
-    import xllamacpp
-
-    assert parse_args(["-m", "/m.gguf"]).api_keys == ()
+    opts = parse_args(["-m", "/m.gguf"])
+    assert opts.api_keys == ()
+    assert not hasattr(build_params(opts, fake_xllamacpp()), "api_keys")  # none asked
     opts = parse_args(["-m", "/m.gguf", "--api-key", "k1,k2"])
     assert opts.api_keys == ("k1", "k2")
-    assert build_params(opts, xllamacpp).api_keys == ["k1", "k2"]
+    assert build_params(opts, fake_xllamacpp()).api_keys == ["k1", "k2"]
     monkeypatch.setenv("LLAMA_API_KEY", "from-env")
     assert parse_args(["-m", "/m.gguf"]).api_keys == ("from-env",)
     assert parse_args(["-m", "/m.gguf", "--api-key", "k3"]).api_keys == ("k3",)
