@@ -119,3 +119,56 @@ def test_a_missing_or_unreadable_router_key_takes_the_full_path() -> None:
     body = {"metadata": {"namespace": "ns", "name": "r", "uid": "u-1"}, "spec": {}}
     assert not reconciler._router_key_still_there(body, ("ns", "r"), "u-1")
     assert len(kube.paths) == 1  # not allowed to read Secrets: not asked again
+
+
+class _NamedReads:
+    """Answers reads by name from ``objects`` (path -> object); a list would be a failure."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.paths: list[str] = []
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        self.paths.append(path)
+        return self.objects.get(path)
+
+    def list(self, path: str, selector: str | None = None) -> dict[str, Any]:
+        raise AssertionError(f"a status refresh listed {path}")
+
+
+def _owned(name: str, uid: str) -> dict[str, Any]:
+    ref = {"kind": "ZetaRouter", "name": "r", "uid": uid, "controller": True}
+    return {"metadata": {"name": name, "ownerReferences": [ref]}}
+
+
+def test_a_status_refresh_reads_each_tier_child_by_name_not_the_namespace() -> None:
+    deployments = "/apis/apps/v1/namespaces/ns/deployments"
+    kube = _NamedReads(
+        {
+            f"{deployments}/r-small": _owned("r-small", "u-1"),
+            f"{deployments}/r-old": _owned("r-old", "u-1"),  # a tier still in the status
+            f"{deployments}/r-large": _owned("r-large", "u-other"),  # not this ZetaRouter's
+            "/api/v1/namespaces/ns/configmaps/r-routing": _owned("r-routing", "u-1"),
+        }
+    )
+    body = {
+        "metadata": {"namespace": "ns", "name": "r", "uid": "u-1"},
+        "spec": {
+            "tiers": [
+                {"name": "small"},
+                {"name": "large"},
+                {"name": "x", "external": {"baseUrl": "https://p"}},
+            ]
+        },
+        "status": {"tiers": [{"name": "small"}, {"name": "old"}]},
+    }
+    live = Reconciler(kube, None)._get_tier_children(body, "u-1")  # type: ignore[arg-type]
+    assert sorted(live["Deployment"]) == ["r-old", "r-small"]
+    assert list(live["ConfigMap"]) == ["r-routing"]
+    # One read per tier the ZetaRouter has or had (none for the external one), and its ConfigMap.
+    assert kube.paths == [
+        f"{deployments}/r-large",
+        f"{deployments}/r-old",
+        f"{deployments}/r-small",
+        "/api/v1/namespaces/ns/configmaps/r-routing",
+    ]
