@@ -297,6 +297,8 @@ def main() -> int:
         help="with --profile: run the operator under tracemalloc (slower, and more RSS)",
     )
     args = parser.parse_args()
+    if args.namespaces < 1:
+        parser.error("--namespaces must be at least 1")
     # Stopped by SIGTERM (or Ctrl-C), it still stops the operator and the control plane.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -334,8 +336,6 @@ def main() -> int:
         ns_count = make_namespace(kube, "bench-count")
         ns_seq = make_namespace(kube, "bench-seq")
         bursts = [int(b) for b in args.burst.split(",") if b]
-        if args.namespaces < 1:
-            parser.error("--namespaces must be at least 1")
         burst_namespaces = [
             [make_namespace(kube, f"bench-burst{size}") for _ in range(args.namespaces)]
             for size in bursts
