@@ -12,6 +12,7 @@ from zeta_router.controller.apply import (
     fingerprint,
     owner_view,
 )
+from zeta_router.render import names
 
 ZR = {
     "apiVersion": "zeta.ai/v1alpha1",
@@ -66,8 +67,8 @@ def test_a_deployment_status_write_keeps_its_fingerprint_and_drift_moves_it() ->
             "uid": "d-1",
             "generation": 3,
             "resourceVersion": "10",
-            "labels": {"app": "chat"},
-            "annotations": {"zeta.ai/template-hash": "h"},
+            "labels": {names.INSTANCE: "chat"},
+            "annotations": {names.TEMPLATE_HASH: "h"},
         },
         "status": {"readyReplicas": 0},
     }
@@ -75,9 +76,26 @@ def test_a_deployment_status_write_keeps_its_fingerprint_and_drift_moves_it() ->
     status_only["status"] = {"readyReplicas": 1}
     assert fingerprint(status_only) == fingerprint(dep)  # readiness costs no apply
     spec_edit = {**dep, "metadata": {**dep["metadata"], "generation": 4}}
-    label_edit = {**dep, "metadata": {**dep["metadata"], "labels": {"app": "other"}}}
+    label_edit = {**dep, "metadata": {**dep["metadata"], "labels": {names.INSTANCE: "other"}}}
+    label_gone = {**dep, "metadata": {**dep["metadata"], "labels": {}}}
+    ours_edited = {
+        **dep,
+        "metadata": {**dep["metadata"], "annotations": {names.TEMPLATE_HASH: "x"}},
+    }
     assert fingerprint(spec_edit) != fingerprint(dep)
     assert fingerprint(label_edit) != fingerprint(dep)
+    assert fingerprint(label_gone) != fingerprint(dep)
+    assert fingerprint(ours_edited) != fingerprint(dep)
+    # Keys of other managers are theirs: an apply would not touch them, so they are not drift.
+    revised = {
+        **dep,
+        "metadata": {
+            **dep["metadata"],
+            "annotations": {names.TEMPLATE_HASH: "h", "deployment.kubernetes.io/revision": "1"},
+            "labels": {names.INSTANCE: "chat", "team": "a"},
+        },
+    }
+    assert fingerprint(revised) == fingerprint(dep)
 
 
 def test_objects_without_a_generation_are_fingerprinted_by_resource_version() -> None:

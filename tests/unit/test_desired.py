@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from zeta_router.api.models import SpecError
+from zeta_router.api.pod_policy import PodPolicy
 from zeta_router.controller.desired import Desired, RenderSettings, compute
+from zeta_router.render import names
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
 
@@ -92,3 +94,20 @@ def test_invalid_spec_raises() -> None:
     b["spec"]["tiers"][1]["replicas"] = {"min": 3, "max": 2}
     with pytest.raises(SpecError, match=r"spec\.tiers\[1\]\.replicas: min 3 > max 2"):
         compute(b, {}, {})
+
+
+@pytest.mark.parametrize("sample", sorted((SAMPLE.parent).glob("*.yaml")), ids=lambda p: p.name)
+def test_every_label_and_annotation_key_of_a_child_is_of_our_own_domains(sample: Path) -> None:
+    # A child's fingerprint (what a drift check compares) keeps only keys of these domains, so
+    # that another manager's key (the Deployment controller's revision) is not drift: a key of
+    # ours outside them would have its edits missed until the next full reconciliation.
+    (doc,) = [d for d in yaml.safe_load_all(sample.read_text()) if d and d["kind"] == "ZetaRouter"]
+    doc["metadata"] = {"name": "chat", "namespace": "ns", "uid": "u", "generation": 1}
+    # The installer's policy is not what is tested here: every Secret reference allowed.
+    settings = RenderSettings(network_policy=True, pod_policy=PodPolicy(secret_refs="any"))
+    d = compute(doc, {}, {}, settings)
+    assert d.children
+    for child in d.children:
+        meta = child["metadata"]
+        for key in [*(meta.get("labels") or {}), *(meta.get("annotations") or {})]:
+            assert key.startswith(names.OWN_KEY_DOMAINS), (child["kind"], key)

@@ -19,8 +19,9 @@ request; a child that has not changed since our last apply of the same intent is
 cost (the reconciliation lists the children anyway). "Not changed" is its :func:`fingerprint`:
 the ``resourceVersion``, except for objects with a ``generation`` (Deployments), whose status is
 written all the time by their controller: there, the generation (moved by any change of the
-spec) and the metadata. So drift in anything we state is still seen, and repaired, at the next
-check; a Deployment's readiness changing costs no apply.
+spec) and the metadata (of the labels and annotations, the keys of our own domains). So drift
+in anything we state is still seen, and repaired, at the next check; a Deployment's readiness
+changing costs no apply.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ class Applied:
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:
-    """What of a live child must not move for our last apply to still hold (see the module)."""
+    """What of a live child must not move for our last apply to still hold (see the module).
+    Of the labels and annotations, only the keys of our own domains: the Deployment controller
+    writes ``deployment.kubernetes.io/revision`` just after each create, and counted, it sent
+    every new ZetaRouter's first drift check down the full path (a list of each child kind of
+    the namespace, from etcd, and an apply of each Deployment that changed nothing)."""
     meta = obj.get("metadata") or {}
     if not meta.get("generation"):
         return f"rv:{meta.get('resourceVersion')}"
@@ -56,8 +61,8 @@ def fingerprint(obj: Mapping[str, Any]) -> str:
         {
             "uid": meta.get("uid"),
             "generation": meta.get("generation"),
-            "labels": meta.get("labels"),
-            "annotations": meta.get("annotations"),
+            "labels": names.own_keys(meta.get("labels")),
+            "annotations": names.own_keys(meta.get("annotations")),
             "ownerReferences": meta.get("ownerReferences"),
         }
     )

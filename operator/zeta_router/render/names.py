@@ -13,6 +13,7 @@ child and pod): ``app.kubernetes.io/name: zeta-router``, ``app.kubernetes.io/ins
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -27,6 +28,18 @@ MANAGED_BY_VALUE: Final = APP
 FIELD_MANAGER: Final = "zeta-router"
 """The operator's server-side apply field manager: ``managedFields`` entries of this manager
 are the fields of a child the operator owns."""
+
+OWN_KEY_DOMAINS: Final = ("zeta.ai/", "app.kubernetes.io/")
+"""The domains of every label and annotation key the operator writes in a child's metadata
+(tested over every child of every sample). Keys of other domains are other managers': the
+Deployment controller's ``deployment.kubernetes.io/revision``, written just after each create, a
+GitOps tool's. An apply leaves them as they are, so a change of one is not drift."""
+
+
+def own_keys(values: Mapping[str, str] | None) -> dict[str, str]:
+    """The entries of a labels or annotations map whose keys are in :data:`OWN_KEY_DOMAINS`."""
+    return {k: v for k, v in (values or {}).items() if k.startswith(OWN_KEY_DOMAINS)}
+
 
 TEMPLATE_HASH: Final = "zeta.ai/template-hash"
 """Deployment annotation: digest of the pod template the operator rendered for the tier."""
