@@ -172,3 +172,81 @@ def test_a_status_refresh_reads_each_tier_child_by_name_not_the_namespace() -> N
         f"{deployments}/r-small",
         "/api/v1/namespaces/ns/configmaps/r-routing",
     ]
+
+
+def test_only_deployment_events_that_change_what_a_refresh_reads_call_for_one() -> None:
+    reconciler = Reconciler(None, None)  # type: ignore[arg-type]
+    created: dict[str, Any] = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "r-small",
+            "uid": "d-1",
+            "generation": 1,
+            "annotations": {"zeta.ai/template-hash": "h1"},
+        },
+        "spec": {"replicas": 1},
+    }
+
+    def then(**changes: Any) -> dict[str, Any]:
+        obj = {**created, **changes}
+        obj["metadata"] = {**created["metadata"], **changes.get("metadata", {})}
+        return obj
+
+    progressing = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+    starting = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "conditions": [{**progressing, "lastUpdateTime": "2026-12-07T10:00:00Z"}],
+    }
+    moved = reconciler.deployment_moved
+    assert moved("ADDED", created)  # first sight
+    assert not moved("MODIFIED", created)  # the same again
+    # The Deployment controller's revision annotation: not read by a refresh.
+    revised = {**created["metadata"]["annotations"], "deployment.kubernetes.io/revision": "1"}
+    assert not moved("MODIFIED", then(metadata={"annotations": revised}))
+    assert moved("MODIFIED", then(status=starting))  # seen, one replica made
+    # Only a condition's time and message moved: the same status would be written.
+    later = {**progressing, "lastUpdateTime": "2026-12-07T10:00:05Z", "message": "progressing"}
+    assert not moved("MODIFIED", then(status={**starting, "conditions": [later]}))
+    ready = {**starting, "readyReplicas": 1, "availableReplicas": 1}
+    assert moved("MODIFIED", then(status=ready))  # ready: the status says so
+    assert moved("MODIFIED", then(status=ready, spec={"replicas": 2}))  # scaled
+    # A new template of ours (its generation and annotations move).
+    assert moved(
+        "MODIFIED",
+        then(
+            status=ready,
+            spec={"replicas": 2},
+            metadata={"generation": 2, "annotations": {"zeta.ai/template-hash": "h2"}},
+        ),
+    )
+    assert not moved("DELETED", created)
+    assert moved("ADDED", created)  # forgotten with its deletion: a new one is news
+
+
+class _NoRequests:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a request ({name}) where none was due")
+
+
+def test_a_drift_check_waits_until_the_zetarouters_own_handler_has_run() -> None:
+    # Being deleted: a reconciliation of it returns at once, so no request is due either way.
+    body = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "r",
+            "uid": "u-9",
+            "generation": 1,
+            "deletionTimestamp": "2026-12-07T10:00:00Z",
+        },
+        "spec": {},
+    }
+    reconciler = Reconciler(_NoRequests(), None)  # type: ignore[arg-type]
+    assert reconciler.check_drift(body) is None  # its create handler has not run: not ours yet
+    assert reconciler.reconcile(body, "drift") is not None  # other triggers do not count
+    assert reconciler.check_drift(body) is None
+    reconciler.reconcile(body, "create")
+    assert reconciler.check_drift(body) is not None  # now the full path (nothing settled)
+    reconciler.forget("ns", "r", "u-9")
+    assert reconciler.check_drift(body) is None

@@ -153,7 +153,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             await stopped.wait(cfg.drift_interval)
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
-        reconciler.forget(str(meta.get("namespace")), str(meta.get("name")))
+        reconciler.forget(str(meta.get("namespace")), str(meta.get("name")), meta.uid)
 
     kopf.on.create(*zr, registry=registry, id="reconcile")(on_create)
     kopf.on.update(*zr, registry=registry, id="reconcile")(on_update)
@@ -179,13 +179,15 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         owner = owner_name(body)
         if owner is None:
             return
+        # Of a Deployment: does this event change what a status refresh would read of it?
+        moved = kind == names.DEPLOYMENT.kind and reconciler.deployment_moved(type, body)
         if type == "DELETED":
             # Deleted by someone (or by the garbage collector after the ZetaRouter went away,
             # which reconcile_named sees and skips): put it back now, not at the next drift check.
             await asyncio.get_running_loop().run_in_executor(
                 None, reconciler.reconcile_named, namespace, owner, "child-deleted"
             )
-        elif type is not None and kind == names.DEPLOYMENT.kind:
+        elif type is not None and moved:
             # Readiness changes flow into the ZetaRouter's status promptly. (type None: the
             # initial listing, after which the resume handlers reconcile anyway.)
             reconciler.refresh_status(namespace, owner)

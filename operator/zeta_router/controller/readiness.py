@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zeta_router.controller.rollout import TierRollout
+from zeta_router.controller.rollout import TierRollout, settled
 from zeta_router.controller.status import DEGRADED, PROGRESSING, READY, Condition, condition
+from zeta_router.render import names
 
 # status.tiers[].rollout
 CURRENT = "Current"
@@ -109,6 +110,20 @@ def tier_state(
         failure = f"cannot create pods: {replica_failure.get('message', '')}".strip()
     return TierState(
         name, True, desired, replicas, ready, updated, available, rolled_out, failure, plan
+    )
+
+
+def readiness_view(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a status refresh reads of a tier's Deployment: its :class:`TierState`, whether a
+    tier waiting for it to settle may go on, and the annotations of ours that the status
+    reports. Equal views: a refresh would write what the last one did. The Deployment
+    controller writes a new Deployment's status several times in its first seconds (conditions'
+    times and messages among them): only the events that change this view call for a refresh."""
+    meta = deployment.get("metadata") or {}
+    return (
+        tier_state("", deployment),
+        settled(deployment),
+        tuple(sorted(names.own_keys(meta.get("annotations")).items())),
     )
 
 

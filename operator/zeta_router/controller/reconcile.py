@@ -39,6 +39,7 @@ from zeta_router.controller.events import EventRecorder
 from zeta_router.controller.readiness import (
     TierState,
     readiness_conditions,
+    readiness_view,
     ready_summary,
     tier_state,
 )
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 STATUS_COALESCE_SECONDS = 1.0
 #: Threads for coalesced status refreshes (each is a few reads and at most one write).
 STATUS_THREADS = 2
+
+#: The triggers of kopf's own handlers of a ZetaRouter (a drift check waits for the first).
+HANDLER_TRIGGERS = frozenset({"create", "update", "resume"})
 #: How often a drift check makes sure the router key Secret still exists (seconds).
 ROUTER_KEY_RECHECK = 600.0
 
@@ -185,6 +189,10 @@ class Reconciler:
         self.seen = SeenChildren()
         # Each ZetaRouter as its last full reconciliation without error left it.
         self._settled: dict[tuple[str, str], Settled] = {}
+        # The ZetaRouters (by uid) whose create, update or resume handler has run in this process.
+        self._handled: set[str] = set()
+        # What the watch last showed of each tier Deployment's readiness, by (namespace, uid).
+        self._readiness: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     # ---- serialisation ------------------------------------------------------------------------
 
@@ -221,8 +229,9 @@ class Reconciler:
             finally:
                 lock.release()
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         with self._guard:
+            self._handled.discard(uid or "")
             self._locks.pop((namespace, name), None)
             self._dirty.discard((namespace, name))
             self._key_seen.pop((namespace, name), None)
@@ -240,6 +249,9 @@ class Reconciler:
         key = (str(meta["namespace"]), str(meta["name"]))
         started = time.monotonic()
         result = "error"
+        if trigger in HANDLER_TRIGGERS:
+            with self._guard:
+                self._handled.add(str(meta["uid"]))
         try:
             with self._exclusive(key):
                 outcome = self._reconcile_locked(body, trigger, loop)
@@ -261,6 +273,15 @@ class Reconciler:
         key = (str(meta["namespace"]), str(meta["name"]))
         uid = str(meta["uid"])
         generation = int(meta.get("generation") or 0)
+        with self._guard:
+            handled = uid in self._handled
+        if not handled:
+            # Its create (or, after a restart, resume) handler has not run yet: in a burst it
+            # waits behind the others for one of kopf's workers, and kopf runs it (and retries
+            # it) anyway. A full reconciliation here would list every child kind of the
+            # namespace from etcd and apply them all, and the handler would then do it again.
+            RECONCILES.labels("drift", "waiting").inc()
+            return None
         if unchanged(self._settled.get(key), uid, generation, self.seen.of(key[0], uid)) and (
             not self._key_recheck_due(key, uid, time.monotonic())
             or self._router_key_still_there(body, key, uid)
@@ -301,6 +322,22 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         return self.reconcile(body, trigger, loop)
+
+    def deployment_moved(self, type: str | None, deployment: Mapping[str, Any]) -> bool:
+        """Whether a watch event of a tier's Deployment changes what a status refresh reads of
+        it (:func:`~.readiness.readiness_view`); remembered for the next event. A burst's
+        Deployments are written several times each by their controller in their first seconds,
+        and a refresh costs four reads from etcd."""
+        meta = deployment.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("uid")))
+        with self._guard:
+            if type == "DELETED":
+                self._readiness.pop(key, None)
+                return False
+            view = readiness_view(deployment)
+            before = self._readiness.get(key)
+            self._readiness[key] = view
+        return before != view
 
     def refresh_status(self, namespace: str, name: str) -> None:
         """Recompute the readiness part of the status from the Deployments, soon (coalesced);
