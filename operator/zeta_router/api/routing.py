@@ -375,10 +375,16 @@ def routing_yaml(config: RoutingConfig) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
 
 
+# libyaml's parser where PyYAML has it (its wheels do): the same documents, parsed several times
+# faster. The operator parses each live routing file at every reconciliation and status refresh,
+# and in a burst of a thousand ZetaRouters the pure-Python parser took a tenth of its CPU.
+_FAST_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_routing_yaml(text: str) -> RoutingConfig | None:
     """A ``routing.yaml`` text as a configuration; ``None`` when it is not a valid one."""
     try:
-        return RoutingConfig.model_validate(yaml.safe_load(text))
+        return RoutingConfig.model_validate(yaml.load(text, Loader=_FAST_SAFE_LOADER))
     except (yaml.YAMLError, ValidationError, TypeError, ValueError):
         return None
 
