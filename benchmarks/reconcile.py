@@ -12,7 +12,9 @@ Against ``$KUBECONFIG`` when set, else a local control plane started for the run
 - the time to reconcile ``--burst`` ZetaRouters created at once (children present and status
   written for every one), the rate, and the operator's resident memory after that (with a list,
   such as ``--burst 100,300,1000``, one burst after the other, the earlier ones still served;
-  each burst in one namespace of its own, or spread over ``--namespaces N``);
+  each burst in one namespace of its own, or spread over ``--namespaces N``), what every client
+  asked of the apiserver during the burst (the operator, Kubernetes' own controllers, the
+  benchmark), per ZetaRouter, and the operator's reconciliations by trigger and result;
 - the load average with each figure (the machine may be shared).
 
 The apiserver counts every client's requests: only the resources the operator works with are
@@ -73,7 +75,7 @@ Key = tuple[str, str]  # (verb, resource[/subresource])
 # requests are subtracted where it makes them.
 OPERATOR_RESOURCES = {
     "zetarouters", "zetarouters/status", "deployments", "services", "configmaps", "secrets",
-    "networkpolicies", "kopfpeerings",
+    "networkpolicies", "poddisruptionbudgets", "kopfpeerings",
 }  # fmt: skip
 NOT_THE_OPERATOR: set[Key] = {("UPDATE", "deployments")}
 PROFILER = "zeta_router_dev.local.memprofile"
@@ -231,6 +233,41 @@ def statuses_written(kube: Kube, namespace: str, names: set[str]) -> bool:
     return names <= done
 
 
+def print_all_clients(before: Counter[Key], after: Counter[Key], n: int, top: int = 14) -> None:
+    """What the apiserver served during a burst, every client's (the operator's, Kubernetes'
+    own controllers', the benchmark's), per ZetaRouter: where the shared CPU goes."""
+    diff = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)})
+    total = sum(diff.values())
+    print(f"  every client's requests during the burst: {total / n:.1f} per ZetaRouter; the most:")
+    for (verb, resource), count in diff.most_common(top):
+        print(f"    {verb:<7} {resource:<28} {count / n:6.2f}")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user and system) each process has used so far, by name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone, or not on this machine
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def reconciles(operator: OperatorProcess) -> str:
+    """``zeta_operator_reconciles_total`` by trigger and result, from the operator's metrics."""
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(operator.metrics()):
+        if family.name != "zeta_operator_reconciles":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_total") and s.value:
+                counts[f"{s.labels.get('trigger')}/{s.labels.get('result')}"] += int(s.value)
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
 def print_table(title: str, per: dict[str, Counter[Key]], n: int) -> None:
     """One row per (verb, resource), one column per phase, requests per ZetaRouter."""
     keys = sorted({k for c in per.values() for k in c}, key=lambda k: (k[1], k[0]))
@@ -296,6 +333,11 @@ def main() -> int:
         action="store_true",
         help="with --profile: run the operator under tracemalloc (slower, and more RSS)",
     )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the operator's log and the control plane's files (kept anyway on a failure)",
+    )
     args = parser.parse_args()
     if args.namespaces < 1:
         parser.error("--namespaces must be at least 1")
@@ -356,6 +398,10 @@ def main() -> int:
         assert operator.proc is not None
         time.sleep(1.0)  # let the operator's watches settle
         rss_idle = rss_mb(operator.proc.pid)
+        # Whose CPU a burst takes (the local control plane's processes, when started here).
+        pids = {"operator": operator.proc.pid}
+        if plane is not None and (state := plane.state()) is not None:
+            pids |= {name: rec.pid for name, rec in state.processes.items()}
 
         def body(name: str) -> dict[str, Any]:
             doc = copy.deepcopy(template)
@@ -470,6 +516,8 @@ def main() -> int:
             wanted: dict[str, set[str]] = {ns: set() for ns in group}
             burst_names: dict[str, set[str]] = {ns: set() for ns in group}
             load_before = loadavg()
+            all_before = request_counts(kubeconfig)
+            cpu_before = cpu_seconds(pids)
             started = time.monotonic()
             for i in range(size):
                 ns = group[i % len(group)]
@@ -495,6 +543,11 @@ def main() -> int:
             print(f"  all {children} children present after {children_at - started:.1f} s; "
                   f"every status written after {total:.1f} s: {size / total:.1f} "
                   "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
+            print_all_clients(all_before, request_counts(kubeconfig), size)
+            print(f"  the operator's reconciliations so far: {reconciles(operator)}")
+            used = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(pids).items()}
+            print("  CPU during the burst, share of one core: " + ", ".join(
+                f"{k} {100 * v / total:.0f} %" for k, v in used.items()))  # fmt: skip
             rss = rss_mb(operator.proc.pid)
             if args.profile:
                 profile_report(operator.proc.pid, args.profile)
@@ -514,10 +567,10 @@ def main() -> int:
         if log.exists():
             orphaned = log.read_text(errors="replace").count("Leaving it orphaned")
             print(f"operator log: {orphaned} 'Leaving it orphaned' at shutdown")
-        if ok:
+        if ok and not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+            print(f"logs kept in {workdir}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
