@@ -236,7 +236,7 @@ def statuses_written(kube: Kube, namespace: str, names: set[str]) -> bool:
 def print_all_clients(before: Counter[Key], after: Counter[Key], n: int, top: int = 14) -> None:
     """What the apiserver served during a burst, every client's (the operator's, Kubernetes'
     own controllers', the benchmark's), per ZetaRouter: where the shared CPU goes."""
-    diff = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)})
+    diff = after - before  # only the counts that grew
     total = sum(diff.values())
     print(f"  every client's requests during the burst: {total / n:.1f} per ZetaRouter; the most:")
     for (verb, resource), count in diff.most_common(top):

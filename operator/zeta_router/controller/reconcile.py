@@ -191,7 +191,9 @@ class Reconciler:
         self._settled: dict[tuple[str, str], Settled] = {}
         # The ZetaRouters (by uid) whose create, update or resume handler has run in this process.
         self._handled: set[str] = set()
-        # What the watch last showed of each tier Deployment's readiness, by (namespace, uid).
+        # What the watch last showed of each tier Deployment's readiness, by (namespace, name):
+        # keyed as SeenChildren is, so that a deletion the watch missed (a relist after its
+        # resourceVersion expired) leaves an entry the next object of that name replaces.
         self._readiness: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     # ---- serialisation ------------------------------------------------------------------------
@@ -329,7 +331,7 @@ class Reconciler:
         Deployments are written several times each by their controller in their first seconds,
         and a refresh costs four reads from etcd."""
         meta = deployment.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("uid")))
+        key = (str(meta.get("namespace")), str(meta.get("name")))
         with self._guard:
             if type == "DELETED":
                 self._readiness.pop(key, None)
