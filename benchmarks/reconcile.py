@@ -399,7 +399,7 @@ def main() -> int:
         time.sleep(1.0)  # let the operator's watches settle
         rss_idle = rss_mb(operator.proc.pid)
         # Whose CPU a burst takes (the local control plane's processes, when started here).
-        pids = {"operator": operator.proc.pid}
+        pids = {"operator": operator.proc.pid, "benchmark": os.getpid()}
         if plane is not None and (state := plane.state()) is not None:
             pids |= {name: rec.pid for name, rec in state.processes.items()}
 

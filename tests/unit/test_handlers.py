@@ -1,16 +1,22 @@
 """The parts of the operator's registration that need no apiserver: when each object's drift
 check falls, which ZetaRouters get the control loop's and the learner's daemons, and how status
-refreshes are coalesced, and what the router key's periodic recheck asks."""
+refreshes are coalesced, what the router key's periodic recheck asks, and the essence kopf
+compares ZetaRouters by."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+import yaml
 
 from zeta_router.autoscale.loop import uses_control_loop
-from zeta_router.controller.handlers import drift_phase
+from zeta_router.controller.handlers import SpecDiffBaseStorage, drift_phase
 from zeta_router.controller.reconcile import Coalescer, Reconciler
 from zeta_router.kube import ApiError
 from zeta_router.learning.loop import learns
@@ -250,3 +256,67 @@ def test_a_drift_check_waits_until_the_zetarouters_own_handler_has_run() -> None
     assert reconciler.check_drift(body) is not None  # now the full path (nothing settled)
     reconciler.forget("ns", "r", "u-9")
     assert reconciler.check_drift(body) is None
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+
+
+def _watched_zetarouter(doc: dict[str, Any]) -> dict[str, Any]:
+    """A sample as a watch delivers it after the operator handled it: system metadata,
+    managedFields of three managers, kopf's own annotations, a status."""
+    body = copy.deepcopy(doc)
+    meta = body.setdefault("metadata", {})
+    meta.update(
+        namespace="team-a",
+        uid="4b0d6a1e-0000-4000-8000-000000000001",
+        resourceVersion="1234",
+        generation=3,
+        creationTimestamp="2026-12-07T10:00:00Z",
+        finalizers=["zeta.ai/finalizer"],
+        labels={"team": "a"},
+        annotations={
+            "note": "kept",
+            "zeta.ai/kopf-managed": "yes",
+            "zeta.ai/last-handled-configuration": '{"spec":{}}\n',
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        },
+        managedFields=[
+            {"manager": m, "operation": "Update", "fieldsV1": {"f:spec": {"f:tiers": {}}}}
+            for m in ("kubectl", "zeta-router", "kopf")
+        ],
+    )
+    body["status"] = {
+        "observedGeneration": 3,
+        "tiers": [{"name": "small", "readyReplicas": 1}],
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    return body
+
+
+def test_the_spec_essence_is_kopfs_own_without_copying_the_whole_object() -> None:
+    samples = sorted(SAMPLES.glob("*.yaml"))
+    assert samples
+    ours = SpecDiffBaseStorage(prefix="zeta.ai", key="last-handled-configuration")
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="zeta.ai", key="last-handled-configuration")
+    compared = 0
+    for path in samples:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "ZetaRouter":
+                continue
+            raw = _watched_zetarouter(doc)
+            body = kopf.Body(cast(kopf.RawBody, raw))
+            essence = ours.build(body=body)
+            assert essence == kopfs.build(body=body), path.name
+            # The spec and the user's metadata are in it; status, system fields and kopf's
+            # own annotation are not.
+            assert essence["spec"] == doc["spec"]
+            assert essence["metadata"] == {"labels": {"team": "a"}, "annotations": {"note": "kept"}}
+            # A copy: changing the essence leaves the object as it was.
+            essence["spec"]["tiers"].clear()
+            assert raw["spec"] == doc["spec"]
+            # Handlers on fields outside the spec get kopf's own build.
+            extra = ours.build(body=body, extra_fields=["status.observedGeneration"])
+            assert extra == kopfs.build(body=body, extra_fields=["status.observedGeneration"])
+            assert extra["status"] == {"observedGeneration": 3}
+            compared += 1
+    assert compared >= 2

@@ -16,9 +16,10 @@ import hashlib
 import importlib
 import logging
 import random
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -52,6 +53,32 @@ def drift_phase(uid: str, interval: float) -> float:
     return fraction * interval
 
 
+class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation of the last handled spec, whose essence is built from a copy of only
+    what it keeps. kopf's own build deep-copies the whole object, managedFields and status
+    included, at every event of every ZetaRouter, and then drops all but the spec, labels and
+    annotations: in a burst of 1,000 that copy was a sixth of the operator's CPU. The essence
+    is the same (unit-tested against kopf's); with ``extra_fields`` (handlers on fields outside
+    the spec, which we have none of) it is kopf's own build."""
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[str | tuple[str, ...] | list[str] | None] | None = None,
+    ) -> kopf.BodyEssence:
+        fields = list(extra_fields or ())
+        if fields:
+            return super().build(body=body, extra_fields=fields)
+        meta = body.get("metadata") or {}
+        slim = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        # ownerReferences: kopf names its keys by them (for ReplicaSets of Deployments).
+        slim["metadata"] = {
+            k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta
+        }
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)))
+
+
 @dataclass(frozen=True)
 class OperatorContext:
     """What handlers registered by other modules share with the controller."""
@@ -75,7 +102,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix=FINALIZER_PREFIX
         )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = SpecDiffBaseStorage(
             prefix=FINALIZER_PREFIX, key="last-handled-configuration"
         )
         settings.peering.name = cfg.peering_name
