@@ -206,7 +206,8 @@ def test_only_deployment_events_that_change_what_a_refresh_reads_call_for_one() 
         "conditions": [{**progressing, "lastUpdateTime": "2026-12-07T10:00:00Z"}],
     }
     moved = reconciler.deployment_moved
-    assert moved("ADDED", created)  # first sight
+    # Its creation: the reconciliation that applied it writes the status; the view is kept.
+    assert not moved("ADDED", created)
     assert not moved("MODIFIED", created)  # the same again
     # The Deployment controller's revision annotation: not read by a refresh.
     revised = {**created["metadata"]["annotations"], "deployment.kubernetes.io/revision": "1"}
@@ -228,7 +229,13 @@ def test_only_deployment_events_that_change_what_a_refresh_reads_call_for_one() 
         ),
     )
     assert not moved("DELETED", created)
-    assert moved("ADDED", created)  # forgotten with its deletion: a new one is news
+    # Forgotten with its deletion: its successor's first status write is news.
+    assert not moved("ADDED", created)
+    assert moved("MODIFIED", then(status=ready))
+    assert not moved("MODIFIED", then(status=ready))
+    # Seen first by a later event (its creation came before this operator watched): news.
+    reconciler.deployment_moved("DELETED", created)
+    assert moved("MODIFIED", created)
 
 
 class _NoRequests:

@@ -329,7 +329,9 @@ class Reconciler:
         """Whether a watch event of a tier's Deployment changes what a status refresh reads of
         it (:func:`~.readiness.readiness_view`); remembered for the next event. A burst's
         Deployments are written several times each by their controller in their first seconds,
-        and a refresh costs four reads from etcd."""
+        and a refresh costs four reads from etcd. A creation (``ADDED``) calls for none: the
+        reconciliation that applied it writes the status from what it applied, and the
+        Deployment controller's first status write (it always makes one) is the next event."""
         meta = deployment.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         with self._guard:
@@ -339,7 +341,7 @@ class Reconciler:
             view = readiness_view(deployment)
             before = self._readiness.get(key)
             self._readiness[key] = view
-        return before != view
+        return type != "ADDED" and before != view
 
     def refresh_status(self, namespace: str, name: str) -> None:
         """Recompute the readiness part of the status from the Deployments, soon (coalesced);
