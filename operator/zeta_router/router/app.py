@@ -94,9 +94,6 @@ class Router:
         self.forwarder: Forwarder | None = None
         self._background: list[asyncio.Task[None]] = []
         self.draining = False
-        self.active_requests = 0  # requests being handled (draining waits for them)
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._random = random.Random(self.options.seed)
         self.learning = RouterLearning(self.metrics, self.options.seed)
         self.learning.configure(config)
@@ -171,24 +168,6 @@ class Router:
             await self.upstreams.close()
 
     # -- requests --------------------------------------------------------------------------
-
-    def request_began(self) -> None:
-        self.active_requests += 1
-        self._idle.clear()
-
-    def request_ended(self) -> None:
-        self.active_requests -= 1
-        if self.active_requests == 0:
-            self._idle.set()
-
-    async def wait_idle(self, seconds: float) -> bool:
-        """Wait until no request is being handled; False if some still are after ``seconds``."""
-        try:
-            async with asyncio.timeout(max(0.0, seconds)):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def decide(self, request: web.Request, body: dict[str, Any], cfg: RuntimeConfig) -> Decision:
         now_ms = int(time.time() * 1000)

@@ -209,7 +209,6 @@ def _error_middleware(router: Router) -> Any:
         protocol = request.protocol
         if isinstance(protocol, ConnectionHandler):
             protocol.request_started()
-        router.request_began()
         try:
             return await handler(request)
         except ApiError as exc:
@@ -233,8 +232,6 @@ def _error_middleware(router: Router) -> Any:
                 ),
                 content_type=JSON_TYPE,
             )
-        finally:
-            router.request_ended()
 
     return errors
 
