@@ -62,6 +62,7 @@ from support.cluster import (  # noqa: E402
 )
 from zeta_router.controller.config import OperatorConfig  # noqa: E402
 from zeta_router.kube import MERGE_PATCH, ApiError, Kube, api_path  # noqa: E402
+from zeta_router_dev.cluster.processes import cpu_seconds  # noqa: E402
 from zeta_router_dev.local.operator_proc import OperatorProcess  # noqa: E402
 
 SAMPLE = REPO / "manifests" / "samples" / "zetarouter-7b-14b.yaml"
@@ -243,16 +244,14 @@ def print_all_clients(before: Counter[Key], after: Counter[Key], n: int, top: in
         print(f"    {verb:<7} {resource:<28} {count / n:6.2f}")
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     """CPU time (user and system) each process has used so far, by name."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name, pid in pids.items():
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = cpu_seconds(pid)
         except OSError:
             continue  # gone, or not on this machine
-        out[name] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -517,7 +516,7 @@ def main() -> int:
             burst_names: dict[str, set[str]] = {ns: set() for ns in group}
             load_before = loadavg()
             all_before = request_counts(kubeconfig)
-            cpu_before = cpu_seconds(pids)
+            cpu_before = cpu_by_process(pids)
             started = time.monotonic()
             for i in range(size):
                 ns = group[i % len(group)]
@@ -545,7 +544,7 @@ def main() -> int:
                   "ZetaRouters/s   (aim for 1,000: < 180 s)")  # fmt: skip
             print_all_clients(all_before, request_counts(kubeconfig), size)
             print(f"  the operator's reconciliations so far: {reconciles(operator)}")
-            used = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(pids).items()}
+            used = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_by_process(pids).items()}
             print("  CPU during the burst, share of one core: " + ", ".join(
                 f"{k} {100 * v / total:.0f} %" for k, v in used.items()))  # fmt: skip
             rss = rss_mb(operator.proc.pid)

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.fake_upstream import start_fake_upstream  # noqa: E402
+from zeta_router_dev.cluster.processes import cpu_seconds  # noqa: E402
 from zeta_router_dev.local.router_proc import start_router  # noqa: E402
 
 BODY = {
@@ -185,12 +186,6 @@ def _wrk(url: str, seconds: int, cpus: set[int] | None) -> dict[str, float] | No
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mb(pid: int) -> tuple[float, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -276,11 +271,11 @@ def main() -> None:
     pids = {"direct": upstream.process.pid, "router": router.process.pid}
 
     def measured(name: str, load: Callable[[], dict[str, float] | None]) -> dict[str, float] | None:
-        before = _cpu_seconds(pids[name])
+        before = cpu_seconds(pids[name])
         res = load()
         if res is not None:
             n = res.get("requests") or res["rps"] * seconds
-            res["cpu_us"] = (_cpu_seconds(pids[name]) - before) / max(n, 1) * 1e6
+            res["cpu_us"] = (cpu_seconds(pids[name]) - before) / max(n, 1) * 1e6
         return res
 
     try:
