@@ -231,9 +231,9 @@ class Reconciler:
             finally:
                 lock.release()
 
-    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
+    def forget(self, namespace: str, name: str, uid: str) -> None:
         with self._guard:
-            self._handled.discard(uid or "")
+            self._handled.discard(uid)
             self._locks.pop((namespace, name), None)
             self._dirty.discard((namespace, name))
             self._key_seen.pop((namespace, name), None)
