@@ -219,6 +219,25 @@ def test_scale_down_checked_against_the_load_that_caused_pressure() -> None:
     assert d.replicas["large"] == 2
 
 
+def test_no_scale_down_back_to_the_load_of_an_expired_pressure_point() -> None:
+    cfg = config(target_queue_per_replica=10.0)
+    # TTFT pressure at 6 in flight on one replica; two replicas have carried the same 6 since.
+    learned = TierState(2, low_since=0.0, pressure_load=6.0, pressure_seen_at=0.0)
+    st = replace(state(cfg), tiers={**state(cfg).tiers, "large": learned})
+    light = tier("large", ready=2, waiting=0.0, running=6.0, ttft_p90_seconds=0.8)
+    later = cfg.pressure_memory_seconds + 30
+    # Past its memory, the queue check alone (6 <= 0.8 * 10) would take the replica from the
+    # load that needed it, and the pressure would put it back: a flap every hour.
+    d = decide(cfg, snap(large=light), st, now=later)
+    assert d.replicas["large"] == 2
+    assert any("would be back at the 6 at which pressure was seen" in n for n in d.notes)
+    # The expired point keeps no headroom: 5 on one replica, below the 6 (not below 80 % of
+    # it), may go; while the point was trusted it could not.
+    lighter = replace(light, running=5.0)
+    assert decide(cfg, snap(large=lighter), st, now=later).replicas["large"] == 1
+    assert decide(cfg, snap(large=lighter), st, now=60).replicas["large"] == 2
+
+
 def test_without_capacity_knowledge_scale_down_assumes_everything_queues() -> None:
     cfg = config()
     st = replace(state(cfg), tiers={**state(cfg).tiers, "large": TierState(3, low_since=0.0)})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from zeta_router.autoscale.policy import (
@@ -245,6 +245,20 @@ def test_more_load_never_yields_fewer_replicas(
     cfg=configs(budget=False),
     loads=st.lists(models, min_size=3, max_size=3),
     lag=st.integers(0, 3),
+)
+# Found by Hypothesis: pressure from TTFT, then, once the pressure point had expired, the
+# queue-target check took the replica from the same load, and the pressure put it back hourly.
+@example(
+    cfg=PolicyConfig(
+        tiers=(TierPolicy("small", 0, 2), TierPolicy("medium", 0, 1)),
+        contexts=(ContextPolicy("c", (0.5,), 0.0, 1.0),),
+        target_queue_per_replica=10.0,
+        target_ttft_p90_seconds=2.0,
+        scale_down_delay_seconds=0.0,
+        feedback=FeedbackPolicy(enabled=False),
+    ),
+    loads=[Model(6.0, 3, 0.5), Model(0.0, 1, 0.05), Model(0.0, 1, 0.05)],
+    lag=0,
 )
 def test_constant_load_converges_and_stays_put(
     cfg: PolicyConfig, loads: list[Model], lag: int

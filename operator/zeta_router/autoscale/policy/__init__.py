@@ -31,7 +31,9 @@ Replicas, per tier (smallest first):
     seen, of the KV-cache limit, or of the queue target if every in-flight request were queued).
     A tier scales down by one step only after ``scale_down_delay`` of uninterrupted low load, and
     each further step waits a full delay again. Scale-up sizing and the scale-down check use the
-    same headroom, so a constant load settles and stays (no flapping).
+    same headroom, so a constant load settles and stays (no flapping). A pressure point older
+    than ``pressure_memory_seconds`` no longer anticipates or keeps headroom, but no scale-down
+    goes back to the load per replica at which it was seen.
   * sleep (tiers with ``min_replicas`` 0 and a ``sleep_after``): a tier that saw no request at
     all (none answered, queued, running, or wanted while asleep) for ``sleep_after`` goes to
     zero replicas; any request, and any missing signal, restarts that idle clock. A tier at

@@ -98,8 +98,9 @@ class PolicyConfig:
     """Scale up once the in-flight load per replica passes this share of the learned pressure
     point (before a queue forms); must be above ``headroom`` so up and down never overlap."""
     pressure_memory_seconds: float = 3600.0
-    """How long a learned pressure point is trusted; after that scale-downs fall back to the
-    KV-cache or queue-target checks."""
+    """How long a learned pressure point is trusted; after that it no longer anticipates
+    (scale-up before a queue) or keeps headroom, and scale-downs fall back to the KV-cache or
+    queue-target checks, except that none goes back to the load at which pressure was seen."""
     metrics_window_seconds: float = 120.0
     """Window of the rate and TTFT queries: TTFT stays high for this long after a queue drained."""
     spend_caps: Mapping[str, float] = field(default_factory=dict)

@@ -332,6 +332,17 @@ def _is_low(
             f"{fmt(projected)} in flight per replica on {after} replicas would exceed "
             f"{fmt(limit)} ({config.headroom:.0%} of the load that caused pressure)"
         )
+    seen = ts.pressure_load
+    if seen is not None and seen > 0 and projected >= seen:
+        # A pressure point past its memory buys no headroom and no early scale-up any more,
+        # but the load that caused pressure is still the one load known to cause it: no
+        # scale-down goes back there. Without this, a point learned from TTFT expires while it
+        # holds a replica, the checks below (which cannot foresee TTFT) take that replica from
+        # the same load, and the pressure puts it back, every memory period.
+        return False, (
+            f"{fmt(projected)} in flight per replica on {after} replicas would be back at the "
+            f"{fmt(seen)} at which pressure was seen"
+        )
     if s.kv_cache_usage is not None and ready > 0:
         kv_after = s.kv_cache_usage * ready / after
         return kv_after <= config.kv_cache_limit * config.headroom, None
