@@ -42,7 +42,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,7 @@ from zeta_router.autoscale.metrics import PrometheusSource
 from zeta_router.autoscale.policy import Change, ContextState, Decision, PolicyState, decide
 from zeta_router.autoscale.snapshot import MetricsSnapshot, MetricsStatus
 from zeta_router.bounded_http import EndpointAllowList
+from zeta_router.controller.daemon import run_intervals
 from zeta_router.controller.desired import LoopChoice
 from zeta_router.controller.status import (
     METRICS_AVAILABLE,
@@ -190,19 +190,9 @@ class ControlLoop:
 
     async def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
         """A ZetaRouter's daemon: one interval, then sleep until the next, until stopped.
-        ``body`` is kopf's live view of the object (the latest spec and status). The interval's
-        work (blocking: Prometheus and the apiserver) runs in a thread of this ZetaRouter's own
-        (no pool shared with other ZetaRouters, which a slow Prometheus could fill); the sleep
-        holds no thread, so any number of ZetaRouters never starve the handlers' threads."""
+        ``body`` is kopf's live view of the object (the latest spec and status)."""
         mem = Memory()
-        running = asyncio.get_running_loop()
-        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoscale")
-        try:
-            while not stopped:
-                delay = await running.run_in_executor(own, self.step_logged, body, mem)
-                await stopped.wait(delay)
-        finally:
-            own.shutdown(wait=False)
+        await run_intervals(lambda: self.step_logged(body, mem), stopped, "autoscale")
 
     def step_logged(self, body: Mapping[str, Any], mem: Memory) -> float:
         try:

@@ -20,12 +20,10 @@ one it has the children rendered again (once per wake).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +41,7 @@ from zeta_router.api.models import (
 from zeta_router.api.routing import configmap_routing
 from zeta_router.bounded_http import FetchError
 from zeta_router.bounded_http import fetch as bounded_fetch
+from zeta_router.controller.daemon import run_intervals
 from zeta_router.controller.desired import LoopChoice
 from zeta_router.controller.routers import list_routers
 from zeta_router.kube import ApiError, Kube, api_path
@@ -160,14 +159,7 @@ class Waker:
 
     async def run(self, body: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
         mem = WakeMemory()
-        running = asyncio.get_running_loop()
-        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")
-        try:
-            while not stopped:
-                delay = await running.run_in_executor(own, self.step_logged, body, mem)
-                await stopped.wait(delay)
-        finally:
-            own.shutdown(wait=False)
+        await run_intervals(lambda: self.step_logged(body, mem), stopped, "wake")
 
     def step_logged(self, body: Mapping[str, Any], mem: WakeMemory) -> float:
         try:

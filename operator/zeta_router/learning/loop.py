@@ -24,7 +24,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from zeta_router.api.models import (
     parse_status,
     parse_zetarouter,
 )
+from zeta_router.controller.daemon import run_intervals
 from zeta_router.controller.status import patch_status
 from zeta_router.kube import APPLY_PATCH, ApiError, Kube, api_path
 from zeta_router.learning import collect, cycle
@@ -418,26 +418,19 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
 
     loop = LearningLoop(context.kube, context.events, context.reconciler)
 
-    # Async, with each interval's work in a thread of this ZetaRouter's own: a sync daemon would
-    # hold one of kopf's handler threads (settings.execution.max_workers) for its whole life, and
-    # a pool shared by all ZetaRouters could be held by one whose routers answer slowly. Refits
+    # Each interval's work runs in a thread of this ZetaRouter's own (run_intervals); refits
     # (CPU-bound) take turns across ZetaRouters (LEARNING_THREADS at once).
     async def daemon(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
-        running = asyncio.get_running_loop()
-        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learning")
-        try:
-            while not stopped:
-                try:
-                    wait = await running.run_in_executor(own, loop.run_once, body)
-                except ApiError as e:
-                    # Logged, not raised: the next interval tries again.
-                    log.warning(
-                        "%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e
-                    )
-                    wait = IDLE_SECONDS
-                await stopped.wait(max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS))
-        finally:
-            own.shutdown(wait=False)
+        def step() -> float:
+            try:
+                wait = loop.run_once(body)
+            except ApiError as e:
+                # Logged, not raised: the next interval tries again.
+                log.warning("%s/%s: learning: %s", body.metadata.namespace, body.metadata.name, e)
+                wait = IDLE_SECONDS
+            return max(1.0, wait if math.isfinite(wait) else IDLE_SECONDS)
+
+        await run_intervals(step, stopped, "learning")
 
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         loop.forget(str(meta.get("namespace")), str(meta.get("name")))
