@@ -17,7 +17,7 @@ from support.fixtures_node import NodeSession
 from zeta_router_dev.cluster import lock
 from zeta_router_dev.cluster.hostchanges import host_snapshot
 from zeta_router_dev.cluster.nodeconfig import RUN_DIR
-from zeta_router_dev.demo.stack import pid_alive
+from zeta_router_dev.cluster.processes import pid_alive
 
 pytestmark = [
     pytest.mark.e2e,

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from zeta_router_dev.cluster.processes import stat_fields
+
 LOCK_PATH: Final = Path("/run/lock/zeta-real-node.lock")
 BUSY_EXIT: Final = 75  # EX_TEMPFAIL
 
@@ -99,10 +101,9 @@ def holder(lock_path: Path = LOCK_PATH) -> Holder | None:
 
 def _parent(pid: int) -> int | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat_fields(pid)[1])
     except OSError:
         return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 def held_by_ancestor(lock_path: Path = LOCK_PATH, pid: int | None = None) -> bool:

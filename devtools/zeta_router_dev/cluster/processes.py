@@ -23,21 +23,33 @@ def free_port() -> int:
         return port
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name, from field 3 (the state) on.
+    The name (field 2) may contain spaces and parentheses; the fields after its last closing
+    paren are fixed. Raises OSError once the process is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a running (not zombie) process."""
+    try:
+        return stat_fields(pid)[0] != "Z"
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process start time from /proc, used to tell our process from a recycled PID."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat_fields(pid)[19])
     except OSError:
         return None
-    # The command name (field 2) may contain spaces; fields after its closing paren are fixed.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
 
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far (raises OSError once it is gone)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -68,11 +80,7 @@ class ProcessRecord:
             return False
         if self.start_ticks is not None and ticks != self.start_ticks:
             return False  # the PID now belongs to someone else
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state != "Z"
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call on a dead process."""

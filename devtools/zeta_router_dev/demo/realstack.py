@@ -20,6 +20,7 @@ from zeta_router.api.models import API_VERSION, PLURAL
 from zeta_router.kube import Kube, api_path
 from zeta_router_dev.cluster.binaries import MissingBinaryError
 from zeta_router_dev.cluster.node import NodeError, RealNode
+from zeta_router_dev.cluster.processes import pid_alive
 from zeta_router_dev.cluster.workloads import (
     WorkloadError,
     install_operator,
@@ -36,7 +37,6 @@ from zeta_router_dev.demo.stack import (
     StepCallback,
     _create_or_replace,
     _wait,
-    pid_alive,
     timed_step,
 )
 from zeta_router_dev.local.prometheus import PrometheusError, PrometheusServer

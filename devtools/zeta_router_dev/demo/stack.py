@@ -27,7 +27,7 @@ from zeta_router.controller.status import zetarouter_path
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router.render.names import ROUTER_KEY_FIELD, router_key_secret_name
 from zeta_router_dev.cluster.controlplane import LocalControlPlane
-from zeta_router_dev.cluster.processes import log_tail
+from zeta_router_dev.cluster.processes import log_tail, pid_alive
 from zeta_router_dev.demo.resource import NAME, NAMESPACE, TIERS, zetarouter
 from zeta_router_dev.local.configmap_sync import ConfigMapSync
 from zeta_router_dev.local.llama import LlamaServer, start_llama_server
@@ -354,15 +354,6 @@ class DemoStack:
 
     def log_hint(self) -> str:
         return f"logs: {self.logs} (control plane: {self.workdir / 'cluster' / 'logs'})"
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a running (not zombie) process."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _create_or_replace(kube: Kube, collection: str, path: str, body: dict[str, Any]) -> None:
