@@ -200,7 +200,8 @@ def _external_routing(workdir: Path, url: str) -> Path:
     request pays for the key header, the limits' window and the usage count."""
     from support.routing_files import FLAT_SCORER
 
-    os.environ["ZETA_EXTERNAL_KEY_HOSTED"] = "sk-benchmark"  # (the router inherits it)
+    key = workdir / "api-key"  # as the operator has it: a file the router polls every second
+    key.write_text("sk-benchmark\n")
     cfg = {
         "router": "zeta",
         "tiers": [
@@ -211,7 +212,7 @@ def _external_routing(workdir: Path, url: str) -> Path:
                 "servedModelName": "provider-model",
                 "engine": "external",
                 "external": {
-                    "apiKeyEnv": "ZETA_EXTERNAL_KEY_HOSTED",
+                    "apiKeyFile": str(key),
                     "requestsPerMinute": 10_000_000,
                     "tokensPerMinute": 1_000_000_000,
                     "promptCostPer1kTokens": 0.5,

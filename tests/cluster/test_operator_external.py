@@ -76,20 +76,25 @@ def test_external_tier_key_by_reference_only(
         },
     )
     for name, dep in have["Deployment"].items():
-        containers = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
-        assert containers["router"]["env"] == [
-            {
-                "name": "ZETA_EXTERNAL_KEY_HOSTED",
-                "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
-            }
-        ], name
-        assert "ZETA_EXTERNAL_KEY_HOSTED" not in json.dumps(containers["model"]), name
+        pod = dep["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["external-key-hosted"]["secret"] == {
+            "secretName": ref["name"],
+            "items": [{"key": ref["key"], "path": "api-key"}],
+            "defaultMode": 420,  # (the apiserver's default)
+        }, name
+        containers = {c["name"]: c for c in pod["containers"]}
+        mounts = {m["name"]: m for m in containers["router"]["volumeMounts"]}
+        assert mounts["external-key-hosted"]["mountPath"] == "/var/run/zeta-router/external/hosted"
+        assert mounts["external-key-hosted"]["readOnly"] is True
+        assert "external-key-hosted" not in json.dumps(containers["model"]), name
+        assert ref["name"] not in json.dumps(containers), name
 
     cm = have["ConfigMap"]["ovf-routing"]
     hosted = yaml.safe_load(cm["data"][CONFIGMAP_KEY])["tiers"][2]
     assert hosted["url"] == "https://llm.example.com"
     assert hosted["servedModelName"] == "provider-model-name"
-    assert hosted["external"]["apiKeyEnv"] == "ZETA_EXTERNAL_KEY_HOSTED"
+    assert hosted["external"]["apiKeyFile"] == "/var/run/zeta-router/external/hosted/api-key"
     assert hosted["external"]["overflowOnly"] is True
 
     # The status lists the tiers the operator runs (an external tier has no Deployment).

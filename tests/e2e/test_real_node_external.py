@@ -4,15 +4,18 @@ tier and an external tier, and a pod playing the hosted provider (llama.cpp's se
 a Service; the official openai client talks to the entry Service's ClusterIP from this machine.
 
 Checked: the provider refuses a request that lacks the key, yet every request decided for the
-external tier is answered by it (the routers got the key from the marked Secret, by
-secretKeyRef) with the model name the client used; the provider generated exactly the tokens
-the client was told of (nothing else called it: no probe, no shadow copy); the cluster's tier
-answers its own context; with the provider gone, requests for it fail over to the cluster's tier
-and none fails; the key is in no ConfigMap, Event or status.
+external tier is answered by it (the routers read the key from the marked Secret, mounted as a
+volume) with the model name the client used; the provider generated exactly the tokens the
+client was told of (nothing else called it: no probe, no shadow copy); the cluster's tier
+answers its own context; a key changed in the Secret reaches the routers with no pod restarted
+(the provider refuses it, so requests fail over, until the key is back); with the provider
+gone, requests for it fail over to the cluster's tier and none fails; the key is in no
+ConfigMap, Event or status.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -44,6 +47,7 @@ from zeta_router_dev.images.build import LLAMACPP_IMAGE, LLAMACPP_MODEL, contain
 pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow]
 
 KEY = "sk-real-node-provider-7c41e9"
+OTHER_KEY = "sk-real-node-rotated-30d8a2"
 PROVIDER = "provider"
 PROVIDER_MODEL = "provider-model"
 PROVIDER_PORT = 8080
@@ -277,6 +281,57 @@ def test_the_external_tier_answers_with_the_key_and_the_cluster_tier_its_own(
     assert hosted.provider_metric("llamacpp:tokens_predicted_total") - before == told
 
 
+def router_pods(hosted: Hosted) -> dict[str, int]:
+    """The ZetaRouter's pods (each carries a router): uid -> restarts of its router container."""
+    pods = hosted.kube.list(
+        api_path("v1", "pods", hosted.namespace),
+        label_selector=f"app.kubernetes.io/instance={hosted.name}",
+    )["items"]
+    return {
+        p["metadata"]["uid"]: sum(
+            s.get("restartCount", 0)
+            for s in p.get("status", {}).get("containerStatuses") or []
+            if s["name"] == "router"
+        )
+        for p in pods
+    }
+
+
+def test_a_key_rotated_in_its_secret_reaches_the_routers_without_a_restart(
+    hosted: Hosted,
+) -> None:
+    kube, ns = hosted.kube, hosted.namespace
+    pods = router_pods(hosted)
+    assert pods
+    secret = api_path("v1", "secrets", ns, SECRET)
+    client = hosted.client()
+
+    def answered_by(tier: str) -> bool:
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"{hosted.name}/hosted",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=4,
+        )
+        assert raw.parse().choices[0].message.content is not None  # (answered either way)
+        return raw.headers["x-zeta-tier"] == tier
+
+    def set_key(key: str) -> None:
+        kube.patch(secret, {"data": {"token": base64.b64encode(key.encode()).decode()}})
+
+    # The routers get another key; the provider keeps the one it read at its start. Once the
+    # kubelet has updated the mounted Secret, the routers send the new key, the provider refuses
+    # it (401: key_refused), and the requests fail over to the cluster's tier.
+    set_key(OTHER_KEY)
+    try:
+        wait_for(lambda: answered_by("small"), POD, "the routers sending the rotated key")
+    finally:
+        set_key(KEY)
+    # Back to the provider's key: the routers follow it again.
+    wait_for(lambda: answered_by("hosted"), POD, "the routers sending the provider's key again")
+    # Neither change restarted a pod or a router.
+    assert router_pods(hosted) == pods
+
+
 def test_with_the_provider_gone_its_requests_fail_over_and_none_fails(hosted: Hosted) -> None:
     kube, ns = hosted.kube, hosted.namespace
     kube.patch(
@@ -309,7 +364,8 @@ def test_the_key_is_in_no_configmap_event_or_status(hosted: Hosted) -> None:
     kube, ns = hosted.kube, hosted.namespace
     configmaps = kube.list(api_path("v1", "configmaps", ns))["items"]
     assert configmaps
-    assert all(KEY not in json.dumps(cm.get("data") or {}) for cm in configmaps)
-    assert KEY not in json.dumps(events_for(kube, ns, hosted.name))
-    zr = kube.get(api_path("zeta.ai/v1alpha1", "zetarouters", ns, hosted.name))
-    assert KEY not in json.dumps(zr.get("status") or {})
+    for key in (KEY, OTHER_KEY):
+        assert all(key not in json.dumps(cm.get("data") or {}) for cm in configmaps)
+        assert key not in json.dumps(events_for(kube, ns, hosted.name))
+        zr = kube.get(api_path("zeta.ai/v1alpha1", "zetarouters", ns, hosted.name))
+        assert key not in json.dumps(zr.get("status") or {})

@@ -1,8 +1,9 @@
 """An external tier (an OpenAI-compatible provider) behind the router as a real process, against
 a real local HTTP server playing the provider: it checks the API key and counts calls.
 
-The key reaches the router only through the environment variable the routing file names; the
-provider gets it as a bearer token (never the client's own Authorization), with the model
+The key reaches the router only through the file (a mounted Secret, rotated in place while the
+router runs) or the environment variable the routing file names; the provider gets it as a
+bearer token (never the client's own Authorization), with the model
 rewritten to the provider's name. The tier fails over to and from the cluster's tiers, an
 overflow-only tier is never a first choice, client-side limits send requests elsewhere once
 reached, usage feeds the token and cost counters, and the key appears in no log line.
@@ -20,13 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
+from support.cluster import wait_for
 from support.fake_upstream import FakeUpstream, start_fake_upstream
 from support.routing_files import EXTERNAL_KEY_ENV as KEY_ENV
-from support.routing_files import external_routing
+from support.routing_files import ConfigMapDir, external_routing
 from zeta_router_dev.cluster import pki
 from zeta_router_dev.local.router_proc import RouterProcess, start_router
 
 KEY = "sk-test-3f9a1c0e7b2d4e6f8a0b"
+NEW_KEY = "sk-test-rotated-5d2e8b71c4a9"
 PROVIDER_MODEL = "provider-large-model"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 
@@ -150,6 +153,56 @@ def test_key_sent_model_rewritten_usage_counted(
     finally:
         r.stop()
     _no_key_in_logs(r)
+
+
+def test_a_key_rotated_in_its_mounted_secret_is_used_without_a_restart(
+    tmp_path: Path,
+    cluster_tier: FakeUpstream,
+    provider: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The key file laid out as the kubelet mounts a Secret: api-key -> ..data/api-key.
+    secret = ConfigMapDir(tmp_path / "secret", filename="api-key")
+    secret.write(KEY + "\n")
+    cfg = external_routing(
+        cluster_tier.url,
+        provider.url,
+        PROVIDER_MODEL,
+        to_external=True,
+        key_file=secret.path,
+        circuitBreaker={"failureThreshold": 100, "openSeconds": 1},
+    )
+    r = _start(tmp_path, cfg, monkeypatch, key=None)  # (no variable: the file only)
+    try:
+        status, headers, body = _chat(r)
+        assert status == 200, body
+        assert headers["x-zeta-tier"] == "hosted"
+        # The provider takes only the new key from now on; the Secret volume is swapped to it.
+        provider.control(api_key=NEW_KEY)
+        secret.write(NEW_KEY + "\n")
+
+        def answered_by_the_provider() -> bool:
+            status, headers, _ = _chat(r)
+            assert status == 200  # (refused for the old key: answered by the cluster's tier)
+            return headers["x-zeta-tier"] == "hosted"
+
+        wait_for(answered_by_the_provider, 30, "a request answered with the new key")
+        assert r.process.poll() is None  # the same process: no restart
+        assert provider.stats()["authorized"] >= 2
+        loaded = [e for e in r.log_events() if e.get("event") == "external_keys_loaded"]
+        assert [e["tiers"] for e in loaded] == [["hosted"]]
+        # A file that cannot be used leaves the new key in use, and says so once.
+        secret.write("")
+        wait_for(
+            lambda: r.metric("zeta_router_config_errors_total") == 1, 30, "the empty file refused"
+        )
+        status, headers, body = _chat(r)
+        assert (status, headers["x-zeta-tier"]) == (200, "hosted"), body
+    finally:
+        r.stop()
+    text = r.log_path.read_text(errors="replace")
+    assert KEY not in text
+    assert NEW_KEY not in text
 
 
 def test_failover_to_and_from_the_external_tier(

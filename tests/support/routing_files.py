@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from zeta_router.api.routing import RoutingConfig
+
 #: A scorer that gives every request 0.5, whatever the feature set: thresholds below 0.5 send
 #: everything to the larger tier, above 0.5 to the smaller one.
 FLAT_SCORER = {"bias": 0.0, "weights": {}, "source": "tests: constant 0.5"}
@@ -47,14 +49,16 @@ def external_routing(
     to_external: bool,
     overflow_only: bool = False,
     limits: dict[str, int] | None = None,
+    key_file: Path | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Tiers ``small`` (the cluster's, at ``cluster_url``) and ``hosted`` (external, at
-    ``provider_url``/v1, its key in :data:`EXTERNAL_KEY_ENV`, prices 0.5 and 1.5 per 1000
-    prompt and completion tokens). The flat scorer gives every request 0.5: ``to_external``
-    decides hosted (cut point 0.4), else small (0.6)."""
+    ``provider_url``/v1, its key in ``key_file``, else in :data:`EXTERNAL_KEY_ENV`, prices 0.5
+    and 1.5 per 1000 prompt and completion tokens). The flat scorer gives every request 0.5:
+    ``to_external`` decides hosted (cut point 0.4), else small (0.6)."""
+    key = {"apiKeyEnv": EXTERNAL_KEY_ENV} if key_file is None else {"apiKeyFile": str(key_file)}
     external: dict[str, Any] = {
-        "apiKeyEnv": EXTERNAL_KEY_ENV,
+        **key,
         "overflowOnly": overflow_only,
         "promptCostPer1kTokens": 0.5,
         "completionCostPer1kTokens": 1.5,
@@ -114,3 +118,19 @@ class ConfigMapDir:
             for f in old.iterdir():
                 f.unlink()
             old.rmdir()
+
+
+def with_key_files(cfg: RoutingConfig, folder: Path, key: str = "sk-test") -> RoutingConfig:
+    """``cfg`` (a rendered routing file) with each external tier's ``apiKeyFile`` moved into
+    ``folder``, as a file holding ``key``: the rendered path is in the router container's
+    Secret volume, which a test on this machine does not have."""
+    tiers = []
+    for t in cfg.tiers:
+        if t.external is not None and t.external.api_key_file is not None:
+            path = folder / f"{t.name}-api-key"
+            path.write_text(key + "\n")
+            t = t.model_copy(
+                update={"external": t.external.model_copy(update={"api_key_file": str(path)})}
+            )
+        tiers.append(t)
+    return cfg.model_copy(update={"tiers": tiers})

@@ -5,10 +5,12 @@ decision, the queries, the status, the routing file's paused mark and what the r
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.routing_files import with_key_files
 from zeta_router.api.models import SpecError, parse_status, parse_zetarouter
 from zeta_router.autoscale.config import settings_from_spec
 from zeta_router.autoscale.loop import _REASONS, external_status
@@ -30,7 +32,6 @@ from zeta_router.router.sleep import awake_order, unpaused_order
 from zeta_router.router.upstream import attempt_order
 
 PROM = {"url": "http://prometheus:9090"}
-ENV = {"ZETA_EXTERNAL_KEY_HOSTED": "sk"}
 
 
 def spec(
@@ -344,18 +345,17 @@ def test_a_paused_tier_is_marked_in_the_routing_file_only_while_the_loop_applies
     assert unmarked.external.paused is None
 
 
-def runtime(paused: bool, overflow: bool = False) -> Any:
+def runtime(keys: Path, paused: bool, overflow: bool = False) -> Any:
     s = parse_zetarouter(spec(overflowOnly=overflow))
     status = parse_status({"status": {"external": [{"name": "hosted", "paused": paused}]}})
-    return compile_config(
-        render("chat", "ns", s, status, paused=paused_tiers(s, status)).routing, environ=ENV
-    )
+    routing = render("chat", "ns", s, status, paused=paused_tiers(s, status)).routing
+    return compile_config(with_key_files(routing, keys))
 
 
-def test_the_router_sends_a_paused_tier_nothing() -> None:
-    rt = runtime(paused=True)
+def test_the_router_sends_a_paused_tier_nothing(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, paused=True)
     assert rt.tier_by_name["hosted"].paused
-    assert not runtime(paused=False).tier_by_name["hosted"].paused
+    assert not runtime(tmp_path, paused=False).tier_by_name["hosted"].paused
     # Scored for hosted: answered by the nearest tier below (failover order without it).
     assert unpaused_order(attempt_order(2, 3, True), rt) == [1, 0]
     # Without failover, the nearest tier that can answer.

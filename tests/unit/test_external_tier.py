@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
+from support.routing_files import with_key_files
 from zeta_router.api.models import SpecError, parse_zetarouter
 from zeta_router.api.pod_policy import (
     USABLE_BY_ANNOTATION,
@@ -23,7 +27,13 @@ from zeta_router.api.routing import CONFIGMAP_KEY, RoutingExternal, RoutingTier
 from zeta_router.render import names
 from zeta_router.render.children import render
 from zeta_router.render.deployment import MODEL_CONTAINER, ROUTER_CONTAINER
-from zeta_router.router.config import ConfigError, compile_config
+from zeta_router.router.config import (
+    MAX_KEY_FILE_BYTES,
+    ConfigError,
+    compile_config,
+    external_key,
+    read_key_file,
+)
 from zeta_router.router.metrics import RouterMetrics
 from zeta_router.router.ratelimit import RateLimiter
 from zeta_router.router.relay import SseRewriter, rewrite_model, usage_of
@@ -155,27 +165,40 @@ def test_no_child_of_its_own_and_the_key_only_by_reference() -> None:
         "engine": "external",
         "costWeight": 5.0,
         "external": {
-            "apiKeyEnv": "ZETA_EXTERNAL_KEY_HOSTED",
+            "apiKeyFile": "/var/run/zeta-router/external/hosted/api-key",
             "overflowOnly": True,
             "promptCostPer1kTokens": 0.0,
             "completionCostPer1kTokens": 0.0,
         },
     }
-    want = {
-        "name": names.external_key_env("hosted"),
-        "valueFrom": {"secretKeyRef": {"name": KEY_SECRET, "key": "apiKey"}},
+    volume = {
+        "name": "external-key-hosted",
+        "secret": {"secretName": KEY_SECRET, "items": [{"key": "apiKey", "path": "api-key"}]},
+    }
+    mount = {
+        "name": "external-key-hosted",
+        "mountPath": "/var/run/zeta-router/external/hosted",
+        "readOnly": True,
     }
     for dep in (c for c in children if c["kind"] == "Deployment"):
-        containers = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
-        assert containers[ROUTER_CONTAINER]["env"] == [want]
-        assert want not in containers[MODEL_CONTAINER].get("env", [])
-    # Only by reference: no child holds the Secret's name outside a secretKeyRef.
+        pod = dep["spec"]["template"]["spec"]
+        assert volume in pod["volumes"]
+        containers = {c["name"]: c for c in pod["containers"]}
+        assert mount in containers[ROUTER_CONTAINER]["volumeMounts"]
+        # The model server neither mounts it nor gets it any other way.
+        assert KEY_SECRET not in json.dumps(containers[MODEL_CONTAINER])
+        assert "external-key-hosted" not in json.dumps(containers[MODEL_CONTAINER])
+        # A file, not an environment variable: a key rotated in its Secret reaches the file.
+        assert "env" not in containers[ROUTER_CONTAINER]
+    # Only by reference: no child holds the Secret's name outside the pods' volumes.
     text = json.dumps([c for c in children if c["kind"] != "Deployment"])
     assert KEY_SECRET not in text
 
 
-def test_key_env_names() -> None:
-    assert names.external_key_env("gpt-4o") == "ZETA_EXTERNAL_KEY_GPT_4O"
+def test_key_file_names() -> None:
+    assert names.external_key_file("gpt-4o") == "/var/run/zeta-router/external/gpt-4o/api-key"
+    # The longest tier name still gives a valid volume name (a DNS label of at most 63).
+    assert len(names.external_key_volume("t" * 40)) <= 63
 
 
 # ---- the pod policy's Secret rule ------------------------------------------------------------
@@ -239,17 +262,87 @@ def routing() -> Any:
     return out.routing
 
 
-def test_the_router_reads_the_key_from_its_environment() -> None:
-    cfg = routing()
-    rt = compile_config(cfg, "small", environ={"ZETA_EXTERNAL_KEY_HOSTED": "sk-secret"})
+def test_the_router_reads_the_key_from_its_file(tmp_path: Path) -> None:
+    cfg = with_key_files(routing(), tmp_path, "sk-secret")
+    rt = compile_config(cfg, "small", environ={})
     hosted = rt.tier_by_name["hosted"]
-    assert hosted.api_key == "sk-secret"
+    assert hosted.api_key == "sk-secret"  # (the file's line break removed)
     assert "sk-secret" not in repr(hosted)
     assert "sk-secret" not in repr(rt)
     assert rt.overflow == frozenset({2})
+    (tmp_path / "hosted-api-key").unlink()
     with pytest.raises(ConfigError) as err:
-        compile_config(cfg, "small", environ={})
-    assert "ZETA_EXTERNAL_KEY_HOSTED" in str(err.value)
+        compile_config(cfg, "small")
+    assert str(tmp_path / "hosted-api-key") in str(err.value)
+    assert "cannot read" in str(err.value)
+
+
+def test_a_hand_written_routing_file_may_name_a_variable() -> None:
+    tier = RoutingTier.model_validate(
+        {
+            "name": "hosted",
+            "url": "https://llm.example.com",
+            "engine": "external",
+            "external": {"apiKeyEnv": "PROVIDER_KEY"},
+        }
+    )
+    assert external_key("hosted", tier.external, {"PROVIDER_KEY": " sk-env\n"}) == "sk-env"
+    with pytest.raises(ConfigError, match="PROVIDER_KEY that should hold its API key"):
+        external_key("hosted", tier.external, {})
+    with pytest.raises(ConfigError, match="does not hold one API key") as err:
+        external_key("hosted", tier.external, {"PROVIDER_KEY": "sk-a\nInjected: 1"})
+    assert "sk-a" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("external", "why"),
+    [
+        ({}, "exactly one of apiKeyFile and apiKeyEnv"),
+        ({"apiKeyEnv": "K", "apiKeyFile": "/run/key"}, "exactly one of apiKeyFile and apiKeyEnv"),
+        ({"apiKeyFile": "relative/key"}, "external.apiKeyFile"),
+        ({"apiKeyFile": "/run/key\n"}, "external.apiKeyFile"),
+    ],
+    ids=["neither", "both", "relative", "line-break"],
+)
+def test_a_routing_file_names_exactly_one_usable_key_source(
+    external: dict[str, Any], why: str
+) -> None:
+    base = {"name": "x", "url": "https://p.example.com", "engine": "external"}
+    with pytest.raises(ValidationError, match=why):
+        RoutingTier.model_validate({**base, "external": external})
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b"sk-one\nsk-two\n", "does not hold one API key"),
+        (b"sk one", "does not hold one API key"),
+        (b"sk-\xc3\xa9", "does not hold one API key"),
+        (b"k" * (MAX_KEY_FILE_BYTES + 1), "larger than"),
+    ],
+    ids=["empty", "blank", "two-lines", "space", "not-ascii", "too-large"],
+)
+def test_a_key_file_that_cannot_be_used_is_refused_without_its_content(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "api-key"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=why) as err:
+        read_key_file("hosted", str(path))
+    assert str(path) in str(err.value)
+    if content.strip():
+        assert content.split()[0][:6].decode(errors="replace") not in str(err.value)
+
+
+def test_a_key_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "api-key"
+    os.mkfifo(fifo)  # (a FIFO without a writer: a blocking open would never return)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_key_file("hosted", str(fifo))
+    with pytest.raises(ConfigError, match=str(tmp_path)):
+        read_key_file("hosted", str(tmp_path))  # (a folder: refused by the open itself)
 
 
 class Sink:
@@ -279,12 +372,10 @@ def test_a_copy_of_the_spec_is_not_changed_by_parsing() -> None:
     assert doc == before
 
 
-def test_a_reload_keeps_the_window_unless_the_limits_change() -> None:
-    env = {"ZETA_EXTERNAL_KEY_HOSTED": "sk"}
-
+def test_a_reload_keeps_the_window_unless_the_limits_change(tmp_path: Path) -> None:
     def runtime(rpm: int) -> Any:
         out = render("chat", "ns", parse_zetarouter(spec(limits={"requestsPerMinute": rpm})))
-        return compile_config(out.routing, "small", environ=env)
+        return compile_config(with_key_files(out.routing, tmp_path), "small")
 
     async def t() -> None:
         up = Upstreams(runtime(1))
@@ -316,7 +407,7 @@ def test_routing_file_external_tiers_have_no_replicas() -> None:
             RoutingTier.model_validate({**base, **extra, "external": ext})
 
 
-def test_no_load_gauges_are_read_from_a_provider() -> None:
+def test_no_load_gauges_are_read_from_a_provider(tmp_path: Path) -> None:
     doc = spec()
     cfg = render("chat", "ns", parse_zetarouter(doc)).routing
     tiers = list(cfg.tiers)
@@ -324,7 +415,7 @@ def test_no_load_gauges_are_read_from_a_provider() -> None:
         update={"replicas": ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]}
     )
     cfg = cfg.model_copy(update={"tiers": tiers})
-    rt = compile_config(cfg, environ={"ZETA_EXTERNAL_KEY_HOSTED": "sk"})
+    rt = compile_config(with_key_files(cfg, tmp_path))
     fetched: list[str] = []
 
     async def fetch(url: str) -> str | None:

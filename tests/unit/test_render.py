@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.routing_files import with_key_files
 from zeta_router.api import defaults
 from zeta_router.api.crd import to_yaml
 from zeta_router.api.models import (
@@ -528,15 +529,14 @@ def test_routing_config_content() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(SAMPLES))
-def test_the_router_accepts_the_rendered_config_for_every_tier(key: str) -> None:
+def test_the_router_accepts_the_rendered_config_for_every_tier(key: str, tmp_path: Path) -> None:
     body = sample_body(key)
     spec = parse_zetarouter(body)
     out = render(body["metadata"]["name"], NAMESPACE, spec)
-    cfg = RoutingConfig.model_validate(routing_of(out))
-    # (what the router containers' environment holds: each external tier's key)
-    keys = {names.external_key_env(t.name): "k" for t in spec.tiers if t.external is not None}
+    # (each external tier's key file, as the router containers' Secret volumes hold it)
+    cfg = with_key_files(RoutingConfig.model_validate(routing_of(out)), tmp_path)
     for tier in spec.served_tiers:
-        runtime = compile_config(cfg, local_tier=tier.name, environ=keys)
+        runtime = compile_config(cfg, local_tier=tier.name)
         local = runtime.tier_by_name[tier.name]
         assert local.url == f"http://127.0.0.1:{tier.port}"
         others = [t for t in runtime.tiers if t.name != tier.name and t.external is None]

@@ -3,11 +3,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.routing_files import FLAT_SCORER, ConfigMapDir, routing_config, write_plain
+from support.routing_files import (
+    FLAT_SCORER,
+    ConfigMapDir,
+    external_routing,
+    routing_config,
+    write_plain,
+)
 from zeta_router.api.routing import RoutingConfig
 from zeta_router.router.config import (
     BUILTIN_THRESHOLDS,
     ConfigError,
+    RuntimeConfig,
     compile_config,
     load_config,
     normalise_url,
@@ -151,7 +158,7 @@ def test_watcher_plain_rewrite(tmp_path: Path) -> None:
     write_plain(path, _cfg(generation=1))
     sink = _Sink()
     w = _watcher(path, sink)
-    w.prime(path.read_bytes())
+    w.prime(path.read_bytes(), load_config(path))
     assert not w.poll()
     write_plain(path, _cfg(generation=2))
     assert w.poll()
@@ -167,7 +174,7 @@ def test_watcher_same_size_same_mtime_rewrite_is_seen(tmp_path: Path) -> None:
     st = path.stat()
     sink = _Sink()
     w = _watcher(path, sink)
-    w.prime(path.read_bytes())
+    w.prime(path.read_bytes(), load_config(path))
     write_plain(path, _cfg(thresholds={"default": [0.7]}))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size
@@ -211,3 +218,82 @@ def test_watcher_keeps_last_good_and_reports_each_bad_content_once(tmp_path: Pat
     write_plain(path, _cfg(generation=5))
     assert w.poll()
     assert sink.configs == [1, 5]
+
+
+# ---- an external tier's key file, rotated in place ----------------------------------------------
+
+
+class _KeySink:
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+        self.errors: list[str] = []
+
+    def config(self, c: RuntimeConfig) -> None:
+        self.keys.append(c.tier_by_name["hosted"].api_key)
+
+
+def _keyed(tmp_path: Path, key: str) -> tuple[Path, ConfigMapDir, ConfigWatcher, _KeySink]:
+    """A routing file naming a key file laid out like a mounted Secret (``api-key ->
+    ..data/api-key``), the watcher primed with both, as the router starts."""
+    secret = ConfigMapDir(tmp_path / "secret", filename="api-key")
+    secret.write(key + "\n")
+    path = tmp_path / "routing.yaml"
+    cfg = external_routing(
+        "http://small:8000", "https://llm.example.com", "m", to_external=True, key_file=secret.path
+    )
+    write_plain(path, cfg)
+    sink = _KeySink()
+    w = ConfigWatcher(path, local_tier=None, on_config=sink.config, on_error=sink.errors.append)
+    w.prime(path.read_bytes(), load_config(path))
+    return path, secret, w, sink
+
+
+def test_a_key_rotated_in_its_secret_is_taken_without_a_new_routing_file(tmp_path: Path) -> None:
+    _, secret, w, sink = _keyed(tmp_path, "sk-old")
+    assert not w.poll()  # (what the router started with)
+    secret.write("sk-new\n")  # the kubelet's swap of the Secret volume
+    assert w.poll()
+    assert sink.keys == ["sk-new"]
+    assert not w.poll()
+    secret.write("sk-new")  # the same key (no line break): nothing new to apply
+    assert not w.poll()
+    assert sink.keys == ["sk-new"]
+    assert sink.errors == []
+
+
+def test_a_key_file_that_cannot_be_used_keeps_the_key_in_use_and_is_reported_once(
+    tmp_path: Path,
+) -> None:
+    _, secret, w, sink = _keyed(tmp_path, "sk-old")
+    secret.write("")
+    assert not w.poll()
+    assert not w.poll()
+    assert len(sink.errors) == 1
+    assert "is empty" in sink.errors[0]
+    assert sink.keys == []  # the configuration, and its key, stay
+    secret.write("sk-one sk-two")
+    assert not w.poll()
+    assert len(sink.errors) == 2
+    assert "sk-one" not in sink.errors[1]
+    secret.write("sk-good")
+    assert w.poll()
+    assert sink.keys == ["sk-good"]
+
+
+def test_a_routing_file_refused_for_its_missing_key_file_is_taken_once_the_file_is_there(
+    tmp_path: Path,
+) -> None:
+    path, _, w, sink = _keyed(tmp_path, "sk-old")
+    later = tmp_path / "later" / "api-key"
+    cfg = external_routing(
+        "http://small:8000", "https://llm.example.com", "m", to_external=True, key_file=later
+    )
+    write_plain(path, cfg)
+    assert not w.poll()
+    assert not w.poll()
+    assert len(sink.errors) == 1
+    assert str(later) in sink.errors[0]
+    later.parent.mkdir()
+    later.write_text("sk-later")
+    assert w.poll()
+    assert sink.keys == ["sk-later"]

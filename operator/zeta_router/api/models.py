@@ -305,7 +305,8 @@ class ExternalSpec(SpecModel):
         description="Secret (and key, default 'token') holding the provider's API key, sent as "
         "Authorization: Bearer. The Secret must be annotated zeta.ai/usable-by with this "
         "ZetaRouter's name or '*' (the pod policy's secret-ref rule); the key reaches only "
-        "the router containers, as an environment variable.",
+        "the router containers, as a file of a Secret volume that they re-read: a key changed "
+        "in the Secret is used without restarting the pods.",
     )
     limits: ExternalLimits = Field(
         default_factory=ExternalLimits,

@@ -140,9 +140,10 @@ Each tier's pods hold two containers:
   <router.drainQuietPeriod> --drain-timeout <router.drainTimeout> --drain-seconds
   <router.timeouts.totalSeconds>`, then `router.args`; the ConfigMap is mounted read-only at
   `/etc/zeta-router/`; liveness `GET /healthz`, readiness `GET /readyz`; preStop `zeta-router
-  drain`. With external tiers, its environment holds each one's API key
-  (`ZETA_EXTERNAL_KEY_<TIER>`, by `secretKeyRef` from `external.apiKeySecretRef`; the model
-  server does not get it). An external tier has no pods.
+  drain`. With external tiers, each one's API key Secret (`external.apiKeySecretRef`, its one
+  key as the file `api-key`) is mounted read-only at `/var/run/zeta-router/external/<tier>/`
+  in the router container only (the model server does not get it). An external tier has no
+  pods.
 
 Placement: `nodeSelector`, `affinity`, `tolerations`, `topologySpreadConstraints` and
 `priorityClassName` per tier; `imagePullSecrets` for every pod of the ZetaRouter.

@@ -89,12 +89,21 @@ BaseUrl = Annotated[str, AfterValidator(base_url)]
 
 class RoutingExternal(_Model):
     """What the routers need of an external tier (an OpenAI-compatible provider): never the
-    API key itself, only the environment variable that holds it."""
+    API key itself, only the file (or the environment variable) that holds it."""
 
-    api_key_env: str = Field(
+    api_key_file: str | None = Field(
+        default=None,
+        pattern=r"^/[^\x00-\x1f]*$",
+        max_length=1024,
+        description="File holding the API key (sent as Authorization: Bearer), re-read while "
+        "the router runs: a mounted Secret, which the kubelet updates in place, rotates the "
+        "key without a restart. What the operator writes.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
         pattern=r"^[A-Z_][A-Z0-9_]*$",
-        description="Environment variable of the router holding the API key (sent as "
-        "Authorization: Bearer).",
+        description="Environment variable of the router holding the API key instead (read at "
+        "start and at each reload of the routing file): for a router run by hand.",
     )
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
@@ -110,6 +119,12 @@ class RoutingExternal(_Model):
         "request is sent there; a request that wants it is answered on the nearest tier "
         "that can, one pinned to it gets 503 tier_paused.",
     )
+
+    @model_validator(mode="after")
+    def _check_key_source(self) -> Self:
+        if (self.api_key_file is None) == (self.api_key_env is None):
+            raise ValueError("an external tier names exactly one of apiKeyFile and apiKeyEnv")
+        return self
 
 
 class RoutingTier(_Model):

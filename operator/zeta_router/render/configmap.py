@@ -140,7 +140,7 @@ def routing_learning(spec: ZetaRouterSpec) -> RoutingLearning | None:
 
 def routing_tier(name: str, namespace: str, t: TierSpec) -> RoutingTier:
     """A tier as the routers see it: its Services, or an external provider's URL and limits
-    (and the name of the variable holding its key, never the key)."""
+    (and the file holding its key, never the key)."""
     ext = t.external
     if ext is not None:
         return RoutingTier(
@@ -150,7 +150,7 @@ def routing_tier(name: str, namespace: str, t: TierSpec) -> RoutingTier:
             engine=EXTERNAL_ENGINE,
             cost_weight=t.cost_weight,
             external=RoutingExternal(
-                api_key_env=names.external_key_env(t.name),
+                api_key_file=names.external_key_file(t.name),
                 requests_per_minute=ext.limits.requests_per_minute,
                 tokens_per_minute=ext.limits.tokens_per_minute,
                 overflow_only=ext.overflow_only,

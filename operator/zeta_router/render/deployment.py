@@ -210,7 +210,6 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             # Health and metrics: probes and monitors only, never behind the entry Service.
             {"name": ROUTER_ADMIN_PORT_NAME, "containerPort": r.admin_port, "protocol": "TCP"},
         ],
-        **_external_keys_env(spec),
         "resources": _resources(r.resources or ROUTER_RESOURCES),
         "readinessProbe": _http_probe(
             "/readyz", ROUTER_ADMIN_PORT_NAME, period=5, timeout=3, failures=2
@@ -228,29 +227,37 @@ def router_container(spec: ZetaRouterSpec, tier: TierSpec, image: str) -> dict[s
             {"name": "routing", "mountPath": names.CONFIG_DIR, "readOnly": True},
             {"name": "router-key", "mountPath": names.ROUTER_KEY_DIR, "readOnly": True},
             {"name": "router-tmp", "mountPath": "/tmp"},
+            *(mount for _, mount in _external_keys(spec)),
         ],
         "securityContext": _container_security(ROUTER_UID, read_only_root=True),
     }
 
 
-def _external_keys_env(spec: ZetaRouterSpec) -> dict[str, Any]:
-    """``env`` of the router container: each external tier's API key, from its Secret (the
-    router reads the variable the routing file names). Only the router containers get it:
-    never the model server, a ConfigMap or an annotation."""
-    env = [
-        {
-            "name": names.external_key_env(t.name),
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": t.external.api_key_secret_ref.name,
-                    "key": t.external.api_key_secret_ref.key,
-                }
-            },
-        }
-        for t in spec.tiers
-        if t.external is not None
-    ]
-    return {"env": env} if env else {}
+def _external_keys(spec: ZetaRouterSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each external tier's API key Secret: its pod volume (the one data key, as the file the
+    routing file names) and its mount in the router container. Only the router containers
+    mount it: never the model server, a ConfigMap or an annotation. A volume, not an
+    environment variable: the kubelet updates a mounted Secret in place, and the routers
+    re-read the file, so a key rotated in its Secret is used without restarting the pods."""
+    out = []
+    for t in spec.tiers:
+        if t.external is None:
+            continue
+        ref = t.external.api_key_secret_ref
+        volume = names.external_key_volume(t.name)
+        out.append(
+            (
+                {
+                    "name": volume,
+                    "secret": {
+                        "secretName": ref.name,
+                        "items": [{"key": ref.key, "path": names.EXTERNAL_KEY_FILE}],
+                    },
+                },
+                {"name": volume, "mountPath": names.external_key_dir(t.name), "readOnly": True},
+            )
+        )
+    return out
 
 
 def _cache_source(tier: TierSpec) -> dict[str, Any]:
@@ -325,6 +332,7 @@ def build_deployment(
         {"name": "router-key", "secret": {"secretName": names.router_key_secret_name(name)}},
         {"name": "cache", **_cache_source(tier)},
         {"name": "router-tmp", "emptyDir": {}},
+        *(volume for volume, _ in _external_keys(spec)),
     ]
     if tier.engine == "vllm":
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})

@@ -61,14 +61,29 @@ NGRAM_KEY_FIELD: Final = "ngram-key"
 """The Secret's data key holding the secret of the hashed n-grams of learning samples (a
 Secret without it: the first request key stands in)."""
 
-EXTERNAL_KEY_ENV_PREFIX: Final = "ZETA_EXTERNAL_KEY_"
-"""Prefix of the router containers' environment variables holding external tiers' API keys."""
+EXTERNAL_KEY_DIR: Final = "/var/run/zeta-router/external"
+"""Where each external tier's API key Secret is mounted (read-only) in every router container,
+one folder per tier: a file the kubelet updates in place when the Secret changes, which the
+routers re-read (an environment variable would keep the old key until the pod restarts)."""
+EXTERNAL_KEY_FILE: Final = "api-key"
+"""The file, in a tier's folder under :data:`EXTERNAL_KEY_DIR`, holding its API key."""
 
 
-def external_key_env(tier: str) -> str:
-    """The router containers' environment variable holding external tier ``tier``'s API key
-    (named in the routing file, set from the tier's Secret; tier names are DNS labels)."""
-    return EXTERNAL_KEY_ENV_PREFIX + tier.upper().replace("-", "_")
+def external_key_volume(tier: str) -> str:
+    """The pod volume of external tier ``tier``'s API key Secret (tier names are DNS labels of
+    at most 40 characters, so this stays within a volume name's 63)."""
+    return f"external-key-{tier}"
+
+
+def external_key_dir(tier: str) -> str:
+    """Where external tier ``tier``'s key Secret is mounted in the router containers."""
+    return f"{EXTERNAL_KEY_DIR}/{tier}"
+
+
+def external_key_file(tier: str) -> str:
+    """The file holding external tier ``tier``'s API key in the router containers (named in
+    the routing file; the key itself never is)."""
+    return f"{external_key_dir(tier)}/{EXTERNAL_KEY_FILE}"
 
 
 Component = Literal["model-server", "router", "replicas"]

@@ -549,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
             ngram_key=config.ngram_key,
         )
         if content is not None:
-            watcher.prime(content)
+            watcher.prime(content, config)
     key_watcher = None
     if args.request_key_file is not None:
         # Rotation without a rollout: the mounted Secret's new keys are taken while running.

@@ -9,6 +9,8 @@ request always sees one consistent configuration from start to end.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,7 @@ class Tier:
     engine: str = "vllm"  # which gauges say how loaded a replica is
     #: An external provider: its limits, overflow rule and prices (None: a tier we run).
     external: RoutingExternal | None = None
-    #: The provider's API key, from the environment variable the routing file names; never
+    #: The provider's API key, from the file (or variable) the routing file names; never
     #: printed (repr) or logged.
     api_key: str | None = field(default=None, repr=False)
     asleep: bool = False  # at zero replicas (or waking): no request goes there
@@ -174,18 +176,64 @@ def compile_config(
     )
 
 
+#: The most of a key file the router reads: an API key is some dozens of bytes, and a file
+#: mounted by mistake (a certificate bundle, a log) must not be read whole.
+MAX_KEY_FILE_BYTES = 16 * 1024
+#: What an API key may hold: visible ASCII, nothing that could end or split the
+#: ``Authorization`` header it is sent in.
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
 def external_key(
     tier: str, external: RoutingExternal | None, environ: Mapping[str, str] | None = None
 ) -> str | None:
-    """An external tier's API key, read from the environment variable its entry names (the
-    operator sets it from the tier's Secret). None for a tier we run."""
+    """An external tier's API key, read from the file its entry names (a mounted Secret the
+    operator sets up) or the environment variable. None for a tier we run. Errors name the
+    file or variable, never what it holds."""
     if external is None:
         return None
-    value = (os.environ if environ is None else environ).get(external.api_key_env, "").strip()
+    if external.api_key_file is not None:
+        return read_key_file(tier, external.api_key_file)
+    name = external.api_key_env or ""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
     if not value:
         raise ConfigError(
-            f"tier {tier!r}: the environment variable {external.api_key_env} that should hold "
-            "its API key is not set"
+            f"tier {tier!r}: the environment variable {name} that should hold its API key is "
+            "not set"
+        )
+    return _checked_key(tier, value, f"the environment variable {name}")
+
+
+def read_key_file(tier: str, path: str) -> str:
+    """The API key in ``path`` (surrounding white space removed; at most one line)."""
+    try:
+        # Non-blocking, and a regular file only: a FIFO or a device named by mistake must not
+        # hold up the event loop that reads it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"tier {tier!r}: its API key file {path} is not a regular file")
+            content = f.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"tier {tier!r}: cannot read its API key file {path}: {exc.strerror or exc}"
+        ) from None
+    if len(content) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(
+            f"tier {tier!r}: its API key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes"
+        )
+    # Bytes outside ASCII become U+FFFD, which the check below refuses.
+    value = content.decode("ascii", errors="replace").strip()
+    if not value:
+        raise ConfigError(f"tier {tier!r}: its API key file {path} is empty")
+    return _checked_key(tier, value, f"its API key file {path}")
+
+
+def _checked_key(tier: str, value: str, where: str) -> str:
+    if not _KEY_CHARS.fullmatch(value):
+        raise ConfigError(
+            f"tier {tier!r}: {where} does not hold one API key (visible ASCII characters, no "
+            "space or line break)"
         )
     return value
 

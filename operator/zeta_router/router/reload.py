@@ -1,4 +1,5 @@
-"""Hot reload of the mounted routing file, and of the request key file.
+"""Hot reload of the mounted routing file (and the external tiers' key files it names), and of
+the request key file.
 
 Kubernetes updates a mounted ConfigMap by writing a new timestamped directory and swapping the
 ``..data`` symlink, so the file's inode and resolved path change while its own path does not; a
@@ -17,7 +18,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from zeta_router.router.config import ConfigError, RuntimeConfig, compile_config, parse_config
+from zeta_router.api.routing import RoutingConfig
+from zeta_router.router.config import (
+    ConfigError,
+    RuntimeConfig,
+    compile_config,
+    parse_config,
+    read_key_file,
+)
 from zeta_router.router.ids import KeyFileError, Signer, key_id, parse_keys
 
 log = logging.getLogger("zeta_router.router.reload")
@@ -57,6 +65,11 @@ class _PolledFile:
 
 
 class ConfigWatcher(_PolledFile):
+    """Watches the routing file and the API key files of its external tiers (mounted Secrets,
+    swapped by the kubelet like the ConfigMap): a new routing file, or a new key in a file it
+    names, compiles a new configuration. The key files are read at every poll (a few dozen
+    bytes each); the routing file is parsed only when its content changes."""
+
     what = "config"
 
     def __init__(
@@ -74,37 +87,104 @@ class ConfigWatcher(_PolledFile):
         self.ngram_key = ngram_key
         self.on_config = on_config
         self.on_error = on_error
+        #: The routing file last read: its content, its parse (None: it did not parse) and
+        #: the key files it names, as (tier, path).
+        self._content: bytes | None = None
+        self._parsed: RoutingConfig | None = None
+        self._key_files: tuple[tuple[str, str], ...] = ()
+        #: What each of those key files held at the last poll (the key, or why it could not be
+        #: read): only ever compared and hashed, never logged.
+        self._key_states: tuple[str, ...] = ()
 
-    def prime(self, content: bytes) -> None:
-        """Mark ``content`` (the file the router started with) as already applied."""
-        self._digest = hashlib.sha256(content).digest()
+    def prime(self, content: bytes, config: RuntimeConfig) -> None:
+        """Mark ``content`` (the file the router started with), compiled into ``config``, as
+        already applied, with the keys ``config`` was compiled with."""
+        self._remember(content, config.source)
+        self._key_states = tuple(
+            _key_state(t.api_key) for t in config.tiers if t.name in dict(self._key_files)
+        )
+        self._digest = self._state_digest()
 
     def poll(self) -> bool:
-        """Look at the file once; returns True when a new configuration was applied."""
+        """Look at the files once; returns True when a new configuration was applied."""
         try:
             content = self.path.read_bytes()
         except OSError as exc:
             return self._reject(f"missing:{exc.errno}".encode(), f"cannot read {self.path}: {exc}")
-        digest = hashlib.sha256(content).digest()
+        reason = None
+        new_file = content != self._content
+        if new_file:
+            try:
+                self._remember(content, parse_config(content.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                self._remember(content, None)
+                reason = f"{self.path} is not UTF-8 text: {exc}"
+            except ConfigError as exc:
+                self._remember(content, None)
+                reason = f"{self.path}: {exc}"
+        before = self._key_states
+        self._key_states = tuple(_read_state(tier, path) for tier, path in self._key_files)
+        digest = self._state_digest()
         if digest == self._digest:
             return False
+        if reason is not None or self._parsed is None:
+            return self._reject_digest(digest, reason or f"{self.path}: cannot be parsed")
         try:
-            text = content.decode("utf-8")
-            runtime = compile_config(parse_config(text), self.local_tier, self.ngram_key)
-        except UnicodeDecodeError as exc:
-            return self._reject(content, f"{self.path} is not UTF-8 text: {exc}")
+            runtime = compile_config(self._parsed, self.local_tier, self.ngram_key)
         except ConfigError as exc:
-            return self._reject(content, f"{self.path}: {exc}")
+            return self._reject_digest(digest, f"{self.path}: {exc}")
+        if not new_file and self._digest is not None:
+            rotated = [
+                tier
+                for (tier, _), old, new in zip(
+                    self._key_files, before, self._key_states, strict=True
+                )
+                if old != new
+            ]
+            if rotated:
+                log.info(
+                    "external tier API keys reloaded",
+                    extra={"event": "external_keys_loaded", "tiers": rotated},
+                )
         self._digest = digest
         self.on_config(runtime)
         return True
 
+    def _remember(self, content: bytes, parsed: RoutingConfig | None) -> None:
+        self._content = content
+        self._parsed = parsed
+        self._key_files = tuple(
+            (t.name, t.external.api_key_file)
+            for t in (parsed.tiers if parsed is not None else ())
+            if t.external is not None and t.external.api_key_file is not None
+        )
+
+    def _state_digest(self) -> bytes:
+        h = hashlib.sha256(self._content or b"")
+        for state in self._key_states:
+            h.update(b"\0" + state.encode())
+        return h.digest()
+
     def _reject(self, content: bytes, reason: str) -> bool:
-        digest = hashlib.sha256(content).digest()
+        return self._reject_digest(hashlib.sha256(content).digest(), reason)
+
+    def _reject_digest(self, digest: bytes, reason: str) -> bool:
         if digest != self._digest:
             self._digest = digest
             self.on_error(reason)
         return False
+
+
+def _key_state(key: str | None) -> str:
+    return f"key:{key}"
+
+
+def _read_state(tier: str, path: str) -> str:
+    """What a key file holds now, for comparison: its key, or why it cannot be used."""
+    try:
+        return _key_state(read_key_file(tier, path))
+    except ConfigError as exc:
+        return f"error:{exc}"
 
 
 class KeyWatcher(_PolledFile):
