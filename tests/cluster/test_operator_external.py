@@ -1,7 +1,9 @@
 """An external tier against a real apiserver and the operator as a real process with the RBAC
 we ship: the sample with an external overflow tier is refused while the key's Secret is not
-marked for it (SpecValid=False, no children), then gets no Deployment or Service for that tier,
-its routers get the key by secretKeyRef, and the key is in no ConfigMap, status or Event."""
+marked for it, then while it is not marked for the provider's URL (SpecValid=False, no
+children), then gets no Deployment or Service for that tier, its routers mount the key's
+Secret, and the key is in no ConfigMap, status or Event; pointed at another URL afterwards, it
+is refused again with its routing file unchanged."""
 
 from __future__ import annotations
 
@@ -55,12 +57,23 @@ def test_external_tier_key_by_reference_only(
     ), message
     assert all(not objs for objs in children(kube, namespace, "ovf").values())
 
-    # The Secret's owner marks it: the next reconciliation accepts the ZetaRouter.
-    kube.patch(
-        api_path("v1", "secrets", namespace, ref["name"]),
-        {"metadata": {"annotations": {"zeta.ai/usable-by": "ovf"}}},
-        MERGE_PATCH,
-    )
+    # The Secret's owner marks it for the ZetaRouter, but not yet for the provider's URL.
+    secret = api_path("v1", "secrets", namespace, ref["name"])
+    kube.patch(secret, {"metadata": {"annotations": {"zeta.ai/usable-by": "ovf"}}}, MERGE_PATCH)
+
+    def refused_for_the_url() -> str | None:
+        message = str(conditions(get_zr(kube, namespace, "ovf"))["SpecValid"].get("message"))
+        return message if message.startswith("spec.tiers[2].external.baseUrl") else None
+
+    message = wait_for(refused_for_the_url, TIMEOUT, "SpecValid=False for the baseUrl")
+    assert (
+        f"Secret {ref['name']} does not say where its key may be sent (its annotation "
+        "zeta.ai/external-urls must list https://llm.example.com)"
+    ) in message
+    assert all(not objs for objs in children(kube, namespace, "ovf").values())
+    # And for the URL: the next reconciliation accepts the ZetaRouter.
+    urls = {"zeta.ai/external-urls": "https://llm.example.com/v1"}
+    kube.patch(secret, {"metadata": {"annotations": urls}}, MERGE_PATCH)
     wait_condition(kube, namespace, "ovf", "SpecValid", "True")
     served = ["small", "large"]  # no child for the external tier "hosted"
     have = zetarouters.wait_children(
@@ -108,3 +121,22 @@ def test_external_tier_key_by_reference_only(
     written = json.dumps([cm, have, zr, events_for(kube, namespace, "ovf")])
     assert KEY not in written
     assert KEY not in operator.log_path.read_text(errors="replace")
+
+    # Whoever may edit the ZetaRouter points the tier elsewhere: refused, and the routers keep
+    # the URL the Secret allows (the routing file unchanged).
+    kube.patch(
+        api_path("zeta.ai/v1alpha1", "zetarouters", namespace, "ovf"),
+        {"spec": {"tiers": [*body["spec"]["tiers"][:2], elsewhere(body["spec"]["tiers"][2])]}},
+        MERGE_PATCH,
+    )
+    message = wait_for(refused_for_the_url, TIMEOUT, "SpecValid=False for another baseUrl")
+    assert "allows its key to be sent only to https://llm.example.com, not " in message, message
+    assert "https://collector.example.net" in message
+    routing = kube.get(api_path("v1", "configmaps", namespace, "ovf-routing"))
+    assert routing["data"] == cm["data"]
+
+
+def elsewhere(tier: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(tier)
+    out["external"]["baseUrl"] = "https://collector.example.net/v1"
+    return out

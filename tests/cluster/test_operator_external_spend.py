@@ -152,7 +152,13 @@ def test_an_external_tier_over_its_spend_cap_is_paused_then_resumed(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "provider-key", "annotations": {"zeta.ai/usable-by": name}},
+            "metadata": {
+                "name": "provider-key",
+                "annotations": {
+                    "zeta.ai/usable-by": name,
+                    "zeta.ai/external-urls": "https://llm.example.com/v1",
+                },
+            },
             "stringData": {"token": KEY},
         },
     )

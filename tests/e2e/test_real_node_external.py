@@ -31,7 +31,7 @@ import pytest
 from support.cluster import apply, condition_is, events_for, unique_name, wait_for
 from support.deadlines import POD
 from support.fixtures_node import RealNodeHandle
-from zeta_router.api.pod_policy import USABLE_BY_ANNOTATION
+from zeta_router.api.pod_policy import EXTERNAL_URLS_ANNOTATION, USABLE_BY_ANNOTATION
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router_dev.cluster.nodeconfig import CLUSTER_DOMAIN
 from zeta_router_dev.cluster.workloads import (
@@ -119,13 +119,17 @@ def provider_objects(namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def provider_base_url(namespace: str) -> str:
+    return f"http://{PROVIDER}.{namespace}.svc.{CLUSTER_DOMAIN}:{PROVIDER_PORT}/v1"
+
+
 def external_zetarouter(namespace: str) -> dict[str, Any]:
     """The CPU sample's small tier, then the provider as an external tier; context ``hosted``
     sends every request to the provider (cut point 0), ``cluster`` none (cut point 1)."""
     zr = localize_zetarouter(load_cpu_sample(), namespace=namespace)
     small = zr["spec"]["tiers"][0]
     small["replicas"] = {"min": 1, "max": 1}
-    base_url = f"http://{PROVIDER}.{namespace}.svc.{CLUSTER_DOMAIN}:{PROVIDER_PORT}/v1"
+    base_url = provider_base_url(namespace)
     zr["spec"]["tiers"] = [
         small,
         {
@@ -194,7 +198,13 @@ def hosted(real_node: RealNodeHandle) -> Iterator[Hosted]:
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": SECRET, "annotations": {USABLE_BY_ANNOTATION: name}},
+                "metadata": {
+                    "name": SECRET,
+                    "annotations": {
+                        USABLE_BY_ANNOTATION: name,
+                        EXTERNAL_URLS_ANNOTATION: provider_base_url(namespace),
+                    },
+                },
                 "stringData": {"token": KEY},
             },
         )

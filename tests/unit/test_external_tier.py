@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from support.routing_files import with_key_files
 from zeta_router.api.models import SpecError, parse_zetarouter
 from zeta_router.api.pod_policy import (
+    EXTERNAL_URLS_ANNOTATION,
     USABLE_BY_ANNOTATION,
     PodPolicy,
     check_spec,
@@ -204,24 +205,69 @@ def test_key_file_names() -> None:
 # ---- the pod policy's Secret rule ------------------------------------------------------------
 
 
-def test_the_key_secret_must_be_marked_for_the_router() -> None:
+def test_the_key_secret_must_be_marked_for_the_router_and_the_url() -> None:
     doc = spec()
     assert referenced_secrets(doc) == [KEY_SECRET]
     parsed = parse_zetarouter(doc)
+    to = {EXTERNAL_URLS_ANNOTATION: "https://llm.example.com/v1"}
 
     def refused(annotations: dict[str, str] | None, policy: PodPolicy | None = None) -> list[str]:
         found = check_spec("chat", parsed, policy or PodPolicy(), {KEY_SECRET: annotations})
         return [f"{v.path}: {v.message}" for v in found]
 
-    assert refused({USABLE_BY_ANNOTATION: "chat"}) == []
-    assert refused({USABLE_BY_ANNOTATION: "*"}) == []
-    assert refused({}) == [
+    assert refused({USABLE_BY_ANNOTATION: "chat", **to}) == []
+    assert refused({USABLE_BY_ANNOTATION: "*", **to}) == []
+    assert refused(to) == [
         f"spec.tiers[2].external.apiKeySecretRef: Secret {KEY_SECRET} is not marked for this "
         f"ZetaRouter (its annotation {USABLE_BY_ANNOTATION} must list 'chat' or '*')"
     ]
     assert len(refused(None)) == 1
     assert refused({}, PodPolicy(secret_refs="any")) == []
-    assert len(refused({USABLE_BY_ANNOTATION: "*"}, PodPolicy(secret_refs="none"))) == 1
+    assert len(refused({USABLE_BY_ANNOTATION: "*", **to}, PodPolicy(secret_refs="none"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("listed", "refusal"),
+    [
+        ("https://llm.example.com/v1", None),
+        # The same base URL, written otherwise; and among others (white space around).
+        ("https://llm.example.com", None),
+        ("https://llm.example.com/v1/", None),
+        ("https://other.example.com/v1 , https://llm.example.com", None),
+        (
+            None,
+            f"Secret {KEY_SECRET} does not say where its key may be sent (its annotation "
+            f"{EXTERNAL_URLS_ANNOTATION} must list https://llm.example.com)",
+        ),
+        (
+            "not a url, ftp://llm.example.com",
+            f"Secret {KEY_SECRET} does not say where its key may be sent (its annotation "
+            f"{EXTERNAL_URLS_ANNOTATION} must list https://llm.example.com)",
+        ),
+        # Another host, another scheme, another port, another path: each elsewhere.
+        *(
+            (
+                url,
+                f"Secret {KEY_SECRET} allows its key to be sent only to {url}, not "
+                f"https://llm.example.com (its annotation {EXTERNAL_URLS_ANNOTATION})",
+            )
+            for url in (
+                "https://llm.example.org",
+                "http://llm.example.com",
+                "https://llm.example.com:8443",
+                "https://llm.example.com/openai",
+            )
+        ),
+    ],
+)
+def test_the_key_goes_only_to_a_url_its_secret_lists(listed: str | None, refusal: str) -> None:
+    annotations = {USABLE_BY_ANNOTATION: "chat"}
+    if listed is not None:
+        annotations[EXTERNAL_URLS_ANNOTATION] = listed
+    found = check_spec("chat", parse_zetarouter(spec()), PodPolicy(), {KEY_SECRET: annotations})
+    want = [] if refusal is None else [("spec.tiers[2].external.baseUrl", refusal)]
+    assert [(v.path, v.message) for v in found] == want
+    assert all(v.rule == "secret-ref" for v in found)
 
 
 # ---- the router's pure parts -----------------------------------------------------------------

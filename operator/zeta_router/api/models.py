@@ -304,7 +304,9 @@ class ExternalSpec(SpecModel):
     api_key_secret_ref: SecretKeyRef = Field(
         description="Secret (and key, default 'token') holding the provider's API key, sent as "
         "Authorization: Bearer. The Secret must be annotated zeta.ai/usable-by with this "
-        "ZetaRouter's name or '*' (the pod policy's secret-ref rule); the key reaches only "
+        "ZetaRouter's name or '*', and zeta.ai/external-urls with the baseUrl (the pod "
+        "policy's secret-ref rule: the Secret's owner says where the key may go); the key "
+        "reaches only "
         "the router containers, as a file of a Secret volume that they re-read: a key changed "
         "in the Secret is used without restarting the pods.",
     )

@@ -19,7 +19,9 @@ in docs/security.md is checked against it):
   a tier's default image counts too).
 - ``secret-ref``: an env ``valueFrom.secretKeyRef`` (and an external tier's
   ``apiKeySecretRef``) only to a Secret whose annotation ``zeta.ai/usable-by`` lists the
-  ZetaRouter (or ``*``); the operator reads the Secret's metadata, never its data.
+  ZetaRouter (or ``*``); an external tier's key, besides, only to a ``baseUrl`` its Secret's
+  annotation ``zeta.ai/external-urls`` lists (whoever may edit the ZetaRouter could otherwise
+  send the key anywhere). The operator reads the Secret's metadata, never its data.
 - ``pod-security``: a guard on the rendered pods themselves: no privileged container, no added
   capability, privilege escalation off, no host namespaces, no hostPath volume. The renderer
   never produces these from any spec; the guard keeps it so whatever field is added later.
@@ -37,10 +39,17 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from zeta_router.api.models import SpecError, ZetaRouterSpec
+from zeta_router.api.routing import base_url
 
 USABLE_BY_ANNOTATION: Final = "zeta.ai/usable-by"
 """Annotation of a Secret that ZetaRouters may reference from env ``secretKeyRef``: a
 comma-separated list of ZetaRouter names of the Secret's namespace, or ``*`` for any."""
+EXTERNAL_URLS_ANNOTATION: Final = "zeta.ai/external-urls"
+"""Annotation of a Secret holding an external provider's API key: the base URLs the key may be
+sent to (comma-separated; ``https://api.example.com`` and ``https://api.example.com/v1/`` are
+the same base URL). The mark ``zeta.ai/usable-by`` says which ZetaRouters may use the key, this
+one where it may go: a ZetaRouter's author chooses its ``baseUrl``, the Secret's owner must
+agree."""
 
 DEFAULT_CACHE_VOLUME_TYPES: Final = ("persistentVolumeClaim", "emptyDir", "ephemeral")
 
@@ -103,8 +112,9 @@ RULES: Final[tuple[Rule, ...]] = (
         "podPolicy.secretRefs",
         "marked",
         f"env valueFrom.secretKeyRef and external tiers' apiKeySecretRef only to Secrets "
-        f"annotated {USABLE_BY_ANNOTATION} with the ZetaRouter's name or * (marked), to any "
-        "Secret of the namespace (any), or none",
+        f"annotated {USABLE_BY_ANNOTATION} with the ZetaRouter's name or *, an external key "
+        f"only to a baseUrl its Secret's {EXTERNAL_URLS_ANNOTATION} lists (marked), to any "
+        "Secret of the namespace and anywhere (any), or none",
     ),
     Rule(
         RULE_POD_SECURITY,
@@ -198,6 +208,21 @@ def usable_by(annotations: Mapping[str, str] | None) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def external_urls(annotations: Mapping[str, str] | None) -> list[str]:
+    """The base URLs a Secret's ``zeta.ai/external-urls`` annotation lists, normalised as tier
+    URLs are (entries that are no base URL are left out: they can match nothing)."""
+    raw = (annotations or {}).get(EXTERNAL_URLS_ANNOTATION) or ""
+    out = []
+    for part in raw.split(","):
+        try:
+            url = base_url(part)
+        except ValueError:
+            continue
+        if url not in out:
+            out.append(url)
+    return out
+
+
 # ---- the check ----------------------------------------------------------------------------------
 
 
@@ -222,6 +247,12 @@ def check_spec(
             why = _secret_refusal(name, secret, policy, secret_annotations)
             if why:
                 out.append(Violation(RULE_SECRET_REF, f"{at}.external.apiKeySecretRef", why))
+            elif policy.secret_refs == "marked":
+                why = _destination_refusal(
+                    secret, tier.external.base_url, secret_annotations.get(secret)
+                )
+                if why:
+                    out.append(Violation(RULE_SECRET_REF, f"{at}.external.baseUrl", why))
             continue
         if tier.model_cache:
             kinds = [k for k in tier.model_cache if k != "name"]
@@ -289,6 +320,25 @@ def _secret_refusal(
     return (
         f"Secret {secret} is not marked for this ZetaRouter (its annotation "
         f"{USABLE_BY_ANNOTATION} must list {router!r} or '*')"
+    )
+
+
+def _destination_refusal(
+    secret: str, url: str, annotations: Mapping[str, str] | None
+) -> str | None:
+    """Why an external tier's key in ``secret`` may not be sent to ``url`` (None: it may)."""
+    allowed = external_urls(annotations)
+    target = base_url(url)
+    if target in allowed:
+        return None
+    if not allowed:
+        return (
+            f"Secret {secret} does not say where its key may be sent (its annotation "
+            f"{EXTERNAL_URLS_ANNOTATION} must list {target})"
+        )
+    return (
+        f"Secret {secret} allows its key to be sent only to {', '.join(allowed)}, not {target} "
+        f"(its annotation {EXTERNAL_URLS_ANNOTATION})"
     )
 
 

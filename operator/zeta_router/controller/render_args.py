@@ -12,6 +12,7 @@ from typing import Any
 from zeta_router.api.defaults import ROUTER_IMAGE
 from zeta_router.api.pod_policy import (
     DEFAULT_CACHE_VOLUME_TYPES,
+    EXTERNAL_URLS_ANNOTATION,
     SECRET_REFS_MODES,
     USABLE_BY_ANNOTATION,
     PodPolicy,
@@ -85,9 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--secret-refs",
         choices=SECRET_REFS_MODES,
         default="marked",
-        help="which Secrets env valueFrom.secretKeyRef may name: marked (default: only Secrets "
-        f"annotated {USABLE_BY_ANNOTATION} with the ZetaRouter's name or '*'), any Secret of "
-        "the namespace, or none",
+        help="which Secrets env valueFrom.secretKeyRef and external tiers' apiKeySecretRef may "
+        f"name: marked (default: only Secrets annotated {USABLE_BY_ANNOTATION} with the "
+        f"ZetaRouter's name or '*', and an external key only to a baseUrl its Secret's "
+        f"{EXTERNAL_URLS_ANNOTATION} lists), any Secret of the namespace, or none",
     )
 
 

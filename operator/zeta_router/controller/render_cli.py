@@ -27,9 +27,10 @@ of the same flags. A ZetaRouter the operator would refuse is printed to standard
 SpecValid condition, and the exit status is 1.
 
 What the operator reads from the cluster is taken from the input instead:
-  - Secrets named by env valueFrom.secretKeyRef (--secret-refs marked): the Secrets in the input
-    files, by name and namespace (their annotation zeta.ai/usable-by); a Secret not given counts
-    as missing, as it would for the operator without it.
+  - Secrets named by env valueFrom.secretKeyRef or an external tier's apiKeySecretRef
+    (--secret-refs marked): the Secrets in the input files, by name and namespace (their
+    annotations zeta.ai/usable-by and zeta.ai/external-urls); a Secret not given counts as
+    missing, as it would for the operator without it.
   - Replicas and routing thresholds: those of a new ZetaRouter (spec.tiers[].replicas.initial),
     or those recorded in the input's status (`kubectl get zr NAME -o yaml | zeta-router render
     -f -`). The input's metadata.uid, when present, gives the owner reference.
