@@ -110,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="how often the file is checked for changes (default: %(default)s)",
+        help="how often the file, and the API key files of its external tiers, are checked "
+        "for changes (default: %(default)s)",
     )
     alone = parser.add_argument_group("standalone mode (with --tier)")
     alone.add_argument(
