@@ -20,7 +20,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,19 @@ from typing import Any
 import openai
 import pytest
 
-from support.cluster import apply, condition_is, events_for, unique_name, wait_for
+from support.cluster import apply, condition_is, events_for, wait_for
 from support.deadlines import POD
 from support.fixtures_node import RealNodeHandle
+from support.node_install import module_install
 from support.tools import run_tool
 from zeta_router.autoscale.metrics import PrometheusSource, target_from
-from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.kube import Kube, api_path
 from zeta_router.render import names
 from zeta_router.render.deployment import MODEL_CONTAINER, ROUTER_CONTAINER
 from zeta_router_dev.cluster.dns import lookup
 from zeta_router_dev.cluster.node import NodeInfo
 from zeta_router_dev.cluster.nodeconfig import BRIDGE_ADDRESS, CLUSTER_DOMAIN
 from zeta_router_dev.cluster.workloads import (
-    debug_dump,
-    helm,
-    install_operator,
     load_cpu_sample,
     localize_zetarouter,
     render_monitors,
@@ -90,58 +87,38 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(real_node: RealNodeHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     kube = real_node.kube
-    namespace, operators = unique_name("zt-cpu"), unique_name("zt-operator")
-    release = unique_name("zr")
-    for ns in (namespace, operators):
-        kube.create(
-            api_path("v1", "namespaces"),
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        )
-    prometheus = start_cluster_prometheus(
-        kube,
-        real_node.info.server,
-        real_node.info.ca_cert,
-        tmp_path_factory.mktemp("prometheus"),
-        render_monitors(release, operators, [namespace], "1s"),
-        account_namespace=operators,
-    )
-    try:
-        install_operator(
-            real_node.kubeconfig, release, operators, [namespace], unique_name("zr-peering")
-        )
-        sample = load_cpu_sample()
-        name = sample["metadata"]["name"]
-        zr = localize_zetarouter(sample, namespace=namespace, prometheus_url=prometheus.url)
-        # The tests pin requests to a tier with X-Zeta-Tier, which routers refuse by default.
-        zr["spec"]["router"]["allowForceTier"] = True
-        apply(kube, zr)
-        path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
-        try:
-            wait_for(
-                lambda: condition_is(kube.get(path), "Ready", "True"),
-                300,
-                f"ZetaRouter {namespace}/{name} Ready",
-            )
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{debug_dump(kube, namespace)}") from None
-        yield Stack(
+    with module_install(real_node, "zt-cpu") as install:
+        namespace, operators, release = install.namespace, install.operators, install.release
+        prometheus = start_cluster_prometheus(
             kube,
-            real_node.info,
-            real_node.kubeconfig,
-            namespace,
-            operators,
-            release,
-            name,
-            prometheus,
-            service_url(kube, namespace, name),
+            real_node.info.server,
+            real_node.info.ca_cert,
+            tmp_path_factory.mktemp("prometheus"),
+            render_monitors(release, operators, [namespace], "1s"),
+            account_namespace=operators,
         )
-    finally:
-        prometheus.stop()
-        with suppress(ApiError, RuntimeError):
-            helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators)
-        for ns in (namespace, operators):
-            with suppress(ApiError, RuntimeError):
-                kube.delete(api_path("v1", "namespaces", None, ns))
+        try:
+            install.install_operator()
+            sample = load_cpu_sample()
+            name = sample["metadata"]["name"]
+            zr = localize_zetarouter(sample, namespace=namespace, prometheus_url=prometheus.url)
+            # The tests pin requests to a tier with X-Zeta-Tier, which routers refuse by default.
+            zr["spec"]["router"]["allowForceTier"] = True
+            apply(kube, zr)
+            install.wait_for_zetarouter(name, "Ready", 300)
+            yield Stack(
+                kube,
+                real_node.info,
+                real_node.kubeconfig,
+                namespace,
+                operators,
+                release,
+                name,
+                prometheus,
+                service_url(kube, namespace, name),
+            )
+        finally:
+            prometheus.stop()
 
 
 def get_text(url: str, info: NodeInfo | None = None) -> str:

@@ -21,23 +21,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 import pytest
 
-from support.cluster import apply, condition_is, events_for, unique_name, wait_for
+from support.cluster import apply, events_for, wait_for
 from support.deadlines import POD
 from support.fixtures_node import RealNodeHandle
+from support.node_install import module_install
 from zeta_router.api.pod_policy import EXTERNAL_URLS_ANNOTATION, USABLE_BY_ANNOTATION
-from zeta_router.kube import ApiError, Kube, api_path
+from zeta_router.kube import Kube, api_path
 from zeta_router_dev.cluster.nodeconfig import CLUSTER_DOMAIN
 from zeta_router_dev.cluster.workloads import (
-    debug_dump,
-    helm,
-    install_operator,
     load_cpu_sample,
     localize_zetarouter,
     service_url,
@@ -180,17 +177,9 @@ class Hosted:
 @pytest.fixture(scope="module")
 def hosted(real_node: RealNodeHandle) -> Iterator[Hosted]:
     kube = real_node.kube
-    namespace, operators = unique_name("zt-ext"), unique_name("zt-operator")
-    release = unique_name("zr")
-    for ns in (namespace, operators):
-        kube.create(
-            api_path("v1", "namespaces"),
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        )
-    try:
-        install_operator(
-            real_node.kubeconfig, release, operators, [namespace], unique_name("zr-peering")
-        )
+    with module_install(real_node, "zt-ext") as install:
+        namespace = install.namespace
+        install.install_operator()
         zr = external_zetarouter(namespace)
         name = zr["metadata"]["name"]
         kube.create(
@@ -211,21 +200,13 @@ def hosted(real_node: RealNodeHandle) -> Iterator[Hosted]:
         for obj in provider_objects(namespace):
             apply(kube, obj)
         apply(kube, zr)
-        path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
+        install.wait_for_zetarouter(name, "Ready", POD)
         provider = api_path("apps/v1", "deployments", namespace, PROVIDER)
-        try:
-            wait_for(
-                lambda: condition_is(kube.get(path), "Ready", "True"),
-                POD,
-                f"ZetaRouter {namespace}/{name} Ready",
-            )
-            wait_for(
-                lambda: kube.get(provider).get("status", {}).get("readyReplicas") == 1,
-                POD,
-                "the provider's pod ready",
-            )
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{debug_dump(kube, namespace)}") from None
+        install.wait(
+            lambda: kube.get(provider).get("status", {}).get("readyReplicas") == 1,
+            POD,
+            "the provider's pod ready",
+        )
         yield Hosted(
             kube,
             namespace,
@@ -233,12 +214,6 @@ def hosted(real_node: RealNodeHandle) -> Iterator[Hosted]:
             service_url(kube, namespace, name),
             service_url(kube, namespace, PROVIDER),
         )
-    finally:
-        with suppress(ApiError, RuntimeError):
-            helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators)
-        for ns in (namespace, operators):
-            with suppress(ApiError, RuntimeError):
-                kube.delete(api_path("v1", "namespaces", None, ns))
 
 
 def test_the_provider_refuses_a_request_without_the_key(hosted: Hosted) -> None:

@@ -5,21 +5,18 @@ the pod keeps running."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from support.cluster import apply, condition_is, unique_name, wait_for
+from support.cluster import apply, wait_for
 from support.fixtures_node import RealNodeHandle
+from support.node_install import module_install
 from zeta_router.controller.cli import pdb_api_version
 from zeta_router.kube import ApiError, Kube, api_path
 from zeta_router.render import names
 from zeta_router_dev.cluster.workloads import (
-    debug_dump,
-    helm,
-    install_operator,
     load_cpu_sample,
     localize_zetarouter,
 )
@@ -30,30 +27,14 @@ pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def one_replica_tiers(real_node: RealNodeHandle) -> Iterator[tuple[Kube, str, dict[str, Any]]]:
     kube = real_node.kube
-    namespace, operators = unique_name("zt-pdb"), unique_name("zt-operator")
-    release = unique_name("zr")
-    try:
-        install_operator(
-            real_node.kubeconfig, release, operators, [namespace], unique_name("zr-peering")
-        )
-        zr = localize_zetarouter(load_cpu_sample(), namespace=namespace)
+    with module_install(real_node, "zt-pdb") as install:
+        install.install_operator()
+        zr = localize_zetarouter(load_cpu_sample(), namespace=install.namespace)
         for tier in zr["spec"]["tiers"]:
             tier["replicas"] = {"min": 1, "max": 1}
         apply(kube, zr)
-        path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, zr["metadata"]["name"])
-        try:
-            wait_for(lambda: condition_is(kube.get(path), "Ready", "True"), 300, "Ready")
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{debug_dump(kube, namespace)}") from None
-        yield kube, namespace, zr
-    finally:
-        for cleanup in (
-            lambda: helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators),
-            lambda: kube.delete(api_path("v1", "namespaces", None, namespace)),
-            lambda: kube.delete(api_path("v1", "namespaces", None, operators)),
-        ):
-            with contextlib.suppress(ApiError, RuntimeError):
-                cleanup()
+        install.wait_for_zetarouter(zr["metadata"]["name"], "Ready", 300)
+        yield kube, install.namespace, zr
 
 
 def test_the_eviction_of_a_tiers_last_replica_is_refused(

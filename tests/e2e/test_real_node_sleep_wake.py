@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 import pytest
 
-from support.cluster import apply, condition_is, events_for, unique_name, wait_for
+from support.cluster import apply, events_for, wait_for
 from support.fixtures_node import RealNodeHandle
-from zeta_router.kube import ApiError, Kube, api_path
+from support.node_install import module_install
+from zeta_router.kube import Kube, api_path
 from zeta_router_dev.cluster.workloads import (
-    debug_dump,
-    helm,
-    install_operator,
     load_cpu_sample,
     localize_zetarouter,
     render_monitors,
@@ -61,54 +58,34 @@ class Sleepy:
 @pytest.fixture(scope="module")
 def sleepy(real_node: RealNodeHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sleepy]:
     kube = real_node.kube
-    namespace, operators = unique_name("zt-sleep"), unique_name("zt-operator")
-    release = unique_name("zr")
-    for ns in (namespace, operators):
-        kube.create(
-            api_path("v1", "namespaces"),
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+    with module_install(real_node, "zt-sleep") as install:
+        namespace = install.namespace
+        prometheus = start_cluster_prometheus(
+            kube,
+            real_node.info.server,
+            real_node.info.ca_cert,
+            tmp_path_factory.mktemp("prometheus"),
+            render_monitors(install.release, install.operators, [namespace], "1s"),
+            account_namespace=install.operators,
         )
-    prometheus = start_cluster_prometheus(
-        kube,
-        real_node.info.server,
-        real_node.info.ca_cert,
-        tmp_path_factory.mktemp("prometheus"),
-        render_monitors(release, operators, [namespace], "1s"),
-        account_namespace=operators,
-    )
-    try:
-        install_operator(
-            real_node.kubeconfig, release, operators, [namespace], unique_name("zr-peering")
-        )
-        sample = load_cpu_sample()
-        name = sample["metadata"]["name"]
-        zr: dict[str, Any] = localize_zetarouter(
-            sample, namespace=namespace, prometheus_url=prometheus.url
-        )
-        large = zr["spec"]["tiers"][1]
-        large["replicas"] = {"min": 0, "max": 1, "initial": 1, "sleepAfter": "30s"}
-        zr["spec"]["tiers"][0]["replicas"] = {"min": 1, "max": 1}
-        # Cut point 0: every request is decided for the large tier; fallback is the default.
-        zr["spec"]["router"]["contexts"] = [{"name": "default", "thresholds": [0.0]}]
-        zr["spec"]["router"]["defaultContext"] = "default"
-        apply(kube, zr)
-        path = api_path("zeta.ai/v1alpha1", "zetarouters", namespace, name)
         try:
-            wait_for(
-                lambda: condition_is(kube.get(path), "SpecValid", "True"),
-                300,
-                f"ZetaRouter {namespace}/{name} accepted",
+            install.install_operator()
+            sample = load_cpu_sample()
+            name = sample["metadata"]["name"]
+            zr: dict[str, Any] = localize_zetarouter(
+                sample, namespace=namespace, prometheus_url=prometheus.url
             )
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{debug_dump(kube, namespace)}") from None
-        yield Sleepy(kube, namespace, name, service_url(kube, namespace, name))
-    finally:
-        prometheus.stop()
-        with suppress(ApiError, RuntimeError):
-            helm(real_node.kubeconfig, "uninstall", release, "--namespace", operators)
-        for ns in (namespace, operators):
-            with suppress(ApiError, RuntimeError):
-                kube.delete(api_path("v1", "namespaces", None, ns))
+            large = zr["spec"]["tiers"][1]
+            large["replicas"] = {"min": 0, "max": 1, "initial": 1, "sleepAfter": "30s"}
+            zr["spec"]["tiers"][0]["replicas"] = {"min": 1, "max": 1}
+            # Cut point 0: every request is decided for the large tier; fallback is the default.
+            zr["spec"]["router"]["contexts"] = [{"name": "default", "thresholds": [0.0]}]
+            zr["spec"]["router"]["defaultContext"] = "default"
+            apply(kube, zr)
+            install.wait_for_zetarouter(name, "SpecValid", 300)
+            yield Sleepy(kube, namespace, name, service_url(kube, namespace, name))
+        finally:
+            prometheus.stop()
 
 
 def test_a_sleeping_tier_is_woken_by_traffic_with_no_failed_request(sleepy: Sleepy) -> None:
