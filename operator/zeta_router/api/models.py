@@ -306,9 +306,8 @@ class ExternalSpec(SpecModel):
         "Authorization: Bearer. The Secret must be annotated zeta.ai/usable-by with this "
         "ZetaRouter's name or '*', and zeta.ai/external-urls with the baseUrl (the pod "
         "policy's secret-ref rule: the Secret's owner says where the key may go); the key "
-        "reaches only "
-        "the router containers, as a file of a Secret volume that they re-read: a key changed "
-        "in the Secret is used without restarting the pods.",
+        "reaches only the router containers, as a file of a Secret volume that they re-read: "
+        "a key changed in the Secret is used without restarting the pods.",
     )
     limits: ExternalLimits = Field(
         default_factory=ExternalLimits,

@@ -326,18 +326,18 @@ def _secret_refusal(
 def _destination_refusal(
     secret: str, url: str, annotations: Mapping[str, str] | None
 ) -> str | None:
-    """Why an external tier's key in ``secret`` may not be sent to ``url`` (None: it may)."""
+    """Why an external tier's key in ``secret`` may not be sent to ``url`` (a base URL as the
+    spec holds it, normalised; None: it may)."""
     allowed = external_urls(annotations)
-    target = base_url(url)
-    if target in allowed:
+    if url in allowed:
         return None
     if not allowed:
         return (
             f"Secret {secret} does not say where its key may be sent (its annotation "
-            f"{EXTERNAL_URLS_ANNOTATION} must list {target})"
+            f"{EXTERNAL_URLS_ANNOTATION} must list {url})"
         )
     return (
-        f"Secret {secret} allows its key to be sent only to {', '.join(allowed)}, not {target} "
+        f"Secret {secret} allows its key to be sent only to {', '.join(allowed)}, not {url} "
         f"(its annotation {EXTERNAL_URLS_ANNOTATION})"
     )
 

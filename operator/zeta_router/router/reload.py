@@ -87,10 +87,11 @@ class ConfigWatcher(_PolledFile):
         self.ngram_key = ngram_key
         self.on_config = on_config
         self.on_error = on_error
-        #: The routing file last read: its content, its parse (None: it did not parse) and
-        #: the key files it names, as (tier, path).
+        #: The routing file last read: its content, its parse (None: it did not parse, and
+        #: ``_parse_error`` says why) and the key files it names, as (tier, path).
         self._content: bytes | None = None
         self._parsed: RoutingConfig | None = None
+        self._parse_error = ""
         self._key_files: tuple[tuple[str, str], ...] = ()
         #: What each of those key files held at the last poll (the key, or why it could not be
         #: read): only ever compared and hashed, never logged.
@@ -101,7 +102,7 @@ class ConfigWatcher(_PolledFile):
         already applied, with the keys ``config`` was compiled with."""
         self._remember(content, config.source)
         self._key_states = tuple(
-            _key_state(t.api_key) for t in config.tiers if t.name in dict(self._key_files)
+            _key_state(config.tier_by_name[tier].api_key) for tier, _ in self._key_files
         )
         self._digest = self._state_digest()
 
@@ -111,24 +112,16 @@ class ConfigWatcher(_PolledFile):
             content = self.path.read_bytes()
         except OSError as exc:
             return self._reject(f"missing:{exc.errno}".encode(), f"cannot read {self.path}: {exc}")
-        reason = None
         new_file = content != self._content
         if new_file:
-            try:
-                self._remember(content, parse_config(content.decode("utf-8")))
-            except UnicodeDecodeError as exc:
-                self._remember(content, None)
-                reason = f"{self.path} is not UTF-8 text: {exc}"
-            except ConfigError as exc:
-                self._remember(content, None)
-                reason = f"{self.path}: {exc}"
+            self._remember(content)
         before = self._key_states
         self._key_states = tuple(_read_state(tier, path) for tier, path in self._key_files)
         digest = self._state_digest()
         if digest == self._digest:
             return False
-        if reason is not None or self._parsed is None:
-            return self._reject_digest(digest, reason or f"{self.path}: cannot be parsed")
+        if self._parsed is None:
+            return self._reject_digest(digest, self._parse_error)
         try:
             runtime = compile_config(self._parsed, self.local_tier, self.ngram_key)
         except ConfigError as exc:
@@ -150,8 +143,18 @@ class ConfigWatcher(_PolledFile):
         self.on_config(runtime)
         return True
 
-    def _remember(self, content: bytes, parsed: RoutingConfig | None) -> None:
+    def _remember(self, content: bytes, parsed: RoutingConfig | None = None) -> None:
+        """Take ``content`` as the routing file last read (parsed here unless ``parsed`` is
+        its parse)."""
         self._content = content
+        self._parse_error = ""
+        if parsed is None:
+            try:
+                parsed = parse_config(content.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                self._parse_error = f"{self.path} is not UTF-8 text: {exc}"
+            except ConfigError as exc:
+                self._parse_error = f"{self.path}: {exc}"
         self._parsed = parsed
         self._key_files = tuple(
             (t.name, t.external.api_key_file)
