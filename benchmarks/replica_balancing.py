@@ -28,7 +28,11 @@ both replicas soon hold all of them whatever the picks. ``--system-prompts 12
 --system-words 300 --conversations 24 --turns 2 --concurrency 8`` (a *many* workload) has more
 live prompts (~400 tokens each) than one replica's cache holds (some 9: two slots and ~7 in
 host memory), and half as many per replica when they meet by prefix: the case of many
-conversations on few replicas.
+conversations on few replicas. ``--replicas 4 --system-prompts 12 --system-words 300
+--conversations 24 --turns 4 --max-tokens 64 --concurrency 8`` makes the conversations longer,
+with answers nearer a chat's: each later turn carries more history, which a random pick computes
+again whenever the turn lands on another replica. With ``--conversations 72 --system-prompts
+36`` a workload has 288 requests, so that its p99 is not just its slowest request.
 
 Figures: TTFT p50/p99 (first streamed event), requests/s, prompt tokens sent and prompt tokens
 the servers computed (llama.cpp's ``llamacpp:prompt_tokens_total``: tokens not served from its

@@ -139,6 +139,41 @@ def test_loads_come_from_the_router_and_the_replicas_own_gauges() -> None:
     assert chosen[0] == a
 
 
+def test_a_request_of_its_own_that_ended_since_the_gauges_were_read_no_longer_counts() -> None:
+    """The gauges count this router's requests of the moment they were read as well as the
+    other routers'; what they held beyond this router's own is the others' load. Between reads,
+    this router's own count moves at once: an ended request stops counting before the next
+    read, and a new one counts from its start."""
+    cfg = config("http://127.0.0.1:1", "http://127.0.0.1:2")
+    cfg = cfg.model_copy(
+        update={"tiers": [t.model_copy(update={"engine": "llamacpp"}) for t in cfg.tiers]}
+    )
+    reps = replica_set(cfg, {})
+    reps.config = compile_config(cfg)
+    small = reps.config.tiers[0]
+    a, b = reps.of(small).replicas
+    reps.begin(a)
+    reps.begin(a)
+    gauges = {a.url: 3, b.url: 0}
+
+    async def fetch(url: str) -> str | None:
+        return f"llamacpp:requests_processing {gauges[url]}\nllamacpp:requests_deferred 0\n"
+
+    asyncio.run(reps.read_loads(fetch))
+    assert reps.state(a).load() == 3  # two of this router's, one of another's
+    reps.end(a)
+    assert reps.state(a).load() == 2  # not 3 until the next read
+    reps.begin(b)
+    assert reps.state(b).load() == 1
+    # Gauges that have not yet counted this router's requests count no others (never below
+    # this router's own).
+    reps.begin(a)
+    gauges[a.url] = 1
+    asyncio.run(reps.read_loads(fetch))
+    assert reps.state(a).load() == 2
+    assert reps.state(b).load() == 1
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

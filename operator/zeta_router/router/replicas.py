@@ -58,15 +58,19 @@ class ReplicaState:
     """What a router knows of one replica between requests."""
 
     outstanding: int = 0  # this router's requests in progress there
-    reported: int = 0  # requests running and waiting, by the replica's own gauges
+    # Requests the replica's own gauges (running and waiting) counted beyond this router's
+    # own when they were read: other routers' requests, as of the last read.
+    others: int = 0
     failures: int = 0  # consecutive
     ejected_until: float = 0.0  # monotonic seconds
     seconds: float = 0.0  # time per request per request held, a moving average (0: none yet)
 
     def load(self) -> int:
-        # The replica's own count covers every router's requests, but is up to a metrics
-        # interval old; this router's count is exact for its own: the larger is the best guess.
-        return max(self.outstanding, self.reported)
+        # The gauges cover every router's requests but are up to a metrics interval old; this
+        # router's count is exact for its own. So its own now, plus the others' as last read:
+        # a request of its own that ended since the read no longer counts (taking the larger
+        # of the two counts kept it until the next read, and spilled prefixes for nothing).
+        return self.outstanding + self.others
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,18 +378,28 @@ class Replicas:
         ]
         if len(work) <= len(engines):
             return  # one replica per tier: nothing to choose between
-        texts = await asyncio.gather(*(fetch(r.url) for r, _ in work), return_exceptions=True)
-        for (r, engine), text in zip(work, texts, strict=True):
+
+        async def read(replica: Replica, engine: str) -> None:
+            try:
+                text = await fetch(replica.url)
+            except Exception:  # one replica's bad answer must not lose the others'
+                return
             held = in_flight(text, engine) if isinstance(text, str) else None
             if held is not None:
-                self.state(r).reported = int(held)
+                # Taken as the answer arrives: the gauges count this router's requests of
+                # that moment too (a request the replica has not registered yet, or has
+                # finished while its answer is still on its way, counts for none).
+                s = self.state(replica)
+                s.others = max(0, int(held) - s.outstanding)
+
+        await asyncio.gather(*(read(r, engine) for r, engine in work))
 
     async def load_loop(self, fetch: MetricsFetch) -> None:
         while True:
             seconds = self.settings.metrics_seconds
             if seconds <= 0:  # off (a reload may turn it on)
                 for s in self.states.values():
-                    s.reported = 0
+                    s.others = 0
                 await asyncio.sleep(1.0)
                 continue
             try:
