@@ -63,6 +63,14 @@ def config(*replicas: str, **balancing: object) -> RoutingConfig:
     return standalone_config([("small", ",".join(replicas))], balancing=balancing)
 
 
+def llamacpp_config(*replicas: str) -> RoutingConfig:
+    """:func:`config` with tiers served by llama.cpp (whose gauges the router reads)."""
+    cfg = config(*replicas)
+    return cfg.model_copy(
+        update={"tiers": [t.model_copy(update={"engine": "llamacpp"}) for t in cfg.tiers]}
+    )
+
+
 def replica_set(cfg: RoutingConfig, answers: dict[str, tuple[str, ...] | None]) -> Replicas:
     async def resolver(host: str) -> tuple[str, ...] | None:
         return answers.get(host)
@@ -112,7 +120,7 @@ def test_a_failing_replica_is_ejected_then_tried_only_when_no_other_is_left() ->
 
 
 def test_loads_come_from_the_router_and_the_replicas_own_gauges() -> None:
-    reps = replica_set(config("http://127.0.0.1:1", "http://127.0.0.1:2"), {})
+    reps = replica_set(llamacpp_config("http://127.0.0.1:1", "http://127.0.0.1:2"), {})
     small = reps.config.tiers[0]
     a, b = reps.of(small).replicas
     reps.begin(a)
@@ -121,16 +129,6 @@ def test_loads_come_from_the_router_and_the_replicas_own_gauges() -> None:
     async def fetch(url: str) -> str | None:
         return texts[url]
 
-    reps.config = compile_config(
-        config("http://127.0.0.1:1", "http://127.0.0.1:2").model_copy(
-            update={
-                "tiers": [
-                    t.model_copy(update={"engine": "llamacpp"})
-                    for t in config("http://127.0.0.1:1", "http://127.0.0.1:2").tiers
-                ]
-            }
-        )
-    )
     asyncio.run(reps.read_loads(fetch))
     assert reps.state(a).load() == 1
     assert reps.state(b).load() == 5
@@ -144,12 +142,7 @@ def test_a_request_of_its_own_that_ended_since_the_gauges_were_read_no_longer_co
     other routers'; what they held beyond this router's own is the others' load. Between reads,
     this router's own count moves at once: an ended request stops counting before the next
     read, and a new one counts from its start."""
-    cfg = config("http://127.0.0.1:1", "http://127.0.0.1:2")
-    cfg = cfg.model_copy(
-        update={"tiers": [t.model_copy(update={"engine": "llamacpp"}) for t in cfg.tiers]}
-    )
-    reps = replica_set(cfg, {})
-    reps.config = compile_config(cfg)
+    reps = replica_set(llamacpp_config("http://127.0.0.1:1", "http://127.0.0.1:2"), {})
     small = reps.config.tiers[0]
     a, b = reps.of(small).replicas
     reps.begin(a)
